@@ -1,0 +1,254 @@
+//! The seam between the toolstack and Xen: every hypervisor operation the toolstack needs.
+//!
+//! Two implementations: [`sim::SimHypervisor`] (in memory, for unit tests, dry runs and overhead
+//! benches) and `xen` (the real one over /dev/xen/*). Builders and the toolstack only see this trait.
+
+pub mod sim;
+
+use std::fmt;
+
+/// A Xen domain id (`domid_t`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[serde(transparent)]
+pub struct DomId(pub u16);
+
+impl DomId {
+    /// The control domain.
+    pub const DOM0: DomId = DomId(0);
+}
+
+impl fmt::Display for DomId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// Size of a guest page frame on x86.
+pub const PAGE_SIZE: usize = 4096;
+/// log2 of [`PAGE_SIZE`].
+pub const PAGE_SHIFT: u32 = 12;
+
+/// Guest virtualisation mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GuestKind {
+    Pv,
+    Pvh,
+}
+
+impl fmt::Display for GuestKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            GuestKind::Pv => "pv",
+            GuestKind::Pvh => "pvh",
+        })
+    }
+}
+
+/// Arguments of `XEN_DOMCTL_createdomain`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CreateDomain {
+    pub kind: GuestKind,
+    /// Domain handle (the UUID xl shows).
+    pub handle: [u8; 16],
+    pub max_vcpus: u32,
+    pub max_evtchn_port: u32,
+    pub max_grant_frames: u32,
+    pub max_maptrack_frames: u32,
+}
+
+/// Why a domain shut down (`SHUTDOWN_*` in xen/include/public/sched.h).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ShutdownReason {
+    Poweroff,
+    Reboot,
+    Suspend,
+    Crash,
+    Watchdog,
+    SoftReset,
+}
+
+impl ShutdownReason {
+    /// The `SHUTDOWN_*` code Xen uses.
+    pub fn code(self) -> u32 {
+        match self {
+            ShutdownReason::Poweroff => 0,
+            ShutdownReason::Reboot => 1,
+            ShutdownReason::Suspend => 2,
+            ShutdownReason::Crash => 3,
+            ShutdownReason::Watchdog => 4,
+            ShutdownReason::SoftReset => 5,
+        }
+    }
+
+    /// The reason for a `SHUTDOWN_*` code, if Xen defines it.
+    pub fn from_code(code: u32) -> Option<Self> {
+        Some(match code {
+            0 => ShutdownReason::Poweroff,
+            1 => ShutdownReason::Reboot,
+            2 => ShutdownReason::Suspend,
+            3 => ShutdownReason::Crash,
+            4 => ShutdownReason::Watchdog,
+            5 => ShutdownReason::SoftReset,
+            _ => return None,
+        })
+    }
+}
+
+/// What `XEN_DOMCTL_getdomaininfo` reports about one domain.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct DomainInfo {
+    pub domid: DomId,
+    pub dying: bool,
+    pub paused: bool,
+    pub blocked: bool,
+    pub running: bool,
+    /// Set once the domain has shut down, with the reason it gave.
+    pub shutdown: Option<ShutdownReason>,
+    pub tot_pages: u64,
+    pub max_pages: u64,
+    pub shared_info_frame: u64,
+    pub cpu_time_ns: u64,
+    pub online_vcpus: u32,
+    pub max_vcpu_id: u32,
+    pub handle: [u8; 16],
+}
+
+/// What `XEN_SYSCTL_physinfo` reports about the host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct PhysInfo {
+    pub nr_cpus: u32,
+    pub total_pages: u64,
+    pub free_pages: u64,
+}
+
+/// Initial register state of a vcpu, in the terms the builders use; backends turn it into
+/// Xen's `vcpu_guest_context` (PV) or `vcpu_hvm_context` (PVH).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VcpuContext {
+    /// 64-bit PV: paging is on, the kernel starts at `rip` with `rsi` pointing at start_info.
+    Pv {
+        rip: u64,
+        rsp: u64,
+        rsi: u64,
+        /// Frame number of the top-level (L4) page table, in the guest's pseudo-physical space.
+        cr3_pfn: u64,
+    },
+    /// PVH: flat 32-bit protected mode, paging off, `rbx` holds the hvm_start_info address.
+    Pvh { rip: u32, rbx: u32 },
+}
+
+/// Level of a PV page table to pin (`MMUEXT_PIN_L*_TABLE`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PageTableLevel {
+    L1,
+    L2,
+    L3,
+    L4,
+}
+
+/// One grant-table entry the toolstack fills before the guest starts (console and xenstore
+/// rings are granted to the backends this way, as libxc's gnttab seeding does).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GrantEntry {
+    pub gref: u32,
+    pub backend: DomId,
+    pub gfn: u64,
+}
+
+/// Guest memory mapped into this process. Writes land in guest memory no later than when the
+/// mapping is dropped.
+pub trait ForeignMapping {
+    fn bytes(&self) -> &[u8];
+    fn bytes_mut(&mut self) -> &mut [u8];
+}
+
+/// Errors of a hypervisor operation.
+#[derive(Debug, thiserror::Error)]
+pub enum HypervisorError {
+    #[error("no Xen here: {path} does not exist (this host is not a Xen dom0; try the lab: lab/xenlab shell)")]
+    NoXen { path: String },
+    #[error("cannot open {path}: {source}")]
+    Open {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("unsupported Xen {interface} interface version {version:#x} (chaos knows {known})")]
+    UnsupportedInterface {
+        interface: &'static str,
+        version: u32,
+        known: &'static str,
+    },
+    #[error("{op} failed: {source}")]
+    Os {
+        op: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("domain {0} does not exist")]
+    NoSuchDomain(DomId),
+    #[error("out of host memory: {op} needs {needed_pages} pages, {free_pages} free")]
+    OutOfMemory {
+        op: &'static str,
+        needed_pages: u64,
+        free_pages: u64,
+    },
+    #[error("{op} rejected: {reason}")]
+    Invalid { op: &'static str, reason: String },
+    #[error("{op} failed: injected failure (simulated hypervisor)")]
+    Injected { op: &'static str },
+}
+
+pub type Result<T> = std::result::Result<T, HypervisorError>;
+
+/// The Xen operations a toolstack needs. Implementations are shared between threads (the pool
+/// daemon refills shells from worker threads), hence `Send + Sync` and `&self` everywhere.
+pub trait Hypervisor: Send + Sync {
+    /// A short name for logs and `chaos info` ("xen", "sim").
+    fn name(&self) -> &'static str;
+
+    /// Host CPUs and memory.
+    fn physinfo(&self) -> Result<PhysInfo>;
+
+    /// `XEN_DOMCTL_createdomain`: a new, paused, empty domain.
+    fn create_domain(&self, args: &CreateDomain) -> Result<DomId>;
+    /// `XEN_DOMCTL_destroydomain`: releases the domain's memory, event channels and grants.
+    fn destroy_domain(&self, dom: DomId) -> Result<()>;
+    fn pause_domain(&self, dom: DomId) -> Result<()>;
+    fn unpause_domain(&self, dom: DomId) -> Result<()>;
+    /// `SCHEDOP_remote_shutdown`: mark the domain shut down with `reason` (what a guest that
+    /// ignores the control plane gets from `xl shutdown -F` / `xl destroy` paths).
+    fn shutdown_domain(&self, dom: DomId, reason: ShutdownReason) -> Result<()>;
+
+    fn domain_info(&self, dom: DomId) -> Result<DomainInfo>;
+    /// All domains, dom0 included, in domid order.
+    fn list_domains(&self) -> Result<Vec<DomainInfo>>;
+
+    /// `XEN_DOMCTL_max_mem`, in KiB.
+    fn set_max_mem(&self, dom: DomId, max_kib: u64) -> Result<()>;
+    /// `XEN_DOMCTL_set_address_size` (PV only; 64 for x86_64 guests).
+    fn set_address_size(&self, dom: DomId, bits: u32) -> Result<()>;
+    /// `XENMEM_populate_physmap` for 4 KiB frames at the given guest frame numbers; returns the
+    /// machine frame numbers backing them (a PV guest's p2m needs them).
+    fn populate_physmap(&self, dom: DomId, gfns: &[u64]) -> Result<Vec<u64>>;
+    /// Maps guest frames into this process (privcmd `MMAPBATCH_V2`).
+    fn map_foreign<'a>(
+        &'a self,
+        dom: DomId,
+        gfns: &[u64],
+    ) -> Result<Box<dyn ForeignMapping + 'a>>;
+
+    /// `XEN_DOMCTL_hypercall_init`: Xen writes the hypercall stubs into this guest frame.
+    fn init_hypercall_page(&self, dom: DomId, gfn: u64) -> Result<()>;
+    /// `MMUEXT_PIN_L*_TABLE` on behalf of a PV guest: Xen validates and types its page tables.
+    fn pin_page_table(&self, dom: DomId, level: PageTableLevel, mfn: u64) -> Result<()>;
+    /// Fills grant-table entries of the guest (console and xenstore rings).
+    fn seed_grant_table(&self, dom: DomId, entries: &[GrantEntry]) -> Result<()>;
+    /// `XEN_DOMCTL_setvcpucontext`.
+    fn set_vcpu_context(&self, dom: DomId, vcpu: u32, ctx: &VcpuContext) -> Result<()>;
+
+    /// `EVTCHNOP_alloc_unbound`: a port in `dom` that `remote` may bind.
+    fn evtchn_alloc_unbound(&self, dom: DomId, remote: DomId) -> Result<u32>;
+}

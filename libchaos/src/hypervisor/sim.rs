@@ -1,0 +1,1 @@
+//! In-memory hypervisor (filled in by the foundation work).

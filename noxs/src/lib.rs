@@ -1,0 +1,2 @@
+//! NoXS ABI shared by toolstack, backends and guests.
+#![no_std]
