@@ -3,3 +3,4 @@
 //! See docs/ARCHITECTURE.md for a walk through one creation.
 
 pub mod hypervisor;
+pub mod xenstore;
