@@ -132,8 +132,8 @@ pub enum VcpuContext {
         rip: u64,
         rsp: u64,
         rsi: u64,
-        /// Frame number of the top-level (L4) page table, in the guest's pseudo-physical space.
-        cr3_pfn: u64,
+        /// Machine frame of the top-level (L4) page table (what Xen loads into cr3).
+        cr3_mfn: u64,
     },
     /// PVH: flat 32-bit protected mode, paging off, `rbx` holds the hvm_start_info address.
     Pvh { rip: u32, rbx: u32 },
