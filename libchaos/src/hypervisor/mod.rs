@@ -218,6 +218,8 @@ pub trait Hypervisor: Send + Sync {
     fn create_domain(&self, args: &CreateDomain) -> Result<DomId>;
     /// `XEN_DOMCTL_destroydomain`: releases the domain's memory, event channels and grants.
     fn destroy_domain(&self, dom: DomId) -> Result<()>;
+    /// `XEN_DOMCTL_setdomainhandle`: the UUID, known only once a shell meets its config.
+    fn set_domain_handle(&self, dom: DomId, handle: [u8; 16]) -> Result<()>;
     fn pause_domain(&self, dom: DomId) -> Result<()>;
     fn unpause_domain(&self, dom: DomId) -> Result<()>;
     /// `SCHEDOP_remote_shutdown`: mark the domain shut down with `reason` (what a guest that

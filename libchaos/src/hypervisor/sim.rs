@@ -404,6 +404,12 @@ impl Hypervisor for SimHypervisor {
         Ok(())
     }
 
+    fn set_domain_handle(&self, dom: DomId, handle: [u8; 16]) -> Result<()> {
+        let mut s = self.enter("XEN_DOMCTL_setdomainhandle")?;
+        guest_mut(&mut s, dom, "XEN_DOMCTL_setdomainhandle")?.handle = handle;
+        Ok(())
+    }
+
     fn pause_domain(&self, dom: DomId) -> Result<()> {
         let mut s = self.enter("XEN_DOMCTL_pausedomain")?;
         guest_mut(&mut s, dom, "XEN_DOMCTL_pausedomain")?.paused = true;
