@@ -4,5 +4,5 @@
 
 pub mod devices;
 pub mod hypervisor;
-pub mod toolstack;
+// pub mod toolstack; (enabled once config, image and build are merged)
 pub mod xenstore;

@@ -148,7 +148,9 @@ pub fn remove(xs: &dyn Xenstore, domid: DomId, uuid: Option<&str>) -> Result<(),
     })?;
     match xs.release_domain(domid) {
         // xenstored never heard of it (the creation failed before the introduction).
-        Err(XenstoreError::Failed { errno, .. }) if errno == "ENOENT" || errno == "EINVAL" => Ok(()),
+        Err(XenstoreError::Failed { errno, .. }) if errno == "ENOENT" || errno == "EINVAL" => {
+            Ok(())
+        }
         other => other,
     }
 }
