@@ -127,7 +127,7 @@ pub struct PhysInfo {
 
 /// Initial register state of a vcpu, in the terms the builders use; backends turn it into
 /// Xen's `vcpu_guest_context` (PV) or `vcpu_hvm_context` (PVH).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum VcpuContext {
     /// 64-bit PV: paging is on, the kernel starts at `rip` with `rsi` pointing at start_info.
     Pv {
@@ -142,7 +142,7 @@ pub enum VcpuContext {
 }
 
 /// Level of a PV page table to pin (`MMUEXT_PIN_L*_TABLE`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum PageTableLevel {
     L1,
     L2,
@@ -152,7 +152,7 @@ pub enum PageTableLevel {
 
 /// One grant-table entry the toolstack fills before the guest starts (console and xenstore
 /// rings are granted to the backends this way, as libxc's gnttab seeding does).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct GrantEntry {
     pub gref: u32,
     pub backend: DomId,

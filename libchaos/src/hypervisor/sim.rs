@@ -8,7 +8,10 @@
 //! slower than the code it runs.
 
 use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
+
+use serde::{Deserialize, Serialize};
 
 use super::{
     CreateDomain, DomId, DomainInfo, ForeignMapping, GrantEntry, GuestKind, Hypervisor,
@@ -16,7 +19,7 @@ use super::{
 };
 
 /// Size of the simulated host.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SimConfig {
     pub host_mib: u64,
     pub dom0_mib: u64,
@@ -46,7 +49,7 @@ pub enum Fault {
 /// A grant reference as the sim recorded it.
 pub type SimGrant = GrantEntry;
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct SimDomain {
     kind: GuestKind,
     handle: [u8; 16],
@@ -59,8 +62,11 @@ struct SimDomain {
     address_size: Option<u32>,
     shared_info_mfn: u64,
     /// gfn -> mfn of every populated frame.
+    #[serde(with = "p2m_runs")]
     p2m: HashMap<u64, u64>,
     /// Contents of frames that were ever written (mfn -> bytes); the rest read as zeros.
+    /// Not saved: guest memory contents only matter within one process.
+    #[serde(skip)]
     frames: HashMap<u64, Box<[u8]>>,
     vcpus: BTreeMap<u32, VcpuContext>,
     hypercall_page: Option<u64>,
@@ -70,7 +76,7 @@ struct SimDomain {
     unpaused_once: bool,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Serialize, Deserialize)]
 struct SimState {
     config: SimConfig,
     free_pages: u64,
@@ -78,9 +84,61 @@ struct SimState {
     next_mfn: u64,
     domains: BTreeMap<DomId, SimDomain>,
     /// Calls seen since the last `arm`.
+    #[serde(skip)]
     calls: u64,
+    #[serde(skip)]
     op_calls: HashMap<&'static str, u64>,
+    #[serde(skip)]
     fault: Option<Fault>,
+}
+
+/// Errors saving or loading a simulated host.
+#[derive(Debug, thiserror::Error)]
+pub enum SimStateError {
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: not a saved simulated host: {source}")]
+    Corrupt {
+        path: String,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+/// The p2m saved as runs of consecutive frames (gfn, mfn, count): a guest's memory is
+/// populated in one go, so a 128 MiB guest is one run instead of 32768 entries.
+mod p2m_runs {
+    use std::collections::HashMap;
+
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer>(p2m: &HashMap<u64, u64>, s: S) -> Result<S::Ok, S::Error> {
+        let mut pairs: Vec<(u64, u64)> = p2m.iter().map(|(g, m)| (*g, *m)).collect();
+        pairs.sort_unstable();
+        let mut runs: Vec<(u64, u64, u64)> = Vec::new();
+        for (g, m) in pairs {
+            match runs.last_mut() {
+                Some((g0, m0, n)) if *g0 + *n == g && *m0 + *n == m => *n += 1,
+                _ => runs.push((g, m, 1)),
+            }
+        }
+        runs.serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<HashMap<u64, u64>, D::Error> {
+        let runs = Vec::<(u64, u64, u64)>::deserialize(d)?;
+        let mut p2m = HashMap::new();
+        for (g, m, n) in runs {
+            for i in 0..n {
+                p2m.insert(g + i, m + i);
+            }
+        }
+        Ok(p2m)
+    }
 }
 
 /// The simulated hypervisor. Cheap to create; one per test.
@@ -140,6 +198,45 @@ impl SimHypervisor {
                 fault: None,
             }),
         }
+    }
+
+    /// Loads a host saved by [`SimHypervisor::save`], or starts a new one if `path` does not
+    /// exist. This is how `chaos --hypervisor sim` keeps its guests between commands.
+    pub fn load_or_new(path: &Path, config: SimConfig) -> std::result::Result<Self, SimStateError> {
+        let shown = path.display().to_string();
+        match std::fs::read(path) {
+            Ok(bytes) => {
+                let state: SimState =
+                    serde_json::from_slice(&bytes).map_err(|source| SimStateError::Corrupt {
+                        path: shown,
+                        source,
+                    })?;
+                Ok(SimHypervisor {
+                    state: Mutex::new(state),
+                })
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Self::new(config)),
+            Err(source) => Err(SimStateError::Io {
+                path: shown,
+                source,
+            }),
+        }
+    }
+
+    /// Saves the host (not guest memory contents) atomically.
+    pub fn save(&self, path: &Path) -> std::result::Result<(), SimStateError> {
+        let shown = path.display().to_string();
+        let json = serde_json::to_vec(&*self.lock()).map_err(|source| SimStateError::Corrupt {
+            path: shown.clone(),
+            source,
+        })?;
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, json)
+            .and_then(|()| std::fs::rename(&tmp, path))
+            .map_err(|source| SimStateError::Io {
+                path: shown,
+                source,
+            })
     }
 
     /// Arms a fault and restarts the call counters it refers to.
@@ -779,6 +876,30 @@ mod tests {
         sim.arm(Fault::Call(0));
         assert!(sim.physinfo().is_err());
         assert!(sim.physinfo().is_ok());
+    }
+
+    #[test]
+    fn a_saved_host_loads_back() {
+        let dir = std::env::temp_dir().join(format!("chaos-sim-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("tmp dir");
+        let path = dir.join("sim.json");
+        let sim = SimHypervisor::new(SimConfig::default());
+        let dom = create(&sim);
+        sim.set_max_mem(dom, 4096).expect("max_mem");
+        let mfns = sim.populate_physmap(dom, &[0, 1, 2, 9]).expect("populate");
+        sim.evtchn_alloc_unbound(dom, DomId::DOM0).expect("evtchn");
+        sim.save(&path).expect("save");
+        let back = SimHypervisor::load_or_new(&path, SimConfig::default()).expect("load");
+        assert_eq!(back.free_pages(), sim.free_pages());
+        assert_eq!(
+            back.domain_info(dom).expect("info"),
+            sim.domain_info(dom).expect("info")
+        );
+        assert_eq!(back.gfn_of(dom, mfns[3]), Some(9));
+        assert_eq!(back.evtchns(dom), sim.evtchns(dom));
+        let next = create(&back);
+        assert_ne!(next, dom);
+        std::fs::remove_dir_all(&dir).expect("cleanup");
     }
 
     #[test]
