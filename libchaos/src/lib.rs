@@ -2,5 +2,7 @@
 //!
 //! See docs/ARCHITECTURE.md for a walk through one creation.
 
+pub mod devices;
 pub mod hypervisor;
+// pub mod toolstack; (enabled once config, image and build are merged)
 pub mod xenstore;
