@@ -2,4 +2,5 @@
 //!
 //! See docs/ARCHITECTURE.md for a walk through one creation.
 
+pub mod config;
 pub mod hypervisor;
