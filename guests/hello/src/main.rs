@@ -36,7 +36,9 @@ impl Line {
 }
 
 fn has_word(cmdline: &[u8], word: &[u8]) -> bool {
-    cmdline.split(|&b| b == b' ' || b == b'\t').any(|w| w == word)
+    cmdline
+        .split(|&b| b == b' ' || b == b'\t')
+        .any(|w| w == word)
 }
 
 fn main(si: StartInfo) -> ! {
@@ -51,7 +53,10 @@ fn main(si: StartInfo) -> ! {
         .and_then(|ring| unsafe { xenpv::xenstore::read(ring, b"domid", &mut id, MAX_YIELDS) })
         .map_or(&b"?"[..], |n| &id[..n]);
 
-    let mut line = Line { buf: [0; 1200], len: 0 };
+    let mut line = Line {
+        buf: [0; 1200],
+        len: 0,
+    };
     line.push(b"hello from chaos test guest: domid=")
         .push(domid)
         .push(b" cmdline=\"")

@@ -38,7 +38,12 @@ impl Console {
                 hypercall::yield_now();
             }
             // SAFETY: the index is masked into the 2048-byte out array of the ring page.
-            unsafe { self.ring.page.add(OUT_OFF + (p % OUT_SIZE) as usize).write_volatile(b) };
+            unsafe {
+                self.ring
+                    .page
+                    .add(OUT_OFF + (p % OUT_SIZE) as usize)
+                    .write_volatile(b)
+            };
             p = p.wrapping_add(1);
         }
         // Release: the bytes are visible before the new producer index.
@@ -48,6 +53,7 @@ impl Console {
 
     /// True once the backend consumed everything written.
     pub fn drained(&self) -> bool {
-        self.index(OUT_CONS_OFF).load(Ordering::Acquire) == self.index(OUT_PROD_OFF).load(Ordering::Acquire)
+        self.index(OUT_CONS_OFF).load(Ordering::Acquire)
+            == self.index(OUT_PROD_OFF).load(Ordering::Acquire)
     }
 }

@@ -48,7 +48,11 @@ pub fn shutdown(reason: Shutdown) -> ! {
         },
     };
     loop {
-        hypercall2(sys::__HYPERVISOR_sched_op, sys::SCHEDOP_shutdown.into(), &mut arg as *mut _ as u64);
+        hypercall2(
+            sys::__HYPERVISOR_sched_op,
+            sys::SCHEDOP_shutdown.into(),
+            &mut arg as *mut _ as u64,
+        );
     }
 }
 
@@ -63,14 +67,26 @@ pub fn yield_now() {
 /// `evtchn_upcall_mask = 1`), so no upcall is ever delivered and we need no callback, no
 /// shared_info mapping and no trap table. A port already pending does not wake us again.
 pub fn poll_forever() {
-    let mut arg = sys::sched_poll { ports: core::ptr::null_mut(), nr_ports: 0, timeout: 0 };
-    hypercall2(sys::__HYPERVISOR_sched_op, sys::SCHEDOP_poll.into(), &mut arg as *mut _ as u64);
+    let mut arg = sys::sched_poll {
+        ports: core::ptr::null_mut(),
+        nr_ports: 0,
+        timeout: 0,
+    };
+    hypercall2(
+        sys::__HYPERVISOR_sched_op,
+        sys::SCHEDOP_poll.into(),
+        &mut arg as *mut _ as u64,
+    );
 }
 
 /// EVTCHNOP_send: notify the other end of `port`.
 pub fn evtchn_send(port: u32) {
     let mut arg = sys::evtchn_send { port };
-    hypercall2(sys::__HYPERVISOR_event_channel_op, sys::EVTCHNOP_send.into(), &mut arg as *mut _ as u64);
+    hypercall2(
+        sys::__HYPERVISOR_event_channel_op,
+        sys::EVTCHNOP_send.into(),
+        &mut arg as *mut _ as u64,
+    );
 }
 
 /// CONSOLEIO_write to Xen's own console (shows as `(dN) ...` in `xl dmesg` only when Xen

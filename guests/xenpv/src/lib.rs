@@ -15,7 +15,9 @@ pub mod xenstore;
 pub use xen_sys as sys;
 
 /// Virtual address of the image start; Xen maps pfn 0 here. Must equal the address in link.ld.
-pub const VIRT_BASE: u64 = 0x40_0000;
+/// 1 MiB below a 4 MiB boundary, so the bootstrap mapping (which libxenguest extends to a
+/// 4 MiB boundary) needs only 256 pages: the guests boot with `memory = 1`.
+pub const VIRT_BASE: u64 = 0x70_0000;
 /// Guest page size.
 pub const PAGE_SIZE: u64 = 4096;
 

@@ -33,7 +33,8 @@ impl StartInfo {
     pub fn cmdline(&self) -> &'static [u8] {
         let raw = &self.si.cmd_line;
         // SAFETY: i8 and u8 have the same layout; the array lives in the start_info page.
-        let bytes: &'static [u8] = unsafe { core::slice::from_raw_parts(raw.as_ptr().cast(), raw.len()) };
+        let bytes: &'static [u8] =
+            unsafe { core::slice::from_raw_parts(raw.as_ptr().cast(), raw.len()) };
         let len = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
         &bytes[..len]
     }
@@ -65,6 +66,9 @@ impl StartInfo {
         if pfn >= self.si.nr_pages {
             return None;
         }
-        Some(Ring { page: (VIRT_BASE + pfn * PAGE_SIZE) as *mut u8, evtchn })
+        Some(Ring {
+            page: (VIRT_BASE + pfn * PAGE_SIZE) as *mut u8,
+            evtchn,
+        })
     }
 }

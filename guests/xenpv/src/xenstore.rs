@@ -49,26 +49,44 @@ pub unsafe fn read(ring: Ring, path: &[u8], out: &mut [u8], max_yields: u32) -> 
 
     let (cons, prod) = (index(&ring, REQ_CONS), index(&ring, REQ_PROD));
     let need = (HEADER + len) as u32;
-    if !wait(max_yields, || RING_SIZE - prod.load(Ordering::Relaxed).wrapping_sub(cons.load(Ordering::Acquire)) >= need) {
+    if !wait(max_yields, || {
+        RING_SIZE
+            - prod
+                .load(Ordering::Relaxed)
+                .wrapping_sub(cons.load(Ordering::Acquire))
+            >= need
+    }) {
         return None;
     }
     let mut p = prod.load(Ordering::Relaxed);
     for &b in msg.iter().chain(path.iter()).chain(core::iter::once(&0u8)) {
         // SAFETY: masked index inside the 1024-byte request array.
-        unsafe { ring.page.add(REQ_OFF + (p % RING_SIZE) as usize).write_volatile(b) };
+        unsafe {
+            ring.page
+                .add(REQ_OFF + (p % RING_SIZE) as usize)
+                .write_volatile(b)
+        };
         p = p.wrapping_add(1);
     }
     prod.store(p, Ordering::Release);
     hypercall::evtchn_send(ring.evtchn);
 
     let (rcons, rprod) = (index(&ring, RSP_CONS), index(&ring, RSP_PROD));
-    let avail = || rprod.load(Ordering::Acquire).wrapping_sub(rcons.load(Ordering::Relaxed));
+    let avail = || {
+        rprod
+            .load(Ordering::Acquire)
+            .wrapping_sub(rcons.load(Ordering::Relaxed))
+    };
     if !wait(max_yields, || avail() >= HEADER as u32) {
         return None;
     }
     let c = rcons.load(Ordering::Relaxed);
     // SAFETY: masked index inside the 1024-byte response array.
-    let byte = |i: u32| unsafe { ring.page.add(RSP_OFF + (c.wrapping_add(i) % RING_SIZE) as usize).read_volatile() };
+    let byte = |i: u32| unsafe {
+        ring.page
+            .add(RSP_OFF + (c.wrapping_add(i) % RING_SIZE) as usize)
+            .read_volatile()
+    };
     let word = |i: u32| u32::from_le_bytes([byte(i), byte(i + 1), byte(i + 2), byte(i + 3)]);
     let (kind, plen) = (word(0), word(12));
     if plen >= RING_SIZE || !wait(max_yields, || avail() >= HEADER as u32 + plen) {
