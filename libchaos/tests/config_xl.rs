@@ -438,3 +438,32 @@ fn config_round_trips_through_json() {
     let back: DomainConfig = serde_json::from_str(&s).unwrap();
     assert_eq!(back, c);
 }
+
+#[test]
+fn hostile_input_is_refused_without_crashing() {
+    // Deep nesting is bounded (no stack overflow).
+    let deep = format!("{MIN}a = {}", "[".repeat(100_000));
+    let e = err(&deep);
+    assert!(
+        e.to_string()
+            .starts_with("guest.cfg:3: syntax error: a: lists nested deeper than 32"),
+        "{e}"
+    );
+    let e = config::parse_json(&"[".repeat(100_000), "g.json").unwrap_err();
+    assert!(e.to_string().starts_with("g.json:1:"), "{e}");
+    // Many settings, reassigned and distinct, stay cheap (linear merge).
+    let mut big = String::from(MIN);
+    for i in 0..10_000 {
+        big.push_str(&format!("memory = {}\nk{i} = {i}\n", i + 1));
+    }
+    let l = ok(&big);
+    assert_eq!(l.config.memory_mib, 10_000);
+    assert_eq!(l.warnings.len(), 10_000);
+    // NUL and other raw bytes.
+    assert!(err("name = \"a\0b\"")
+        .to_string()
+        .contains("NUL character in string"));
+    assert!(err("\0")
+        .to_string()
+        .starts_with("guest.cfg:1: syntax error: unexpected character"));
+}
