@@ -3,4 +3,7 @@
 //! See docs/ARCHITECTURE.md for a walk through one creation.
 
 pub mod config;
+pub mod devices;
 pub mod hypervisor;
+// pub mod toolstack; (enabled once image and build are merged)
+pub mod xenstore;

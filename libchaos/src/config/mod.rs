@@ -166,7 +166,7 @@ impl Default for VifConfig {
 }
 
 /// How devices are described to the guest.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ControlPlane {
     /// Xenstore, for unmodified guests.
