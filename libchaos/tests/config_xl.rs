@@ -467,3 +467,41 @@ fn hostile_input_is_refused_without_crashing() {
         .to_string()
         .starts_with("guest.cfg:1: syntax error: unexpected character"));
 }
+
+#[test]
+fn repository_examples_parse() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+    let mut n = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if matches!(
+            path.extension().and_then(|e| e.to_str()),
+            Some("cfg" | "json")
+        ) {
+            let l = config::load(&path, &[]).unwrap_or_else(|e| panic!("{e}"));
+            assert!(
+                l.warnings.is_empty(),
+                "{}: {:?}",
+                path.display(),
+                l.warnings
+            );
+            n += 1;
+        }
+    }
+    assert!(n >= 1, "no examples in {}", dir.display());
+}
+
+#[test]
+fn invalid_utf8_is_refused_with_its_line() {
+    let path = std::env::temp_dir().join(format!("chaos-config-test-{}.cfg", std::process::id()));
+    std::fs::write(&path, b"name = 'g'\nkernel = '/k\xff'\n").unwrap();
+    let e = config::load(&path, &[]).unwrap_err();
+    let _ = std::fs::remove_file(&path);
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "{}:2: syntax error: not valid UTF-8 (at byte offset 23)",
+            path.display()
+        )
+    );
+}
