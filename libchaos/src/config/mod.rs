@@ -92,7 +92,7 @@ impl DomainConfig {
 }
 
 /// What to do when the guest powers off, reboots or crashes (xl's names).
-#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Action {
     Destroy,
@@ -141,7 +141,7 @@ impl fmt::Display for Action {
 }
 
 /// One network interface. Its devid is its index in [`DomainConfig::vifs`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct VifConfig {
     /// None: the toolstack picks one (xl: 00:16:3e:xx:xx:xx).
     pub mac: Option<[u8; 6]>,
@@ -199,7 +199,7 @@ impl fmt::Display for ControlPlane {
 }
 
 /// xl `tsc_mode` (libxl's names; the numeric values are xl's deprecated integer forms).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TscMode {
     Default = 0,
@@ -271,9 +271,14 @@ pub fn load(path: &Path, overrides: &[String]) -> Result<Loaded, ConfigError> {
         });
     }
     let bytes = std::fs::read(path).map_err(io)?;
-    let text = String::from_utf8(bytes).map_err(|e| ConfigError::Io {
-        path: shown.clone(),
-        message: format!("not valid UTF-8 (byte {})", e.utf8_error().valid_up_to()),
+    let text = String::from_utf8(bytes).map_err(|e| {
+        let good = e.utf8_error().valid_up_to();
+        let line = e.as_bytes()[..good].iter().filter(|&&b| b == b'\n').count() + 1;
+        let line = u32::try_from(line).unwrap_or(u32::MAX);
+        ConfigError::Syntax {
+            at: Location::line(&shown, line),
+            message: format!("not valid UTF-8 (at byte offset {good})"),
+        }
     })?;
     let is_json = path
         .extension()

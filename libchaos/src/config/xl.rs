@@ -14,6 +14,7 @@ use super::{
     MAX_VCPUS,
 };
 use crate::hypervisor::GuestKind;
+use std::collections::HashMap;
 use std::path::PathBuf;
 
 /// Keys validated into [`DomainConfig`].
@@ -376,7 +377,10 @@ struct Entry {
 
 struct Ctx<'a> {
     source: &'a str,
-    entries: Vec<Entry>,
+    /// Effective settings in order of (last) assignment; `None` where a key was reassigned.
+    entries: Vec<Option<Entry>>,
+    /// Key -> index in `entries`, so big files stay linear.
+    index: HashMap<String, usize>,
     warnings: Vec<Warning>,
 }
 
@@ -391,6 +395,7 @@ pub(crate) fn parse(text: &str, source: &str, overrides: &[String]) -> Result<Lo
     let mut ctx = Ctx {
         source,
         entries: Vec::new(),
+        index: HashMap::new(),
         warnings: Vec::new(),
     };
     let settings =
@@ -422,31 +427,27 @@ pub(crate) fn parse(text: &str, source: &str, overrides: &[String]) -> Result<Lo
 
 impl Ctx<'_> {
     fn apply(&mut self, s: Setting, at: Location) -> Result<(), ConfigError> {
-        let prev = self.entries.iter().position(|e| e.setting.key == s.key);
-        let value = match (s.op, prev) {
-            (syntax::Op::Append, Some(i)) => {
-                syntax::append(&self.entries[i].setting.value, s.value).map_err(|message| {
-                    ConfigError::Invalid {
+        let prev = self.index.get(&s.key).and_then(|&i| self.entries[i].take());
+        let value =
+            match (s.op, prev) {
+                (syntax::Op::Append, Some(p)) => syntax::append(&p.setting.value, s.value)
+                    .map_err(|message| ConfigError::Invalid {
                         at: at.clone(),
                         key: s.key.clone(),
                         message,
-                    }
-                })?
-            }
-            _ => s.value,
-        };
-        if let Some(i) = prev {
-            self.entries.remove(i);
-        }
-        self.entries.push(Entry {
+                    })?,
+                (_, _) => s.value,
+            };
+        self.index.insert(s.key.clone(), self.entries.len());
+        self.entries.push(Some(Entry {
             setting: Setting { value, ..s },
             at,
-        });
+        }));
         Ok(())
     }
 
     fn get(&self, key: &str) -> Option<&Entry> {
-        self.entries.iter().find(|e| e.setting.key == key)
+        self.index.get(key).and_then(|&i| self.entries[i].as_ref())
     }
 
     fn invalid(&self, e: &Entry, message: impl Into<String>) -> ConfigError {
@@ -575,7 +576,7 @@ impl Ctx<'_> {
     /// Refuses or warns about every key chaos does not carry, in order of appearance.
     fn check_other_keys(&mut self) -> Result<(), ConfigError> {
         let mut notes = Vec::new();
-        for e in &self.entries {
+        for e in self.entries.iter().flatten() {
             let key = e.setting.key.as_str();
             if HANDLED_KEYS.contains(&key) {
                 continue;
@@ -893,6 +894,7 @@ pub fn parse_uuid(s: &str) -> Option<[u8; 16]> {
 fn suggest(key: &str) -> Option<&'static str> {
     HANDLED_KEYS
         .iter()
+        .filter(|k| k.len().abs_diff(key.len()) <= 2)
         .map(|k| (edit_distance(key, k), *k))
         .filter(|(d, k)| *d <= 2 && *d < k.len())
         .min_by_key(|(d, _)| *d)
