@@ -219,6 +219,7 @@ fn domain_config() -> impl Strategy<Value = DomainConfig> {
                 tsc_mode,
                 uuid,
                 paused: false,
+                disks: Vec::new(),
             },
         )
 }

@@ -176,10 +176,12 @@ fn override_errors_name_the_override() {
         e.to_string(),
         "command line: memory=\"abc\": memory: expected a number, got \"abc\""
     );
-    let e = with_overrides(MIN, &["disk=['/dev/sda,raw,xvda,rw']"]).unwrap_err();
+    let c = with_overrides(MIN, &["disk=['/dev/sda,raw,xvda,rw']"]).unwrap();
+    assert_eq!(c.config.disks, ["/dev/sda,raw,xvda,rw"]);
+    let e = with_overrides(MIN, &["disk='/dev/sda'"]).unwrap_err();
     assert!(
         e.to_string()
-            .starts_with("command line: disk=['/dev/sda,raw,xvda,rw']: disk: not supported"),
+            .starts_with("command line: disk='/dev/sda': disk: expected a list of disk specs"),
         "{e}"
     );
     let e = with_overrides(MIN, &[""]).unwrap_err();
@@ -326,7 +328,6 @@ fn guest_types() {
 #[test]
 fn refused_keys_name_line_and_reason() {
     let cases: &[(&str, &str)] = &[
-        ("disk = ['/dev/vg/g,raw,xvda,rw']", "guest.cfg:3: disk: not supported by chaos yet (no block devices)"),
         ("pci = ['01:00.0']", "guest.cfg:3: pci: not supported by chaos yet (no PCI passthrough)"),
         ("bootloader = 'pygrub'", "guest.cfg:3: bootloader: not supported by chaos yet (no bootloaders: give kernel= instead)"),
         ("device_model_version = 'qemu-xen'", "guest.cfg:3: device_model_version: not supported by chaos yet (no device model: chaos runs no QEMU)"),

@@ -358,6 +358,7 @@ pub(crate) fn parse(text: &str, source: &str) -> Result<Loaded, ConfigError> {
         tsc_mode: TscMode::Default,
         uuid: None,
         paused: j.paused.unwrap_or(false),
+        disks: Vec::new(),
     };
     Ok(Loaded { config, warnings })
 }

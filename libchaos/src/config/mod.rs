@@ -6,8 +6,9 @@
 //! 2. validation ([`xl`]): the effective settings (later keys override earlier ones, then the
 //!    command-line `KEY=VALUE` overrides, as `xl create cfg KEY=VALUE...`) are checked and turned
 //!    into a [`DomainConfig`]. Keys xl knows that would change the guest in ways chaos cannot
-//!    honour yet (disks, PCI, bootloaders, ...) are refused; keys without effect on the guest
-//!    are ignored with a [`Warning`]; unknown keys are warned about, as xl ignores them.
+//!    honour yet (PCI, bootloaders, ...) are refused; disks are kept as written and refused
+//!    when a guest is created; keys without effect on the guest are ignored with a
+//!    [`Warning`]; unknown keys are warned about, as xl ignores them.
 //!
 //! A `.json` file is read as LightVM's config format instead ([`json`]), into the same type.
 //! Every error names the file, the line (and column for JSON) and the key.
@@ -64,6 +65,11 @@ pub struct DomainConfig {
     pub uuid: Option<[u8; 16]>,
     /// Create paused (JSON `paused`; xl uses `xl create -p` instead, so false for xl.cfg).
     pub paused: bool,
+    /// xl `disk` specs, kept as written. The parser accepts them so that ordinary configs
+    /// (Debian's xlexample.pvlinux has one) load; creating a guest with disks is refused until
+    /// chaos has block devices.
+    #[serde(default)]
+    pub disks: Vec<String>,
 }
 
 impl DomainConfig {
@@ -87,6 +93,7 @@ impl DomainConfig {
             tsc_mode: TscMode::Default,
             uuid: None,
             paused: false,
+            disks: Vec::new(),
         }
     }
 }

@@ -38,6 +38,7 @@ pub const HANDLED_KEYS: &[&str] = &[
     "uuid",
     "tsc_mode",
     "chaos_control_plane",
+    "disk",
 ];
 
 /// How a key chaos does not carry is treated.
@@ -61,10 +62,6 @@ const LIMITS: &str = "ignored (chaos uses its own per-domain limits)";
 /// The refused and warned keys. Lookups also match key prefixes ending in '_' or '*'.
 pub const OTHER_KEYS: &[(&str, Treatment)] = &[
     // Devices chaos has no backend for.
-    (
-        "disk",
-        Treatment::RefuseIfSet("not supported by chaos yet (no block devices)"),
-    ),
     (
         "pci",
         Treatment::RefuseIfSet("not supported by chaos yet (no PCI passthrough)"),
@@ -690,6 +687,7 @@ impl Ctx<'_> {
         let on_crash = self.action("on_crash", Action::Destroy)?;
 
         let vifs = self.vifs()?;
+        let disks = self.disks()?;
 
         let control_plane = match self.string("chaos_control_plane")? {
             None => ControlPlane::Xenstore,
@@ -731,6 +729,7 @@ impl Ctx<'_> {
             tsc_mode,
             uuid,
             paused: false,
+            disks,
         })
     }
 
@@ -791,6 +790,30 @@ impl Ctx<'_> {
             self.warn(&at, "vif", n);
         }
         Ok(vifs)
+    }
+
+    /// xl `disk`: a list of disk spec strings, kept as written (see [`DomainConfig::disks`]).
+    fn disks(&mut self) -> Result<Vec<String>, ConfigError> {
+        let Some(e) = self.get("disk") else {
+            return Ok(Vec::new());
+        };
+        let Value::List(items) = &e.setting.value else {
+            return Err(self.invalid(
+                e,
+                format!("expected a list of disk specs, got {}", e.setting.value.describe()),
+            ));
+        };
+        let mut disks = Vec::new();
+        for (i, item) in items.iter().enumerate() {
+            let Value::Str(spec) = item else {
+                return Err(self.invalid(
+                    e,
+                    format!("disk {i}: expected a \"spec string\", got {}", item.describe()),
+                ));
+            };
+            disks.push(spec.clone());
+        }
+        Ok(disks)
     }
 
     fn tsc_mode(&mut self) -> Result<TscMode, ConfigError> {

@@ -331,6 +331,11 @@ fn unsupported_features_are_refused_before_touching_xen() {
     assert!(err.to_string().contains("vif"), "{err}");
     let err = w
         .ts
+        .create(&config(&w, "disk", "disk = ['/dev/vg/g,raw,xvda,rw']"), None, false)
+        .unwrap_err();
+    assert!(err.to_string().contains("disk"), "{err}");
+    let err = w
+        .ts
         .create(&config(&w, "nx", "chaos_control_plane = \"noxs\""), None, false)
         .unwrap_err();
     assert!(err.to_string().contains("noxs"), "{err}");
