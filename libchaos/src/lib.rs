@@ -2,5 +2,7 @@
 //!
 //! See docs/ARCHITECTURE.md for a walk through one creation.
 
+pub mod build;
 pub mod hypervisor;
+pub mod image;
 pub mod xenstore;

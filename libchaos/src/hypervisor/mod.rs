@@ -8,7 +8,9 @@ pub mod sim;
 use std::fmt;
 
 /// A Xen domain id (`domid_t`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 #[serde(transparent)]
 pub struct DomId(pub u16);
 
@@ -234,11 +236,7 @@ pub trait Hypervisor: Send + Sync {
     /// machine frame numbers backing them (a PV guest's p2m needs them).
     fn populate_physmap(&self, dom: DomId, gfns: &[u64]) -> Result<Vec<u64>>;
     /// Maps guest frames into this process (privcmd `MMAPBATCH_V2`).
-    fn map_foreign<'a>(
-        &'a self,
-        dom: DomId,
-        gfns: &[u64],
-    ) -> Result<Box<dyn ForeignMapping + 'a>>;
+    fn map_foreign<'a>(&'a self, dom: DomId, gfns: &[u64]) -> Result<Box<dyn ForeignMapping + 'a>>;
 
     /// `XEN_DOMCTL_hypercall_init`: Xen writes the hypercall stubs into this guest frame.
     fn init_hypercall_page(&self, dom: DomId, gfn: u64) -> Result<()>;

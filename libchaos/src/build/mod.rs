@@ -1,0 +1,1 @@
+//! Domain builders (filled in below).
