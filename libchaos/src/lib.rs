@@ -3,6 +3,9 @@
 //! See docs/ARCHITECTURE.md for a walk through one creation.
 
 pub mod build;
+pub mod config;
+pub mod devices;
 pub mod hypervisor;
 pub mod image;
+// pub mod toolstack; (enabled once image and build are merged)
 pub mod xenstore;

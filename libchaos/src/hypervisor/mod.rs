@@ -127,7 +127,7 @@ pub struct PhysInfo {
 
 /// Initial register state of a vcpu, in the terms the builders use; backends turn it into
 /// Xen's `vcpu_guest_context` (PV) or `vcpu_hvm_context` (PVH).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum VcpuContext {
     /// 64-bit PV: paging is on, the kernel starts at `rip` with `rsi` pointing at start_info.
     Pv {
@@ -142,7 +142,7 @@ pub enum VcpuContext {
 }
 
 /// Level of a PV page table to pin (`MMUEXT_PIN_L*_TABLE`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum PageTableLevel {
     L1,
     L2,
@@ -152,7 +152,7 @@ pub enum PageTableLevel {
 
 /// One grant-table entry the toolstack fills before the guest starts (console and xenstore
 /// rings are granted to the backends this way, as libxc's gnttab seeding does).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct GrantEntry {
     pub gref: u32,
     pub backend: DomId,
@@ -218,6 +218,8 @@ pub trait Hypervisor: Send + Sync {
     fn create_domain(&self, args: &CreateDomain) -> Result<DomId>;
     /// `XEN_DOMCTL_destroydomain`: releases the domain's memory, event channels and grants.
     fn destroy_domain(&self, dom: DomId) -> Result<()>;
+    /// `XEN_DOMCTL_setdomainhandle`: the UUID, known only once a shell meets its config.
+    fn set_domain_handle(&self, dom: DomId, handle: [u8; 16]) -> Result<()>;
     fn pause_domain(&self, dom: DomId) -> Result<()>;
     fn unpause_domain(&self, dom: DomId) -> Result<()>;
     /// `SCHEDOP_remote_shutdown`: mark the domain shut down with `reason` (what a guest that
