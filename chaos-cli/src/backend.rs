@@ -8,7 +8,7 @@ use std::sync::Arc;
 use libchaos::hypervisor::sim::{SimConfig, SimHypervisor};
 use libchaos::hypervisor::xen::XenHypervisor;
 use libchaos::toolstack::{StateDir, Toolstack};
-use libchaos::xenstore::{MemStore, XsClient, Xenstore};
+use libchaos::xenstore::{MemStore, Xenstore, XsClient};
 
 use crate::HypervisorKind;
 

@@ -18,7 +18,11 @@ use libchaos::toolstack::ShutdownKind;
 use backend::Backend;
 
 #[derive(Parser, Debug)]
-#[command(name = "chaos", version, about = "Create Xen guests in milliseconds (xl-compatible configs)")]
+#[command(
+    name = "chaos",
+    version,
+    about = "Create Xen guests in milliseconds (xl-compatible configs)"
+)]
 struct Cli {
     /// Which hypervisor to drive: real Xen, or the in-memory simulation (dry runs).
     #[arg(long, value_enum, default_value_t = HypervisorKind::Xen, global = true)]

@@ -240,6 +240,15 @@ pub trait Hypervisor: Send + Sync {
     /// Maps guest frames into this process (privcmd `MMAPBATCH_V2`).
     fn map_foreign<'a>(&'a self, dom: DomId, gfns: &[u64]) -> Result<Box<dyn ForeignMapping + 'a>>;
 
+    /// Whether `map_foreign`, `init_hypercall_page` and `seed_grant_table` name a PV guest's
+    /// frames by machine frame number. On Xen they do: a PV guest has no second-stage
+    /// translation, so its "gfn" in these interfaces is the mfn (libxc passes
+    /// `xc_dom_p2m(dom, pfn)` to all three), and the xen backend must return `true`. The sim
+    /// numbers PV frames by pseudo-physical pfn and keeps this default.
+    fn pv_frames_are_mfns(&self) -> bool {
+        false
+    }
+
     /// `XEN_DOMCTL_hypercall_init`: Xen writes the hypercall stubs into this guest frame.
     fn init_hypercall_page(&self, dom: DomId, gfn: u64) -> Result<()>;
     /// `MMUEXT_PIN_L*_TABLE` on behalf of a PV guest: Xen validates and types its page tables.

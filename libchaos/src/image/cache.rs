@@ -46,7 +46,7 @@ type Table<T> = Mutex<HashMap<PathBuf, (FileKey, Arc<T>)>>;
 #[derive(Debug, Default)]
 pub struct ImageCache {
     kernels: Table<KernelImage>,
-    ramdisks: Table<[u8]>,
+    ramdisks: Table<Vec<u8>>,
 }
 
 /// Locks a table; a poisoned lock only means another thread panicked mid-insert of a complete
@@ -87,10 +87,10 @@ impl ImageCache {
     }
 
     /// The ramdisk at `path`, as is (the guest decompresses it).
-    pub fn load_ramdisk(&self, path: &Path) -> Result<Arc<[u8]>, ImageError> {
+    pub fn load_ramdisk(&self, path: &Path) -> Result<Arc<Vec<u8>>, ImageError> {
         cached(&self.ramdisks, path, || {
             std::fs::read(path)
-                .map(Arc::from)
+                .map(Arc::new)
                 .map_err(|source| ImageError::Io {
                     path: path.to_path_buf(),
                     source,

@@ -293,7 +293,7 @@ impl KernelImage {
                 "entry point {virt_entry:#x} outside the kernel {virt_kstart:#x}..{virt_kend:#x}"
             )));
         }
-        if virt_base % 4096 != 0 {
+        if virt_base & 0xfff != 0 {
             return Err(ImageProblem::Layout(format!(
                 "VIRT_BASE {virt_base:#x} is not page aligned"
             )));
