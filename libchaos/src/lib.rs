@@ -2,8 +2,10 @@
 //!
 //! See docs/ARCHITECTURE.md for a walk through one creation.
 
+pub mod build;
 pub mod config;
 pub mod devices;
 pub mod hypervisor;
-// pub mod toolstack; (enabled once image and build are merged)
+pub mod image;
+pub mod toolstack;
 pub mod xenstore;
