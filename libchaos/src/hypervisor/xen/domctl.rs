@@ -46,6 +46,7 @@ pub const XEN_DOMCTL_UNPAUSEDOMAIN: u32 = 4;
 pub const XEN_DOMCTL_GETDOMAININFO: u32 = 5;
 pub const XEN_DOMCTL_MAX_MEM: u32 = 11;
 pub const XEN_DOMCTL_SETVCPUCONTEXT: u32 = 12;
+pub const XEN_DOMCTL_MAX_VCPUS: u32 = 15;
 pub const XEN_DOMCTL_HYPERCALL_INIT: u32 = 22;
 pub const XEN_DOMCTL_SET_ADDRESS_SIZE: u32 = 35;
 
@@ -199,6 +200,14 @@ pub struct MaxMem {
     pub max_memkb: u64,
 }
 
+/// `struct xen_domctl_max_vcpus`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct MaxVcpus {
+    pub max: u32,
+    pub _pad: u32,
+}
+
 /// `struct xen_domctl_vcpucontext`.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default)]
@@ -266,6 +275,7 @@ plain! {
     CreateDomainV15 = 64;
     GetDomainInfoV15 = 112;
     MaxMem = 8;
+    MaxVcpus = 8;
     VcpuContextArg = 16;
     HypercallInit = 8;
     AddressSize = 8;

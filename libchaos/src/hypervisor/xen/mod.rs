@@ -402,6 +402,18 @@ impl Hypervisor for XenHypervisor {
             .raw_domctl(Domctl::new(self.iface, XEN_DOMCTL_CREATEDOMAIN, 0, payload))
             .map_err(|e| os(OP, e))?;
         let dom = DomId(d.domain);
+        // Xen 4.17 allocates the vcpus only on XEN_DOMCTL_max_vcpus (libxl's build_pre calls
+        // it right after creation), with the same count createdomain was given.
+        let arg = MaxVcpus {
+            max: args.max_vcpus,
+            _pad: 0,
+        };
+        if let Err(e) = self.domctl("XEN_DOMCTL_max_vcpus", dom, XEN_DOMCTL_MAX_VCPUS, arg) {
+            if let Err(d) = self.destroy_domain(dom) {
+                log::warn!("cannot destroy half-created domain {dom}: {d}");
+            }
+            return Err(e);
+        }
         if args.kind == GuestKind::Pv {
             self.tracked().insert(dom, Tracked::default());
         }
@@ -722,6 +734,31 @@ impl Hypervisor for XenHypervisor {
             .op_with_arg(HYPERVISOR_EVENT_CHANNEL_OP, EVTCHNOP_ALLOC_UNBOUND, arg)
             .map_err(|e| dom_err(OP, dom, e))?;
         Ok(out.port)
+    }
+}
+
+impl XenHypervisor {
+    /// Reads back v1 grant entry `gref` of `dom` as `(flags, domid, frame)` (diagnostics and
+    /// lab tests).
+    pub fn grant_entry(&self, dom: DomId, gref: u32) -> Result<(u16, u16, u32)> {
+        const OP: &str = "XENMEM_acquire_resource(grant table)";
+        let map = self
+            .privcmd
+            .map_resource(
+                dom.0,
+                XENMEM_RESOURCE_GRANT_TABLE,
+                XENMEM_RESOURCE_GRANT_TABLE_ID_SHARED,
+                gref / GRANTS_PER_FRAME,
+                1,
+            )
+            .map_err(|e| dom_err(OP, dom, e))?;
+        let at = (gref % GRANTS_PER_FRAME) as usize * 8;
+        let e = &map.as_slice()[at..at + 8];
+        Ok((
+            u16::from_le_bytes([e[0], e[1]]),
+            u16::from_le_bytes([e[2], e[3]]),
+            u32::from_le_bytes([e[4], e[5], e[6], e[7]]),
+        ))
     }
 }
 
