@@ -4,6 +4,7 @@
 //! benches) and `xen` (the real one over /dev/xen/*). Builders and the toolstack only see this trait.
 
 pub mod sim;
+pub mod xen;
 
 use std::fmt;
 
