@@ -20,8 +20,11 @@ fn setup(memory_mib: u64) -> (Bench, libchaos::config::DomainConfig) {
     std::fs::create_dir_all(&dir).expect("bench dir");
     let kernel = dir.join("kernel.elf");
     // A unikernel-sized image: 64 KiB of text.
-    std::fs::write(&kernel, TestElf::pv(0xffff_ffff_8000_0000, 0x20_0000, 0x1_0000, 0).build())
-        .expect("kernel");
+    std::fs::write(
+        &kernel,
+        TestElf::pv(0xffff_ffff_8000_0000, 0x20_0000, 0x1_0000, 0).build(),
+    )
+    .expect("kernel");
     let sim = Arc::new(SimHypervisor::new(SimConfig {
         host_mib: 64 * 1024,
         dom0_mib: 1024,
@@ -29,7 +32,10 @@ fn setup(memory_mib: u64) -> (Bench, libchaos::config::DomainConfig) {
     }));
     let state = StateDir::open(dir.join("run")).expect("state");
     let ts = Toolstack::new(sim, Some(Arc::new(MemStore::new())), state);
-    let text = format!("name = \"bench\"\nkernel = \"{}\"\nmemory = {memory_mib}\n", kernel.display());
+    let text = format!(
+        "name = \"bench\"\nkernel = \"{}\"\nmemory = {memory_mib}\n",
+        kernel.display()
+    );
     let cfg = parse_xl(&text, "bench.cfg", &[]).expect("config").config;
     (Bench { ts, dir }, cfg)
 }

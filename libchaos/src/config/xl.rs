@@ -800,7 +800,10 @@ impl Ctx<'_> {
         let Value::List(items) = &e.setting.value else {
             return Err(self.invalid(
                 e,
-                format!("expected a list of disk specs, got {}", e.setting.value.describe()),
+                format!(
+                    "expected a list of disk specs, got {}",
+                    e.setting.value.describe()
+                ),
             ));
         };
         let mut disks = Vec::new();
@@ -808,7 +811,10 @@ impl Ctx<'_> {
             let Value::Str(spec) = item else {
                 return Err(self.invalid(
                     e,
-                    format!("disk {i}: expected a \"spec string\", got {}", item.describe()),
+                    format!(
+                        "disk {i}: expected a \"spec string\", got {}",
+                        item.describe()
+                    ),
                 ));
             };
             disks.push(spec.clone());
@@ -949,7 +955,8 @@ mod tests {
 
     #[test]
     fn treatments() {
-        assert!(matches!(treatment("disk"), Some(Treatment::RefuseIfSet(_))));
+        assert_eq!(treatment("disk"), None, "disk is handled (kept for the toolstack)");
+        assert!(matches!(treatment("pci"), Some(Treatment::RefuseIfSet(_))));
         assert!(matches!(
             treatment("device_model_version"),
             Some(Treatment::Refuse(_))

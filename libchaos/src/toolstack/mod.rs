@@ -6,6 +6,8 @@
 mod lifecycle;
 mod pool;
 pub mod state;
+#[cfg(test)]
+mod tests;
 mod timings;
 
 use std::path::Path;
@@ -22,9 +24,7 @@ pub use timings::{Phase, Timings};
 use crate::build::{self, BuildError, BuildParams, BuiltGuest};
 use crate::config::{ControlPlane, DomainConfig};
 use crate::devices::xenstore as xs_devices;
-use crate::hypervisor::{
-    CreateDomain, DomId, GuestKind, Hypervisor, HypervisorError, PAGE_SIZE,
-};
+use crate::hypervisor::{CreateDomain, DomId, GuestKind, Hypervisor, HypervisorError, PAGE_SIZE};
 use crate::image::{ImageCache, ImageError};
 use crate::xenstore::{Xenstore, XenstoreError};
 
@@ -371,9 +371,7 @@ impl Toolstack {
 
         if !(paused || cfg.paused) {
             let t = Instant::now();
-            self.hv
-                .unpause_domain(domid)
-                .map_err(hv_step("unpause"))?;
+            self.hv.unpause_domain(domid).map_err(hv_step("unpause"))?;
             timings.record("unpause", t);
         }
         Ok(())

@@ -48,6 +48,10 @@ fn world_with(tag: &str, host: SimConfig) -> World {
         .expect("write kernel");
     let sim = Arc::new(SimHypervisor::new(host));
     let xs = Arc::new(MemStore::new());
+    // What xenstored and dom0's start-up create before any guest exists.
+    for dir in ["/local/domain/0", "/vm"] {
+        xs.mkdir(crate::xenstore::TxId::NONE, dir).expect("mkdir");
+    }
     let state = StateDir::open(scratch.0.join("run")).expect("state dir");
     let ts = Toolstack::new(sim.clone(), Some(xs.clone()), state);
     World {

@@ -47,6 +47,7 @@ pub const XEN_DOMCTL_GETDOMAININFO: u32 = 5;
 pub const XEN_DOMCTL_MAX_MEM: u32 = 11;
 pub const XEN_DOMCTL_SETVCPUCONTEXT: u32 = 12;
 pub const XEN_DOMCTL_MAX_VCPUS: u32 = 15;
+pub const XEN_DOMCTL_SETDOMAINHANDLE: u32 = 17;
 pub const XEN_DOMCTL_HYPERCALL_INIT: u32 = 22;
 pub const XEN_DOMCTL_SET_ADDRESS_SIZE: u32 = 35;
 
@@ -61,6 +62,7 @@ pub const XEN_X86_EMU_LAPIC: u32 = 1 << 0;
 
 // getdomaininfo flags
 pub const XEN_DOMINF_DYING: u32 = 1 << 0;
+#[allow(dead_code)] // documents the bit between DYING and SHUTDOWN
 pub const XEN_DOMINF_HVM_GUEST: u32 = 1 << 1;
 pub const XEN_DOMINF_SHUTDOWN: u32 = 1 << 2;
 pub const XEN_DOMINF_PAUSED: u32 = 1 << 3;
@@ -218,6 +220,13 @@ pub struct VcpuContextArg {
     pub ctxt: u64,
 }
 
+/// `struct xen_domctl_setdomainhandle`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DomainHandle {
+    pub handle: [u8; 16],
+}
+
 /// `struct xen_domctl_hypercall_init`.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default)]
@@ -278,6 +287,7 @@ plain! {
     MaxVcpus = 8;
     VcpuContextArg = 16;
     HypercallInit = 8;
+    DomainHandle = 16;
     AddressSize = 8;
     PhysinfoV15 = 112;
     GetDomainInfoList = 24;
