@@ -7,5 +7,5 @@ pub mod config;
 pub mod devices;
 pub mod hypervisor;
 pub mod image;
-// pub mod toolstack; (enabled once image and build are merged)
+pub mod toolstack;
 pub mod xenstore;

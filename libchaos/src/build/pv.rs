@@ -3,7 +3,7 @@
 //! fill the hypercall page, pin the L4, seed the grant table and set vcpu 0's registers.
 //! Facts from libxc's xg_dom_x86.c / xg_dom_boot.c and xen/include/public/xen.h.
 
-use crate::hypervisor::{GrantEntry, Hypervisor, PageTableLevel, VcpuContext, PAGE_SIZE};
+use crate::hypervisor::{DomId, GrantEntry, Hypervisor, PageTableLevel, VcpuContext, PAGE_SIZE};
 use crate::image::KernelImage;
 
 use super::layout::PvLayout;
@@ -69,21 +69,13 @@ pub fn build_pv(
         .domain_info(dom)
         .map_err(hv_step("reading the shared info frame"))?
         .shared_info_frame;
-    // Frame numbers as the hypervisor calls take them (mfns on Xen: see the trait).
-    let by_mfn = hv.pv_frames_are_mfns();
-    let frame = |pfn: u64| if by_mfn { p2m[pfn as usize] } else { pfn };
+    // A PV guest's frames are named by mfn in foreign maps, hypercall_init and grants.
+    let frame = |pfn: u64| p2m[pfn as usize];
 
     let (first, end) = (layout.first_written_pfn(), layout.end_written_pfn());
     {
-        let pfns: Vec<u64>;
-        let frames: &[u64] = if by_mfn {
-            &p2m[first as usize..end as usize]
-        } else {
-            pfns = (first..end).collect();
-            &pfns
-        };
         let mut mapping = hv
-            .map_foreign(dom, frames)
+            .map_foreign(dom, &p2m[first as usize..end as usize])
             .map_err(hv_step("mapping the guest's boot area"))?;
         let bytes = mapping.bytes_mut();
         let want = ((end - first) * PAGE) as usize;
@@ -111,6 +103,8 @@ pub fn build_pv(
         // one maps writable, and libxc unmaps them before pinning too.
     }
 
+    mask_events(hv, dom, shared_info_frame)?;
+
     if let Some(hc) = pv.hypercall_page {
         let pfn = (hc - layout.virt_base) / PAGE;
         hv.init_hypercall_page(dom, frame(pfn))
@@ -125,12 +119,12 @@ pub fn build_pv(
             GrantEntry {
                 gref: GNTTAB_RESERVED_CONSOLE,
                 backend: params.console_backend,
-                gfn: frame(layout.console_pfn),
+                frame: frame(layout.console_pfn),
             },
             GrantEntry {
                 gref: GNTTAB_RESERVED_XENSTORE,
                 backend: params.xenstore_backend,
-                gfn: frame(layout.xenstore_pfn),
+                frame: frame(layout.xenstore_pfn),
             },
         ],
     )
@@ -310,4 +304,25 @@ fn write_start_info(area: &mut BootArea, layout: &PvLayout, p: &BuildParams, sha
     }
     // Checked shorter than MAX_GUEST_CMDLINE: the NUL after it is already there.
     si[SI_CMD_LINE..SI_CMD_LINE + p.cmdline.len()].copy_from_slice(p.cmdline.as_bytes());
+}
+
+/// vcpu_info slots in the shared info page (XEN_LEGACY_MAX_VCPUS) and their size on x86_64.
+const LEGACY_MAX_VCPUS: usize = 32;
+const VCPU_INFO_SIZE: usize = 64;
+/// Offset of `evtchn_upcall_mask` in `struct vcpu_info`.
+const UPCALL_MASK: usize = 1;
+
+/// Clears the shared info page and masks event delivery on every vcpu, as libxc does: a guest
+/// unmasks once it has registered an event callback, and one that never does (the noop
+/// unikernel) must not take an upcall it cannot handle.
+fn mask_events(hv: &dyn Hypervisor, dom: DomId, shared_info_frame: u64) -> Result<(), BuildError> {
+    let mut mapping = hv
+        .map_foreign(dom, &[shared_info_frame])
+        .map_err(hv_step("mapping the shared info page"))?;
+    let bytes = mapping.bytes_mut();
+    bytes.fill(0);
+    for vcpu in 0..LEGACY_MAX_VCPUS {
+        bytes[vcpu * VCPU_INFO_SIZE + UPCALL_MASK] = 1;
+    }
+    Ok(())
 }

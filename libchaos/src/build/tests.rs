@@ -231,12 +231,12 @@ fn check_guest<'a>(s: &'a Shell, image: &KernelImage, g: &BuiltGuest, cmdline: &
     assert!(grants.contains(&GrantEntry {
         gref: 0,
         backend: DomId::DOM0,
-        gfn: g.console_pfn
+        frame: g.console_mfn
     }));
     assert!(grants.contains(&GrantEntry {
         gref: 1,
         backend: DomId::DOM0,
-        gfn: g.xenstore_pfn
+        frame: g.xenstore_mfn
     }));
 
     // Page-table pages are mapped read-only; everything else in the mapping is writable.

@@ -156,11 +156,31 @@ fn de_bridge<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error
 }
 
 fn de_vifs<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<JsonVif>, D::Error> {
-    Option::<Vec<JsonVif>>::deserialize(d).map(Option::unwrap_or_default)
+    let vifs = Option::<Vec<MapOnly<JsonVif>>>::deserialize(d)?;
+    Ok(vifs.unwrap_or_default().into_iter().map(|v| v.0).collect())
 }
 
 fn de_xen<'de, D: Deserializer<'de>>(d: D) -> Result<Option<JsonXen>, D::Error> {
-    Option::<JsonXen>::deserialize(d)
+    Ok(Option::<MapOnly<JsonXen>>::deserialize(d)?.map(|x| x.0))
+}
+
+/// A struct read from a JSON object only (serde's derive would also take an array, by position).
+struct MapOnly<T>(T);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for MapOnly<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for V<T> {
+            type Value = T;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+                T::deserialize(de::value::MapAccessDeserializer::new(map))
+            }
+        }
+        d.deserialize_map(V(std::marker::PhantomData)).map(MapOnly)
+    }
 }
 
 #[derive(Deserialize)]
@@ -283,7 +303,7 @@ impl<'de> Deserialize<'de> for JsonVcpus {
 }
 
 pub(crate) fn parse(text: &str, source: &str) -> Result<Loaded, ConfigError> {
-    let j: JsonConfig = serde_json::from_str(text).map_err(|e| ConfigError::Json {
+    let j: MapOnly<JsonConfig> = serde_json::from_str(text).map_err(|e| ConfigError::Json {
         at: Location::File {
             source: source.to_string(),
             line: u32::try_from(e.line()).ok(),
@@ -291,6 +311,7 @@ pub(crate) fn parse(text: &str, source: &str) -> Result<Loaded, ConfigError> {
         },
         message: strip_pos(&e.to_string()).to_string(),
     })?;
+    let j = j.0;
     let mut warnings = Vec::new();
     if j.vcpus.cpumap {
         warnings.push(Warning {
@@ -337,6 +358,7 @@ pub(crate) fn parse(text: &str, source: &str) -> Result<Loaded, ConfigError> {
         tsc_mode: TscMode::Default,
         uuid: None,
         paused: j.paused.unwrap_or(false),
+        disks: Vec::new(),
     };
     Ok(Loaded { config, warnings })
 }

@@ -6,8 +6,9 @@
 //! 2. validation ([`xl`]): the effective settings (later keys override earlier ones, then the
 //!    command-line `KEY=VALUE` overrides, as `xl create cfg KEY=VALUE...`) are checked and turned
 //!    into a [`DomainConfig`]. Keys xl knows that would change the guest in ways chaos cannot
-//!    honour yet (disks, PCI, bootloaders, ...) are refused; keys without effect on the guest
-//!    are ignored with a [`Warning`]; unknown keys are warned about, as xl ignores them.
+//!    honour yet (PCI, bootloaders, ...) are refused; disks are kept as written and refused
+//!    when a guest is created; keys without effect on the guest are ignored with a
+//!    [`Warning`]; unknown keys are warned about, as xl ignores them.
 //!
 //! A `.json` file is read as LightVM's config format instead ([`json`]), into the same type.
 //! Every error names the file, the line (and column for JSON) and the key.
@@ -64,6 +65,11 @@ pub struct DomainConfig {
     pub uuid: Option<[u8; 16]>,
     /// Create paused (JSON `paused`; xl uses `xl create -p` instead, so false for xl.cfg).
     pub paused: bool,
+    /// xl `disk` specs, kept as written. The parser accepts them so that ordinary configs
+    /// (Debian's xlexample.pvlinux has one) load; creating a guest with disks is refused until
+    /// chaos has block devices.
+    #[serde(default)]
+    pub disks: Vec<String>,
 }
 
 impl DomainConfig {
@@ -87,12 +93,13 @@ impl DomainConfig {
             tsc_mode: TscMode::Default,
             uuid: None,
             paused: false,
+            disks: Vec::new(),
         }
     }
 }
 
 /// What to do when the guest powers off, reboots or crashes (xl's names).
-#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Action {
     Destroy,
@@ -141,7 +148,7 @@ impl fmt::Display for Action {
 }
 
 /// One network interface. Its devid is its index in [`DomainConfig::vifs`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct VifConfig {
     /// None: the toolstack picks one (xl: 00:16:3e:xx:xx:xx).
     pub mac: Option<[u8; 6]>,
@@ -199,7 +206,7 @@ impl fmt::Display for ControlPlane {
 }
 
 /// xl `tsc_mode` (libxl's names; the numeric values are xl's deprecated integer forms).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TscMode {
     Default = 0,
@@ -271,9 +278,14 @@ pub fn load(path: &Path, overrides: &[String]) -> Result<Loaded, ConfigError> {
         });
     }
     let bytes = std::fs::read(path).map_err(io)?;
-    let text = String::from_utf8(bytes).map_err(|e| ConfigError::Io {
-        path: shown.clone(),
-        message: format!("not valid UTF-8 (byte {})", e.utf8_error().valid_up_to()),
+    let text = String::from_utf8(bytes).map_err(|e| {
+        let good = e.utf8_error().valid_up_to();
+        let line = e.as_bytes()[..good].iter().filter(|&&b| b == b'\n').count() + 1;
+        let line = u32::try_from(line).unwrap_or(u32::MAX);
+        ConfigError::Syntax {
+            at: Location::line(&shown, line),
+            message: format!("not valid UTF-8 (at byte offset {good})"),
+        }
     })?;
     let is_json = path
         .extension()

@@ -14,6 +14,7 @@ use super::{
     MAX_VCPUS,
 };
 use crate::hypervisor::GuestKind;
+use std::collections::HashMap;
 use std::path::PathBuf;
 
 /// Keys validated into [`DomainConfig`].
@@ -37,6 +38,7 @@ pub const HANDLED_KEYS: &[&str] = &[
     "uuid",
     "tsc_mode",
     "chaos_control_plane",
+    "disk",
 ];
 
 /// How a key chaos does not carry is treated.
@@ -60,10 +62,6 @@ const LIMITS: &str = "ignored (chaos uses its own per-domain limits)";
 /// The refused and warned keys. Lookups also match key prefixes ending in '_' or '*'.
 pub const OTHER_KEYS: &[(&str, Treatment)] = &[
     // Devices chaos has no backend for.
-    (
-        "disk",
-        Treatment::RefuseIfSet("not supported by chaos yet (no block devices)"),
-    ),
     (
         "pci",
         Treatment::RefuseIfSet("not supported by chaos yet (no PCI passthrough)"),
@@ -376,7 +374,10 @@ struct Entry {
 
 struct Ctx<'a> {
     source: &'a str,
-    entries: Vec<Entry>,
+    /// Effective settings in order of (last) assignment; `None` where a key was reassigned.
+    entries: Vec<Option<Entry>>,
+    /// Key -> index in `entries`, so big files stay linear.
+    index: HashMap<String, usize>,
     warnings: Vec<Warning>,
 }
 
@@ -391,6 +392,7 @@ pub(crate) fn parse(text: &str, source: &str, overrides: &[String]) -> Result<Lo
     let mut ctx = Ctx {
         source,
         entries: Vec::new(),
+        index: HashMap::new(),
         warnings: Vec::new(),
     };
     let settings =
@@ -422,31 +424,27 @@ pub(crate) fn parse(text: &str, source: &str, overrides: &[String]) -> Result<Lo
 
 impl Ctx<'_> {
     fn apply(&mut self, s: Setting, at: Location) -> Result<(), ConfigError> {
-        let prev = self.entries.iter().position(|e| e.setting.key == s.key);
-        let value = match (s.op, prev) {
-            (syntax::Op::Append, Some(i)) => {
-                syntax::append(&self.entries[i].setting.value, s.value).map_err(|message| {
-                    ConfigError::Invalid {
+        let prev = self.index.get(&s.key).and_then(|&i| self.entries[i].take());
+        let value =
+            match (s.op, prev) {
+                (syntax::Op::Append, Some(p)) => syntax::append(&p.setting.value, s.value)
+                    .map_err(|message| ConfigError::Invalid {
                         at: at.clone(),
                         key: s.key.clone(),
                         message,
-                    }
-                })?
-            }
-            _ => s.value,
-        };
-        if let Some(i) = prev {
-            self.entries.remove(i);
-        }
-        self.entries.push(Entry {
+                    })?,
+                (_, _) => s.value,
+            };
+        self.index.insert(s.key.clone(), self.entries.len());
+        self.entries.push(Some(Entry {
             setting: Setting { value, ..s },
             at,
-        });
+        }));
         Ok(())
     }
 
     fn get(&self, key: &str) -> Option<&Entry> {
-        self.entries.iter().find(|e| e.setting.key == key)
+        self.index.get(key).and_then(|&i| self.entries[i].as_ref())
     }
 
     fn invalid(&self, e: &Entry, message: impl Into<String>) -> ConfigError {
@@ -575,7 +573,7 @@ impl Ctx<'_> {
     /// Refuses or warns about every key chaos does not carry, in order of appearance.
     fn check_other_keys(&mut self) -> Result<(), ConfigError> {
         let mut notes = Vec::new();
-        for e in &self.entries {
+        for e in self.entries.iter().flatten() {
             let key = e.setting.key.as_str();
             if HANDLED_KEYS.contains(&key) {
                 continue;
@@ -689,6 +687,7 @@ impl Ctx<'_> {
         let on_crash = self.action("on_crash", Action::Destroy)?;
 
         let vifs = self.vifs()?;
+        let disks = self.disks()?;
 
         let control_plane = match self.string("chaos_control_plane")? {
             None => ControlPlane::Xenstore,
@@ -730,6 +729,7 @@ impl Ctx<'_> {
             tsc_mode,
             uuid,
             paused: false,
+            disks,
         })
     }
 
@@ -790,6 +790,30 @@ impl Ctx<'_> {
             self.warn(&at, "vif", n);
         }
         Ok(vifs)
+    }
+
+    /// xl `disk`: a list of disk spec strings, kept as written (see [`DomainConfig::disks`]).
+    fn disks(&mut self) -> Result<Vec<String>, ConfigError> {
+        let Some(e) = self.get("disk") else {
+            return Ok(Vec::new());
+        };
+        let Value::List(items) = &e.setting.value else {
+            return Err(self.invalid(
+                e,
+                format!("expected a list of disk specs, got {}", e.setting.value.describe()),
+            ));
+        };
+        let mut disks = Vec::new();
+        for (i, item) in items.iter().enumerate() {
+            let Value::Str(spec) = item else {
+                return Err(self.invalid(
+                    e,
+                    format!("disk {i}: expected a \"spec string\", got {}", item.describe()),
+                ));
+            };
+            disks.push(spec.clone());
+        }
+        Ok(disks)
     }
 
     fn tsc_mode(&mut self) -> Result<TscMode, ConfigError> {
@@ -893,6 +917,7 @@ pub fn parse_uuid(s: &str) -> Option<[u8; 16]> {
 fn suggest(key: &str) -> Option<&'static str> {
     HANDLED_KEYS
         .iter()
+        .filter(|k| k.len().abs_diff(key.len()) <= 2)
         .map(|k| (edit_distance(key, k), *k))
         .filter(|(d, k)| *d <= 2 && *d < k.len())
         .min_by_key(|(d, _)| *d)

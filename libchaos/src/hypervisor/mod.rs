@@ -4,6 +4,7 @@
 //! benches) and `xen` (the real one over /dev/xen/*). Builders and the toolstack only see this trait.
 
 pub mod sim;
+pub mod xen;
 
 use std::fmt;
 
@@ -156,7 +157,8 @@ pub enum PageTableLevel {
 pub struct GrantEntry {
     pub gref: u32,
     pub backend: DomId,
-    pub gfn: u64,
+    /// The granted frame: an MFN for a PV guest, a guest frame for a PVH guest.
+    pub frame: u64,
 }
 
 /// Guest memory mapped into this process. Writes land in guest memory no later than when the
@@ -237,20 +239,18 @@ pub trait Hypervisor: Send + Sync {
     /// `XENMEM_populate_physmap` for 4 KiB frames at the given guest frame numbers; returns the
     /// machine frame numbers backing them (a PV guest's p2m needs them).
     fn populate_physmap(&self, dom: DomId, gfns: &[u64]) -> Result<Vec<u64>>;
-    /// Maps guest frames into this process (privcmd `MMAPBATCH_V2`).
-    fn map_foreign<'a>(&'a self, dom: DomId, gfns: &[u64]) -> Result<Box<dyn ForeignMapping + 'a>>;
+    /// Maps guest frames into this process (privcmd `MMAPBATCH_V2`). Frames are named as Xen's
+    /// foreign-mapping interface wants them: machine frames (MFNs) for a PV guest, which has no
+    /// p2m inside Xen (its shared info frame included), guest frames for a PVH guest.
+    fn map_foreign<'a>(
+        &'a self,
+        dom: DomId,
+        frames: &[u64],
+    ) -> Result<Box<dyn ForeignMapping + 'a>>;
 
-    /// Whether `map_foreign`, `init_hypercall_page` and `seed_grant_table` name a PV guest's
-    /// frames by machine frame number. On Xen they do: a PV guest has no second-stage
-    /// translation, so its "gfn" in these interfaces is the mfn (libxc passes
-    /// `xc_dom_p2m(dom, pfn)` to all three), and the xen backend must return `true`. The sim
-    /// numbers PV frames by pseudo-physical pfn and keeps this default.
-    fn pv_frames_are_mfns(&self) -> bool {
-        false
-    }
-
-    /// `XEN_DOMCTL_hypercall_init`: Xen writes the hypercall stubs into this guest frame.
-    fn init_hypercall_page(&self, dom: DomId, gfn: u64) -> Result<()>;
+    /// `XEN_DOMCTL_hypercall_init`: Xen writes the hypercall stubs into this frame (an MFN for
+    /// a PV guest, as with `map_foreign`).
+    fn init_hypercall_page(&self, dom: DomId, frame: u64) -> Result<()>;
     /// `MMUEXT_PIN_L*_TABLE` on behalf of a PV guest: Xen validates and types its page tables.
     fn pin_page_table(&self, dom: DomId, level: PageTableLevel, mfn: u64) -> Result<()>;
     /// Fills grant-table entries of the guest (console and xenstore rings).

@@ -64,6 +64,9 @@ struct SimDomain {
     /// gfn -> mfn of every populated frame.
     #[serde(with = "p2m_runs")]
     p2m: HashMap<u64, u64>,
+    /// mfn -> gfn, the reverse of `p2m` (rebuilt when a saved host is loaded).
+    #[serde(skip)]
+    m2p: HashMap<u64, u64>,
     /// Contents of frames that were ever written (mfn -> bytes); the rest read as zeros.
     /// Not saved: guest memory contents only matter within one process.
     #[serde(skip)]
@@ -176,6 +179,7 @@ impl SimHypervisor {
             address_size: Some(64),
             shared_info_mfn: FIRST_MFN - 1,
             p2m: HashMap::new(),
+            m2p: HashMap::new(),
             frames: HashMap::new(),
             vcpus: BTreeMap::new(),
             hypercall_page: None,
@@ -206,11 +210,14 @@ impl SimHypervisor {
         let shown = path.display().to_string();
         match std::fs::read(path) {
             Ok(bytes) => {
-                let state: SimState =
+                let mut state: SimState =
                     serde_json::from_slice(&bytes).map_err(|source| SimStateError::Corrupt {
                         path: shown,
                         source,
                     })?;
+                for d in state.domains.values_mut() {
+                    d.m2p = d.p2m.iter().map(|(g, m)| (*m, *g)).collect();
+                }
                 Ok(SimHypervisor {
                     state: Mutex::new(state),
                 })
@@ -282,15 +289,29 @@ impl SimHypervisor {
 
     /// The guest frame backed by `mfn`, if it belongs to `dom`.
     pub fn gfn_of(&self, dom: DomId, mfn: u64) -> Option<u64> {
+        self.lock().domains.get(&dom)?.m2p.get(&mfn).copied()
+    }
+
+    /// Bytes of a machine frame of `dom` (a populated frame or its shared info page).
+    pub fn machine_frame(&self, dom: DomId, mfn: u64) -> Option<Vec<u8>> {
         let s = self.lock();
         let d = s.domains.get(&dom)?;
-        d.p2m.iter().find(|(_, m)| **m == mfn).map(|(g, _)| *g)
+        if !d.m2p.contains_key(&mfn) && mfn != d.shared_info_mfn {
+            return None;
+        }
+        Some(
+            d.frames
+                .get(&mfn)
+                .map(|f| f.to_vec())
+                .unwrap_or_else(|| vec![0; PAGE_SIZE]),
+        )
     }
 
     pub fn vcpu_context(&self, dom: DomId, vcpu: u32) -> Option<VcpuContext> {
         self.lock().domains.get(&dom)?.vcpus.get(&vcpu).cloned()
     }
 
+    /// The guest frame Xen filled with hypercall stubs.
     pub fn hypercall_page(&self, dom: DomId) -> Option<u64> {
         self.lock().domains.get(&dom)?.hypercall_page
     }
@@ -377,6 +398,26 @@ fn guest_mut<'a>(s: &'a mut SimState, dom: DomId, op: &'static str) -> Result<&'
         });
     }
     domain_mut(s, dom)
+}
+
+/// The machine frame behind a frame number as the foreign-mapping interface takes it: an MFN
+/// of the domain for PV (its shared info page included), a populated guest frame for PVH.
+fn resolve_frame(d: &SimDomain, frame: u64, op: &'static str) -> Result<u64> {
+    let mfn = match d.kind {
+        GuestKind::Pv => {
+            (d.m2p.contains_key(&frame) || frame == d.shared_info_mfn).then_some(frame)
+        }
+        GuestKind::Pvh => d.p2m.get(&frame).copied(),
+    };
+    mfn.ok_or_else(|| {
+        invalid(
+            op,
+            format!(
+                "frame {frame:#x} is not populated memory of this {} guest",
+                d.kind
+            ),
+        )
+    })
 }
 
 fn invalid(op: &'static str, reason: impl Into<String>) -> HypervisorError {
@@ -479,6 +520,7 @@ impl Hypervisor for SimHypervisor {
                 address_size: None,
                 shared_info_mfn,
                 p2m: HashMap::new(),
+                m2p: HashMap::new(),
                 frames: HashMap::new(),
                 vcpus: BTreeMap::new(),
                 hypercall_page: None,
@@ -594,6 +636,7 @@ impl Hypervisor for SimHypervisor {
         for (i, gfn) in gfns.iter().enumerate() {
             let mfn = first_mfn + i as u64;
             d.p2m.insert(*gfn, mfn);
+            d.m2p.insert(mfn, *gfn);
             mfns.push(mfn);
         }
         s.next_mfn += wanted;
@@ -601,19 +644,20 @@ impl Hypervisor for SimHypervisor {
         Ok(mfns)
     }
 
-    fn map_foreign<'a>(&'a self, dom: DomId, gfns: &[u64]) -> Result<Box<dyn ForeignMapping + 'a>> {
+    fn map_foreign<'a>(
+        &'a self,
+        dom: DomId,
+        frames: &[u64],
+    ) -> Result<Box<dyn ForeignMapping + 'a>> {
         const OP: &str = "IOCTL_PRIVCMD_MMAPBATCH_V2";
         let mut s = self.enter(OP)?;
         let d = guest_mut(&mut s, dom, OP)?;
-        let mut mfns = Vec::with_capacity(gfns.len());
-        let mut bytes = vec![0u8; gfns.len() * PAGE_SIZE];
-        for (i, gfn) in gfns.iter().enumerate() {
-            let mfn = *d
-                .p2m
-                .get(gfn)
-                .ok_or_else(|| invalid(OP, format!("gfn {gfn:#x} is not populated")))?;
-            if let Some(frame) = d.frames.get(&mfn) {
-                bytes[i * PAGE_SIZE..(i + 1) * PAGE_SIZE].copy_from_slice(frame);
+        let mut mfns = Vec::with_capacity(frames.len());
+        let mut bytes = vec![0u8; frames.len() * PAGE_SIZE];
+        for (i, frame) in frames.iter().enumerate() {
+            let mfn = resolve_frame(d, *frame, OP)?;
+            if let Some(data) = d.frames.get(&mfn) {
+                bytes[i * PAGE_SIZE..(i + 1) * PAGE_SIZE].copy_from_slice(data);
             }
             mfns.push(mfn);
         }
@@ -625,14 +669,11 @@ impl Hypervisor for SimHypervisor {
         }))
     }
 
-    fn init_hypercall_page(&self, dom: DomId, gfn: u64) -> Result<()> {
+    fn init_hypercall_page(&self, dom: DomId, frame: u64) -> Result<()> {
         const OP: &str = "XEN_DOMCTL_hypercall_init";
         let mut s = self.enter(OP)?;
         let d = guest_mut(&mut s, dom, OP)?;
-        let mfn = *d
-            .p2m
-            .get(&gfn)
-            .ok_or_else(|| invalid(OP, format!("gfn {gfn:#x} is not populated")))?;
+        let mfn = resolve_frame(d, frame, OP)?;
         // Xen fills the page with one 32-byte stub per hypercall; the sim marks each slot.
         let mut page = vec![0u8; PAGE_SIZE].into_boxed_slice();
         for (nr, stub) in page.chunks_mut(32).enumerate() {
@@ -640,7 +681,7 @@ impl Hypervisor for SimHypervisor {
             stub[1] = nr as u8;
         }
         d.frames.insert(mfn, page);
-        d.hypercall_page = Some(gfn);
+        d.hypercall_page = d.m2p.get(&mfn).copied();
         Ok(())
     }
 
@@ -651,7 +692,7 @@ impl Hypervisor for SimHypervisor {
         if d.kind != GuestKind::Pv {
             return Err(invalid(OP, "only PV guests have their page tables pinned"));
         }
-        if !d.p2m.values().any(|m| *m == mfn) {
+        if !d.m2p.contains_key(&mfn) {
             return Err(invalid(
                 OP,
                 format!("mfn {mfn:#x} does not belong to domain {dom}"),
@@ -669,9 +710,7 @@ impl Hypervisor for SimHypervisor {
             if e.gref >= d.max_grant_frames * GRANTS_PER_FRAME {
                 return Err(invalid(OP, format!("grant ref {} out of range", e.gref)));
             }
-            if !d.p2m.contains_key(&e.gfn) {
-                return Err(invalid(OP, format!("gfn {:#x} is not populated", e.gfn)));
-            }
+            resolve_frame(d, e.frame, OP)?;
         }
         for e in entries {
             d.grants.insert(e.gref, *e);
@@ -822,14 +861,24 @@ mod tests {
         let sim = SimHypervisor::new(SimConfig::default());
         let dom = create(&sim);
         sim.set_max_mem(dom, 1024).expect("max_mem");
-        sim.populate_physmap(dom, &[5, 6]).expect("populate");
+        let mfns = sim.populate_physmap(dom, &[5, 6]).expect("populate");
         {
-            let mut m = sim.map_foreign(dom, &[6]).expect("map");
+            // A PV guest's frames are mapped by machine frame number.
+            let mut m = sim.map_foreign(dom, &[mfns[1]]).expect("map");
             m.bytes_mut()[10] = 0xaa;
         }
         assert_eq!(sim.guest_frame(dom, 6).expect("frame")[10], 0xaa);
         assert_eq!(sim.guest_frame(dom, 5).expect("frame")[10], 0);
-        assert!(sim.map_foreign(dom, &[7]).is_err());
+        assert!(sim.map_foreign(dom, &[6]).is_err(), "a pfn is not an mfn");
+        assert!(
+            sim.map_foreign(dom, &[mfns[1] + 1]).is_err(),
+            "not this guest's frame"
+        );
+        let shared_info = sim.domain_info(dom).expect("info").shared_info_frame;
+        assert!(
+            sim.map_foreign(dom, &[shared_info]).is_ok(),
+            "shared info is mappable"
+        );
     }
 
     #[test]

@@ -318,8 +318,9 @@ impl KernelImage {
     }
 }
 
-#[cfg(test)]
-pub(crate) mod testelf;
+/// Small synthetic PV kernels for tests and benches (not part of the stable API).
+#[doc(hidden)]
+pub mod testelf;
 
 #[cfg(test)]
 mod tests;

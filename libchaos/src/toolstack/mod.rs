@@ -300,17 +300,7 @@ impl Toolstack {
         published: &mut Option<String>,
     ) -> Result<()> {
         let domid = shell.domid;
-        if !cfg.vifs.is_empty() {
-            return Err(ToolstackError::Unsupported(
-                "vif: network devices are not created by chaos yet".into(),
-            ));
-        }
-        if cfg.kind != GuestKind::Pv {
-            return Err(ToolstackError::Unsupported(format!(
-                "type = \"{}\": only PV guests can be built so far",
-                cfg.kind
-            )));
-        }
+        check_supported(cfg)?;
         let t = Instant::now();
         let image = self.images.load(&cfg.kernel)?;
         let ramdisk = match &cfg.ramdisk {
@@ -423,7 +413,8 @@ impl Toolstack {
             created.path = CreationPath::Pool;
             return Ok(created);
         }
-        // Check the name before making anything, so the common mistake costs nothing.
+        // Refuse what cannot work before making anything, so mistakes cost nothing.
+        check_supported(cfg)?;
         self.check_name_free(&cfg.name)?;
         let shell = self.prepare(&flavor)?;
         self.execute(shell, cfg, paused)
@@ -443,6 +434,27 @@ impl Toolstack {
     ) -> std::result::Result<crate::config::Loaded, crate::config::ConfigError> {
         crate::config::load(path, overrides)
     }
+}
+
+/// What chaos cannot build yet, refused before anything is made.
+fn check_supported(cfg: &DomainConfig) -> Result<()> {
+    if !cfg.disks.is_empty() {
+        return Err(ToolstackError::Unsupported(
+            "disk: block devices are not supported by chaos yet".into(),
+        ));
+    }
+    if !cfg.vifs.is_empty() {
+        return Err(ToolstackError::Unsupported(
+            "vif: network devices are not created by chaos yet".into(),
+        ));
+    }
+    if cfg.kind != GuestKind::Pv {
+        return Err(ToolstackError::Unsupported(format!(
+            "type = \"{}\": only PV guests can be built so far",
+            cfg.kind
+        )));
+    }
+    Ok(())
 }
 
 fn now_ms() -> u64 {
