@@ -196,12 +196,12 @@ pub fn build_pvh(
             GrantEntry {
                 gref: GNTTAB_RESERVED_CONSOLE,
                 backend: params.console_backend,
-                gfn: layout.console_pfn,
+                frame: layout.console_pfn,
             },
             GrantEntry {
                 gref: GNTTAB_RESERVED_XENSTORE,
                 backend: params.xenstore_backend,
-                gfn: layout.xenstore_pfn,
+                frame: layout.xenstore_pfn,
             },
         ],
     )

@@ -413,10 +413,10 @@ fn one_mapping_for_the_whole_boot_area() {
     let s = shell(128);
     let image =
         KernelImage::parse("k", &TestElf::pv(LINUX_BASE, 0x100_0000, 0x4000, 0).build()).unwrap();
-    // Fail the 2nd mapping call, if there were one.
+    // Two mappings in all: the whole boot area, then the shared info page. A third would fail.
     s.sim.arm(Fault::Op {
         name: "IOCTL_PRIVCMD_MMAPBATCH_V2",
-        nth: 1,
+        nth: 2,
     });
     let g = s.build(&image, "", None);
     check_guest(&s, &image, &g, "");
@@ -463,163 +463,93 @@ fn builds_debian_vmlinuz_if_available() {
     assert!(matches!(e, BuildError::GuestTooSmall { .. }));
 }
 
-/// The sim seen the way Xen behaves for PV guests (frames named by mfn) and with HVM params,
-/// which the sim does not keep.
-struct XenLike<'a> {
+/// The sim plus the HVM params it does not keep (PVH guests need them).
+struct WithHvmParams<'a> {
     sim: &'a SimHypervisor,
-    /// mfn -> pfn for a PV guest; `None` for PVH, whose frames are named by gfn.
-    m2p: Option<HashMap<u64, u64>>,
     hvm_params: std::sync::Mutex<Vec<(u32, u64)>>,
 }
 
-impl<'a> XenLike<'a> {
+impl<'a> WithHvmParams<'a> {
     fn new(s: &'a Shell) -> Self {
-        XenLike {
+        WithHvmParams {
             sim: &s.sim,
-            m2p: Some(
-                s.p2m
-                    .iter()
-                    .enumerate()
-                    .map(|(p, m)| (*m, p as u64))
-                    .collect(),
-            ),
             hvm_params: Default::default(),
         }
     }
-
-    fn pvh(s: &'a Shell) -> Self {
-        XenLike {
-            m2p: None,
-            ..XenLike::new(s)
-        }
-    }
-
-    fn pfn(&self, mfn: u64) -> crate::hypervisor::Result<u64> {
-        let Some(m2p) = &self.m2p else {
-            return Ok(mfn);
-        };
-        m2p.get(&mfn)
-            .copied()
-            .ok_or(crate::hypervisor::HypervisorError::Invalid {
-                op: "XenLike",
-                reason: format!("mfn {mfn:#x} is not the guest's"),
-            })
-    }
 }
 
-impl Hypervisor for XenLike<'_> {
+type HvResult<T> = crate::hypervisor::Result<T>;
+
+impl Hypervisor for WithHvmParams<'_> {
     fn name(&self) -> &'static str {
-        "xen-like"
+        "sim+hvm-params"
     }
-    fn physinfo(&self) -> crate::hypervisor::Result<crate::hypervisor::PhysInfo> {
+    fn physinfo(&self) -> HvResult<crate::hypervisor::PhysInfo> {
         self.sim.physinfo()
     }
-    fn create_domain(&self, args: &CreateDomain) -> crate::hypervisor::Result<DomId> {
+    fn create_domain(&self, args: &CreateDomain) -> HvResult<DomId> {
         self.sim.create_domain(args)
     }
-    fn destroy_domain(&self, dom: DomId) -> crate::hypervisor::Result<()> {
+    fn destroy_domain(&self, dom: DomId) -> HvResult<()> {
         self.sim.destroy_domain(dom)
     }
-    fn set_domain_handle(&self, dom: DomId, handle: [u8; 16]) -> crate::hypervisor::Result<()> {
+    fn set_domain_handle(&self, dom: DomId, handle: [u8; 16]) -> HvResult<()> {
         self.sim.set_domain_handle(dom, handle)
     }
-    fn pause_domain(&self, dom: DomId) -> crate::hypervisor::Result<()> {
+    fn pause_domain(&self, dom: DomId) -> HvResult<()> {
         self.sim.pause_domain(dom)
     }
-    fn unpause_domain(&self, dom: DomId) -> crate::hypervisor::Result<()> {
+    fn unpause_domain(&self, dom: DomId) -> HvResult<()> {
         self.sim.unpause_domain(dom)
     }
     fn shutdown_domain(
         &self,
         dom: DomId,
         reason: crate::hypervisor::ShutdownReason,
-    ) -> crate::hypervisor::Result<()> {
+    ) -> HvResult<()> {
         self.sim.shutdown_domain(dom, reason)
     }
-    fn domain_info(&self, dom: DomId) -> crate::hypervisor::Result<crate::hypervisor::DomainInfo> {
+    fn domain_info(&self, dom: DomId) -> HvResult<crate::hypervisor::DomainInfo> {
         self.sim.domain_info(dom)
     }
-    fn list_domains(&self) -> crate::hypervisor::Result<Vec<crate::hypervisor::DomainInfo>> {
+    fn list_domains(&self) -> HvResult<Vec<crate::hypervisor::DomainInfo>> {
         self.sim.list_domains()
     }
-    fn set_max_mem(&self, dom: DomId, max_kib: u64) -> crate::hypervisor::Result<()> {
+    fn set_max_mem(&self, dom: DomId, max_kib: u64) -> HvResult<()> {
         self.sim.set_max_mem(dom, max_kib)
     }
-    fn set_address_size(&self, dom: DomId, bits: u32) -> crate::hypervisor::Result<()> {
+    fn set_address_size(&self, dom: DomId, bits: u32) -> HvResult<()> {
         self.sim.set_address_size(dom, bits)
     }
-    fn populate_physmap(&self, dom: DomId, gfns: &[u64]) -> crate::hypervisor::Result<Vec<u64>> {
+    fn populate_physmap(&self, dom: DomId, gfns: &[u64]) -> HvResult<Vec<u64>> {
         self.sim.populate_physmap(dom, gfns)
     }
     fn map_foreign<'b>(
         &'b self,
         dom: DomId,
         frames: &[u64],
-    ) -> crate::hypervisor::Result<Box<dyn crate::hypervisor::ForeignMapping + 'b>> {
-        let pfns = frames
-            .iter()
-            .map(|m| self.pfn(*m))
-            .collect::<crate::hypervisor::Result<Vec<u64>>>()?;
-        self.sim.map_foreign(dom, &pfns)
+    ) -> HvResult<Box<dyn crate::hypervisor::ForeignMapping + 'b>> {
+        self.sim.map_foreign(dom, frames)
     }
-    fn pv_frames_are_mfns(&self) -> bool {
-        true
+    fn init_hypercall_page(&self, dom: DomId, frame: u64) -> HvResult<()> {
+        self.sim.init_hypercall_page(dom, frame)
     }
-    fn init_hypercall_page(&self, dom: DomId, mfn: u64) -> crate::hypervisor::Result<()> {
-        self.sim.init_hypercall_page(dom, self.pfn(mfn)?)
-    }
-    fn pin_page_table(
-        &self,
-        dom: DomId,
-        level: PageTableLevel,
-        mfn: u64,
-    ) -> crate::hypervisor::Result<()> {
+    fn pin_page_table(&self, dom: DomId, level: PageTableLevel, mfn: u64) -> HvResult<()> {
         self.sim.pin_page_table(dom, level, mfn)
     }
-    fn seed_grant_table(
-        &self,
-        dom: DomId,
-        entries: &[GrantEntry],
-    ) -> crate::hypervisor::Result<()> {
-        let mut translated = Vec::new();
-        for e in entries {
-            translated.push(GrantEntry {
-                gfn: self.pfn(e.gfn)?,
-                ..*e
-            });
-        }
-        self.sim.seed_grant_table(dom, &translated)
+    fn seed_grant_table(&self, dom: DomId, entries: &[GrantEntry]) -> HvResult<()> {
+        self.sim.seed_grant_table(dom, entries)
     }
-    fn set_hvm_param(&self, _dom: DomId, param: u32, value: u64) -> crate::hypervisor::Result<()> {
+    fn set_hvm_param(&self, _dom: DomId, param: u32, value: u64) -> HvResult<()> {
         self.hvm_params.lock().unwrap().push((param, value));
         Ok(())
     }
-    fn set_vcpu_context(
-        &self,
-        dom: DomId,
-        vcpu: u32,
-        ctx: &VcpuContext,
-    ) -> crate::hypervisor::Result<()> {
+    fn set_vcpu_context(&self, dom: DomId, vcpu: u32, ctx: &VcpuContext) -> HvResult<()> {
         self.sim.set_vcpu_context(dom, vcpu, ctx)
     }
-    fn evtchn_alloc_unbound(&self, dom: DomId, remote: DomId) -> crate::hypervisor::Result<u32> {
+    fn evtchn_alloc_unbound(&self, dom: DomId, remote: DomId) -> HvResult<u32> {
         self.sim.evtchn_alloc_unbound(dom, remote)
     }
-}
-
-#[test]
-fn builds_pv_with_machine_frame_numbers_as_on_xen() {
-    // On Xen the builder names PV frames by mfn; the wrapper translates them back for the sim,
-    // and refuses any frame number that is not one of the guest's mfns.
-    let s = shell(16);
-    let xen = XenLike::new(&s);
-    let image = KernelImage::parse(
-        "k",
-        &TestElf::pv(LINUX_BASE, 0x20_0000, 0x3000, 0x1000).build(),
-    )
-    .unwrap();
-    let g = build_pv(&xen, &image, &s.params("on xen", None)).unwrap();
-    check_guest(&s, &image, &g, "on xen");
 }
 
 fn pvh_shell(mib: u64) -> Shell {
@@ -674,7 +604,7 @@ fn builds_pvh_guest() {
     t.notes = vec![num(XEN_ELFNOTE_PHYS32_ENTRY, 0x10_0010)];
     let image = KernelImage::parse("pvh", &t.build()).unwrap();
     let s = pvh_shell(16);
-    let xen = XenLike::pvh(&s);
+    let xen = WithHvmParams::new(&s);
     let ramdisk = pattern(5000);
     let g = build_pvh(&xen, &image, &s.params("console=hvc0", Some(&ramdisk))).unwrap();
 
@@ -717,7 +647,7 @@ fn builds_pvh_guest() {
     assert!(grants.contains(&GrantEntry {
         gref: 0,
         backend: DomId::DOM0,
-        gfn: 4095
+        frame: 4095
     }));
     assert_eq!(
         *xen.hvm_params.lock().unwrap(),
@@ -733,7 +663,7 @@ fn builds_pvh_guest() {
 #[test]
 fn pvh_errors() {
     let s = pvh_shell(2);
-    let xen = XenLike::pvh(&s);
+    let xen = WithHvmParams::new(&s);
     // A PV-only kernel has no PVH entry.
     let pv_only = KernelImage::parse("pv", &TestElf::pv(0, 0, 0x2000, 0).build()).unwrap();
     let e = build_pvh(&xen, &pv_only, &s.params("", None)).unwrap_err();
