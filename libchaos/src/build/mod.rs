@@ -3,9 +3,11 @@
 
 pub mod layout;
 mod pv;
+mod pvh;
 
 pub use layout::{PfnRange, PvLayout};
 pub use pv::build_pv;
+pub use pvh::{build_pvh, BuiltPvhGuest, PvhLayout};
 
 use crate::hypervisor::{DomId, HypervisorError};
 use crate::image::ImageProblem;

@@ -414,7 +414,7 @@ fn one_mapping_for_the_whole_boot_area() {
     let s = shell(128);
     let image =
         KernelImage::parse("k", &TestElf::pv(LINUX_BASE, 0x100_0000, 0x4000, 0).build()).unwrap();
-    // Fail the 3rd mapping call, if there were one.
+    // Two mappings in all: the whole boot area, then the shared info page. A third would fail.
     s.sim.arm(Fault::Op {
         name: "IOCTL_PRIVCMD_MMAPBATCH_V2",
         nth: 2,
@@ -459,4 +459,223 @@ fn builds_debian_vmlinuz_if_available() {
     let e = build_pv(&small.sim, &image, &small.params("", None)).unwrap_err();
     eprintln!("64 MiB: {e}");
     assert!(matches!(e, BuildError::GuestTooSmall { .. }));
+}
+
+/// The sim plus the HVM params it does not keep (PVH guests need them).
+struct WithHvmParams<'a> {
+    sim: &'a SimHypervisor,
+    hvm_params: std::sync::Mutex<Vec<(u32, u64)>>,
+}
+
+impl<'a> WithHvmParams<'a> {
+    fn new(s: &'a Shell) -> Self {
+        WithHvmParams {
+            sim: &s.sim,
+            hvm_params: Default::default(),
+        }
+    }
+}
+
+type HvResult<T> = crate::hypervisor::Result<T>;
+
+impl Hypervisor for WithHvmParams<'_> {
+    fn name(&self) -> &'static str {
+        "sim+hvm-params"
+    }
+    fn physinfo(&self) -> HvResult<crate::hypervisor::PhysInfo> {
+        self.sim.physinfo()
+    }
+    fn create_domain(&self, args: &CreateDomain) -> HvResult<DomId> {
+        self.sim.create_domain(args)
+    }
+    fn destroy_domain(&self, dom: DomId) -> HvResult<()> {
+        self.sim.destroy_domain(dom)
+    }
+    fn set_domain_handle(&self, dom: DomId, handle: [u8; 16]) -> HvResult<()> {
+        self.sim.set_domain_handle(dom, handle)
+    }
+    fn pause_domain(&self, dom: DomId) -> HvResult<()> {
+        self.sim.pause_domain(dom)
+    }
+    fn unpause_domain(&self, dom: DomId) -> HvResult<()> {
+        self.sim.unpause_domain(dom)
+    }
+    fn shutdown_domain(
+        &self,
+        dom: DomId,
+        reason: crate::hypervisor::ShutdownReason,
+    ) -> HvResult<()> {
+        self.sim.shutdown_domain(dom, reason)
+    }
+    fn domain_info(&self, dom: DomId) -> HvResult<crate::hypervisor::DomainInfo> {
+        self.sim.domain_info(dom)
+    }
+    fn list_domains(&self) -> HvResult<Vec<crate::hypervisor::DomainInfo>> {
+        self.sim.list_domains()
+    }
+    fn set_max_mem(&self, dom: DomId, max_kib: u64) -> HvResult<()> {
+        self.sim.set_max_mem(dom, max_kib)
+    }
+    fn set_address_size(&self, dom: DomId, bits: u32) -> HvResult<()> {
+        self.sim.set_address_size(dom, bits)
+    }
+    fn populate_physmap(&self, dom: DomId, gfns: &[u64]) -> HvResult<Vec<u64>> {
+        self.sim.populate_physmap(dom, gfns)
+    }
+    fn map_foreign<'b>(
+        &'b self,
+        dom: DomId,
+        frames: &[u64],
+    ) -> HvResult<Box<dyn crate::hypervisor::ForeignMapping + 'b>> {
+        self.sim.map_foreign(dom, frames)
+    }
+    fn init_hypercall_page(&self, dom: DomId, frame: u64) -> HvResult<()> {
+        self.sim.init_hypercall_page(dom, frame)
+    }
+    fn pin_page_table(&self, dom: DomId, level: PageTableLevel, mfn: u64) -> HvResult<()> {
+        self.sim.pin_page_table(dom, level, mfn)
+    }
+    fn seed_grant_table(&self, dom: DomId, entries: &[GrantEntry]) -> HvResult<()> {
+        self.sim.seed_grant_table(dom, entries)
+    }
+    fn set_hvm_param(&self, _dom: DomId, param: u32, value: u64) -> HvResult<()> {
+        self.hvm_params.lock().unwrap().push((param, value));
+        Ok(())
+    }
+    fn set_vcpu_context(&self, dom: DomId, vcpu: u32, ctx: &VcpuContext) -> HvResult<()> {
+        self.sim.set_vcpu_context(dom, vcpu, ctx)
+    }
+    fn evtchn_alloc_unbound(&self, dom: DomId, remote: DomId) -> HvResult<u32> {
+        self.sim.evtchn_alloc_unbound(dom, remote)
+    }
+}
+
+fn pvh_shell(mib: u64) -> Shell {
+    let sim = SimHypervisor::new(SimConfig::default());
+    let dom = sim
+        .create_domain(&CreateDomain {
+            kind: GuestKind::Pvh,
+            handle: [9; 16],
+            max_vcpus: 1,
+            max_evtchn_port: 1023,
+            max_grant_frames: 32,
+            max_maptrack_frames: 1024,
+        })
+        .unwrap();
+    sim.set_max_mem(dom, mib * 1024 + 1024).unwrap();
+    let gfns: Vec<u64> = (0..mib * 256).collect();
+    let p2m = sim.populate_physmap(dom, &gfns).unwrap();
+    let console_evtchn = sim.evtchn_alloc_unbound(dom, DomId::DOM0).unwrap();
+    let xenstore_evtchn = sim.evtchn_alloc_unbound(dom, DomId::DOM0).unwrap();
+    Shell {
+        sim,
+        dom,
+        p2m,
+        console_evtchn,
+        xenstore_evtchn,
+    }
+}
+
+fn phys_read(s: &Shell, paddr: u64, len: usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut a = paddr;
+    while out.len() < len {
+        let off = (a % PAGE) as usize;
+        let n = (PAGE as usize - off).min(len - out.len());
+        out.extend_from_slice(&s.frame(a / PAGE)[off..off + n]);
+        a += n as u64;
+    }
+    out
+}
+
+fn le64(b: &[u8], o: usize) -> u64 {
+    u64::from_le_bytes(b[o..o + 8].try_into().unwrap())
+}
+
+fn le32(b: &[u8], o: usize) -> u32 {
+    u32::from_le_bytes(b[o..o + 4].try_into().unwrap())
+}
+
+#[test]
+fn builds_pvh_guest() {
+    let mut t = TestElf::pv(0, 0x10_0000, 0x2345, 0x1000);
+    t.notes = vec![num(XEN_ELFNOTE_PHYS32_ENTRY, 0x10_0010)];
+    let image = KernelImage::parse("pvh", &t.build()).unwrap();
+    let s = pvh_shell(16);
+    let xen = WithHvmParams::new(&s);
+    let ramdisk = pattern(5000);
+    let g = build_pvh(&xen, &image, &s.params("console=hvc0", Some(&ramdisk))).unwrap();
+
+    assert_eq!(
+        s.sim.vcpu_context(s.dom, 0),
+        Some(VcpuContext::Pvh {
+            rip: 0x10_0010,
+            rbx: g.start_info_paddr as u32
+        })
+    );
+    // Kernel at its physical address, bss zeroed.
+    assert_eq!(phys_read(&s, 0x10_0000, 0x2345), pattern(0x2345));
+    assert!(phys_read(&s, 0x10_2345, 0x1000).iter().all(|b| *b == 0));
+    // hvm_start_info.
+    let si = phys_read(&s, g.start_info_paddr, 56);
+    assert_eq!(le32(&si, 0), 0x336e_c578);
+    assert_eq!(le32(&si, 4), 1);
+    assert_eq!(le32(&si, 12), 1);
+    let module = phys_read(&s, le64(&si, 16), 32);
+    assert_eq!(phys_read(&s, le64(&module, 0), 5000), ramdisk);
+    assert_eq!(le64(&module, 8), 5000);
+    assert_eq!(phys_read(&s, le64(&si, 24), 13), b"console=hvc0\0");
+    assert_eq!(le64(&si, 32), 0, "no ACPI");
+    assert_eq!(le32(&si, 48), 2);
+    let memmap = phys_read(&s, le64(&si, 40), 48);
+    let top = 16 << 20;
+    assert_eq!(
+        (le64(&memmap, 0), le64(&memmap, 8), le32(&memmap, 16)),
+        (0, top - 8192, 1)
+    );
+    assert_eq!(
+        (le64(&memmap, 24), le64(&memmap, 32), le32(&memmap, 40)),
+        (top - 8192, 8192, 2)
+    );
+    // Rings: the last two pages, zeroed, granted, announced through HVM params.
+    assert_eq!((g.xenstore_pfn, g.console_pfn), (4094, 4095));
+    assert!(s.frame(4094).iter().all(|b| *b == 0));
+    let grants = s.sim.grant_entries(s.dom);
+    assert_eq!(grants.len(), 2);
+    assert!(grants.contains(&GrantEntry {
+        gref: 0,
+        backend: DomId::DOM0,
+        frame: 4095
+    }));
+    assert_eq!(
+        *xen.hvm_params.lock().unwrap(),
+        vec![
+            (1, 4094),
+            (2, u64::from(s.xenstore_evtchn)),
+            (17, 4095),
+            (18, u64::from(s.console_evtchn))
+        ]
+    );
+}
+
+#[test]
+fn pvh_errors() {
+    let s = pvh_shell(2);
+    let xen = WithHvmParams::new(&s);
+    // A PV-only kernel has no PVH entry.
+    let pv_only = KernelImage::parse("pv", &TestElf::pv(0, 0, 0x2000, 0).build()).unwrap();
+    let e = build_pvh(&xen, &pv_only, &s.params("", None)).unwrap_err();
+    assert!(e.to_string().contains("not a PVH kernel"), "{e}");
+    // Too big.
+    let mut t = TestElf::pv(0, 0x10_0000, 0x1000, 2 << 20);
+    t.notes = vec![num(XEN_ELFNOTE_PHYS32_ENTRY, 0x10_0000)];
+    let big = KernelImage::parse("big", &t.build()).unwrap();
+    let e = build_pvh(&xen, &big, &s.params("", None)).unwrap_err();
+    assert!(matches!(e, BuildError::GuestTooSmall { .. }), "{e}");
+    // The sim alone keeps no HVM params: the default trait method refuses clearly.
+    let mut t = TestElf::pv(0, 0x1000, 0x1000, 0);
+    t.notes = vec![num(XEN_ELFNOTE_PHYS32_ENTRY, 0x1000)];
+    let small = KernelImage::parse("small", &t.build()).unwrap();
+    let e = build_pvh(&s.sim, &small, &s.params("", None)).unwrap_err();
+    assert!(e.to_string().contains("HVM param"), "{e}");
 }

@@ -955,7 +955,11 @@ mod tests {
 
     #[test]
     fn treatments() {
-        assert_eq!(treatment("disk"), None, "disk is handled (kept for the toolstack)");
+        assert_eq!(
+            treatment("disk"),
+            None,
+            "disk is handled (kept for the toolstack)"
+        );
         assert!(matches!(treatment("pci"), Some(Treatment::RefuseIfSet(_))));
         assert!(matches!(
             treatment("device_model_version"),

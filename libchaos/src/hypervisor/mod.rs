@@ -255,6 +255,18 @@ pub trait Hypervisor: Send + Sync {
     fn pin_page_table(&self, dom: DomId, level: PageTableLevel, mfn: u64) -> Result<()>;
     /// Fills grant-table entries of the guest (console and xenstore rings).
     fn seed_grant_table(&self, dom: DomId, entries: &[GrantEntry]) -> Result<()>;
+    /// `HVMOP_set_param` (PVH guests find their xenstore and console rings through HVM params).
+    /// The default refuses: a backend that builds PVH guests must implement it.
+    fn set_hvm_param(&self, dom: DomId, param: u32, value: u64) -> Result<()> {
+        let _ = (dom, value);
+        Err(HypervisorError::Invalid {
+            op: "HVMOP_set_param",
+            reason: format!(
+                "HVM param {param}: not supported by the {} backend",
+                self.name()
+            ),
+        })
+    }
     /// `XEN_DOMCTL_setvcpucontext`.
     fn set_vcpu_context(&self, dom: DomId, vcpu: u32, ctx: &VcpuContext) -> Result<()>;
 

@@ -76,7 +76,6 @@ struct SimDomain {
     pinned: Vec<(PageTableLevel, u64)>,
     grants: BTreeMap<u32, GrantEntry>,
     evtchns: BTreeMap<u32, DomId>,
-    unpaused_once: bool,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -186,7 +185,6 @@ impl SimHypervisor {
             pinned: Vec::new(),
             grants: BTreeMap::new(),
             evtchns: BTreeMap::new(),
-            unpaused_once: true,
         };
         let mut domains = BTreeMap::new();
         domains.insert(DomId::DOM0, dom0);
@@ -435,14 +433,20 @@ fn info_of(dom: DomId, d: &SimDomain) -> DomainInfo {
         blocked: !d.paused && d.shutdown.is_none(),
         running: false,
         shutdown: d.shutdown,
-        tot_pages: d.p2m.len() as u64,
+        // dom0's memory is not modelled frame by frame: it has all it may have.
+        tot_pages: if dom == DomId::DOM0 {
+            d.max_pages
+        } else {
+            d.p2m.len() as u64
+        },
         max_pages: d.max_pages,
         shared_info_frame: d.shared_info_mfn,
         cpu_time_ns: 0,
-        online_vcpus: if d.unpaused_once {
-            d.vcpus.len().max(1) as u32
+        // As on Xen: a vcpu comes online when it is given a context (dom0's all are).
+        online_vcpus: if dom == DomId::DOM0 {
+            d.max_vcpus
         } else {
-            0
+            d.vcpus.len() as u32
         },
         max_vcpu_id: d.max_vcpus.saturating_sub(1),
         handle: d.handle,
@@ -527,7 +531,6 @@ impl Hypervisor for SimHypervisor {
                 pinned: Vec::new(),
                 grants: BTreeMap::new(),
                 evtchns: BTreeMap::new(),
-                unpaused_once: false,
             },
         );
         Ok(DomId(id))
@@ -566,7 +569,6 @@ impl Hypervisor for SimHypervisor {
             ));
         }
         d.paused = false;
-        d.unpaused_once = true;
         Ok(())
     }
 

@@ -51,6 +51,8 @@ pub enum ImageProblem {
     BadNote { name: &'static str, reason: String },
     #[error("not a PV kernel: {0}")]
     NotPv(String),
+    #[error("not a PVH kernel: {0}")]
+    NotPvh(String),
     #[error("bad addresses: {0}")]
     Layout(String),
     #[error("bzImage: {0}")]

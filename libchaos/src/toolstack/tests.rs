@@ -44,8 +44,11 @@ struct World {
 fn world_with(tag: &str, host: SimConfig) -> World {
     let scratch = Scratch::new(tag);
     let kernel = scratch.0.join("kernel.elf");
-    std::fs::write(&kernel, TestElf::pv(0xffff_ffff_8000_0000, 0x20_0000, 0x3000, 0x1000).build())
-        .expect("write kernel");
+    std::fs::write(
+        &kernel,
+        TestElf::pv(0xffff_ffff_8000_0000, 0x20_0000, 0x3000, 0x1000).build(),
+    )
+    .expect("write kernel");
     let sim = Arc::new(SimHypervisor::new(host));
     let xs = Arc::new(MemStore::new());
     // What xenstored and dom0's start-up create before any guest exists.
@@ -72,7 +75,9 @@ fn config(w: &World, name: &str, extra: &str) -> DomainConfig {
         "name = \"{name}\"\nkernel = \"{}\"\nmemory = 16\n{extra}\n",
         w.kernel.display()
     );
-    parse_xl(&text, "test.cfg", &[]).expect("valid config").config
+    parse_xl(&text, "test.cfg", &[])
+        .expect("valid config")
+        .config
 }
 
 /// Everything a creation could leave behind, to compare before and after.
@@ -110,27 +115,50 @@ fn create_runs_a_guest_with_its_xenstore_entries_record_and_timings() {
     let created = w.ts.create(&cfg, None, false).expect("create");
     assert_eq!(created.name, "web");
     assert_eq!(created.path, CreationPath::Direct);
-    for phase in ["create_domain", "populate", "evtchn", "load_image", "build", "devices", "unpause"] {
-        assert!(created.timings.get(phase).is_some(), "phase {phase} missing");
+    for phase in [
+        "create_domain",
+        "populate",
+        "evtchn",
+        "load_image",
+        "build",
+        "devices",
+        "unpause",
+    ] {
+        assert!(
+            created.timings.get(phase).is_some(),
+            "phase {phase} missing"
+        );
     }
     let info = w.sim.domain_info(created.domid).expect("domain exists");
     assert!(!info.paused, "guest should run");
     assert_eq!(info.tot_pages, 16 * 256);
     let dom = format!("/local/domain/{}", created.domid.0);
     assert_eq!(read(&w, &format!("{dom}/name")).as_deref(), Some("web"));
-    assert_eq!(read(&w, &format!("{dom}/memory/target")).as_deref(), Some("16384"));
+    assert_eq!(
+        read(&w, &format!("{dom}/memory/target")).as_deref(),
+        Some("16384")
+    );
     assert!(read(&w, &format!("{dom}/console/port")).is_some());
     assert_eq!(w.xs.introduced_domains(), vec![created.domid]);
-    let record = w.ts.state().load(created.domid).expect("load").expect("record");
+    let record =
+        w.ts.state()
+            .load(created.domid)
+            .expect("load")
+            .expect("record");
     assert_eq!(record.config, cfg);
     assert_eq!(w.ts.resolve("web").expect("by name"), created.domid);
-    assert_eq!(w.ts.resolve(&created.domid.to_string()).expect("by id"), created.domid);
+    assert_eq!(
+        w.ts.resolve(&created.domid.to_string()).expect("by id"),
+        created.domid
+    );
 }
 
 #[test]
 fn paused_creation_stays_paused_until_unpaused() {
     let w = world("paused");
-    let created = w.ts.create(&config(&w, "p", ""), None, true).expect("create");
+    let created =
+        w.ts.create(&config(&w, "p", ""), None, true)
+            .expect("create");
     assert!(created.paused);
     assert!(w.sim.domain_info(created.domid).expect("info").paused);
     assert!(created.timings.get("unpause").is_none());
@@ -144,7 +172,9 @@ fn paused_creation_stays_paused_until_unpaused() {
 fn destroy_leaves_nothing_behind() {
     let w = world("destroy");
     let before = leftovers(&w);
-    let created = w.ts.create(&config(&w, "gone", ""), None, false).expect("create");
+    let created =
+        w.ts.create(&config(&w, "gone", ""), None, false)
+            .expect("create");
     assert_ne!(leftovers(&w), before);
     w.ts.destroy(created.domid).expect("destroy");
     assert_eq!(leftovers(&w), before);
@@ -189,7 +219,9 @@ fn running_out_of_host_memory_is_a_clean_error() {
         },
     );
     let before = leftovers(&w);
-    let err = w.ts.create(&config(&w, "big", "memory = 48"), None, false).unwrap_err();
+    let err =
+        w.ts.create(&config(&w, "big", "memory = 48"), None, false)
+            .unwrap_err();
     assert!(
         matches!(
             err,
@@ -202,16 +234,23 @@ fn running_out_of_host_memory_is_a_clean_error() {
     );
     assert_eq!(leftovers(&w), before);
     // What fits still works afterwards.
-    w.ts.create(&config(&w, "small", "memory = 16"), None, false).expect("fits");
+    w.ts.create(&config(&w, "small", "memory = 16"), None, false)
+        .expect("fits");
 }
 
 #[test]
 fn names_are_unique_and_a_clash_creates_nothing() {
     let w = world("names");
-    w.ts.create(&config(&w, "same", ""), None, false).expect("first");
+    w.ts.create(&config(&w, "same", ""), None, false)
+        .expect("first");
     let before = leftovers(&w);
-    let err = w.ts.create(&config(&w, "same", ""), None, false).unwrap_err();
-    assert!(matches!(err, ToolstackError::NameInUse(ref n) if n == "same"), "{err}");
+    let err =
+        w.ts.create(&config(&w, "same", ""), None, false)
+            .unwrap_err();
+    assert!(
+        matches!(err, ToolstackError::NameInUse(ref n) if n == "same"),
+        "{err}"
+    );
     assert_eq!(leftovers(&w), before);
 }
 
@@ -225,7 +264,10 @@ fn a_kernel_that_is_not_an_image_is_refused_and_rolled_back() {
     cfg.kernel = bad.clone();
     let err = w.ts.create(&cfg, None, false).unwrap_err();
     assert!(matches!(err, ToolstackError::Image(_)), "{err}");
-    assert!(err.to_string().contains("not-a-kernel"), "error names the file: {err}");
+    assert!(
+        err.to_string().contains("not-a-kernel"),
+        "error names the file: {err}"
+    );
     assert_eq!(leftovers(&w), before);
 }
 
@@ -241,7 +283,10 @@ fn the_pool_hands_out_shells_of_the_right_flavor() {
 
     let created = w.ts.create(&cfg, Some(&pool), false).expect("create");
     assert_eq!(created.path, CreationPath::Pool);
-    assert!(created.timings.get("populate").is_none(), "prepare ran before, not now");
+    assert!(
+        created.timings.get("populate").is_none(),
+        "prepare ran before, not now"
+    );
     assert_eq!(pool.ready(&flavor), 2);
 
     // Another flavor finds no shell and goes the direct way.
@@ -256,34 +301,55 @@ fn the_pool_hands_out_shells_of_the_right_flavor() {
 #[test]
 fn a_shell_of_another_flavor_is_refused_and_destroyed() {
     let w = world("mismatch");
-    let shell = w.ts.prepare(&Flavor::of(&config(&w, "a", "memory = 32"))).expect("prepare");
-    let err = w.ts.execute(shell, &config(&w, "b", ""), false).unwrap_err();
-    assert!(matches!(err, ToolstackError::FlavorMismatch { .. }), "{err}");
+    let shell =
+        w.ts.prepare(&Flavor::of(&config(&w, "a", "memory = 32")))
+            .expect("prepare");
+    let err =
+        w.ts.execute(shell, &config(&w, "b", ""), false)
+            .unwrap_err();
+    assert!(
+        matches!(err, ToolstackError::FlavorMismatch { .. }),
+        "{err}"
+    );
     assert_eq!(w.sim.guest_count(), 0);
 }
 
 #[test]
 fn shutdown_asks_the_guest_and_reap_applies_the_configured_action() {
     let w = world("reap");
-    let gone = w.ts.create(&config(&w, "gone", ""), None, false).expect("create");
-    let kept = w
-        .ts
-        .create(&config(&w, "kept", "on_poweroff = \"preserve\""), None, false)
+    let gone =
+        w.ts.create(&config(&w, "gone", ""), None, false)
+            .expect("create");
+    let kept =
+        w.ts.create(
+            &config(&w, "kept", "on_poweroff = \"preserve\""),
+            None,
+            false,
+        )
         .expect("create");
-    let again = w
-        .ts
-        .create(&config(&w, "again", "on_reboot = \"restart\""), None, false)
-        .expect("create");
+    let again =
+        w.ts.create(&config(&w, "again", "on_reboot = \"restart\""), None, false)
+            .expect("create");
 
-    w.ts.shutdown(gone.domid, ShutdownKind::Poweroff, None).expect("shutdown");
+    w.ts.shutdown(gone.domid, ShutdownKind::Poweroff, None)
+        .expect("shutdown");
     let path = format!("/local/domain/{}/control/shutdown", gone.domid.0);
     assert_eq!(read(&w, &path).as_deref(), Some("poweroff"));
-    assert!(w.ts.reap().expect("reap").is_empty(), "nobody has shut down yet");
+    assert!(
+        w.ts.reap().expect("reap").is_empty(),
+        "nobody has shut down yet"
+    );
 
     // The guests react, as a PV guest watching control/shutdown would.
-    w.sim.guest_shutdown(gone.domid, ShutdownReason::Poweroff).expect("guest");
-    w.sim.guest_shutdown(kept.domid, ShutdownReason::Poweroff).expect("guest");
-    w.sim.guest_shutdown(again.domid, ShutdownReason::Reboot).expect("guest");
+    w.sim
+        .guest_shutdown(gone.domid, ShutdownReason::Poweroff)
+        .expect("guest");
+    w.sim
+        .guest_shutdown(kept.domid, ShutdownReason::Poweroff)
+        .expect("guest");
+    w.sim
+        .guest_shutdown(again.domid, ShutdownReason::Reboot)
+        .expect("guest");
     let mut reaped = w.ts.reap().expect("reap");
     reaped.sort_by_key(|(d, _)| *d);
     assert_eq!(
@@ -295,7 +361,12 @@ fn shutdown_asks_the_guest_and_reap_applies_the_configured_action() {
         ]
     );
     assert!(w.sim.domain_info(gone.domid).is_err(), "destroyed");
-    assert!(w.sim.domain_info(kept.domid).expect("kept").shutdown.is_some());
+    assert!(w
+        .sim
+        .domain_info(kept.domid)
+        .expect("kept")
+        .shutdown
+        .is_some());
     let restarted = w.ts.resolve("again").expect("restarted under its name");
     assert_ne!(restarted, again.domid);
 }
@@ -303,8 +374,12 @@ fn shutdown_asks_the_guest_and_reap_applies_the_configured_action() {
 #[test]
 fn list_shows_dom0_and_guests_with_xl_state_letters() {
     let w = world("list");
-    let a = w.ts.create(&config(&w, "a", ""), None, false).expect("create");
-    let b = w.ts.create(&config(&w, "b", ""), None, true).expect("create");
+    let a =
+        w.ts.create(&config(&w, "a", ""), None, false)
+            .expect("create");
+    let b =
+        w.ts.create(&config(&w, "b", ""), None, true)
+            .expect("create");
     let list = w.ts.list().expect("list");
     let names: Vec<&str> = list.iter().map(|d| d.name.as_str()).collect();
     assert_eq!(names, ["Domain-0", "a", "b"]);
@@ -319,7 +394,8 @@ fn list_shows_dom0_and_guests_with_xl_state_letters() {
 fn the_same_kernel_is_parsed_once() {
     let w = world("cache");
     for i in 0..5 {
-        w.ts.create(&config(&w, &format!("g{i}"), ""), None, true).expect("create");
+        w.ts.create(&config(&w, &format!("g{i}"), ""), None, true)
+            .expect("create");
     }
     assert_eq!(w.ts.images.len(), 1);
 }
@@ -328,19 +404,24 @@ fn the_same_kernel_is_parsed_once() {
 fn unsupported_features_are_refused_before_touching_xen() {
     let w = world("unsupported");
     let before = leftovers(&w);
-    let err = w
-        .ts
-        .create(&config(&w, "net", "vif = ['bridge=xenbr0']"), None, false)
-        .unwrap_err();
+    let err =
+        w.ts.create(&config(&w, "net", "vif = ['bridge=xenbr0']"), None, false)
+            .unwrap_err();
     assert!(err.to_string().contains("vif"), "{err}");
-    let err = w
-        .ts
-        .create(&config(&w, "disk", "disk = ['/dev/vg/g,raw,xvda,rw']"), None, false)
+    let err =
+        w.ts.create(
+            &config(&w, "disk", "disk = ['/dev/vg/g,raw,xvda,rw']"),
+            None,
+            false,
+        )
         .unwrap_err();
     assert!(err.to_string().contains("disk"), "{err}");
-    let err = w
-        .ts
-        .create(&config(&w, "nx", "chaos_control_plane = \"noxs\""), None, false)
+    let err =
+        w.ts.create(
+            &config(&w, "nx", "chaos_control_plane = \"noxs\""),
+            None,
+            false,
+        )
         .unwrap_err();
     assert!(err.to_string().contains("noxs"), "{err}");
     assert_eq!(leftovers(&w), before);
