@@ -48,6 +48,8 @@ pub const XEN_DOMCTL_MAX_MEM: u32 = 11;
 pub const XEN_DOMCTL_SETVCPUCONTEXT: u32 = 12;
 pub const XEN_DOMCTL_MAX_VCPUS: u32 = 15;
 pub const XEN_DOMCTL_HYPERCALL_INIT: u32 = 22;
+pub const XEN_DOMCTL_GETHVMCONTEXT: u32 = 33;
+pub const XEN_DOMCTL_SETHVMCONTEXT: u32 = 34;
 pub const XEN_DOMCTL_SET_ADDRESS_SIZE: u32 = 35;
 
 pub const XEN_SYSCTL_PHYSINFO: u32 = 3;
@@ -225,6 +227,17 @@ pub struct HypercallInit {
     pub gmfn: u64,
 }
 
+/// `struct xen_domctl_hvmcontext`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct HvmContextArg {
+    /// IN: size of the buffer; OUT: bytes filled (or needed, with a null buffer).
+    pub size: u32,
+    pub _pad: u32,
+    /// Guest handle of the save image; 0 asks for its size.
+    pub buffer: u64,
+}
+
 /// `struct xen_domctl_address_size`.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default)]
@@ -279,6 +292,7 @@ plain! {
     VcpuContextArg = 16;
     HypercallInit = 8;
     AddressSize = 8;
+    HvmContextArg = 16;
     PhysinfoV15 = 112;
     GetDomainInfoList = 24;
 }
