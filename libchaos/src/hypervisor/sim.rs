@@ -8,7 +8,10 @@
 //! slower than the code it runs.
 
 use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
+
+use serde::{Deserialize, Serialize};
 
 use super::{
     CreateDomain, DomId, DomainInfo, ForeignMapping, GrantEntry, GuestKind, Hypervisor,
@@ -16,7 +19,7 @@ use super::{
 };
 
 /// Size of the simulated host.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SimConfig {
     pub host_mib: u64,
     pub dom0_mib: u64,
@@ -46,7 +49,7 @@ pub enum Fault {
 /// A grant reference as the sim recorded it.
 pub type SimGrant = GrantEntry;
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct SimDomain {
     kind: GuestKind,
     handle: [u8; 16],
@@ -59,8 +62,14 @@ struct SimDomain {
     address_size: Option<u32>,
     shared_info_mfn: u64,
     /// gfn -> mfn of every populated frame.
+    #[serde(with = "p2m_runs")]
     p2m: HashMap<u64, u64>,
+    /// mfn -> gfn, the reverse of `p2m` (rebuilt when a saved host is loaded).
+    #[serde(skip)]
+    m2p: HashMap<u64, u64>,
     /// Contents of frames that were ever written (mfn -> bytes); the rest read as zeros.
+    /// Not saved: guest memory contents only matter within one process.
+    #[serde(skip)]
     frames: HashMap<u64, Box<[u8]>>,
     vcpus: BTreeMap<u32, VcpuContext>,
     hypercall_page: Option<u64>,
@@ -70,7 +79,7 @@ struct SimDomain {
     unpaused_once: bool,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Serialize, Deserialize)]
 struct SimState {
     config: SimConfig,
     free_pages: u64,
@@ -78,9 +87,61 @@ struct SimState {
     next_mfn: u64,
     domains: BTreeMap<DomId, SimDomain>,
     /// Calls seen since the last `arm`.
+    #[serde(skip)]
     calls: u64,
+    #[serde(skip)]
     op_calls: HashMap<&'static str, u64>,
+    #[serde(skip)]
     fault: Option<Fault>,
+}
+
+/// Errors saving or loading a simulated host.
+#[derive(Debug, thiserror::Error)]
+pub enum SimStateError {
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: not a saved simulated host: {source}")]
+    Corrupt {
+        path: String,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+/// The p2m saved as runs of consecutive frames (gfn, mfn, count): a guest's memory is
+/// populated in one go, so a 128 MiB guest is one run instead of 32768 entries.
+mod p2m_runs {
+    use std::collections::HashMap;
+
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer>(p2m: &HashMap<u64, u64>, s: S) -> Result<S::Ok, S::Error> {
+        let mut pairs: Vec<(u64, u64)> = p2m.iter().map(|(g, m)| (*g, *m)).collect();
+        pairs.sort_unstable();
+        let mut runs: Vec<(u64, u64, u64)> = Vec::new();
+        for (g, m) in pairs {
+            match runs.last_mut() {
+                Some((g0, m0, n)) if *g0 + *n == g && *m0 + *n == m => *n += 1,
+                _ => runs.push((g, m, 1)),
+            }
+        }
+        runs.serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<HashMap<u64, u64>, D::Error> {
+        let runs = Vec::<(u64, u64, u64)>::deserialize(d)?;
+        let mut p2m = HashMap::new();
+        for (g, m, n) in runs {
+            for i in 0..n {
+                p2m.insert(g + i, m + i);
+            }
+        }
+        Ok(p2m)
+    }
 }
 
 /// The simulated hypervisor. Cheap to create; one per test.
@@ -118,6 +179,7 @@ impl SimHypervisor {
             address_size: Some(64),
             shared_info_mfn: FIRST_MFN - 1,
             p2m: HashMap::new(),
+            m2p: HashMap::new(),
             frames: HashMap::new(),
             vcpus: BTreeMap::new(),
             hypercall_page: None,
@@ -140,6 +202,48 @@ impl SimHypervisor {
                 fault: None,
             }),
         }
+    }
+
+    /// Loads a host saved by [`SimHypervisor::save`], or starts a new one if `path` does not
+    /// exist. This is how `chaos --hypervisor sim` keeps its guests between commands.
+    pub fn load_or_new(path: &Path, config: SimConfig) -> std::result::Result<Self, SimStateError> {
+        let shown = path.display().to_string();
+        match std::fs::read(path) {
+            Ok(bytes) => {
+                let mut state: SimState =
+                    serde_json::from_slice(&bytes).map_err(|source| SimStateError::Corrupt {
+                        path: shown,
+                        source,
+                    })?;
+                for d in state.domains.values_mut() {
+                    d.m2p = d.p2m.iter().map(|(g, m)| (*m, *g)).collect();
+                }
+                Ok(SimHypervisor {
+                    state: Mutex::new(state),
+                })
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Self::new(config)),
+            Err(source) => Err(SimStateError::Io {
+                path: shown,
+                source,
+            }),
+        }
+    }
+
+    /// Saves the host (not guest memory contents) atomically.
+    pub fn save(&self, path: &Path) -> std::result::Result<(), SimStateError> {
+        let shown = path.display().to_string();
+        let json = serde_json::to_vec(&*self.lock()).map_err(|source| SimStateError::Corrupt {
+            path: shown.clone(),
+            source,
+        })?;
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, json)
+            .and_then(|()| std::fs::rename(&tmp, path))
+            .map_err(|source| SimStateError::Io {
+                path: shown,
+                source,
+            })
     }
 
     /// Arms a fault and restarts the call counters it refers to.
@@ -185,15 +289,29 @@ impl SimHypervisor {
 
     /// The guest frame backed by `mfn`, if it belongs to `dom`.
     pub fn gfn_of(&self, dom: DomId, mfn: u64) -> Option<u64> {
+        self.lock().domains.get(&dom)?.m2p.get(&mfn).copied()
+    }
+
+    /// Bytes of a machine frame of `dom` (a populated frame or its shared info page).
+    pub fn machine_frame(&self, dom: DomId, mfn: u64) -> Option<Vec<u8>> {
         let s = self.lock();
         let d = s.domains.get(&dom)?;
-        d.p2m.iter().find(|(_, m)| **m == mfn).map(|(g, _)| *g)
+        if !d.m2p.contains_key(&mfn) && mfn != d.shared_info_mfn {
+            return None;
+        }
+        Some(
+            d.frames
+                .get(&mfn)
+                .map(|f| f.to_vec())
+                .unwrap_or_else(|| vec![0; PAGE_SIZE]),
+        )
     }
 
     pub fn vcpu_context(&self, dom: DomId, vcpu: u32) -> Option<VcpuContext> {
         self.lock().domains.get(&dom)?.vcpus.get(&vcpu).cloned()
     }
 
+    /// The guest frame Xen filled with hypercall stubs.
     pub fn hypercall_page(&self, dom: DomId) -> Option<u64> {
         self.lock().domains.get(&dom)?.hypercall_page
     }
@@ -280,6 +398,26 @@ fn guest_mut<'a>(s: &'a mut SimState, dom: DomId, op: &'static str) -> Result<&'
         });
     }
     domain_mut(s, dom)
+}
+
+/// The machine frame behind a frame number as the foreign-mapping interface takes it: an MFN
+/// of the domain for PV (its shared info page included), a populated guest frame for PVH.
+fn resolve_frame(d: &SimDomain, frame: u64, op: &'static str) -> Result<u64> {
+    let mfn = match d.kind {
+        GuestKind::Pv => {
+            (d.m2p.contains_key(&frame) || frame == d.shared_info_mfn).then_some(frame)
+        }
+        GuestKind::Pvh => d.p2m.get(&frame).copied(),
+    };
+    mfn.ok_or_else(|| {
+        invalid(
+            op,
+            format!(
+                "frame {frame:#x} is not populated memory of this {} guest",
+                d.kind
+            ),
+        )
+    })
 }
 
 fn invalid(op: &'static str, reason: impl Into<String>) -> HypervisorError {
@@ -382,6 +520,7 @@ impl Hypervisor for SimHypervisor {
                 address_size: None,
                 shared_info_mfn,
                 p2m: HashMap::new(),
+                m2p: HashMap::new(),
                 frames: HashMap::new(),
                 vcpus: BTreeMap::new(),
                 hypercall_page: None,
@@ -401,6 +540,12 @@ impl Hypervisor for SimHypervisor {
             // Populated frames and the shared info page go back to the host.
             s.free_pages += d.p2m.len() as u64 + 1;
         }
+        Ok(())
+    }
+
+    fn set_domain_handle(&self, dom: DomId, handle: [u8; 16]) -> Result<()> {
+        let mut s = self.enter("XEN_DOMCTL_setdomainhandle")?;
+        guest_mut(&mut s, dom, "XEN_DOMCTL_setdomainhandle")?.handle = handle;
         Ok(())
     }
 
@@ -491,6 +636,7 @@ impl Hypervisor for SimHypervisor {
         for (i, gfn) in gfns.iter().enumerate() {
             let mfn = first_mfn + i as u64;
             d.p2m.insert(*gfn, mfn);
+            d.m2p.insert(mfn, *gfn);
             mfns.push(mfn);
         }
         s.next_mfn += wanted;
@@ -498,19 +644,20 @@ impl Hypervisor for SimHypervisor {
         Ok(mfns)
     }
 
-    fn map_foreign<'a>(&'a self, dom: DomId, gfns: &[u64]) -> Result<Box<dyn ForeignMapping + 'a>> {
+    fn map_foreign<'a>(
+        &'a self,
+        dom: DomId,
+        frames: &[u64],
+    ) -> Result<Box<dyn ForeignMapping + 'a>> {
         const OP: &str = "IOCTL_PRIVCMD_MMAPBATCH_V2";
         let mut s = self.enter(OP)?;
         let d = guest_mut(&mut s, dom, OP)?;
-        let mut mfns = Vec::with_capacity(gfns.len());
-        let mut bytes = vec![0u8; gfns.len() * PAGE_SIZE];
-        for (i, gfn) in gfns.iter().enumerate() {
-            let mfn = *d
-                .p2m
-                .get(gfn)
-                .ok_or_else(|| invalid(OP, format!("gfn {gfn:#x} is not populated")))?;
-            if let Some(frame) = d.frames.get(&mfn) {
-                bytes[i * PAGE_SIZE..(i + 1) * PAGE_SIZE].copy_from_slice(frame);
+        let mut mfns = Vec::with_capacity(frames.len());
+        let mut bytes = vec![0u8; frames.len() * PAGE_SIZE];
+        for (i, frame) in frames.iter().enumerate() {
+            let mfn = resolve_frame(d, *frame, OP)?;
+            if let Some(data) = d.frames.get(&mfn) {
+                bytes[i * PAGE_SIZE..(i + 1) * PAGE_SIZE].copy_from_slice(data);
             }
             mfns.push(mfn);
         }
@@ -522,14 +669,11 @@ impl Hypervisor for SimHypervisor {
         }))
     }
 
-    fn init_hypercall_page(&self, dom: DomId, gfn: u64) -> Result<()> {
+    fn init_hypercall_page(&self, dom: DomId, frame: u64) -> Result<()> {
         const OP: &str = "XEN_DOMCTL_hypercall_init";
         let mut s = self.enter(OP)?;
         let d = guest_mut(&mut s, dom, OP)?;
-        let mfn = *d
-            .p2m
-            .get(&gfn)
-            .ok_or_else(|| invalid(OP, format!("gfn {gfn:#x} is not populated")))?;
+        let mfn = resolve_frame(d, frame, OP)?;
         // Xen fills the page with one 32-byte stub per hypercall; the sim marks each slot.
         let mut page = vec![0u8; PAGE_SIZE].into_boxed_slice();
         for (nr, stub) in page.chunks_mut(32).enumerate() {
@@ -537,7 +681,7 @@ impl Hypervisor for SimHypervisor {
             stub[1] = nr as u8;
         }
         d.frames.insert(mfn, page);
-        d.hypercall_page = Some(gfn);
+        d.hypercall_page = d.m2p.get(&mfn).copied();
         Ok(())
     }
 
@@ -548,7 +692,7 @@ impl Hypervisor for SimHypervisor {
         if d.kind != GuestKind::Pv {
             return Err(invalid(OP, "only PV guests have their page tables pinned"));
         }
-        if !d.p2m.values().any(|m| *m == mfn) {
+        if !d.m2p.contains_key(&mfn) {
             return Err(invalid(
                 OP,
                 format!("mfn {mfn:#x} does not belong to domain {dom}"),
@@ -566,9 +710,7 @@ impl Hypervisor for SimHypervisor {
             if e.gref >= d.max_grant_frames * GRANTS_PER_FRAME {
                 return Err(invalid(OP, format!("grant ref {} out of range", e.gref)));
             }
-            if !d.p2m.contains_key(&e.gfn) {
-                return Err(invalid(OP, format!("gfn {:#x} is not populated", e.gfn)));
-            }
+            resolve_frame(d, e.frame, OP)?;
         }
         for e in entries {
             d.grants.insert(e.gref, *e);
@@ -719,14 +861,24 @@ mod tests {
         let sim = SimHypervisor::new(SimConfig::default());
         let dom = create(&sim);
         sim.set_max_mem(dom, 1024).expect("max_mem");
-        sim.populate_physmap(dom, &[5, 6]).expect("populate");
+        let mfns = sim.populate_physmap(dom, &[5, 6]).expect("populate");
         {
-            let mut m = sim.map_foreign(dom, &[6]).expect("map");
+            // A PV guest's frames are mapped by machine frame number.
+            let mut m = sim.map_foreign(dom, &[mfns[1]]).expect("map");
             m.bytes_mut()[10] = 0xaa;
         }
         assert_eq!(sim.guest_frame(dom, 6).expect("frame")[10], 0xaa);
         assert_eq!(sim.guest_frame(dom, 5).expect("frame")[10], 0);
-        assert!(sim.map_foreign(dom, &[7]).is_err());
+        assert!(sim.map_foreign(dom, &[6]).is_err(), "a pfn is not an mfn");
+        assert!(
+            sim.map_foreign(dom, &[mfns[1] + 1]).is_err(),
+            "not this guest's frame"
+        );
+        let shared_info = sim.domain_info(dom).expect("info").shared_info_frame;
+        assert!(
+            sim.map_foreign(dom, &[shared_info]).is_ok(),
+            "shared info is mappable"
+        );
     }
 
     #[test]
@@ -773,6 +925,30 @@ mod tests {
         sim.arm(Fault::Call(0));
         assert!(sim.physinfo().is_err());
         assert!(sim.physinfo().is_ok());
+    }
+
+    #[test]
+    fn a_saved_host_loads_back() {
+        let dir = std::env::temp_dir().join(format!("chaos-sim-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("tmp dir");
+        let path = dir.join("sim.json");
+        let sim = SimHypervisor::new(SimConfig::default());
+        let dom = create(&sim);
+        sim.set_max_mem(dom, 4096).expect("max_mem");
+        let mfns = sim.populate_physmap(dom, &[0, 1, 2, 9]).expect("populate");
+        sim.evtchn_alloc_unbound(dom, DomId::DOM0).expect("evtchn");
+        sim.save(&path).expect("save");
+        let back = SimHypervisor::load_or_new(&path, SimConfig::default()).expect("load");
+        assert_eq!(back.free_pages(), sim.free_pages());
+        assert_eq!(
+            back.domain_info(dom).expect("info"),
+            sim.domain_info(dom).expect("info")
+        );
+        assert_eq!(back.gfn_of(dom, mfns[3]), Some(9));
+        assert_eq!(back.evtchns(dom), sim.evtchns(dom));
+        let next = create(&back);
+        assert_ne!(next, dom);
+        std::fs::remove_dir_all(&dir).expect("cleanup");
     }
 
     #[test]

@@ -1,6 +1,15 @@
 //! Xenstore: the trait the toolstack writes through, a client for the wire protocol
 //! (xen/include/public/io/xs_wire.h) and an in-memory store for the simulated hypervisor.
 
+mod client;
+mod mem;
+pub mod wire;
+
+pub use client::XsClient;
+pub use mem::MemStore;
+
+use std::time::Duration;
+
 use crate::hypervisor::DomId;
 
 /// A Xenstore transaction id; [`TxId::NONE`] means "outside any transaction".
@@ -34,6 +43,16 @@ pub enum TxOutcome {
     Committed,
     /// Another writer got in first (`EAGAIN`): the caller retries the whole transaction.
     Conflict,
+    /// The caller asked to discard it (`commit == false`).
+    Aborted,
+}
+
+/// A fired watch: `path` changed (or is `@introduceDomain` / `@releaseDomain`), `token` is the
+/// one given to [`Xenstore::watch`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WatchEvent {
+    pub path: String,
+    pub token: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -77,4 +96,20 @@ pub trait Xenstore: Send + Sync {
     fn introduce_domain(&self, dom: DomId, store_mfn: u64, store_port: u32) -> Result<()>;
     /// `XS_RELEASE`: xenstored forgets the domain (after it is destroyed).
     fn release_domain(&self, dom: DomId) -> Result<()>;
+
+    /// `XS_GET_PERMS`; a missing node is `Failed` with `ENOENT`.
+    fn get_perms(&self, tx: TxId, path: &str) -> Result<Vec<Perm>>;
+    /// `XS_IS_DOMAIN_INTRODUCED`.
+    fn is_domain_introduced(&self, dom: DomId) -> Result<bool>;
+    /// `XS_WATCH`: events for `path` and everything below it (or a special `@...` path). As
+    /// xenstored does, the watch fires once right away with `path` itself.
+    fn watch(&self, path: &str, token: &str) -> Result<()>;
+    fn unwatch(&self, path: &str, token: &str) -> Result<()>;
+    /// The next fired watch, waiting up to `timeout` (`None`: wait forever); `Ok(None)` on timeout.
+    fn read_watch(&self, timeout: Option<Duration>) -> Result<Option<WatchEvent>>;
+
+    /// The home path of a domain (`XS_GET_DOMAIN_PATH` always answers this).
+    fn domain_path(&self, dom: DomId) -> String {
+        format!("/local/domain/{}", dom.0)
+    }
 }
