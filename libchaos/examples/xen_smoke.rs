@@ -145,16 +145,16 @@ fn exercise(xen: &XenHypervisor, dom: DomId) -> Res<()> {
         Ok(_) => return Err("populate beyond max_mem succeeded".into()),
     }
 
-    // Pattern through one mapping, read back through another.
+    // Pattern through one mapping, read back through another (PV frames are named by MFN).
     {
-        let mut m = step("map_foreign", xen.map_foreign(dom, &gfns))?;
+        let mut m = step("map_foreign", xen.map_foreign(dom, &mfns))?;
         for (i, page) in m.bytes_mut().chunks_mut(PAGE_SIZE).enumerate() {
             page.fill(i as u8 ^ 0x5a);
             page[..8].copy_from_slice(&(i as u64).to_le_bytes());
         }
     }
     {
-        let m = step("map_foreign (again)", xen.map_foreign(dom, &gfns))?;
+        let m = step("map_foreign (again)", xen.map_foreign(dom, &mfns))?;
         for (i, page) in m.bytes().chunks(PAGE_SIZE).enumerate() {
             let ok = page[..8] == (i as u64).to_le_bytes()
                 && page[8..].iter().all(|b| *b == i as u8 ^ 0x5a);
@@ -243,8 +243,9 @@ fn exercise(xen: &XenHypervisor, dom: DomId) -> Res<()> {
 /// page, code, grant entry, pinned L4 and vcpu context.
 fn build_tiny_guest(xen: &XenHypervisor, dom: DomId, mfns: &[u64]) -> Res<()> {
     let pfns = [L4, L3, L2, L1, HYPERCALL_PAGE, CODE, DATA];
+    let frames: Vec<u64> = pfns.iter().map(|p| mfns[*p as usize]).collect();
     {
-        let mut m = step("map_foreign (build)", xen.map_foreign(dom, &pfns))?;
+        let mut m = step("map_foreign (build)", xen.map_foreign(dom, &frames))?;
         let b = m.bytes_mut();
         b.fill(0);
         let mut put = |page: usize, index: usize, v: u64| {
@@ -273,12 +274,12 @@ fn build_tiny_guest(xen: &XenHypervisor, dom: DomId, mfns: &[u64]) -> Res<()> {
     }
     step(
         "init_hypercall_page",
-        xen.init_hypercall_page(dom, HYPERCALL_PAGE),
+        xen.init_hypercall_page(dom, mfns[HYPERCALL_PAGE as usize]),
     )?;
     {
         let m = step(
             "map_foreign (hypercall page)",
-            xen.map_foreign(dom, &[HYPERCALL_PAGE]),
+            xen.map_foreign(dom, &[mfns[HYPERCALL_PAGE as usize]]),
         )?;
         check(
             m.bytes().iter().any(|b| *b != 0),
@@ -290,7 +291,7 @@ fn build_tiny_guest(xen: &XenHypervisor, dom: DomId, mfns: &[u64]) -> Res<()> {
     let grant = GrantEntry {
         gref: 1,
         backend: DomId::DOM0,
-        gfn: RING,
+        frame: mfns[RING as usize],
     };
     step("seed_grant_table", xen.seed_grant_table(dom, &[grant]))?;
     let (flags, domid, frame) = step("grant_entry", xen.grant_entry(dom, 1))?;

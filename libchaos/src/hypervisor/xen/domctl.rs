@@ -47,6 +47,7 @@ pub const XEN_DOMCTL_GETDOMAININFO: u32 = 5;
 pub const XEN_DOMCTL_MAX_MEM: u32 = 11;
 pub const XEN_DOMCTL_SETVCPUCONTEXT: u32 = 12;
 pub const XEN_DOMCTL_MAX_VCPUS: u32 = 15;
+pub const XEN_DOMCTL_SETDOMAINHANDLE: u32 = 17;
 pub const XEN_DOMCTL_HYPERCALL_INIT: u32 = 22;
 pub const XEN_DOMCTL_GETHVMCONTEXT: u32 = 33;
 pub const XEN_DOMCTL_SETHVMCONTEXT: u32 = 34;
@@ -63,7 +64,6 @@ pub const XEN_X86_EMU_LAPIC: u32 = 1 << 0;
 
 // getdomaininfo flags
 pub const XEN_DOMINF_DYING: u32 = 1 << 0;
-pub const XEN_DOMINF_HVM_GUEST: u32 = 1 << 1;
 pub const XEN_DOMINF_SHUTDOWN: u32 = 1 << 2;
 pub const XEN_DOMINF_PAUSED: u32 = 1 << 3;
 pub const XEN_DOMINF_BLOCKED: u32 = 1 << 4;
@@ -210,6 +210,13 @@ pub struct MaxVcpus {
     pub _pad: u32,
 }
 
+/// `struct xen_domctl_setdomainhandle`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DomainHandle {
+    pub handle: [u8; 16],
+}
+
 /// `struct xen_domctl_vcpucontext`.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default)]
@@ -289,6 +296,7 @@ plain! {
     GetDomainInfoV15 = 112;
     MaxMem = 8;
     MaxVcpus = 8;
+    DomainHandle = 16;
     VcpuContextArg = 16;
     HypercallInit = 8;
     AddressSize = 8;

@@ -5,20 +5,15 @@
 //! checks that the running Xen speaks a domctl/sysctl interface version this backend knows
 //! and refuses clearly otherwise.
 //!
-//! Frame numbers: the trait speaks of guest frames (`gfn`) the way the simulator does, i.e.
-//! the guest's pseudo-physical frame numbers. Xen itself names a PV guest's frames by machine
-//! frame (MFN) in `MMAPBATCH`, `hypercall_init` and grant entries, so for PV domains this
-//! backend keeps the p2m that `populate_physmap` returned and translates. Operations that take
-//! an `mfn` (pinning, `VcpuContext::Pv::cr3_mfn`) are passed through untouched.
+//! Frame numbers are Xen's own, as the trait defines them: machine frames (MFNs) for a PV
+//! guest, guest frames for a PVH guest; this backend passes them through untouched.
 
 mod abi;
 mod domctl;
 mod hvm;
 mod privcmd;
 
-use std::collections::HashMap;
 use std::io;
-use std::sync::{Mutex, MutexGuard};
 
 use self::abi::*;
 use self::domctl::*;
@@ -34,19 +29,10 @@ pub use self::privcmd::PRIVCMD_PATH;
 const POPULATE_BATCH: usize = 8192;
 /// Domains per `XEN_SYSCTL_getdomaininfolist` call.
 const LIST_BATCH: usize = 256;
-/// Highest pseudo-physical frame a PV p2m kept here may hold (1 TiB of guest memory).
-const MAX_TRACKED_PFN: u64 = 1 << 28;
 /// v1 grant entries per grant-table frame.
 const GRANTS_PER_FRAME: u32 = (PAGE_SIZE / std::mem::size_of::<GrantEntryV1>()) as u32;
 /// How often destroy is retried while Xen says EAGAIN.
 const DESTROY_RETRIES: u32 = 1000;
-
-/// What this process knows about a domain it built.
-#[derive(Debug, Default)]
-struct Tracked {
-    /// pfn -> mfn of a PV domain, `u64::MAX` where not populated.
-    p2m: Vec<u64>,
-}
 
 /// Xen, seen from dom0.
 #[derive(Debug)]
@@ -56,8 +42,6 @@ pub struct XenHypervisor {
     iface: Interface,
     /// `(major, minor)` as `XENVER_version` reports it.
     version: (u16, u16),
-    /// PV domains populated through this handle (their p2m for gfn -> mfn translation).
-    tracked: Mutex<HashMap<DomId, Tracked>>,
 }
 
 fn os(op: &'static str, source: io::Error) -> HypervisorError {
@@ -98,7 +82,6 @@ impl XenHypervisor {
             bufs,
             iface: Interface::Xen417,
             version: (0, 0),
-            tracked: Mutex::new(HashMap::new()),
         };
         xen.version = xen.xen_version()?;
         xen.iface = xen.probe_domctl()?;
@@ -221,55 +204,6 @@ impl XenHypervisor {
 
     fn physinfo_raw(&self) -> io::Result<PhysinfoV15> {
         Ok(self.sysctl(XEN_SYSCTL_PHYSINFO, PhysinfoV15::default())?.u)
-    }
-
-    fn tracked(&self) -> MutexGuard<'_, HashMap<DomId, Tracked>> {
-        // A panic while holding the lock cannot leave the map inconsistent (single inserts).
-        self.tracked.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Xen's frame numbers for guest frames: MFNs (from the p2m kept here) for PV, the gfns
-    /// themselves for translated guests.
-    fn xen_frames(&self, op: &'static str, dom: DomId, gfns: &[u64]) -> Result<Vec<u64>> {
-        let tracked = self.tracked();
-        let Some(t) = tracked.get(&dom) else {
-            drop(tracked);
-            if self.is_translated(dom)? {
-                return Ok(gfns.to_vec());
-            }
-            return Err(invalid(
-                op,
-                format!(
-                    "domain {dom} is PV and its memory was not populated through this \
-                     process, so its guest frame numbers cannot be translated to machine frames"
-                ),
-            ));
-        };
-        gfns.iter()
-            .map(|&g| {
-                t.p2m
-                    .get(g as usize)
-                    .copied()
-                    .filter(|m| *m != u64::MAX)
-                    .ok_or_else(|| {
-                        invalid(op, format!("gfn {g:#x} of domain {dom} is not populated"))
-                    })
-            })
-            .collect()
-    }
-
-    fn is_translated(&self, dom: DomId) -> Result<bool> {
-        const OP: &str = "XEN_DOMCTL_getdomaininfo";
-        let d = self.domctl(
-            OP,
-            dom,
-            XEN_DOMCTL_GETDOMAININFO,
-            GetDomainInfoV15::default(),
-        )?;
-        if d.u.domain != dom.0 {
-            return Err(HypervisorError::NoSuchDomain(dom));
-        }
-        Ok(d.u.flags & XEN_DOMINF_HVM_GUEST != 0)
     }
 
     fn out_of_memory(&self, op: &'static str, needed_pages: u64) -> HypervisorError {
@@ -415,9 +349,6 @@ impl Hypervisor for XenHypervisor {
             }
             return Err(e);
         }
-        if args.kind == GuestKind::Pv {
-            self.tracked().insert(dom, Tracked::default());
-        }
         Ok(dom)
     }
 
@@ -441,7 +372,12 @@ impl Hypervisor for XenHypervisor {
                 Ok(_) => break,
             }
         }
-        self.tracked().remove(&dom);
+        Ok(())
+    }
+
+    fn set_domain_handle(&self, dom: DomId, handle: [u8; 16]) -> Result<()> {
+        const OP: &str = "XEN_DOMCTL_setdomainhandle";
+        self.domctl(OP, dom, XEN_DOMCTL_SETDOMAINHANDLE, DomainHandle { handle })?;
         Ok(())
     }
 
@@ -546,9 +482,6 @@ impl Hypervisor for XenHypervisor {
 
     fn populate_physmap(&self, dom: DomId, gfns: &[u64]) -> Result<Vec<u64>> {
         const OP: &str = "XENMEM_populate_physmap";
-        if let Some(g) = gfns.iter().find(|g| **g > MAX_TRACKED_PFN) {
-            return Err(invalid(OP, format!("gfn {g:#x} is beyond 1 TiB")));
-        }
         let mut mfns = Vec::with_capacity(gfns.len());
         let mut buf: HcallBuf<u64> = self
             .bufs
@@ -582,27 +515,19 @@ impl Hypervisor for XenHypervisor {
                 break;
             }
         }
-        // Remember what was populated, even on failure, so translation stays right for the
-        // rollback path.
-        if let Some(t) = self.tracked().get_mut(&dom) {
-            for (g, m) in gfns.iter().zip(&mfns) {
-                let i = *g as usize;
-                if t.p2m.len() <= i {
-                    t.p2m.resize(i + 1, u64::MAX);
-                }
-                t.p2m[i] = *m;
-            }
-        }
         result.map(|()| mfns)
     }
 
-    fn map_foreign<'a>(&'a self, dom: DomId, gfns: &[u64]) -> Result<Box<dyn ForeignMapping + 'a>> {
+    fn map_foreign<'a>(
+        &'a self,
+        dom: DomId,
+        frames: &[u64],
+    ) -> Result<Box<dyn ForeignMapping + 'a>> {
         const OP: &str = "IOCTL_PRIVCMD_MMAPBATCH_V2";
-        if gfns.is_empty() {
+        if frames.is_empty() {
             return Err(invalid(OP, "no frames to map"));
         }
-        let frames = self.xen_frames(OP, dom, gfns)?;
-        match self.privcmd.map_foreign(dom.0, &frames) {
+        match self.privcmd.map_foreign(dom.0, frames) {
             Ok(m) => Ok(Box::new(XenMapping(m))),
             Err(MapError::TooMany(n)) => Err(invalid(OP, format!("cannot map {n} frames at once"))),
             Err(MapError::Ioctl(e)) => Err(dom_err(OP, dom, e)),
@@ -612,17 +537,13 @@ impl Hypervisor for XenHypervisor {
                 source,
             }) => Err(invalid(
                 OP,
-                format!(
-                    "gfn {:#x} (frame {frame:#x}) of domain {dom}: {source}",
-                    gfns[index]
-                ),
+                format!("frame {frame:#x} (#{index}) of domain {dom}: {source}"),
             )),
         }
     }
 
-    fn init_hypercall_page(&self, dom: DomId, gfn: u64) -> Result<()> {
+    fn init_hypercall_page(&self, dom: DomId, frame: u64) -> Result<()> {
         const OP: &str = "XEN_DOMCTL_hypercall_init";
-        let frame = self.xen_frames(OP, dom, &[gfn])?[0];
         self.domctl(
             OP,
             dom,
@@ -659,14 +580,12 @@ impl Hypervisor for XenHypervisor {
         let Some(max_ref) = entries.iter().map(|e| e.gref).max() else {
             return Ok(());
         };
-        let gfns: Vec<u64> = entries.iter().map(|e| e.gfn).collect();
-        let frames = self.xen_frames(OP, dom, &gfns)?;
         let mut values = Vec::with_capacity(entries.len());
-        for (e, frame) in entries.iter().zip(&frames) {
-            let frame = u32::try_from(*frame).map_err(|_| {
+        for e in entries {
+            let frame = u32::try_from(e.frame).map_err(|_| {
                 invalid(
                     OP,
-                    format!("frame {frame:#x} does not fit a v1 grant entry"),
+                    format!("frame {:#x} does not fit a v1 grant entry", e.frame),
                 )
             })?;
             values.push((e.gref, e.backend.0, frame));
