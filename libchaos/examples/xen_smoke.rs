@@ -110,6 +110,7 @@ fn run() -> Res<()> {
     )?;
 
     second_domain_shutdown(&xen)?;
+    pvh_guest(&xen)?;
 
     let mut after = before;
     wait_until("free pages to come back", 10, || {
@@ -144,7 +145,7 @@ fn exercise(xen: &XenHypervisor, dom: DomId) -> Res<()> {
         Ok(_) => return Err("populate beyond max_mem succeeded".into()),
     }
 
-    // Pattern through one mapping, read back through another.
+    // Pattern through one mapping, read back through another (PV frames are named by MFN).
     {
         let mut m = step("map_foreign", xen.map_foreign(dom, &mfns))?;
         for (i, page) in m.bytes_mut().chunks_mut(PAGE_SIZE).enumerate() {
@@ -241,11 +242,8 @@ fn exercise(xen: &XenHypervisor, dom: DomId) -> Res<()> {
 /// Page tables mapping the hypercall page, code and data at va = pfn * 4096, the hypercall
 /// page, code, grant entry, pinned L4 and vcpu context.
 fn build_tiny_guest(xen: &XenHypervisor, dom: DomId, mfns: &[u64]) -> Res<()> {
-    // A PV guest's frames are mapped (and granted, and given to hypercall_init) by mfn.
-    let frames: Vec<u64> = [L4, L3, L2, L1, HYPERCALL_PAGE, CODE, DATA]
-        .iter()
-        .map(|p| mfns[*p as usize])
-        .collect();
+    let pfns = [L4, L3, L2, L1, HYPERCALL_PAGE, CODE, DATA];
+    let frames: Vec<u64> = pfns.iter().map(|p| mfns[*p as usize]).collect();
     {
         let mut m = step("map_foreign (build)", xen.map_foreign(dom, &frames))?;
         let b = m.bytes_mut();
@@ -343,5 +341,52 @@ fn second_domain_shutdown(xen: &XenHypervisor) -> Res<()> {
     r?;
     step("destroy_domain (2nd)", destroyed)?;
     println!("SMOKE shutdown ok dom {dom} reported Poweroff");
+    Ok(())
+}
+
+/// A PVH guest whose 8 bytes of 32-bit code store %ebx (from the vcpu context) to memory and
+/// then fault (ud2 without an IDT: Xen shuts the domain down).
+fn pvh_guest(xen: &XenHypervisor) -> Res<()> {
+    let mut args = create_args(0xc6);
+    args.kind = GuestKind::Pvh;
+    let dom = step("create_domain (pvh)", xen.create_domain(&args))?;
+    let r = (|| -> Res<()> {
+        step("set_max_mem (pvh)", xen.set_max_mem(dom, PAGES * 4))?;
+        let gfns: Vec<u64> = (0..PAGES).collect();
+        step("populate_physmap (pvh)", xen.populate_physmap(dom, &gfns))?;
+        {
+            let mut m = step("map_foreign (pvh)", xen.map_foreign(dom, &[0x10]))?;
+            // mov [0x20000], ebx ; ud2
+            m.bytes_mut()[..8].copy_from_slice(&[0x89, 0x1d, 0x00, 0x00, 0x02, 0x00, 0x0f, 0x0b]);
+        }
+        let ctx = VcpuContext::Pvh {
+            rip: 0x10000,
+            rbx: 0xc0ffee,
+        };
+        step("set_vcpu_context (pvh)", xen.set_vcpu_context(dom, 0, &ctx))?;
+        let online = step("domain_info", xen.domain_info(dom))?.online_vcpus;
+        println!("SMOKE pvh context ok online_vcpus {online}");
+        step("unpause_domain (pvh)", xen.unpause_domain(dom))?;
+        wait_until("the PVH guest to stop", 20, || {
+            Ok(step("domain_info", xen.domain_info(dom))?
+                .shutdown
+                .is_some())
+        })?;
+        let info = step("domain_info", xen.domain_info(dom))?;
+        let m = step("map_foreign (pvh)", xen.map_foreign(dom, &[0x20]))?;
+        let ebx = u32::from_le_bytes(m.bytes()[..4].try_into().unwrap_or_default());
+        check(
+            ebx == 0xc0ffee,
+            format!("PVH guest stored {ebx:#x}, expected 0xc0ffee"),
+        )?;
+        println!(
+            "SMOKE pvh ok guest ran from rip 0x10000 and stored ebx {ebx:#x}; then {:?}",
+            info.shutdown
+        );
+        Ok(())
+    })();
+    let destroyed = xen.destroy_domain(dom);
+    r?;
+    step("destroy_domain (pvh)", destroyed)?;
     Ok(())
 }

@@ -49,6 +49,8 @@ pub const XEN_DOMCTL_SETVCPUCONTEXT: u32 = 12;
 pub const XEN_DOMCTL_MAX_VCPUS: u32 = 15;
 pub const XEN_DOMCTL_SETDOMAINHANDLE: u32 = 17;
 pub const XEN_DOMCTL_HYPERCALL_INIT: u32 = 22;
+pub const XEN_DOMCTL_GETHVMCONTEXT: u32 = 33;
+pub const XEN_DOMCTL_SETHVMCONTEXT: u32 = 34;
 pub const XEN_DOMCTL_SET_ADDRESS_SIZE: u32 = 35;
 
 pub const XEN_SYSCTL_PHYSINFO: u32 = 3;
@@ -62,8 +64,6 @@ pub const XEN_X86_EMU_LAPIC: u32 = 1 << 0;
 
 // getdomaininfo flags
 pub const XEN_DOMINF_DYING: u32 = 1 << 0;
-#[allow(dead_code)] // documents the bit between DYING and SHUTDOWN
-pub const XEN_DOMINF_HVM_GUEST: u32 = 1 << 1;
 pub const XEN_DOMINF_SHUTDOWN: u32 = 1 << 2;
 pub const XEN_DOMINF_PAUSED: u32 = 1 << 3;
 pub const XEN_DOMINF_BLOCKED: u32 = 1 << 4;
@@ -210,6 +210,13 @@ pub struct MaxVcpus {
     pub _pad: u32,
 }
 
+/// `struct xen_domctl_setdomainhandle`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DomainHandle {
+    pub handle: [u8; 16],
+}
+
 /// `struct xen_domctl_vcpucontext`.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default)]
@@ -220,18 +227,22 @@ pub struct VcpuContextArg {
     pub ctxt: u64,
 }
 
-/// `struct xen_domctl_setdomainhandle`.
-#[repr(C)]
-#[derive(Debug, Clone, Copy, Default)]
-pub struct DomainHandle {
-    pub handle: [u8; 16],
-}
-
 /// `struct xen_domctl_hypercall_init`.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default)]
 pub struct HypercallInit {
     pub gmfn: u64,
+}
+
+/// `struct xen_domctl_hvmcontext`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct HvmContextArg {
+    /// IN: size of the buffer; OUT: bytes filled (or needed, with a null buffer).
+    pub size: u32,
+    pub _pad: u32,
+    /// Guest handle of the save image; 0 asks for its size.
+    pub buffer: u64,
 }
 
 /// `struct xen_domctl_address_size`.
@@ -285,10 +296,11 @@ plain! {
     GetDomainInfoV15 = 112;
     MaxMem = 8;
     MaxVcpus = 8;
+    DomainHandle = 16;
     VcpuContextArg = 16;
     HypercallInit = 8;
-    DomainHandle = 16;
     AddressSize = 8;
+    HvmContextArg = 16;
     PhysinfoV15 = 112;
     GetDomainInfoList = 24;
 }

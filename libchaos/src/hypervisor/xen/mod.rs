@@ -5,14 +5,12 @@
 //! checks that the running Xen speaks a domctl/sysctl interface version this backend knows
 //! and refuses clearly otherwise.
 //!
-//! Frame numbers: the trait speaks of guest frames (`gfn`) the way the simulator does, i.e.
-//! the guest's pseudo-physical frame numbers. Xen itself names a PV guest's frames by machine
-//! frame (MFN) in `MMAPBATCH`, `hypercall_init` and grant entries, so for PV domains this
-//! backend keeps the p2m that `populate_physmap` returned and translates. Operations that take
-//! an `mfn` (pinning, `VcpuContext::Pv::cr3_mfn`) are passed through untouched.
+//! Frame numbers are Xen's own, as the trait defines them: machine frames (MFNs) for a PV
+//! guest, guest frames for a PVH guest; this backend passes them through untouched.
 
 mod abi;
 mod domctl;
+mod hvm;
 mod privcmd;
 
 use std::io;
@@ -31,8 +29,6 @@ pub use self::privcmd::PRIVCMD_PATH;
 const POPULATE_BATCH: usize = 8192;
 /// Domains per `XEN_SYSCTL_getdomaininfolist` call.
 const LIST_BATCH: usize = 256;
-/// Highest pseudo-physical frame a PV p2m kept here may hold (1 TiB of guest memory).
-const MAX_TRACKED_PFN: u64 = 1 << 28;
 /// v1 grant entries per grant-table frame.
 const GRANTS_PER_FRAME: u32 = (PAGE_SIZE / std::mem::size_of::<GrantEntryV1>()) as u32;
 /// How often destroy is retried while Xen says EAGAIN.
@@ -486,9 +482,6 @@ impl Hypervisor for XenHypervisor {
 
     fn populate_physmap(&self, dom: DomId, gfns: &[u64]) -> Result<Vec<u64>> {
         const OP: &str = "XENMEM_populate_physmap";
-        if let Some(g) = gfns.iter().find(|g| **g > MAX_TRACKED_PFN) {
-            return Err(invalid(OP, format!("gfn {g:#x} is beyond 1 TiB")));
-        }
         let mut mfns = Vec::with_capacity(gfns.len());
         let mut buf: HcallBuf<u64> = self
             .bufs
@@ -589,11 +582,10 @@ impl Hypervisor for XenHypervisor {
         };
         let mut values = Vec::with_capacity(entries.len());
         for e in entries {
-            let frame = e.frame;
-            let frame = u32::try_from(frame).map_err(|_| {
+            let frame = u32::try_from(e.frame).map_err(|_| {
                 invalid(
                     OP,
-                    format!("frame {frame:#x} does not fit a v1 grant entry"),
+                    format!("frame {:#x} does not fit a v1 grant entry", e.frame),
                 )
             })?;
             values.push((e.gref, e.backend.0, frame));
@@ -643,11 +635,7 @@ impl Hypervisor for XenHypervisor {
                 self.domctl(OP, dom, XEN_DOMCTL_SETVCPUCONTEXT, arg)?;
                 Ok(())
             }
-            VcpuContext::Pvh { .. } => Err(invalid(
-                OP,
-                "PVH vcpu contexts (XEN_DOMCTL_sethvmcontext) are not implemented in the xen \
-                 backend yet",
-            )),
+            VcpuContext::Pvh { rip, rbx } => self.set_pvh_context(dom, vcpu, rip, rbx),
         }
     }
 
@@ -662,6 +650,83 @@ impl Hypervisor for XenHypervisor {
             .op_with_arg(HYPERVISOR_EVENT_CHANNEL_OP, EVTCHNOP_ALLOC_UNBOUND, arg)
             .map_err(|e| dom_err(OP, dom, e))?;
         Ok(out.port)
+    }
+}
+
+impl XenHypervisor {
+    /// Loads the PVH boot vcpu state with `XEN_DOMCTL_sethvmcontext` and enables write-back
+    /// MTRRs on every vcpu (no device model sets them), as libxc's `vcpu_hvm()` does.
+    fn set_pvh_context(&self, dom: DomId, vcpu: u32, rip: u32, rbx: u32) -> Result<()> {
+        const GET: &str = "XEN_DOMCTL_gethvmcontext";
+        const SET: &str = "XEN_DOMCTL_sethvmcontext";
+        if vcpu != 0 {
+            return Err(invalid(
+                SET,
+                format!("vcpu {vcpu}: a PVH guest starts its secondary vcpus itself"),
+            ));
+        }
+        // The save header must be Xen's own (it checks magic, version and cpuid): take it
+        // from the domain's current context.
+        let size = self
+            .domctl(GET, dom, XEN_DOMCTL_GETHVMCONTEXT, HvmContextArg::default())?
+            .u
+            .size as usize;
+        let image: HcallBuf<u8> = self.bufs.zeroed(size).map_err(|e| os(GET, e))?;
+        let arg = HvmContextArg {
+            size: size as u32,
+            _pad: 0,
+            buffer: image.addr(),
+        };
+        let filled = self.domctl(GET, dom, XEN_DOMCTL_GETHVMCONTEXT, arg)?.u.size as usize;
+        let image = &image.as_slice()[..filled.min(size)];
+        let record = |code: u16| {
+            hvm::records(image)
+                .find(|(c, i, _)| *c == code && *i == 0)
+                .map(|(_, _, p)| p)
+        };
+        let header = record(hvm::HVM_SAVE_CODE_HEADER)
+            .and_then(hvm::parse_header)
+            .ok_or_else(|| invalid(GET, format!("domain {dom}: no save header in its context")))?;
+        let mut mtrr = record(hvm::HVM_SAVE_CODE_MTRR)
+            .and_then(hvm::parse_mtrr)
+            .ok_or_else(|| invalid(GET, format!("domain {dom}: no MTRR record in its context")))?;
+
+        // Every sethvmcontext first puts all vcpus down and brings up only those it loads a
+        // CPU record for, so the MTRRs go first and the boot CPU last (as in libxc).
+        mtrr.msr_mtrr_def_type = hvm::MTRR_DEF_TYPE_WB_ENABLED;
+        let vcpus = self.domain_info(dom)?.max_vcpu_id.saturating_add(1);
+        for v in 0..vcpus {
+            let Ok(instance) = u16::try_from(v) else {
+                break;
+            };
+            self.set_hvm_context(
+                dom,
+                hvm::OneRecord::new(header, hvm::HVM_SAVE_CODE_MTRR, instance, mtrr),
+            )?;
+        }
+        let cpu = hvm::OneRecord::new(
+            header,
+            hvm::HVM_SAVE_CODE_CPU,
+            0,
+            hvm::pvh_boot_cpu(rip, rbx),
+        );
+        self.set_hvm_context(dom, cpu)?;
+        Ok(())
+    }
+
+    fn set_hvm_context<R: Copy>(&self, dom: DomId, image: hvm::OneRecord<R>) -> Result<()>
+    where
+        hvm::OneRecord<R>: Plain,
+    {
+        const SET: &str = "XEN_DOMCTL_sethvmcontext";
+        let buf = self.bufs.one(image).map_err(|e| os(SET, e))?;
+        let arg = HvmContextArg {
+            size: std::mem::size_of::<hvm::OneRecord<R>>() as u32,
+            _pad: 0,
+            buffer: buf.addr(),
+        };
+        self.domctl(SET, dom, XEN_DOMCTL_SETHVMCONTEXT, arg)?;
+        Ok(())
     }
 }
 
