@@ -4,6 +4,7 @@
 //! JSON.
 
 mod backend;
+mod console;
 mod logger;
 mod output;
 
@@ -93,7 +94,15 @@ enum Command {
     Reap {
         #[arg(long)]
         json: bool,
+        /// Keep reaping until killed: this process is then the reaper of chaos's guests.
+        #[arg(long)]
+        watch: bool,
+        /// How often --watch looks, in milliseconds.
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=60_000))]
+        interval_ms: u64,
     },
+    /// Attach to a guest's PV console (through xenconsoled, as xl console does).
+    Console { domain: String },
     /// Show the host and the toolstack's settings.
     Info {
         #[arg(long)]
@@ -155,9 +164,23 @@ fn run(cli: Cli) -> Result<(), String> {
             let domains = ts.list().map_err(|e| e.to_string())?;
             output::list(&domains, json)
         }
-        Command::Reap { json } => {
+        Command::Reap {
+            json,
+            watch,
+            interval_ms,
+        } => loop {
             let reaped = ts.reap().map_err(|e| e.to_string())?;
-            output::reaped(&reaped, json)
+            if !watch {
+                break output::reaped(&reaped, json);
+            }
+            if !reaped.is_empty() {
+                output::reaped(&reaped, json)?;
+            }
+            std::thread::sleep(Duration::from_millis(interval_ms));
+        },
+        Command::Console { domain } => {
+            let dom = ts.resolve(&domain).map_err(|e| e.to_string())?;
+            Err(console::attach(dom))
         }
         Command::Info { json } => {
             let phys = ts.hypervisor().physinfo().map_err(|e| e.to_string())?;
