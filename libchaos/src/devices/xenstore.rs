@@ -2,7 +2,7 @@
 //! written in ONE transaction, then the domain introduced to xenstored.
 
 use crate::hypervisor::DomId;
-use crate::xenstore::{Access, Perm, TxId, TxOutcome, Xenstore, XenstoreError};
+use crate::xenstore::{Access, Perm, TxId, TxOutcome, Xenstore, XenstoreError, XsOp};
 
 /// Transactions lost to concurrent writers are retried this many times before giving up.
 const MAX_TX_ATTEMPTS: u32 = 16;
@@ -87,7 +87,10 @@ pub fn publish(xs: &dyn Xenstore, g: &GuestEntries<'_>) -> Result<(), XenstoreEr
         (format!("{vm}/uuid"), g.uuid.to_string()),
         (format!("{vm}/name"), g.name.to_string()),
     ];
-    let guest_dirs = [
+    let cpus: Vec<String> = (0..g.vcpus)
+        .map(|cpu| format!("{dom}/cpu/{cpu}/availability"))
+        .collect();
+    let guest_dirs: Vec<String> = [
         "control/shutdown",
         "control/feature-poweroff",
         "control/feature-reboot",
@@ -98,25 +101,24 @@ pub fn publish(xs: &dyn Xenstore, g: &GuestEntries<'_>) -> Result<(), XenstoreEr
         "feature",
         "attr",
         "error",
+    ]
+    .iter()
+    .map(|d| format!("{dom}/{d}"))
+    .collect();
+    let mut ops = vec![
+        XsOp::Mkdir(&dom),
+        XsOp::SetPerms(&dom, &guest_reads),
+        XsOp::Mkdir(&vm),
+        XsOp::SetPerms(&vm, &guest_reads),
     ];
-    in_transaction(xs, |tx| {
-        xs.mkdir(tx, &dom)?;
-        xs.set_perms(tx, &dom, &guest_reads)?;
-        xs.mkdir(tx, &vm)?;
-        xs.set_perms(tx, &vm, &guest_reads)?;
-        for (path, value) in &values {
-            xs.write(tx, path, value.as_bytes())?;
-        }
-        for cpu in 0..g.vcpus {
-            xs.write(tx, &format!("{dom}/cpu/{cpu}/availability"), b"online")?;
-        }
-        for dir in guest_dirs {
-            let path = format!("{dom}/{dir}");
-            xs.write(tx, &path, b"")?;
-            xs.set_perms(tx, &path, &guest_owns)?;
-        }
-        Ok(())
-    })?;
+    ops.extend(values.iter().map(|(p, v)| XsOp::Write(p, v.as_bytes())));
+    ops.extend(cpus.iter().map(|p| XsOp::Write(p, b"online")));
+    for path in &guest_dirs {
+        ops.push(XsOp::Write(path, b""));
+        ops.push(XsOp::SetPerms(path, &guest_owns));
+    }
+    // All of it in one transaction, sent in one go.
+    in_transaction(xs, |tx| xs.apply(tx, &ops))?;
     xs.introduce_domain(g.domid, g.store_mfn, g.store_evtchn)
 }
 

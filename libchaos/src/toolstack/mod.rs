@@ -52,6 +52,8 @@ pub enum ToolstackError {
     Xenstore(#[from] XenstoreError),
     #[error("runtime state: {0}")]
     State(#[from] StateError),
+    #[error("not enough free host memory: the guest needs {needed_mib} MiB, Xen has {free_mib} MiB free")]
+    HostMemory { needed_mib: u64, free_mib: u64 },
     #[error("a domain named {0:?} already exists")]
     NameInUse(String),
     #[error("no domain {0:?}")]
@@ -185,6 +187,20 @@ impl Toolstack {
         }
         let mut timings = Timings::default();
         let t = Instant::now();
+        // Asking first costs one hypercall and turns a failure deep in populate_physmap into
+        // an error that says what is short.
+        let free = self
+            .hv
+            .physinfo()
+            .map_err(hv_step("read host memory"))?
+            .free_pages;
+        if free < flavor.nr_pages() {
+            let mib = |pages: u64| pages * PAGE_SIZE as u64 / (1024 * 1024);
+            return Err(ToolstackError::HostMemory {
+                needed_mib: flavor.memory_mib,
+                free_mib: mib(free),
+            });
+        }
         let domid = self
             .hv
             .create_domain(&CreateDomain {

@@ -225,9 +225,9 @@ fn running_out_of_host_memory_is_a_clean_error() {
     assert!(
         matches!(
             err,
-            ToolstackError::Hypervisor {
-                source: HypervisorError::OutOfMemory { .. },
-                ..
+            ToolstackError::HostMemory {
+                needed_mib: 48,
+                free_mib: 32
             }
         ),
         "{err}"

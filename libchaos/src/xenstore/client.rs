@@ -12,7 +12,7 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use super::wire::{first_str, join_nul, perm_from_str, perm_to_string, split_nul, Msg, MsgType};
-use super::{Perm, Result, TxId, TxOutcome, WatchEvent, Xenstore, XenstoreError};
+use super::{Perm, Result, TxId, TxOutcome, WatchEvent, Xenstore, XenstoreError, XsOp};
 use crate::hypervisor::DomId;
 
 /// Where xenstored listens, in the order tried (libxenstore also honours `XENSTORED_PATH`).
@@ -148,20 +148,40 @@ impl XsClient {
                 return Err(e);
             }
         };
-        match MsgType::from_u32(reply.kind) {
-            Some(MsgType::Error) => Err(XenstoreError::Failed {
-                op: kind.name(),
-                path: what.to_string(),
-                errno: first_str(&reply.payload),
-            }),
-            Some(k) if k == kind => Ok(reply.payload),
-            _ => Err(XenstoreError::Protocol(format!(
-                "{} {what}: reply of type {} to a request of type {}",
-                kind.name(),
-                reply.kind,
-                kind as u32
-            ))),
+        check_reply(kind, what, reply)
+    }
+
+    /// Sends every operation, then reads every reply (xenstored answers a connection's requests
+    /// in order). All replies are read even after a failure, so the stream stays in step.
+    fn pipeline(&self, tx: TxId, ops: &[XsOp<'_>]) -> Result<()> {
+        use std::io::Write;
+        let mut conn = self.lock()?;
+        let first_id = conn.next_req;
+        let mut bytes = Vec::new();
+        let mut sent = Vec::with_capacity(ops.len());
+        for (i, op) in ops.iter().enumerate() {
+            let (kind, path, payload) = encode_op(op);
+            let msg = Msg::new(kind, first_id.wrapping_add(i as u32), tx.0, payload);
+            bytes.extend_from_slice(&msg.encode()?);
+            sent.push((kind, path));
         }
+        conn.next_req = first_id.wrapping_add(ops.len() as u32);
+        let mut first_failure = None;
+        let io_result = (|| -> Result<()> {
+            conn.io.write_all(&bytes)?;
+            for (i, (kind, path)) in sent.iter().enumerate() {
+                let reply = read_reply(&mut conn, first_id.wrapping_add(i as u32))?;
+                if let Err(e) = check_reply(*kind, path, reply) {
+                    first_failure.get_or_insert(e);
+                }
+            }
+            Ok(())
+        })();
+        if let Err(e) = io_result {
+            conn.broken = Some(e.to_string());
+            return Err(e);
+        }
+        first_failure.map_or(Ok(()), Err)
     }
 
     /// Like `request`, but `ENOENT` becomes `None`.
@@ -214,10 +234,52 @@ impl XsClient {
     }
 }
 
+/// The reply's payload, or the error it carries.
+fn check_reply(kind: MsgType, what: &str, reply: Msg) -> Result<Vec<u8>> {
+    match MsgType::from_u32(reply.kind) {
+        Some(MsgType::Error) => Err(XenstoreError::Failed {
+            op: kind.name(),
+            path: what.to_string(),
+            errno: first_str(&reply.payload),
+        }),
+        Some(k) if k == kind => Ok(reply.payload),
+        _ => Err(XenstoreError::Protocol(format!(
+            "{} {what}: reply of type {} to a request of type {}",
+            kind.name(),
+            reply.kind,
+            kind as u32
+        ))),
+    }
+}
+
+/// Message type, path (for errors) and payload of one pipelined operation.
+fn encode_op<'a>(op: &XsOp<'a>) -> (MsgType, &'a str, Vec<u8>) {
+    match *op {
+        XsOp::Write(path, value) => {
+            // `path\0value`: the value is not NUL-terminated.
+            let mut payload = join_nul(&[path.as_bytes()]);
+            payload.extend_from_slice(value);
+            (MsgType::Write, path, payload)
+        }
+        XsOp::Mkdir(path) => (MsgType::Mkdir, path, join_nul(&[path.as_bytes()])),
+        XsOp::SetPerms(path, perms) => {
+            let strs: Vec<String> = perms.iter().map(perm_to_string).collect();
+            let mut parts: Vec<&[u8]> = vec![path.as_bytes()];
+            parts.extend(strs.iter().map(|s| s.as_bytes()));
+            (MsgType::SetPerms, path, join_nul(&parts))
+        }
+    }
+}
+
 /// Writes a request and reads until its reply, queueing watch events that come first.
 fn exchange(conn: &mut Conn, bytes: &[u8], req_id: u32) -> Result<Msg> {
     use std::io::Write;
     conn.io.write_all(bytes)?;
+    read_reply(conn, req_id)
+}
+
+/// Reads until the reply to `req_id`, queueing watch events that come first.
+fn read_reply(conn: &mut Conn, req_id: u32) -> Result<Msg> {
     loop {
         let msg = Msg::read_from(&mut conn.io)?;
         if msg.kind == MsgType::WatchEvent as u32 {
@@ -301,15 +363,17 @@ impl Xenstore for XsClient {
     }
 
     fn write(&self, tx: TxId, path: &str, value: &[u8]) -> Result<()> {
-        // `path\0value`: the value is not NUL-terminated.
-        let mut payload = join_nul(&[path.as_bytes()]);
-        payload.extend_from_slice(value);
-        self.request(MsgType::Write, tx, payload, path).map(drop)
+        let (kind, _, payload) = encode_op(&XsOp::Write(path, value));
+        self.request(kind, tx, payload, path).map(drop)
     }
 
     fn mkdir(&self, tx: TxId, path: &str) -> Result<()> {
-        self.request(MsgType::Mkdir, tx, join_nul(&[path.as_bytes()]), path)
-            .map(drop)
+        let (kind, _, payload) = encode_op(&XsOp::Mkdir(path));
+        self.request(kind, tx, payload, path).map(drop)
+    }
+
+    fn apply(&self, tx: TxId, ops: &[XsOp<'_>]) -> Result<()> {
+        self.pipeline(tx, ops)
     }
 
     fn rm(&self, tx: TxId, path: &str) -> Result<()> {
@@ -329,11 +393,8 @@ impl Xenstore for XsClient {
     }
 
     fn set_perms(&self, tx: TxId, path: &str, perms: &[Perm]) -> Result<()> {
-        let strs: Vec<String> = perms.iter().map(perm_to_string).collect();
-        let mut parts: Vec<&[u8]> = vec![path.as_bytes()];
-        parts.extend(strs.iter().map(|s| s.as_bytes()));
-        self.request(MsgType::SetPerms, tx, join_nul(&parts), path)
-            .map(drop)
+        let (kind, _, payload) = encode_op(&XsOp::SetPerms(path, perms));
+        self.request(kind, tx, payload, path).map(drop)
     }
 
     fn introduce_domain(&self, dom: DomId, store_mfn: u64, store_port: u32) -> Result<()> {
@@ -836,6 +897,47 @@ pub(crate) mod tests {
         drop(b);
         let xs = XsClient::from_stream(a, "closed");
         assert!(matches!(xs.read(NO, "/a"), Err(XenstoreError::Io(_))));
+    }
+
+    #[test]
+    fn pipelined_ops_apply_in_order_and_report_the_first_failure() {
+        let store = Arc::new(MemStore::new());
+        let xs = client_for(&store);
+        let perms = [Perm {
+            dom: DomId(5),
+            access: Access::Read,
+        }];
+        let tx = xs.transaction_start().unwrap();
+        xs.apply(
+            tx,
+            &[
+                XsOp::Mkdir("/local/domain/5"),
+                XsOp::SetPerms("/local/domain/5", &perms),
+                XsOp::Write("/local/domain/5/name", b"five"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(xs.transaction_end(tx, true).unwrap(), TxOutcome::Committed);
+        assert_eq!(
+            xs.read(NO, "/local/domain/5/name").unwrap(),
+            Some(b"five".to_vec())
+        );
+        assert_eq!(xs.get_perms(NO, "/local/domain/5").unwrap(), perms);
+
+        // A bad path in the middle: its error is reported, the ops around it still ran, and
+        // the connection stays in step for the next request.
+        let err = xs
+            .apply(
+                NO,
+                &[
+                    XsOp::Write("/a", b"1"),
+                    XsOp::Write("relative/path", b"2"),
+                    XsOp::Write("/b", b"3"),
+                ],
+            )
+            .unwrap_err();
+        assert!(err.to_string().contains("relative/path"), "{err}");
+        assert_eq!(xs.read(NO, "/b").unwrap(), Some(b"3".to_vec()));
     }
 
     #[test]

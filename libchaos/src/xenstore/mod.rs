@@ -37,6 +37,14 @@ pub struct Perm {
     pub access: Access,
 }
 
+/// One operation of [`Xenstore::apply`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum XsOp<'a> {
+    Write(&'a str, &'a [u8]),
+    Mkdir(&'a str),
+    SetPerms(&'a str, &'a [Perm]),
+}
+
 /// How a transaction ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TxOutcome {
@@ -81,6 +89,19 @@ pub type Result<T> = std::result::Result<T, XenstoreError>;
 /// The Xenstore operations a toolstack needs. Shared between threads.
 pub trait Xenstore: Send + Sync {
     fn transaction_start(&self) -> Result<TxId>;
+    /// Applies writes, mkdirs and permission changes in order. The wire client sends them all
+    /// before reading any reply (one round trip instead of one per operation); the first
+    /// failure is reported after every reply has been read.
+    fn apply(&self, tx: TxId, ops: &[XsOp<'_>]) -> Result<()> {
+        for op in ops {
+            match op {
+                XsOp::Write(path, value) => self.write(tx, path, value)?,
+                XsOp::Mkdir(path) => self.mkdir(tx, path)?,
+                XsOp::SetPerms(path, perms) => self.set_perms(tx, path, perms)?,
+            }
+        }
+        Ok(())
+    }
     fn transaction_end(&self, tx: TxId, commit: bool) -> Result<TxOutcome>;
     /// The node's value, or `None` if it does not exist.
     fn read(&self, tx: TxId, path: &str) -> Result<Option<Vec<u8>>>;
