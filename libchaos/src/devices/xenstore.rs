@@ -52,7 +52,7 @@ fn in_transaction(
     )))
 }
 
-/// Writes the guest's entries in one transaction and introduces the domain to xenstored.
+/// Writes the guest's entries in one transaction; [`introduce`] comes next.
 pub fn publish(xs: &dyn Xenstore, g: &GuestEntries<'_>) -> Result<(), XenstoreError> {
     let dom = domain_path(g.domid);
     let vm = vm_path(g.uuid);
@@ -118,7 +118,12 @@ pub fn publish(xs: &dyn Xenstore, g: &GuestEntries<'_>) -> Result<(), XenstoreEr
         ops.push(XsOp::SetPerms(path, &guest_owns));
     }
     // All of it in one transaction, sent in one go.
-    in_transaction(xs, |tx| xs.apply(tx, &ops))?;
+    in_transaction(xs, |tx| xs.apply(tx, &ops))
+}
+
+/// Introduces the domain to xenstored, which maps its ring and tells xenconsoled (through the
+/// @introduceDomain watch) that there is a new console to serve.
+pub fn introduce(xs: &dyn Xenstore, g: &GuestEntries<'_>) -> Result<(), XenstoreError> {
     xs.introduce_domain(g.domid, g.store_mfn, g.store_evtchn)
 }
 

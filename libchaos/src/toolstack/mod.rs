@@ -354,22 +354,23 @@ impl Toolstack {
         let uuid = format_uuid(&handle);
         let xs = self.xenstore()?;
         *published = Some(uuid.clone());
-        xs_devices::publish(
-            xs,
-            &xs_devices::GuestEntries {
-                domid,
-                name: &cfg.name,
-                uuid: &uuid,
-                target_kib: cfg.memory_mib * 1024,
-                max_kib: cfg.maxmem_mib * 1024,
-                vcpus: cfg.vcpus,
-                console_mfn: built.console_mfn,
-                console_evtchn: shell.console_evtchn,
-                store_mfn: built.xenstore_mfn,
-                store_evtchn: shell.xenstore_evtchn,
-            },
-        )?;
+        let entries = xs_devices::GuestEntries {
+            domid,
+            name: &cfg.name,
+            uuid: &uuid,
+            target_kib: cfg.memory_mib * 1024,
+            max_kib: cfg.maxmem_mib * 1024,
+            vcpus: cfg.vcpus,
+            console_mfn: built.console_mfn,
+            console_evtchn: shell.console_evtchn,
+            store_mfn: built.xenstore_mfn,
+            store_evtchn: shell.xenstore_evtchn,
+        };
+        xs_devices::publish(xs, &entries)?;
         timings.record("devices", t);
+        let t = Instant::now();
+        xs_devices::introduce(xs, &entries)?;
+        timings.record("introduce", t);
 
         let t = Instant::now();
         self.state.save(&DomainRecord {

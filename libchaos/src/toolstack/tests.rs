@@ -122,6 +122,7 @@ fn create_runs_a_guest_with_its_xenstore_entries_record_and_timings() {
         "load_image",
         "build",
         "devices",
+        "introduce",
         "unpause",
     ] {
         assert!(
