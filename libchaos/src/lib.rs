@@ -4,6 +4,7 @@
 
 pub mod build;
 pub mod config;
+pub mod daemon;
 pub mod devices;
 pub mod hypervisor;
 pub mod image;

@@ -110,6 +110,13 @@ impl Toolstack {
     pub fn list(&self) -> Result<Vec<DomainSummary>> {
         let infos = self.hv.list_domains().map_err(hv_step("list domains"))?;
         let records = self.state.all()?;
+        // chaosd's ready shells: domains, but not guests anyone asked for.
+        let shells: Vec<DomId> = self
+            .state
+            .shells()?
+            .iter()
+            .filter_map(|s| s.domid)
+            .collect();
         for r in &records {
             if !infos.iter().any(|i| i.domid == r.domid) {
                 self.state.remove(r.domid)?;
@@ -121,6 +128,7 @@ impl Toolstack {
             let name = match record {
                 Some(r) => r.name.clone(),
                 None if info.domid == DomId::DOM0 => "Domain-0".to_string(),
+                None if shells.contains(&info.domid) => "(shell)".to_string(),
                 None => match self.xs.as_deref() {
                     Some(xs) => xs_devices::name_of(xs, info.domid)?,
                     None => None,

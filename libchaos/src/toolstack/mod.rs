@@ -14,11 +14,11 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 pub use lifecycle::{DomainSummary, ShutdownKind};
 pub use pool::ShellPool;
-pub use state::{DomainRecord, StateDir, StateError};
+pub use state::{DomainRecord, ShellRecord, StateDir, StateError};
 pub use timings::{Phase, Timings};
 
 use crate::build::{self, BuildError, BuildParams, BuiltGuest};
@@ -75,7 +75,7 @@ fn hv_step(step: &'static str) -> impl FnOnce(HypervisorError) -> ToolstackError
 }
 
 /// What a shell is prepared for: two configs with the same flavor can use the same shell.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Flavor {
     pub kind: GuestKind,
     pub memory_mib: u64,
@@ -95,7 +95,8 @@ impl Flavor {
         }
     }
 
-    fn nr_pages(&self) -> u64 {
+    /// Guest frames a shell of this flavor populates.
+    pub fn nr_pages(&self) -> u64 {
         self.memory_mib * (1024 * 1024 / PAGE_SIZE as u64)
     }
 }
@@ -125,7 +126,7 @@ impl Shell {
 }
 
 /// How a creation got its shell.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum CreationPath {
     /// A ready shell from the pool: only `execute` ran.
@@ -134,13 +135,26 @@ pub enum CreationPath {
     Direct,
 }
 
+/// Which process created the guest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Via {
+    /// This process (`chaos create` without a daemon, or an embedding program).
+    #[default]
+    Local,
+    /// The chaosd daemon, on a client's request.
+    Daemon,
+}
+
 /// A guest that was created.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Created {
     pub domid: DomId,
     pub name: String,
     pub paused: bool,
     pub path: CreationPath,
+    #[serde(default)]
+    pub via: Via,
     pub timings: Timings,
 }
 
@@ -180,6 +194,13 @@ impl Toolstack {
 
     /// Creates a shell: domain, memory, event channels. Nothing here depends on the image.
     pub fn prepare(&self, flavor: &Flavor) -> Result<Shell> {
+        self.prepare_tagged(flavor, [0; 16])
+    }
+
+    /// [`prepare`](Self::prepare) with the domain handle set to `handle`, so that the shell can
+    /// be recognised later (chaosd reclaims the shells of a daemon that crashed by it; `execute`
+    /// replaces it with the guest's UUID).
+    pub fn prepare_tagged(&self, flavor: &Flavor, handle: [u8; 16]) -> Result<Shell> {
         if flavor.control_plane == ControlPlane::Noxs {
             return Err(ToolstackError::Unsupported(
                 "chaos_control_plane = \"noxs\" is not implemented yet; use \"xenstore\"".into(),
@@ -205,7 +226,7 @@ impl Toolstack {
             .hv
             .create_domain(&CreateDomain {
                 kind: flavor.kind,
-                handle: [0; 16],
+                handle,
                 max_vcpus: flavor.max_vcpus,
                 max_evtchn_port: MAX_EVTCHN_PORT,
                 max_grant_frames: MAX_GRANT_FRAMES,
@@ -298,6 +319,7 @@ impl Toolstack {
                 name: cfg.name.clone(),
                 paused: paused || cfg.paused,
                 path: CreationPath::Direct,
+                via: Via::Local,
                 timings,
             }),
             Err(e) => {
@@ -419,20 +441,44 @@ impl Toolstack {
     ) -> Result<Created> {
         let flavor = Flavor::of(cfg);
         if let Some(shell) = pool.and_then(|p| p.take(&flavor)) {
-            // Only this creation's own work counts: the shell was made earlier.
-            let shell = Shell {
-                timings: Timings::default(),
-                ..shell
-            };
-            let mut created = self.execute(shell, cfg, paused)?;
-            created.path = CreationPath::Pool;
-            return Ok(created);
+            return self.execute_pooled(shell, cfg, paused);
         }
         // Refuse what cannot work before making anything, so mistakes cost nothing.
         check_supported(cfg)?;
         self.check_name_free(&cfg.name)?;
         let shell = self.prepare(&flavor)?;
         self.execute(shell, cfg, paused)
+    }
+
+    /// Executes a shell that was prepared ahead of time (path "pool"): only this creation's
+    /// own work is timed.
+    pub fn execute_pooled(
+        &self,
+        shell: Shell,
+        cfg: &DomainConfig,
+        paused: bool,
+    ) -> Result<Created> {
+        let shell = Shell {
+            timings: Timings::default(),
+            ..shell
+        };
+        let mut created = self.execute(shell, cfg, paused)?;
+        created.path = CreationPath::Pool;
+        Ok(created)
+    }
+
+    /// Refuses, before a shell is spent on it, a config that cannot be created: unsupported
+    /// features, a kernel or ramdisk that cannot be read or parsed. The kernel lands in the
+    /// image cache, so `execute` does not read it again.
+    pub fn check_creatable(&self, cfg: &DomainConfig) -> Result<()> {
+        check_supported(cfg)?;
+        self.images.load(&cfg.kernel)?;
+        if let Some(path) = &cfg.ramdisk {
+            std::fs::metadata(path).map_err(|e| {
+                ToolstackError::Unsupported(format!("ramdisk {}: {e}", path.display()))
+            })?;
+        }
+        Ok(())
     }
 
     fn check_name_free(&self, name: &str) -> Result<()> {
@@ -472,7 +518,7 @@ fn check_supported(cfg: &DomainConfig) -> Result<()> {
     Ok(())
 }
 
-fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
@@ -480,7 +526,7 @@ fn now_ms() -> u64 {
 }
 
 /// A random (version 4) UUID for the domain handle, from the kernel's generator.
-fn random_uuid() -> [u8; 16] {
+pub fn random_uuid() -> [u8; 16] {
     use std::io::Read;
     let mut b = [0u8; 16];
     if let Err(e) = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut b)) {
@@ -497,7 +543,7 @@ fn random_uuid() -> [u8; 16] {
     b
 }
 
-fn format_uuid(b: &[u8; 16]) -> String {
+pub fn format_uuid(b: &[u8; 16]) -> String {
     let h: Vec<String> = b.iter().map(|x| format!("{x:02x}")).collect();
     format!(
         "{}-{}-{}-{}-{}",

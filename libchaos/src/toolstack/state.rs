@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use super::Flavor;
 use crate::config::DomainConfig;
 use crate::hypervisor::DomId;
 
@@ -53,6 +54,21 @@ pub struct DomainRecord {
     pub created_ms: u64,
 }
 
+/// A shell chaosd prepared and has not handed out yet, recorded so that a later chaosd can
+/// reclaim it if this one dies. Written before the domain exists (`domid` unknown, found again by
+/// its handle) and again once it does.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ShellRecord {
+    /// The domain handle the shell was created with, as a UUID string; names the file.
+    pub uuid: String,
+    pub handle: [u8; 16],
+    pub domid: Option<DomId>,
+    pub flavor: Flavor,
+    /// Process id of the daemon that made it.
+    pub pid: u32,
+    pub created_ms: u64,
+}
+
 /// The runtime directory and the records in it.
 #[derive(Debug, Clone)]
 pub struct StateDir {
@@ -63,8 +79,10 @@ impl StateDir {
     /// Opens (creating if needed) the runtime directory.
     pub fn open(root: impl Into<PathBuf>) -> Result<Self> {
         let root = root.into();
-        let domains = root.join("domains");
-        fs::create_dir_all(&domains).map_err(io(&domains))?;
+        for sub in ["domains", "shells"] {
+            let dir = root.join(sub);
+            fs::create_dir_all(&dir).map_err(io(&dir))?;
+        }
         Ok(StateDir { root })
     }
 
@@ -94,17 +112,26 @@ impl StateDir {
 
     /// Writes a record atomically (temporary file, then rename).
     pub fn save(&self, record: &DomainRecord) -> Result<()> {
-        let path = self.record_path(record.domid);
-        let tmp = path.with_extension("json.tmp");
-        let json = serde_json::to_vec_pretty(record).map_err(|source| StateError::Corrupt {
-            path: path.clone(),
-            source,
-        })?;
-        let mut f = File::create(&tmp).map_err(io(&tmp))?;
-        f.write_all(&json).map_err(io(&tmp))?;
-        f.sync_data().map_err(io(&tmp))?;
-        fs::rename(&tmp, &path).map_err(io(&path))?;
-        Ok(())
+        write_atomic(&self.record_path(record.domid), record)
+    }
+
+    fn shell_path(&self, uuid: &str) -> PathBuf {
+        self.root.join("shells").join(format!("{uuid}.json"))
+    }
+
+    /// Writes a shell record atomically.
+    pub fn save_shell(&self, record: &ShellRecord) -> Result<()> {
+        write_atomic(&self.shell_path(&record.uuid), record)
+    }
+
+    /// Removes a shell record; a missing one is not an error.
+    pub fn remove_shell(&self, uuid: &str) -> Result<()> {
+        remove_file(&self.shell_path(uuid))
+    }
+
+    /// Every readable shell record; unreadable ones are reported and skipped.
+    pub fn shells(&self) -> Result<Vec<ShellRecord>> {
+        read_all(&self.root.join("shells"), "shell")
     }
 
     pub fn load(&self, domid: DomId) -> Result<Option<DomainRecord>> {
@@ -120,32 +147,52 @@ impl StateDir {
 
     /// Removes a record; a missing one is not an error.
     pub fn remove(&self, domid: DomId) -> Result<()> {
-        let path = self.record_path(domid);
-        match fs::remove_file(&path) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io(&path)(e)),
-            _ => Ok(()),
-        }
+        remove_file(&self.record_path(domid))
     }
 
     /// Every readable record. A corrupt record is reported and skipped, so one bad file does not
     /// hide every other guest.
     pub fn all(&self) -> Result<Vec<DomainRecord>> {
-        let dir = self.root.join("domains");
-        let mut records = Vec::new();
-        for entry in fs::read_dir(&dir).map_err(io(&dir))? {
-            let path = entry.map_err(io(&dir))?.path();
-            if path.extension().and_then(|e| e.to_str()) != Some("json") {
-                continue;
-            }
-            match fs::read(&path) {
-                Ok(bytes) => match serde_json::from_slice(&bytes) {
-                    Ok(r) => records.push(r),
-                    Err(e) => log::warn!("{}: corrupt domain record skipped: {e}", path.display()),
-                },
-                Err(e) => log::warn!("{}: unreadable domain record skipped: {e}", path.display()),
-            }
-        }
+        let mut records = read_all(&self.root.join("domains"), "domain")?;
         records.sort_by_key(|r: &DomainRecord| r.domid);
         Ok(records)
     }
+}
+
+fn write_atomic<T: Serialize>(path: &Path, value: &T) -> Result<()> {
+    let tmp = path.with_extension("json.tmp");
+    let json = serde_json::to_vec_pretty(value).map_err(|source| StateError::Corrupt {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let mut f = File::create(&tmp).map_err(io(&tmp))?;
+    f.write_all(&json).map_err(io(&tmp))?;
+    f.sync_data().map_err(io(&tmp))?;
+    fs::rename(&tmp, path).map_err(io(path))?;
+    Ok(())
+}
+
+fn remove_file(path: &Path) -> Result<()> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io(path)(e)),
+        _ => Ok(()),
+    }
+}
+
+fn read_all<T: serde::de::DeserializeOwned>(dir: &Path, what: &str) -> Result<Vec<T>> {
+    let mut records = Vec::new();
+    for entry in fs::read_dir(dir).map_err(io(dir))? {
+        let path = entry.map_err(io(dir))?.path();
+        if path.extension().and_then(|e| e.to_str()) != Some("json") {
+            continue;
+        }
+        match fs::read(&path) {
+            Ok(bytes) => match serde_json::from_slice(&bytes) {
+                Ok(r) => records.push(r),
+                Err(e) => log::warn!("{}: corrupt {what} record skipped: {e}", path.display()),
+            },
+            Err(e) => log::warn!("{}: unreadable {what} record skipped: {e}", path.display()),
+        }
+    }
+    Ok(records)
 }

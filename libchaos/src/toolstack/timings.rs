@@ -1,17 +1,19 @@
 //! Per-phase timings of a creation, so a user can see where the time goes.
 
+use std::borrow::Cow;
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// One phase and how long it took, in microseconds.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Phase {
-    pub name: &'static str,
+    /// Borrowed when recorded here, owned when read back (from chaosd's replies).
+    pub name: Cow<'static, str>,
     pub us: u64,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct Timings(Vec<Phase>);
 
@@ -23,7 +25,7 @@ impl Timings {
 
     pub fn push(&mut self, name: &'static str, took: Duration) {
         self.0.push(Phase {
-            name,
+            name: Cow::Borrowed(name),
             us: took.as_micros().try_into().unwrap_or(u64::MAX),
         });
     }

@@ -1,0 +1,369 @@
+//! chaosd, the prepare daemon of the split toolstack: it keeps shells of each configured flavor
+//! ready (refilled by worker threads, above a host memory reserve), creates guests from them on
+//! clients' requests over a root-only unix socket, reaps guests that shut down, and leaves no
+//! shell behind (its own on shutdown, a crashed predecessor's at start).
+//!
+//! The `chaosd` binary in chaos-cli only parses flags and waits for a signal; everything else is
+//! here, so the tests drive a whole daemon on the simulated hypervisor.
+
+pub mod client;
+pub mod flavors;
+mod pool;
+pub mod protocol;
+mod server;
+pub mod signals;
+mod stats;
+#[cfg(test)]
+mod tests;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+pub use client::{Client, ClientError};
+pub use flavors::{FlavorError, FlavorTarget};
+pub use pool::describe as describe_flavor;
+pub use protocol::{FlavorStatus, Percentiles, PoolStatus, Request, Response, MAX_LINE};
+
+use crate::config::DomainConfig;
+use crate::hypervisor::PAGE_SIZE;
+use crate::toolstack::{Created, Flavor, Toolstack, ToolstackError, Via};
+use pool::Pool;
+use stats::Samples;
+
+/// Socket name inside the runtime directory (/run/chaos/chaosd.sock by default).
+pub const SOCKET_NAME: &str = "chaosd.sock";
+
+/// The daemon's socket in a runtime directory.
+pub fn socket_in(run_dir: &Path) -> PathBuf {
+    run_dir.join(SOCKET_NAME)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("{path}: {source}")]
+    Socket {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("another chaosd is running on {0} (it holds the lock)")]
+    AlreadyRunning(PathBuf),
+    #[error("{path}: {source}")]
+    Lock {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("reclaiming shells left by an earlier chaosd: {0}")]
+    Reclaim(#[source] ToolstackError),
+    #[error("starting a thread: {0}")]
+    Thread(#[source] std::io::Error),
+}
+
+/// How the daemon runs.
+#[derive(Debug, Clone)]
+pub struct DaemonConfig {
+    pub socket: PathBuf,
+    pub flavors: Vec<FlavorTarget>,
+    /// Free host memory (MiB) that refills leave alone.
+    pub reserve_mib: u64,
+    /// Refill worker threads.
+    pub workers: usize,
+    /// How often the daemon reaps guests that shut down; `None` leaves reaping to others.
+    pub reap_interval: Option<Duration>,
+}
+
+/// Shared by the server threads, the reaper and the handle.
+struct Core {
+    ts: Arc<Toolstack>,
+    pool: Arc<Pool>,
+    started: Instant,
+    reclaimed: usize,
+    pool_times: Mutex<Samples>,
+    direct_times: Mutex<Samples>,
+    stopping: AtomicBool,
+}
+
+impl Core {
+    fn handle(&self, req: Request) -> Response {
+        match req {
+            Request::Create {
+                config,
+                file,
+                overrides,
+                paused,
+                pool_only,
+            } => {
+                let cfg = match (config, file) {
+                    (Some(cfg), None) => {
+                        if !overrides.is_empty() {
+                            return Response::error("overrides go with a file, not a config");
+                        }
+                        *cfg
+                    }
+                    (None, Some(file)) => match crate::config::load(&file, &overrides) {
+                        Ok(loaded) => loaded.config,
+                        Err(e) => return Response::error(e.to_string()),
+                    },
+                    _ => return Response::error("create needs exactly one of config or file"),
+                };
+                match self.create(&cfg, paused, pool_only) {
+                    Ok(c) => Response::Created(Box::new(c)),
+                    Err(e) => Response::error(e),
+                }
+            }
+            Request::Status {} => Response::Status(Box::new(self.status())),
+            Request::Destroy { domain } => match self
+                .ts
+                .resolve(&domain)
+                .and_then(|d| self.ts.destroy(d).map(|()| d))
+            {
+                Ok(domid) => Response::Destroyed { domid },
+                Err(e) => Response::error(e.to_string()),
+            },
+        }
+    }
+
+    fn create(&self, cfg: &DomainConfig, paused: bool, pool_only: bool) -> Result<Created, String> {
+        // A config that came over the wire skipped the parser's checks.
+        check_config(cfg)?;
+        let flavor = Flavor::of(cfg);
+        let start = Instant::now();
+        // Missing kernels and unsupported features must not cost a shell.
+        self.ts.check_creatable(cfg).map_err(|e| e.to_string())?;
+        let mut created = match self.pool.take(&flavor) {
+            Some(ready) => {
+                let result = self.ts.execute_pooled(ready.shell, cfg, paused);
+                // Either a guest now (with its own record) or destroyed by the rollback.
+                self.pool.forget(&ready.uuid);
+                let created = result.map_err(|e| e.to_string())?;
+                lock(&self.pool_times).add(start.elapsed());
+                created
+            }
+            None if pool_only => {
+                return Err(if self.pool.serves(&flavor) {
+                    format!("no ready shell of flavor {}", describe_flavor(&flavor))
+                } else {
+                    format!(
+                        "chaosd keeps no shells of flavor {}",
+                        describe_flavor(&flavor)
+                    )
+                });
+            }
+            None => {
+                let created = self
+                    .ts
+                    .create(cfg, None, paused)
+                    .map_err(|e| e.to_string())?;
+                lock(&self.direct_times).add(start.elapsed());
+                created
+            }
+        };
+        created.via = Via::Daemon;
+        Ok(created)
+    }
+
+    fn status(&self) -> PoolStatus {
+        let alive = self.started.elapsed();
+        let (flavors, refill_per_s, prepare, held_by_reserve) = self.pool.status(alive);
+        let free_mib = match self.ts.hypervisor().physinfo() {
+            Ok(p) => p.free_pages * PAGE_SIZE as u64 / (1024 * 1024),
+            Err(e) => {
+                log::warn!("physinfo: {e}");
+                0
+            }
+        };
+        PoolStatus {
+            flavors,
+            uptime_s: alive.as_secs_f64(),
+            refill_per_s,
+            free_mib,
+            reserve_mib: self.pool.reserve_mib(),
+            held_by_reserve,
+            reclaimed: self.reclaimed,
+            prepare,
+            pool_create: lock(&self.pool_times).percentiles(),
+            direct_create: lock(&self.direct_times).percentiles(),
+        }
+    }
+
+    fn reaper(&self, interval: Duration) {
+        while !self.stopping.load(Ordering::Acquire) {
+            match self.ts.reap() {
+                Ok(done) => {
+                    for (dom, action) in done {
+                        log::info!("reaped domain {dom}: {action:?}");
+                    }
+                }
+                Err(e) => log::warn!("reaping: {e}"),
+            }
+            std::thread::sleep(interval);
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// What the parser would have refused, for configs that arrive as JSON.
+fn check_config(cfg: &DomainConfig) -> Result<(), String> {
+    use crate::config::{MAX_MEMORY_MIB, MAX_VCPUS};
+    if cfg.name.is_empty() || cfg.name.len() > 256 || cfg.name.contains(['/', '\0', '\n']) {
+        return Err(format!(
+            "name {:?}: expected 1..256 characters without '/'",
+            cfg.name
+        ));
+    }
+    if !cfg.kernel.is_absolute() {
+        return Err(format!(
+            "kernel {}: chaosd needs an absolute path",
+            cfg.kernel.display()
+        ));
+    }
+    if cfg.ramdisk.as_deref().is_some_and(|r| !r.is_absolute()) {
+        return Err("ramdisk: chaosd needs an absolute path".into());
+    }
+    if cfg.memory_mib == 0 || cfg.memory_mib > MAX_MEMORY_MIB || cfg.maxmem_mib < cfg.memory_mib {
+        return Err(format!(
+            "memory {} MiB / maxmem {} MiB out of range",
+            cfg.memory_mib, cfg.maxmem_mib
+        ));
+    }
+    if cfg.max_vcpus == 0
+        || cfg.max_vcpus > MAX_VCPUS
+        || cfg.vcpus == 0
+        || cfg.vcpus > cfg.max_vcpus
+    {
+        return Err(format!(
+            "vcpus {} / maxvcpus {} out of range",
+            cfg.vcpus, cfg.max_vcpus
+        ));
+    }
+    Ok(())
+}
+
+/// A running daemon. Dropping it without [`Daemon::shutdown`] leaves its shells to be
+/// reclaimed by the next daemon, as a crash would.
+pub struct Daemon {
+    core: Arc<Core>,
+    server: server::Server,
+    workers: Vec<JoinHandle<()>>,
+    reaper: Option<JoinHandle<()>>,
+    /// One daemon per runtime directory: another one would reclaim this one's shells.
+    _lock: std::fs::File,
+}
+
+impl Daemon {
+    /// Reclaims an earlier daemon's shells, binds the socket, and starts the refill workers,
+    /// the reaper and the server.
+    pub fn start(ts: Arc<Toolstack>, cfg: DaemonConfig) -> Result<Daemon, DaemonError> {
+        let lock_path = ts.state().root().join("chaosd.lock");
+        let lock = std::fs::File::create(&lock_path).map_err(|source| DaemonError::Lock {
+            path: lock_path.clone(),
+            source,
+        })?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(DaemonError::AlreadyRunning(ts.state().root().to_path_buf()))
+            }
+            Err(std::fs::TryLockError::Error(source)) => {
+                return Err(DaemonError::Lock {
+                    path: lock_path,
+                    source,
+                })
+            }
+        }
+        let listener = server::bind(&cfg.socket)?;
+        let reclaimed = pool::reclaim(&ts).map_err(DaemonError::Reclaim)?;
+        if reclaimed > 0 {
+            log::warn!("destroyed {reclaimed} shell(s) left by an earlier chaosd");
+        }
+        let pool = Arc::new(Pool::new(ts.clone(), &cfg.flavors, cfg.reserve_mib));
+        let core = Arc::new(Core {
+            ts,
+            pool: pool.clone(),
+            started: Instant::now(),
+            reclaimed,
+            pool_times: Mutex::default(),
+            direct_times: Mutex::default(),
+            stopping: AtomicBool::new(false),
+        });
+        let workers = pool
+            .spawn_workers(cfg.workers)
+            .map_err(DaemonError::Thread)?;
+        let reaper = match cfg.reap_interval {
+            Some(interval) => {
+                let core = core.clone();
+                Some(
+                    std::thread::Builder::new()
+                        .name("chaosd-reaper".into())
+                        .spawn(move || core.reaper(interval))
+                        .map_err(DaemonError::Thread)?,
+                )
+            }
+            None => None,
+        };
+        let server = server::Server::start(listener, cfg.socket, core.clone())?;
+        Ok(Daemon {
+            core,
+            server,
+            workers,
+            reaper,
+            _lock: lock,
+        })
+    }
+
+    /// Waits until every flavor has its target of ready shells; false after `limit`.
+    pub fn wait_filled(&self, limit: Duration) -> bool {
+        self.core.pool.wait_filled(limit)
+    }
+
+    pub fn status(&self) -> PoolStatus {
+        self.core.status()
+    }
+
+    /// Shells reclaimed at start.
+    pub fn reclaimed(&self) -> usize {
+        self.core.reclaimed
+    }
+
+    /// Stops serving, waits for the workers and the reaper, destroys the unused shells and
+    /// removes the socket. Returns how many shells were destroyed.
+    pub fn shutdown(self) -> usize {
+        self.core.stopping.store(true, Ordering::Release);
+        self.core.pool.stop();
+        self.server.stop();
+        for w in self.workers {
+            if w.join().is_err() {
+                log::error!("a refill worker panicked");
+            }
+        }
+        if let Some(r) = self.reaper {
+            if r.join().is_err() {
+                log::error!("the reaper panicked");
+            }
+        }
+        self.core.pool.drain()
+    }
+
+    /// Stops the threads without destroying anything, as if the process had been killed
+    /// (for tests of the reclaim at start).
+    #[cfg(test)]
+    fn abandon(self) {
+        self.core.stopping.store(true, Ordering::Release);
+        self.core.pool.stop();
+        self.server.stop();
+        for w in self.workers {
+            let _ = w.join();
+        }
+        if let Some(r) = self.reaper {
+            let _ = r.join();
+        }
+        // The ready shells (and their records) stay: dropping a Shell destroys nothing.
+    }
+}

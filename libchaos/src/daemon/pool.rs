@@ -1,0 +1,383 @@
+//! The refilled pool: ready shells per flavor, worker threads that prepare new ones as shells
+//! are taken, a memory reserve refills never eat into, and the on-disk shell records that let a
+//! later daemon reclaim the shells of one that died.
+
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use super::flavors::FlavorTarget;
+use super::protocol::FlavorStatus;
+use super::stats::{Rate, Samples};
+use crate::hypervisor::{DomId, HypervisorError, PAGE_SIZE};
+use crate::toolstack::{format_uuid, random_uuid, Flavor, Shell, ShellRecord, Toolstack};
+
+/// How long an idle worker sleeps before it looks at host memory again (another process may
+/// have freed some), and how long it waits after a failed prepare before trying again.
+const RECHECK: Duration = Duration::from_millis(500);
+
+const MIB_PAGES: u64 = 1024 * 1024 / PAGE_SIZE as u64;
+
+/// A ready shell and the name of its record.
+pub struct Ready {
+    pub shell: Shell,
+    pub uuid: String,
+}
+
+struct Slot {
+    flavor: Flavor,
+    target: usize,
+    ready: Vec<Ready>,
+    preparing: usize,
+    prepared: u64,
+    taken: u64,
+    last_error: Option<String>,
+}
+
+struct Inner {
+    slots: Vec<Slot>,
+    stopping: bool,
+    held_by_reserve: bool,
+    prepare_times: Samples,
+    refills: Rate,
+}
+
+pub struct Pool {
+    ts: Arc<Toolstack>,
+    inner: Mutex<Inner>,
+    /// Wakes workers: a shell was taken, or the daemon is stopping.
+    wake: Condvar,
+    /// Wakes `wait_filled`: a shell became ready.
+    filled: Condvar,
+    reserve_pages: u64,
+}
+
+impl Pool {
+    pub fn new(ts: Arc<Toolstack>, targets: &[FlavorTarget], reserve_mib: u64) -> Pool {
+        let mut slots: Vec<Slot> = Vec::new();
+        for t in targets {
+            // The same flavor twice adds up.
+            match slots.iter_mut().find(|s| s.flavor == t.flavor) {
+                Some(s) => s.target += t.target,
+                None => slots.push(Slot {
+                    flavor: t.flavor.clone(),
+                    target: t.target,
+                    ready: Vec::new(),
+                    preparing: 0,
+                    prepared: 0,
+                    taken: 0,
+                    last_error: None,
+                }),
+            }
+        }
+        Pool {
+            ts,
+            inner: Mutex::new(Inner {
+                slots,
+                stopping: false,
+                held_by_reserve: false,
+                prepare_times: Samples::default(),
+                refills: Rate::new(Duration::from_secs(60)),
+            }),
+            wake: Condvar::new(),
+            filled: Condvar::new(),
+            reserve_pages: reserve_mib * MIB_PAGES,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A worker that panicked cannot leave the counts half-updated in a way that matters more
+        // than stopping the whole daemon would.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether a pool of this flavor is configured.
+    pub fn serves(&self, flavor: &Flavor) -> bool {
+        self.lock().slots.iter().any(|s| &s.flavor == flavor)
+    }
+
+    /// A ready shell of this flavor; a worker starts refilling behind it.
+    pub fn take(&self, flavor: &Flavor) -> Option<Ready> {
+        let mut inner = self.lock();
+        let slot = inner.slots.iter_mut().find(|s| &s.flavor == flavor)?;
+        let ready = slot.ready.pop()?;
+        slot.taken += 1;
+        drop(inner);
+        self.wake.notify_one();
+        Some(ready)
+    }
+
+    /// Forgets the record of a shell that was taken, once it is a guest (or destroyed).
+    pub fn forget(&self, uuid: &str) {
+        if let Err(e) = self.ts.state().remove_shell(uuid) {
+            log::warn!("removing shell record {uuid}: {e}");
+        }
+    }
+
+    /// Starts `n` refill workers.
+    pub fn spawn_workers(self: &Arc<Self>, n: usize) -> std::io::Result<Vec<JoinHandle<()>>> {
+        (0..n.max(1))
+            .map(|i| {
+                let pool = Arc::clone(self);
+                std::thread::Builder::new()
+                    .name(format!("chaosd-refill-{i}"))
+                    .spawn(move || pool.worker())
+            })
+            .collect()
+    }
+
+    /// Asks the workers to stop after the shell they are preparing.
+    pub fn stop(&self) {
+        self.lock().stopping = true;
+        self.wake.notify_all();
+        self.filled.notify_all();
+    }
+
+    fn worker(&self) {
+        loop {
+            let Some(flavor) = self.next_job() else {
+                return;
+            };
+            let start = Instant::now();
+            let result = self.prepare_recorded(&flavor);
+            let mut inner = self.lock();
+            let Some(idx) = inner.slots.iter().position(|s| s.flavor == flavor) else {
+                return;
+            };
+            inner.slots[idx].preparing -= 1;
+            match result {
+                Ok(ready) => {
+                    let now = Instant::now();
+                    inner.prepare_times.add(now - start);
+                    inner.refills.tick(now);
+                    let slot = &mut inner.slots[idx];
+                    slot.ready.push(ready);
+                    slot.prepared += 1;
+                    slot.last_error = None;
+                    drop(inner);
+                    self.filled.notify_all();
+                }
+                Err(e) => {
+                    log::warn!("refilling {}: {e}", describe(&flavor));
+                    inner.slots[idx].last_error = Some(e);
+                    // Back off, so a failing flavor does not spin.
+                    let _ = self.wake.wait_timeout(inner, RECHECK);
+                }
+            }
+        }
+    }
+
+    /// Waits for a flavor below its target whose shell fits above the reserve, and claims it.
+    /// `None` once the daemon is stopping.
+    fn next_job(&self) -> Option<Flavor> {
+        let mut inner = self.lock();
+        loop {
+            if inner.stopping {
+                return None;
+            }
+            let wanted = inner
+                .slots
+                .iter()
+                .position(|s| s.ready.len() + s.preparing < s.target);
+            if let Some(idx) = wanted {
+                // Memory other workers are about to populate counts as used already.
+                let pending: u64 = inner
+                    .slots
+                    .iter()
+                    .map(|s| s.preparing as u64 * s.flavor.nr_pages())
+                    .sum();
+                let need = inner.slots[idx].flavor.nr_pages();
+                match self.fits(need + pending) {
+                    Ok(true) => {
+                        inner.held_by_reserve = false;
+                        inner.slots[idx].preparing += 1;
+                        return Some(inner.slots[idx].flavor.clone());
+                    }
+                    Ok(false) => inner.held_by_reserve = true,
+                    Err(e) => inner.slots[idx].last_error = Some(format!("host memory: {e}")),
+                }
+                inner = match self.wake.wait_timeout(inner, RECHECK) {
+                    Ok((g, _)) => g,
+                    Err(e) => e.into_inner().0,
+                };
+            } else {
+                inner.held_by_reserve = false;
+                inner = self.wake.wait(inner).unwrap_or_else(|e| e.into_inner());
+            }
+        }
+    }
+
+    /// Whether `pages` more can be taken from the host and leave the reserve free.
+    fn fits(&self, pages: u64) -> Result<bool, HypervisorError> {
+        let free = self.ts.hypervisor().physinfo()?.free_pages;
+        Ok(free >= pages.saturating_add(self.reserve_pages))
+    }
+
+    /// Prepares one shell with its record written first (handle only) and updated once the
+    /// domain exists, so a crash at any point leaves a record that finds the domain.
+    fn prepare_recorded(&self, flavor: &Flavor) -> Result<Ready, String> {
+        let handle = random_uuid();
+        let mut record = ShellRecord {
+            uuid: format_uuid(&handle),
+            handle,
+            domid: None,
+            flavor: flavor.clone(),
+            pid: std::process::id(),
+            created_ms: crate::toolstack::now_ms(),
+        };
+        let state = self.ts.state();
+        state.save_shell(&record).map_err(|e| e.to_string())?;
+        let shell = match self.ts.prepare_tagged(flavor, handle) {
+            Ok(s) => s,
+            Err(e) => {
+                self.forget(&record.uuid);
+                return Err(e.to_string());
+            }
+        };
+        record.domid = Some(shell.domid());
+        if let Err(e) = state.save_shell(&record) {
+            // Without a record the shell could leak: give it up.
+            if let Err(d) = self.ts.discard(shell) {
+                log::error!("discarding shell {}: {d}", record.uuid);
+            }
+            self.forget(&record.uuid);
+            return Err(e.to_string());
+        }
+        Ok(Ready {
+            shell,
+            uuid: record.uuid,
+        })
+    }
+
+    /// Destroys every ready shell and its record; returns how many.
+    pub fn drain(&self) -> usize {
+        let ready: Vec<Ready> = self
+            .lock()
+            .slots
+            .iter_mut()
+            .flat_map(|s| std::mem::take(&mut s.ready))
+            .collect();
+        let mut destroyed = 0;
+        for r in ready {
+            let domid = r.shell.domid();
+            match self.ts.discard(r.shell) {
+                Ok(()) => destroyed += 1,
+                Err(e) => log::error!("destroying shell (domain {domid}): {e}"),
+            }
+            self.forget(&r.uuid);
+        }
+        destroyed
+    }
+
+    /// Waits until every flavor has its target ready (or `limit` passes, or the daemon stops).
+    pub fn wait_filled(&self, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        let mut inner = self.lock();
+        loop {
+            if inner.slots.iter().all(|s| s.ready.len() >= s.target) {
+                return true;
+            }
+            let now = Instant::now();
+            if inner.stopping || now >= deadline {
+                return false;
+            }
+            inner = match self.filled.wait_timeout(inner, deadline - now) {
+                Ok((g, _)) => g,
+                Err(e) => e.into_inner().0,
+            };
+        }
+    }
+
+    /// Per-flavor counts, refill rate, prepare times, and whether the reserve holds refills.
+    pub fn status(&self, alive: Duration) -> (Vec<FlavorStatus>, f64, super::Percentiles, bool) {
+        let mut inner = self.lock();
+        let flavors = inner
+            .slots
+            .iter()
+            .map(|s| FlavorStatus {
+                flavor: s.flavor.clone(),
+                ready: s.ready.len(),
+                target: s.target,
+                preparing: s.preparing,
+                prepared: s.prepared,
+                taken: s.taken,
+                last_error: s.last_error.clone(),
+            })
+            .collect();
+        let rate = inner.refills.per_second(Instant::now(), alive);
+        (
+            flavors,
+            rate,
+            inner.prepare_times.percentiles(),
+            inner.held_by_reserve,
+        )
+    }
+
+    pub fn reserve_mib(&self) -> u64 {
+        self.reserve_pages / MIB_PAGES
+    }
+}
+
+/// A short description of a flavor for logs and errors.
+pub fn describe(f: &Flavor) -> String {
+    format!(
+        "{} {} MiB (max {}), {} vcpu(s), {}",
+        f.kind,
+        f.memory_mib,
+        f.maxmem_mib,
+        f.max_vcpus,
+        match f.control_plane {
+            crate::config::ControlPlane::Xenstore => "xenstore",
+            crate::config::ControlPlane::Noxs => "noxs",
+        }
+    )
+}
+
+/// Destroys the shells a daemon that died left behind: every shell record whose domain still
+/// exists with the record's handle, paused, and with no guest record (so it was never made a
+/// guest). Records whose domain is gone or became a guest are just removed. Returns how many
+/// domains were destroyed.
+pub fn reclaim(ts: &Toolstack) -> Result<usize, crate::toolstack::ToolstackError> {
+    let state = ts.state();
+    let records = state.shells()?;
+    if records.is_empty() {
+        return Ok(0);
+    }
+    let hv = ts.hypervisor();
+    let live =
+        hv.list_domains()
+            .map_err(|source| crate::toolstack::ToolstackError::Hypervisor {
+                step: "list domains",
+                source,
+            })?;
+    let mut reclaimed = 0;
+    for r in records {
+        // Domain ids are reused: only the handle says it is still our shell.
+        let found = live
+            .iter()
+            .find(|i| r.domid.is_none_or(|d| d == i.domid) && i.handle == r.handle);
+        if let Some(info) = found {
+            let is_guest = state.load(info.domid)?.is_some();
+            if info.domid != DomId::DOM0 && info.paused && info.shutdown.is_none() && !is_guest {
+                match hv.destroy_domain(info.domid) {
+                    Ok(()) => {
+                        log::info!("reclaimed shell {} (domain {})", r.uuid, info.domid);
+                        reclaimed += 1;
+                    }
+                    Err(e) => {
+                        log::error!("reclaiming shell domain {}: {e}", info.domid);
+                        continue;
+                    }
+                }
+            } else {
+                log::warn!(
+                    "shell record {} names domain {}, which is no longer a shell; leaving it",
+                    r.uuid,
+                    info.domid
+                );
+            }
+        }
+        state.remove_shell(&r.uuid)?;
+    }
+    Ok(reclaimed)
+}

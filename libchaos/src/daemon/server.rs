@@ -1,0 +1,207 @@
+//! The socket side: a root-only unix socket, one thread per client, one JSON request per line.
+//! Whatever a client sends, it gets an error reply or is disconnected; the daemon keeps serving
+//! everyone else.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use super::protocol::{Request, Response, MAX_LINE};
+use super::{Core, DaemonError};
+
+/// Clients served at once; more get an error reply and are disconnected.
+const MAX_CLIENTS: usize = 256;
+/// A client that sends nothing for this long is disconnected (it holds a thread).
+const IDLE: Duration = Duration::from_secs(120);
+
+/// Binds the socket, replacing a stale one, readable and writable by its owner only.
+pub fn bind(path: &Path) -> Result<UnixListener, DaemonError> {
+    let err = |source| DaemonError::Socket {
+        path: path.to_path_buf(),
+        source,
+    };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(err)?;
+    }
+    if path.exists() {
+        if UnixStream::connect(path).is_ok() {
+            return Err(DaemonError::AlreadyRunning(path.to_path_buf()));
+        }
+        // Left by a daemon that died.
+        std::fs::remove_file(path).map_err(err)?;
+    }
+    let listener = UnixListener::bind(path).map_err(err)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(err)?;
+    Ok(listener)
+}
+
+pub struct Server {
+    path: PathBuf,
+    stopping: Arc<AtomicBool>,
+    accept: JoinHandle<()>,
+}
+
+impl Server {
+    pub fn start(
+        listener: UnixListener,
+        path: PathBuf,
+        core: Arc<Core>,
+    ) -> Result<Server, DaemonError> {
+        let stopping = Arc::new(AtomicBool::new(false));
+        let stop = stopping.clone();
+        let accept = std::thread::Builder::new()
+            .name("chaosd-accept".into())
+            .spawn(move || accept_loop(listener, core, stop))
+            .map_err(DaemonError::Thread)?;
+        Ok(Server {
+            path,
+            stopping,
+            accept,
+        })
+    }
+
+    /// Stops accepting and removes the socket. Clients being served finish their request.
+    pub fn stop(self) {
+        self.stopping.store(true, Ordering::Release);
+        // accept() has no timeout: wake it with a connection of our own.
+        let _ = UnixStream::connect(&self.path);
+        if self.accept.join().is_err() {
+            log::error!("the accept thread panicked");
+        }
+        if let Err(e) = std::fs::remove_file(&self.path) {
+            log::warn!("{}: {e}", self.path.display());
+        }
+    }
+}
+
+fn accept_loop(listener: UnixListener, core: Arc<Core>, stopping: Arc<AtomicBool>) {
+    let active = Arc::new(AtomicUsize::new(0));
+    for conn in listener.incoming() {
+        if stopping.load(Ordering::Acquire) {
+            return;
+        }
+        let mut stream = match conn {
+            Ok(s) => s,
+            Err(e) => {
+                log::warn!("accept: {e}");
+                // Out of descriptors, typically: do not spin.
+                std::thread::sleep(Duration::from_millis(10));
+                continue;
+            }
+        };
+        if active.fetch_add(1, Ordering::AcqRel) >= MAX_CLIENTS {
+            active.fetch_sub(1, Ordering::AcqRel);
+            let _ = reply(&mut stream, &Response::error("chaosd: too many clients"));
+            continue;
+        }
+        let core = core.clone();
+        let count = active.clone();
+        let spawned = std::thread::Builder::new()
+            .name("chaosd-client".into())
+            .spawn(move || {
+                if let Err(e) = serve(stream, &core) {
+                    log::debug!("client: {e}");
+                }
+                count.fetch_sub(1, Ordering::AcqRel);
+            });
+        if let Err(e) = spawned {
+            active.fetch_sub(1, Ordering::AcqRel);
+            log::error!("starting a client thread: {e}");
+        }
+    }
+}
+
+/// Serves one client until it hangs up, goes idle, or sends a line too long to be a request.
+fn serve(stream: UnixStream, core: &Core) -> std::io::Result<()> {
+    let mut writer = stream.try_clone()?;
+    if let Err(msg) = check_peer(&stream) {
+        log::warn!("refused a client: {msg}");
+        return reply(&mut writer, &Response::error(msg));
+    }
+    stream.set_read_timeout(Some(IDLE))?;
+    let mut reader = BufReader::new(stream);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        let n = (&mut reader)
+            .take(MAX_LINE as u64 + 1)
+            .read_until(b'\n', &mut line)?;
+        if n == 0 {
+            return Ok(());
+        }
+        if line.last() != Some(&b'\n') {
+            if line.len() > MAX_LINE {
+                // The rest of the line is still coming: there is no way back in step.
+                return reply(
+                    &mut writer,
+                    &Response::error(format!("request longer than {MAX_LINE} bytes")),
+                );
+            }
+            // Hung up in the middle of a request: nothing to answer.
+            return Ok(());
+        }
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        let response = if core.stopping.load(Ordering::Acquire) {
+            Response::error("chaosd is shutting down")
+        } else {
+            match serde_json::from_slice::<Request>(&line) {
+                Ok(req) => core.handle(req),
+                Err(e) => Response::error(format!("invalid request: {e}")),
+            }
+        };
+        reply(&mut writer, &response)?;
+    }
+}
+
+fn reply(w: &mut UnixStream, response: &Response) -> std::io::Result<()> {
+    let mut bytes = serde_json::to_vec(response).unwrap_or_else(|e| {
+        // Our own types always serialize; say so rather than hang the client if not.
+        format!(r#"{{"result":"error","message":"cannot encode the reply: {e}"}}"#).into_bytes()
+    });
+    bytes.push(b'\n');
+    w.write_all(&bytes)
+}
+
+/// Root, or the user the daemon runs as (tests run unprivileged), may talk to chaosd.
+fn check_peer(stream: &UnixStream) -> Result<(), String> {
+    let uid = peer_uid(stream).map_err(|e| format!("SO_PEERCRED: {e}"))?;
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let own = unsafe { libc::geteuid() };
+    if uid == 0 || uid == own {
+        Ok(())
+    } else {
+        Err(format!("uid {uid} may not use chaosd (root only)"))
+    }
+}
+
+fn peer_uid(stream: &UnixStream) -> std::io::Result<u32> {
+    let mut cred = libc::ucred {
+        pid: 0,
+        uid: u32::MAX,
+        gid: u32::MAX,
+    };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: the fd is a live unix socket owned by `stream`; `cred` and `len` are valid for
+    // writes of the size passed, which is the size SO_PEERCRED fills.
+    let rc = unsafe {
+        libc::getsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&mut cred as *mut libc::ucred).cast(),
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(cred.uid)
+}

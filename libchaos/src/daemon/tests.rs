@@ -1,0 +1,530 @@
+//! A whole daemon on the simulated hypervisor, over a socket in a scratch directory.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::*;
+use crate::config::parse_xl;
+use crate::hypervisor::sim::{SimConfig, SimHypervisor};
+use crate::hypervisor::{DomId, Hypervisor};
+use crate::image::testelf::TestElf;
+use crate::toolstack::{CreationPath, ShellRecord, StateDir};
+use crate::xenstore::{MemStore, TxId, Xenstore};
+
+/// Generous: the workers only wait on each other and the sim.
+const FILL: Duration = Duration::from_secs(30);
+
+struct World {
+    dir: PathBuf,
+    sim: Arc<SimHypervisor>,
+    ts: Arc<Toolstack>,
+    kernel: PathBuf,
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn world(tag: &str) -> World {
+    world_with(tag, SimConfig::default())
+}
+
+fn world_with(tag: &str, host: SimConfig) -> World {
+    let dir = std::env::temp_dir().join(format!("chaosd-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    let kernel = dir.join("kernel.elf");
+    std::fs::write(
+        &kernel,
+        TestElf::pv(0xffff_ffff_8000_0000, 0x20_0000, 0x3000, 0x1000).build(),
+    )
+    .expect("write kernel");
+    let sim = Arc::new(SimHypervisor::new(host));
+    let xs = Arc::new(MemStore::new());
+    for d in ["/local/domain/0", "/vm"] {
+        xs.mkdir(TxId::NONE, d).expect("mkdir");
+    }
+    let state = StateDir::open(dir.join("run")).expect("state dir");
+    let ts = Arc::new(Toolstack::new(sim.clone(), Some(xs), state));
+    World {
+        dir,
+        sim,
+        ts,
+        kernel,
+    }
+}
+
+impl World {
+    fn socket(&self) -> PathBuf {
+        self.dir.join("chaosd.sock")
+    }
+
+    fn start(&self, flavors: &[(u64, usize)], reserve_mib: u64) -> Daemon {
+        Daemon::start(
+            self.ts.clone(),
+            DaemonConfig {
+                socket: self.socket(),
+                flavors: flavors
+                    .iter()
+                    .map(|&(mib, target)| FlavorTarget {
+                        flavor: flavor(mib),
+                        target,
+                    })
+                    .collect(),
+                reserve_mib,
+                workers: 2,
+                reap_interval: None,
+            },
+        )
+        .expect("daemon starts")
+    }
+
+    fn config(&self, name: &str, memory_mib: u64) -> DomainConfig {
+        let text = format!(
+            "name = \"{name}\"\nkernel = \"{}\"\nmemory = {memory_mib}\n",
+            self.kernel.display()
+        );
+        parse_xl(&text, "test.cfg", &[])
+            .expect("valid config")
+            .config
+    }
+
+    fn client(&self) -> Client {
+        Client::connect(&self.socket()).expect("connect")
+    }
+
+    fn shell_records(&self) -> Vec<ShellRecord> {
+        self.ts.state().shells().expect("shell records")
+    }
+}
+
+fn flavor(memory_mib: u64) -> Flavor {
+    Flavor {
+        kind: crate::hypervisor::GuestKind::Pv,
+        memory_mib,
+        maxmem_mib: memory_mib,
+        max_vcpus: 1,
+        control_plane: crate::config::ControlPlane::Xenstore,
+    }
+}
+
+fn ready(d: &Daemon, memory_mib: u64) -> usize {
+    d.status()
+        .flavors
+        .iter()
+        .find(|f| f.flavor == flavor(memory_mib))
+        .map_or(0, |f| f.ready)
+}
+
+/// Sends raw bytes on a fresh connection and reads one reply line ("" if the daemon hung up).
+fn raw(w: &World, bytes: &[u8]) -> String {
+    let mut s = UnixStream::connect(w.socket()).expect("connect");
+    s.write_all(bytes).expect("write");
+    let mut line = String::new();
+    BufReader::new(s).read_line(&mut line).expect("read reply");
+    line
+}
+
+fn is_error(reply: &str, needle: &str) -> bool {
+    let v: serde_json::Value = serde_json::from_str(reply).unwrap_or_default();
+    v["result"] == "error"
+        && v["message"]
+            .as_str()
+            .is_some_and(|m| m.to_lowercase().contains(&needle.to_lowercase()))
+}
+
+#[test]
+fn the_pool_is_refilled_to_its_target_after_every_take() {
+    let w = world("refill");
+    let d = w.start(&[(16, 3)], 0);
+    assert!(d.wait_filled(FILL), "pool filled");
+    assert_eq!(w.sim.guest_count(), 3, "three shells");
+    assert_eq!(w.shell_records().len(), 3, "each shell has a record");
+    let listed = w.ts.list().expect("list");
+    assert_eq!(
+        listed.iter().filter(|x| x.name == "(shell)").count(),
+        3,
+        "shells are listed as such: {listed:?}"
+    );
+
+    let mut c = w.client();
+    for i in 0..5 {
+        let created = c
+            .create(&w.config(&format!("g{i}"), 16), false, false)
+            .expect("create");
+        assert_eq!(created.path, CreationPath::Pool, "creation {i}");
+        assert_eq!(created.via, Via::Daemon);
+        assert!(
+            created.timings.get("populate").is_none(),
+            "no prepare on the way"
+        );
+        assert!(!w.sim.domain_info(created.domid).expect("guest").paused);
+        assert!(d.wait_filled(FILL), "refilled after creation {i}");
+    }
+    let status = c.status().expect("status");
+    let f = &status.flavors[0];
+    assert_eq!((f.ready, f.target, f.taken, f.prepared), (3, 3, 5, 8));
+    assert_eq!(status.pool_create.count, 5);
+    assert_eq!(status.direct_create.count, 0);
+    assert!(status.prepare.count >= 8);
+    assert_eq!(w.sim.guest_count(), 8, "5 guests and 3 shells");
+    assert_eq!(
+        w.shell_records().len(),
+        3,
+        "records of taken shells are gone"
+    );
+
+    // A flavor without a pool is created directly.
+    let created = c.create(&w.config("big", 32), true, false).expect("direct");
+    assert_eq!(created.path, CreationPath::Direct);
+    assert!(created.paused);
+
+    assert_eq!(d.shutdown(), 3, "the unused shells are destroyed");
+    assert_eq!(w.sim.guest_count(), 6, "the guests stay");
+    assert!(w.shell_records().is_empty());
+    assert!(!w.socket().exists(), "socket removed");
+}
+
+#[test]
+fn many_concurrent_clients_are_all_served() {
+    let w = Arc::new(world("concurrent"));
+    let d = w.start(&[(4, 4)], 0);
+    assert!(d.wait_filled(FILL));
+    const THREADS: usize = 16;
+    const EACH: usize = 20;
+    let handles: Vec<_> = (0..THREADS)
+        .map(|t| {
+            let w = w.clone();
+            std::thread::spawn(move || {
+                let mut c = w.client();
+                (0..EACH)
+                    .map(|i| c.create(&w.config(&format!("c{t}-{i}"), 4), true, false))
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let mut domids = Vec::new();
+    for h in handles {
+        for r in h.join().expect("client thread") {
+            domids.push(r.expect("every creation succeeds").domid);
+        }
+    }
+    domids.sort();
+    domids.dedup();
+    assert_eq!(domids.len(), THREADS * EACH, "distinct domains");
+    let status = d.status();
+    assert_eq!(
+        status.pool_create.count + status.direct_create.count,
+        THREADS * EACH
+    );
+    assert!(status.pool_create.count >= 4, "the ready shells were used");
+    for t in 0..THREADS {
+        for i in 0..EACH {
+            w.ts.resolve(&format!("c{t}-{i}")).expect("guest exists");
+        }
+    }
+    let shells = d.shutdown();
+    assert_eq!(
+        w.sim.guest_count(),
+        THREADS * EACH,
+        "{shells} shells destroyed, guests kept"
+    );
+}
+
+#[test]
+fn a_new_daemon_reclaims_the_shells_of_one_that_crashed() {
+    let w = world("reclaim");
+    let d = w.start(&[(4, 3)], 0);
+    assert!(d.wait_filled(FILL));
+    let guest = w
+        .client()
+        .create(&w.config("survivor", 4), false, false)
+        .expect("create");
+    assert!(d.wait_filled(FILL));
+    d.abandon();
+    assert_eq!(w.sim.guest_count(), 4, "3 shells left behind + the guest");
+
+    // A crash between creating the domain and recording its id: the record has only the handle.
+    let handle = crate::toolstack::random_uuid();
+    let pending = w.ts.prepare_tagged(&flavor(4), handle).expect("prepare");
+    let pending_dom = pending.domid();
+    w.ts.state()
+        .save_shell(&ShellRecord {
+            uuid: crate::toolstack::format_uuid(&handle),
+            handle,
+            domid: None,
+            flavor: flavor(4),
+            pid: 1,
+            created_ms: 0,
+        })
+        .expect("save");
+    // A record whose domain id now belongs to a guest (handle differs): the guest must stay.
+    w.ts.state()
+        .save_shell(&ShellRecord {
+            uuid: "reused".into(),
+            handle: [7; 16],
+            domid: Some(guest.domid),
+            flavor: flavor(4),
+            pid: 1,
+            created_ms: 0,
+        })
+        .expect("save");
+    // A record of a domain that is gone.
+    w.ts.state()
+        .save_shell(&ShellRecord {
+            uuid: "gone".into(),
+            handle: [9; 16],
+            domid: Some(DomId(999)),
+            flavor: flavor(4),
+            pid: 1,
+            created_ms: 0,
+        })
+        .expect("save");
+    assert_eq!(w.sim.guest_count(), 5);
+
+    let d = w.start(&[], 0);
+    assert_eq!(
+        d.reclaimed(),
+        4,
+        "three ready shells and the half-recorded one"
+    );
+    assert!(
+        w.sim.domain_info(pending_dom).is_err(),
+        "pending shell destroyed"
+    );
+    assert_eq!(w.sim.guest_count(), 1, "only the guest is left");
+    assert!(w.sim.domain_info(guest.domid).is_ok(), "the guest survived");
+    assert!(w.shell_records().is_empty(), "all records handled");
+    assert_eq!(d.status().reclaimed, 4);
+    assert_eq!(d.shutdown(), 0);
+}
+
+#[test]
+fn only_one_daemon_runs_per_runtime_directory() {
+    let w = world("twice");
+    let d = w.start(&[(4, 1)], 0);
+    let again = Daemon::start(
+        w.ts.clone(),
+        DaemonConfig {
+            socket: w.dir.join("other.sock"),
+            flavors: Vec::new(),
+            reserve_mib: 0,
+            workers: 1,
+            reap_interval: None,
+        },
+    );
+    assert!(matches!(again, Err(DaemonError::AlreadyRunning(_))));
+    assert!(
+        d.wait_filled(FILL),
+        "the first one's shells were not reclaimed"
+    );
+    assert_eq!(d.shutdown(), 1);
+}
+
+#[test]
+fn bad_requests_get_error_replies_and_the_daemon_keeps_serving() {
+    let w = world("bad");
+    let d = w.start(&[(16, 2)], 0);
+    assert!(d.wait_filled(FILL));
+
+    assert!(is_error(&raw(&w, b"hello\n"), "invalid request"));
+    assert!(is_error(&raw(&w, b"{\"op\":\n"), "invalid request"));
+    assert!(is_error(&raw(&w, b"[1,2,3]\n"), "invalid request"));
+    assert!(is_error(&raw(&w, b"\xff\xfe\n"), "invalid request"));
+    assert!(is_error(
+        &raw(&w, b"{\"op\":\"format-disk\"}\n"),
+        "unknown variant"
+    ));
+    assert!(is_error(
+        &raw(&w, b"{\"op\":\"status\",\"x\":1}\n"),
+        "unknown field"
+    ));
+    assert!(is_error(&raw(&w, b"{\"op\":\"create\"}\n"), "exactly one"));
+    assert!(is_error(
+        &raw(
+            &w,
+            b"{\"op\":\"create\",\"file\":\"/nonexistent/guest.cfg\"}\n"
+        ),
+        "nonexistent"
+    ));
+    assert!(is_error(
+        &raw(&w, b"{\"op\":\"destroy\",\"domain\":\"nobody\"}\n"),
+        "nobody"
+    ));
+
+    // Longer than the cap: an error, then the daemon hangs up.
+    let mut huge = vec![b'a'; MAX_LINE + 100];
+    huge.push(b'\n');
+    assert!(is_error(&raw(&w, &huge), "longer than"));
+
+    // A client that hangs up mid-request.
+    {
+        let mut s = UnixStream::connect(w.socket()).expect("connect");
+        s.write_all(b"{\"op\":\"create\",\"config\":{\"na")
+            .expect("write");
+    }
+
+    let mut c = w.client();
+    // A kernel that does not exist, a relative path, a hostile config: refused before a shell
+    // is spent.
+    let mut cfg = w.config("nokernel", 16);
+    cfg.kernel = "/nonexistent/kernel".into();
+    let err = c.create(&cfg, false, false).unwrap_err();
+    assert!(err.to_string().contains("/nonexistent/kernel"), "{err}");
+    cfg.kernel = "relative/kernel".into();
+    let err = c.create(&cfg, false, false).unwrap_err();
+    assert!(err.to_string().contains("absolute"), "{err}");
+    let mut cfg = w.config("zero", 16);
+    cfg.max_vcpus = 0;
+    assert!(c.create(&cfg, false, false).is_err());
+    let mut cfg = w.config("huge", 16);
+    cfg.memory_mib = u64::MAX;
+    assert!(c.create(&cfg, false, false).is_err());
+    let mut cfg = w.config("slash", 16);
+    cfg.name = "../../etc".into();
+    assert!(c.create(&cfg, false, false).is_err());
+    assert_eq!(ready(&d, 16), 2, "no shell was spent on refused requests");
+
+    // A flavor without a pool, when only the pool may serve.
+    let err = c.create(&w.config("unknown", 48), false, true).unwrap_err();
+    assert!(err.to_string().contains("keeps no shells"), "{err}");
+
+    // A good request still works, on the same connection as the failures.
+    let created = c.create(&w.config("good", 16), false, true).expect("good");
+    assert_eq!(created.path, CreationPath::Pool);
+    // And a name clash is an error that does not leak the shell it took.
+    assert!(c.create(&w.config("good", 16), false, false).is_err());
+    assert!(d.wait_filled(FILL));
+    assert_eq!(w.sim.guest_count(), 3, "the guest and two shells");
+    assert_eq!(d.shutdown(), 2);
+    assert_eq!(w.sim.guest_count(), 1);
+}
+
+#[test]
+fn refills_stop_at_the_memory_reserve() {
+    // 2048 MiB free; a 1000 MiB reserve leaves room for four 256 MiB shells, not five.
+    let w = world_with(
+        "reserve",
+        SimConfig {
+            host_mib: 3072,
+            dom0_mib: 1024,
+            nr_cpus: 2,
+        },
+    );
+    let d = w.start(&[(256, 10)], 1000);
+    assert!(
+        !d.wait_filled(Duration::from_millis(200)),
+        "cannot reach 10"
+    );
+    let deadline = Instant::now() + FILL;
+    while !(ready(&d, 256) == 4 && d.status().held_by_reserve) {
+        assert!(Instant::now() < deadline, "status: {:?}", d.status());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // Give the workers time to (wrongly) go on.
+    std::thread::sleep(Duration::from_millis(1200));
+    let status = d.status();
+    assert_eq!(status.flavors[0].ready, 4, "{status:?}");
+    assert!(status.free_mib >= 1000, "{status:?}");
+    assert_eq!(w.sim.guest_count(), 4);
+
+    // A creation takes a shell; the freed reserve room is not refilled past the reserve, but
+    // destroying the guest makes room for one refill.
+    let created = w
+        .client()
+        .create(&w.config("g", 256), false, false)
+        .expect("create");
+    assert_eq!(created.path, CreationPath::Pool);
+    std::thread::sleep(Duration::from_millis(1200));
+    assert_eq!(ready(&d, 256), 3, "no room for a refill");
+    w.ts.destroy(created.domid).expect("destroy");
+    let deadline = Instant::now() + FILL;
+    while ready(&d, 256) < 4 {
+        assert!(Instant::now() < deadline, "refilled once memory was freed");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(d.shutdown(), 4);
+    assert_eq!(w.sim.guest_count(), 0);
+}
+
+#[test]
+fn the_daemon_reaps_guests_that_shut_down() {
+    let w = world("reap");
+    let d = Daemon::start(
+        w.ts.clone(),
+        DaemonConfig {
+            socket: w.socket(),
+            flavors: Vec::new(),
+            reserve_mib: 0,
+            workers: 1,
+            reap_interval: Some(Duration::from_millis(5)),
+        },
+    )
+    .expect("start");
+    let created = w
+        .client()
+        .create(&w.config("bye", 4), false, false)
+        .expect("create");
+    w.sim
+        .guest_shutdown(created.domid, crate::hypervisor::ShutdownReason::Poweroff)
+        .expect("guest powers off");
+    let deadline = Instant::now() + FILL;
+    while w.sim.domain_info(created.domid).is_ok() {
+        assert!(Instant::now() < deadline, "reaped");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    d.shutdown();
+}
+
+#[test]
+fn flavor_specs_and_files_parse_and_refuse_nonsense() {
+    let t = flavors::parse_spec("memory=4,vcpus=2,count=20").expect("spec");
+    assert_eq!(t.target, 20);
+    assert_eq!(t.flavor.memory_mib, 4);
+    assert_eq!(t.flavor.maxmem_mib, 4);
+    assert_eq!(t.flavor.max_vcpus, 2);
+    for bad in [
+        "memory=4",
+        "count=3",
+        "memory=0,count=1",
+        "memory=4,count=1,colour=blue",
+        "memory=4,count=x",
+        "memory=4,count=1,memory=8",
+        "memory=4,count=1,control_plane=noxs",
+        "memory=4,count=1,type=hvm",
+        "memory=8,maxmem=4,count=1",
+        "memory=4,count=1000000",
+        "memory",
+    ] {
+        assert!(flavors::parse_spec(bad).is_err(), "{bad} accepted");
+    }
+    let w = world("flavorfile");
+    let cfg = w.dir.join("g.cfg");
+    std::fs::write(
+        &cfg,
+        format!(
+            "name = \"g\"\nkernel = \"{}\"\nmemory = 12\n",
+            w.kernel.display()
+        ),
+    )
+    .expect("write");
+    let t = flavors::parse_spec(&format!("config={},count=2", cfg.display())).expect("config");
+    assert_eq!(t.flavor, flavor(12));
+    let file = w.dir.join("chaosd.json");
+    std::fs::write(
+        &file,
+        r#"{"reserve_mib": 64, "flavors": [{"memory": 4, "count": 2}, {"memory": 8, "vcpus": 2, "count": 1}]}"#,
+    )
+    .expect("write");
+    let s = flavors::load_file(&file).expect("file");
+    assert_eq!(s.reserve_mib, Some(64));
+    assert_eq!(s.flavors.len(), 2);
+    std::fs::write(&file, r#"{"flavors": [{"memory": 4}]}"#).expect("write");
+    let err = flavors::load_file(&file).unwrap_err();
+    assert!(err.to_string().contains("count"), "{err}");
+}
