@@ -10,10 +10,26 @@ use libchaos::hypervisor::xen::XenHypervisor;
 use libchaos::toolstack::{StateDir, Toolstack};
 use libchaos::xenstore::{MemStore, Xenstore, XsClient};
 
-use crate::HypervisorKind;
+/// Which hypervisor to drive: real Xen, or the in-memory simulation (dry runs).
+#[derive(Copy, Clone, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum HypervisorKind {
+    Xen,
+    Sim,
+}
+
+/// The runtime directory a command uses: the flag, else CHAOS_RUN_DIR, else /run/chaos (Xen)
+/// or $TMPDIR/chaos-sim (sim).
+pub fn run_root(kind: HypervisorKind, run_dir: Option<PathBuf>) -> PathBuf {
+    match kind {
+        HypervisorKind::Xen => run_dir.unwrap_or_else(StateDir::default_root),
+        HypervisorKind::Sim => run_dir
+            .or_else(|| std::env::var_os("CHAOS_RUN_DIR").map(PathBuf::from))
+            .unwrap_or_else(|| std::env::temp_dir().join("chaos-sim")),
+    }
+}
 
 pub struct Backend {
-    ts: Toolstack,
+    ts: Arc<Toolstack>,
     /// The simulated host, where it is saved, and the lock that keeps other commands out.
     sim: Option<(Arc<SimHypervisor>, PathBuf, File)>,
 }
@@ -23,7 +39,7 @@ impl Backend {
         match kind {
             HypervisorKind::Xen => {
                 let hv = XenHypervisor::open().map_err(|e| e.to_string())?;
-                let root = run_dir.unwrap_or_else(StateDir::default_root);
+                let root = run_root(kind, run_dir);
                 let state = StateDir::open(root).map_err(|e| e.to_string())?;
                 // Listing and destroying work without xenstored; creating says it needs it.
                 let xs: Option<Arc<dyn Xenstore>> = match XsClient::open() {
@@ -34,14 +50,12 @@ impl Backend {
                     }
                 };
                 Ok(Backend {
-                    ts: Toolstack::new(Arc::new(hv), xs, state),
+                    ts: Arc::new(Toolstack::new(Arc::new(hv), xs, state)),
                     sim: None,
                 })
             }
             HypervisorKind::Sim => {
-                let root = run_dir
-                    .or_else(|| std::env::var_os("CHAOS_RUN_DIR").map(PathBuf::from))
-                    .unwrap_or_else(|| std::env::temp_dir().join("chaos-sim"));
+                let root = run_root(kind, run_dir);
                 let state = StateDir::open(&root).map_err(|e| e.to_string())?;
                 let lock_path = root.join("sim.lock");
                 let lock = File::create(&lock_path)
@@ -54,7 +68,7 @@ impl Backend {
                 );
                 let xs: Arc<dyn Xenstore> = Arc::new(MemStore::new());
                 Ok(Backend {
-                    ts: Toolstack::new(sim.clone(), Some(xs), state),
+                    ts: Arc::new(Toolstack::new(sim.clone(), Some(xs), state)),
                     sim: Some((sim, saved, lock)),
                 })
             }
@@ -63,6 +77,12 @@ impl Backend {
 
     pub fn toolstack(&self) -> &Toolstack {
         &self.ts
+    }
+
+    /// The toolstack, to share with threads (chaosd).
+    #[allow(dead_code)] // used by chaosd only
+    pub fn shared(&self) -> Arc<Toolstack> {
+        self.ts.clone()
     }
 
     /// Saves the simulated host, if that is what ran.

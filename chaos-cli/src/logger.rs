@@ -18,7 +18,7 @@ impl Log for Stderr {
                 Level::Debug => "debug",
                 Level::Trace => "trace",
             };
-            eprintln!("chaos: {level}: {}", record.args());
+            eprintln!("{}: {level}: {}", env!("CARGO_BIN_NAME"), record.args());
         }
     }
 

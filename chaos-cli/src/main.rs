@@ -12,11 +12,13 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
 
+use libchaos::config::DomainConfig;
+use libchaos::daemon::Client;
 use libchaos::toolstack::ShutdownKind;
 
-use backend::Backend;
+use backend::{Backend, HypervisorKind};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -32,17 +34,14 @@ struct Cli {
     /// CHAOS_RUN_DIR overrides).
     #[arg(long, global = true)]
     run_dir: Option<PathBuf>,
+    /// chaosd's socket (default: chaosd.sock in the runtime directory).
+    #[arg(long, global = true)]
+    socket: Option<PathBuf>,
     /// More log output (repeat for more).
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     verbose: u8,
     #[command(subcommand)]
     command: Command,
-}
-
-#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
-enum HypervisorKind {
-    Xen,
-    Sim,
 }
 
 #[derive(Subcommand, Debug)]
@@ -58,6 +57,15 @@ enum Command {
         /// Print each new guest as one line of JSON, with its phase timings.
         #[arg(long)]
         json: bool,
+        /// Create in this process even if chaosd is running.
+        #[arg(long, conflicts_with = "daemon")]
+        local: bool,
+        /// Fail unless chaosd creates the guests.
+        #[arg(long)]
+        daemon: bool,
+        /// Fail unless chaosd has a ready shell of the guest's flavor (implies --daemon).
+        #[arg(long, conflicts_with = "local")]
+        pool_only: bool,
         /// Config file (xl.cfg syntax, or LightVM JSON if it ends in .json).
         file: PathBuf,
         /// Settings that override the file, as with xl: KEY=VALUE ...
@@ -108,6 +116,20 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// chaosd's pool of ready shells.
+    Pool {
+        #[command(subcommand)]
+        command: PoolCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum PoolCommand {
+    /// Ready and target shells per flavor, refill rate, creation latency percentiles.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -123,6 +145,37 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<(), String> {
+    let socket = cli.socket.clone().unwrap_or_else(|| {
+        libchaos::daemon::socket_in(&backend::run_root(cli.hypervisor, cli.run_dir.clone()))
+    });
+    // What chaosd can do is done there, without opening Xen here.
+    match &cli.command {
+        Command::Create {
+            paused,
+            count,
+            json,
+            local: false,
+            daemon,
+            pool_only,
+            file,
+            overrides,
+        } => {
+            if let Some(client) = connect(&socket, *daemon || *pool_only)? {
+                return create_via_daemon(
+                    client, file, overrides, *paused, *count, *json, *pool_only,
+                );
+            }
+        }
+        Command::Pool {
+            command: PoolCommand::Status { json },
+        } => {
+            let mut client = connect(&socket, true)?
+                .ok_or_else(|| format!("chaosd is not running ({})", socket.display()))?;
+            let status = client.status().map_err(|e| e.to_string())?;
+            return output::pool_status(&status, *json);
+        }
+        _ => {}
+    }
     let backend = Backend::open(cli.hypervisor, cli.run_dir.clone())?;
     let ts = backend.toolstack();
     let result = match cli.command {
@@ -132,6 +185,7 @@ fn run(cli: Cli) -> Result<(), String> {
             json,
             file,
             overrides,
+            ..
         } => create(ts, &file, &overrides, paused, count, json),
         Command::Destroy { domains } => domains.iter().try_for_each(|d| {
             let dom = ts.resolve(d).map_err(|e| e.to_string())?;
@@ -186,11 +240,75 @@ fn run(cli: Cli) -> Result<(), String> {
             let phys = ts.hypervisor().physinfo().map_err(|e| e.to_string())?;
             output::info(ts.hypervisor().name(), &phys, ts.state().root(), json)
         }
+        Command::Pool { .. } => Err("unreachable: pool commands go to chaosd".into()),
     };
     // The simulated host is saved even after a failed command: a failure must leave it as a
     // real host would be left (after rollback), and that is what later commands should see.
     backend.close()?;
     result
+}
+
+/// chaosd's connection, or `None` (use the local path) when no daemon listens and none is
+/// required.
+fn connect(socket: &std::path::Path, required: bool) -> Result<Option<Client>, String> {
+    match Client::connect(socket) {
+        Ok(c) => Ok(Some(c)),
+        Err(e) if required => Err(format!("chaosd ({}): {e}", socket.display())),
+        Err(e) => {
+            if e.kind() != std::io::ErrorKind::NotFound
+                && e.kind() != std::io::ErrorKind::ConnectionRefused
+            {
+                eprintln!(
+                    "chaos: warning: chaosd ({}): {e}; creating locally",
+                    socket.display()
+                );
+            }
+            Ok(None)
+        }
+    }
+}
+
+/// The config as chaos parsed it, with its paths made absolute for the daemon.
+fn load_for_daemon(file: &std::path::Path, overrides: &[String]) -> Result<DomainConfig, String> {
+    let loaded = libchaos::config::load(file, overrides).map_err(|e| e.to_string())?;
+    for w in &loaded.warnings {
+        eprintln!("chaos: warning: {w}");
+    }
+    let mut cfg = loaded.config;
+    let abs =
+        |p: &std::path::Path| std::path::absolute(p).map_err(|e| format!("{}: {e}", p.display()));
+    cfg.kernel = abs(&cfg.kernel)?;
+    if let Some(r) = &cfg.ramdisk {
+        cfg.ramdisk = Some(abs(r)?);
+    }
+    Ok(cfg)
+}
+
+fn create_via_daemon(
+    mut client: Client,
+    file: &std::path::Path,
+    overrides: &[String],
+    paused: bool,
+    count: u32,
+    json: bool,
+    pool_only: bool,
+) -> Result<(), String> {
+    let base = load_for_daemon(file, overrides)?;
+    for i in 1..=count {
+        let mut cfg = base.clone();
+        if count > 1 {
+            cfg.name = format!("{}-{i}", cfg.name);
+        }
+        let created = client.create(&cfg, paused, pool_only).map_err(|e| {
+            if count > 1 {
+                format!("guest {i} of {count} ({}): {e}", cfg.name)
+            } else {
+                e.to_string()
+            }
+        })?;
+        output::created(&created, json)?;
+    }
+    Ok(())
 }
 
 fn create(

@@ -3,8 +3,9 @@
 use std::path::Path;
 
 use libchaos::config::Action;
+use libchaos::daemon::{Percentiles, PoolStatus};
 use libchaos::hypervisor::{DomId, PhysInfo, PAGE_SIZE};
-use libchaos::toolstack::{Created, DomainSummary};
+use libchaos::toolstack::{Created, CreationPath, DomainSummary, Via};
 use serde_json::json;
 
 fn to_json<T: serde::Serialize>(value: &T) -> Result<String, String> {
@@ -24,13 +25,17 @@ pub fn created(c: &Created, json: bool) -> Result<(), String> {
             .map(|p| format!("{} {:.3}", p.name, p.us as f64 / 1000.0))
             .collect();
         println!(
-            "Created domain {} ({}){} via the {} path in {:.3} ms [{} ms]",
+            "Created domain {} ({}){} via the {} path ({}) in {:.3} ms [{} ms]",
             c.domid,
             c.name,
             if c.paused { ", paused," } else { "" },
             match c.path {
-                libchaos::toolstack::CreationPath::Pool => "pool",
-                libchaos::toolstack::CreationPath::Direct => "direct",
+                CreationPath::Pool => "pool",
+                CreationPath::Direct => "direct",
+            },
+            match c.via {
+                Via::Daemon => "chaosd",
+                Via::Local => "local",
             },
             c.timings.total_us() as f64 / 1000.0,
             phases.join(", ")
@@ -90,5 +95,53 @@ pub fn info(hypervisor: &str, phys: &PhysInfo, run_dir: &Path, json: bool) -> Re
             println!("{k:<18}: {shown}");
         }
     }
+    Ok(())
+}
+
+pub fn pool_status(s: &PoolStatus, json: bool) -> Result<(), String> {
+    if json {
+        println!("{}", to_json(s)?);
+        return Ok(());
+    }
+    println!(
+        "chaosd: up {:.0} s, host free {} MiB (reserve {} MiB{}), refill {:.1} shells/s, {} reclaimed at start",
+        s.uptime_s,
+        s.free_mib,
+        s.reserve_mib,
+        if s.held_by_reserve { ", refills held" } else { "" },
+        s.refill_per_s,
+        s.reclaimed
+    );
+    println!(
+        "{:<44} {:>6} {:>6} {:>9} {:>8} {:>8}",
+        "Flavor", "Ready", "Target", "Preparing", "Prepared", "Taken"
+    );
+    for f in &s.flavors {
+        println!(
+            "{:<44} {:>6} {:>6} {:>9} {:>8} {:>8}",
+            libchaos::daemon::describe_flavor(&f.flavor),
+            f.ready,
+            f.target,
+            f.preparing,
+            f.prepared,
+            f.taken
+        );
+        if let Some(e) = &f.last_error {
+            println!("  last refill failed: {e}");
+        }
+    }
+    println!(
+        "{:<24} {:>7} {:>10} {:>10} {:>10}",
+        "Latency (ms)", "Count", "p50", "p90", "p99"
+    );
+    let row = |what: &str, p: &Percentiles| {
+        println!(
+            "{:<24} {:>7} {:>10.3} {:>10.3} {:>10.3}",
+            what, p.count, p.p50_ms, p.p90_ms, p.p99_ms
+        );
+    };
+    row("create from a shell", &s.pool_create);
+    row("create direct", &s.direct_create);
+    row("prepare (background)", &s.prepare);
     Ok(())
 }
