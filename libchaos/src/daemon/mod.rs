@@ -17,7 +17,7 @@ mod stats;
 mod tests;
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -85,10 +85,28 @@ struct Core {
     pool_times: Mutex<Samples>,
     direct_times: Mutex<Samples>,
     stopping: AtomicBool,
+    /// Requests being handled; shutdown waits for them, so no creation is cut in half.
+    busy: AtomicUsize,
 }
+
+/// How long shutdown waits for requests in progress.
+const DRAIN_REQUESTS: Duration = Duration::from_secs(30);
 
 impl Core {
     fn handle(&self, req: Request) -> Response {
+        // SeqCst pairs with shutdown's store of `stopping` then load of `busy`: either this
+        // request sees `stopping`, or shutdown sees it busy and waits for it.
+        self.busy.fetch_add(1, Ordering::SeqCst);
+        let response = if self.stopping.load(Ordering::SeqCst) {
+            Response::error("chaosd is shutting down")
+        } else {
+            self.dispatch(req)
+        };
+        self.busy.fetch_sub(1, Ordering::SeqCst);
+        response
+    }
+
+    fn dispatch(&self, req: Request) -> Response {
         match req {
             Request::Create {
                 config,
@@ -292,6 +310,7 @@ impl Daemon {
             pool_times: Mutex::default(),
             direct_times: Mutex::default(),
             stopping: AtomicBool::new(false),
+            busy: AtomicUsize::new(0),
         });
         let workers = pool
             .spawn_workers(cfg.workers)
@@ -335,7 +354,7 @@ impl Daemon {
     /// Stops serving, waits for the workers and the reaper, destroys the unused shells and
     /// removes the socket. Returns how many shells were destroyed.
     pub fn shutdown(self) -> usize {
-        self.core.stopping.store(true, Ordering::Release);
+        self.core.stopping.store(true, Ordering::SeqCst);
         self.core.pool.stop();
         self.server.stop();
         for w in self.workers {
@@ -347,6 +366,10 @@ impl Daemon {
             if r.join().is_err() {
                 log::error!("the reaper panicked");
             }
+        }
+        let deadline = Instant::now() + DRAIN_REQUESTS;
+        while self.core.busy.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
         }
         self.core.pool.drain()
     }

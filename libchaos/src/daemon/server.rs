@@ -149,13 +149,9 @@ fn serve(stream: UnixStream, core: &Core) -> std::io::Result<()> {
         if line.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
-        let response = if core.stopping.load(Ordering::Acquire) {
-            Response::error("chaosd is shutting down")
-        } else {
-            match serde_json::from_slice::<Request>(&line) {
-                Ok(req) => core.handle(req),
-                Err(e) => Response::error(format!("invalid request: {e}")),
-            }
+        let response = match serde_json::from_slice::<Request>(&line) {
+            Ok(req) => core.handle(req),
+            Err(e) => Response::error(format!("invalid request: {e}")),
         };
         reply(&mut writer, &response)?;
     }

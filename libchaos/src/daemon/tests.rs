@@ -188,6 +188,9 @@ fn the_pool_is_refilled_to_its_target_after_every_take() {
     assert_eq!(w.sim.guest_count(), 6, "the guests stay");
     assert!(w.shell_records().is_empty());
     assert!(!w.socket().exists(), "socket removed");
+    // A client still connected is told, not served by a half-stopped daemon.
+    let err = c.status().unwrap_err();
+    assert!(err.to_string().contains("shutting down"), "{err}");
 }
 
 #[test]
