@@ -1,1 +1,223 @@
-fn main() {}
+//! `chaos`: create and manage Xen guests, xl-style, on libchaos.
+//!
+//! This crate holds no toolstack logic: it parses arguments, calls libchaos and prints tables or
+//! JSON.
+
+mod backend;
+mod console;
+mod logger;
+mod output;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use libchaos::toolstack::ShutdownKind;
+
+use backend::Backend;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "chaos",
+    version,
+    about = "Create Xen guests in milliseconds (xl-compatible configs)"
+)]
+struct Cli {
+    /// Which hypervisor to drive: real Xen, or the in-memory simulation (dry runs).
+    #[arg(long, value_enum, default_value_t = HypervisorKind::Xen, global = true)]
+    hypervisor: HypervisorKind,
+    /// Runtime state directory (default /run/chaos, or /run/chaos-sim with --hypervisor sim;
+    /// CHAOS_RUN_DIR overrides).
+    #[arg(long, global = true)]
+    run_dir: Option<PathBuf>,
+    /// More log output (repeat for more).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+enum HypervisorKind {
+    Xen,
+    Sim,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Create guests from an xl.cfg (or LightVM .json) file.
+    Create {
+        /// Leave the guest paused.
+        #[arg(short = 'p', long)]
+        paused: bool,
+        /// Create N guests; their names get -1 .. -N appended.
+        #[arg(short = 'n', long = "count", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+        count: u32,
+        /// Print each new guest as one line of JSON, with its phase timings.
+        #[arg(long)]
+        json: bool,
+        /// Config file (xl.cfg syntax, or LightVM JSON if it ends in .json).
+        file: PathBuf,
+        /// Settings that override the file, as with xl: KEY=VALUE ...
+        overrides: Vec<String>,
+    },
+    /// Destroy guests at once.
+    Destroy {
+        #[arg(required = true)]
+        domains: Vec<String>,
+    },
+    /// Ask a guest to shut down (or reboot) through its control plane.
+    Shutdown {
+        /// Wait until the guest has shut down, then apply its on_poweroff / on_reboot action.
+        #[arg(short, long)]
+        wait: bool,
+        /// Ask for a reboot instead of a power-off.
+        #[arg(short = 'R', long)]
+        reboot: bool,
+        /// How long --wait waits, in seconds.
+        #[arg(long, default_value_t = 60)]
+        timeout: u64,
+        domain: String,
+    },
+    /// Pause a guest.
+    Pause { domain: String },
+    /// Unpause a guest.
+    Unpause { domain: String },
+    /// List domains.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Apply on_poweroff / on_reboot / on_crash to guests that have shut down.
+    Reap {
+        #[arg(long)]
+        json: bool,
+        /// Keep reaping until killed: this process is then the reaper of chaos's guests.
+        #[arg(long)]
+        watch: bool,
+        /// How often --watch looks, in milliseconds.
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=60_000))]
+        interval_ms: u64,
+    },
+    /// Attach to a guest's PV console (through xenconsoled, as xl console does).
+    Console { domain: String },
+    /// Show the host and the toolstack's settings.
+    Info {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    logger::init(cli.verbose);
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("chaos: error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<(), String> {
+    let backend = Backend::open(cli.hypervisor, cli.run_dir.clone())?;
+    let ts = backend.toolstack();
+    let result = match cli.command {
+        Command::Create {
+            paused,
+            count,
+            json,
+            file,
+            overrides,
+        } => create(ts, &file, &overrides, paused, count, json),
+        Command::Destroy { domains } => domains.iter().try_for_each(|d| {
+            let dom = ts.resolve(d).map_err(|e| e.to_string())?;
+            ts.destroy(dom).map_err(|e| e.to_string())
+        }),
+        Command::Shutdown {
+            wait,
+            reboot,
+            timeout,
+            domain,
+        } => {
+            let kind = if reboot {
+                ShutdownKind::Reboot
+            } else {
+                ShutdownKind::Poweroff
+            };
+            let dom = ts.resolve(&domain).map_err(|e| e.to_string())?;
+            ts.shutdown(dom, kind, wait.then(|| Duration::from_secs(timeout)))
+                .map_err(|e| e.to_string())
+        }
+        Command::Pause { domain } => ts
+            .resolve(&domain)
+            .and_then(|d| ts.pause(d))
+            .map_err(|e| e.to_string()),
+        Command::Unpause { domain } => ts
+            .resolve(&domain)
+            .and_then(|d| ts.unpause(d))
+            .map_err(|e| e.to_string()),
+        Command::List { json } => {
+            let domains = ts.list().map_err(|e| e.to_string())?;
+            output::list(&domains, json)
+        }
+        Command::Reap {
+            json,
+            watch,
+            interval_ms,
+        } => loop {
+            let reaped = ts.reap().map_err(|e| e.to_string())?;
+            if !watch {
+                break output::reaped(&reaped, json);
+            }
+            if !reaped.is_empty() {
+                output::reaped(&reaped, json)?;
+            }
+            std::thread::sleep(Duration::from_millis(interval_ms));
+        },
+        Command::Console { domain } => {
+            let dom = ts.resolve(&domain).map_err(|e| e.to_string())?;
+            Err(console::attach(dom))
+        }
+        Command::Info { json } => {
+            let phys = ts.hypervisor().physinfo().map_err(|e| e.to_string())?;
+            output::info(ts.hypervisor().name(), &phys, ts.state().root(), json)
+        }
+    };
+    // The simulated host is saved even after a failed command: a failure must leave it as a
+    // real host would be left (after rollback), and that is what later commands should see.
+    backend.close()?;
+    result
+}
+
+fn create(
+    ts: &libchaos::toolstack::Toolstack,
+    file: &std::path::Path,
+    overrides: &[String],
+    paused: bool,
+    count: u32,
+    json: bool,
+) -> Result<(), String> {
+    let loaded = libchaos::config::load(file, overrides).map_err(|e| e.to_string())?;
+    for w in &loaded.warnings {
+        eprintln!("chaos: warning: {w}");
+    }
+    for i in 1..=count {
+        let mut cfg = loaded.config.clone();
+        if count > 1 {
+            cfg.name = format!("{}-{i}", cfg.name);
+        }
+        let created = ts.create(&cfg, None, paused).map_err(|e| {
+            if count > 1 {
+                format!("guest {i} of {count} ({}): {e}", cfg.name)
+            } else {
+                e.to_string()
+            }
+        })?;
+        output::created(&created, json)?;
+    }
+    Ok(())
+}

@@ -2,4 +2,10 @@
 //!
 //! See docs/ARCHITECTURE.md for a walk through one creation.
 
+pub mod build;
+pub mod config;
+pub mod devices;
 pub mod hypervisor;
+pub mod image;
+pub mod toolstack;
+pub mod xenstore;

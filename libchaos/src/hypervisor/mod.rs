@@ -4,11 +4,14 @@
 //! benches) and `xen` (the real one over /dev/xen/*). Builders and the toolstack only see this trait.
 
 pub mod sim;
+pub mod xen;
 
 use std::fmt;
 
 /// A Xen domain id (`domid_t`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 #[serde(transparent)]
 pub struct DomId(pub u16);
 
@@ -125,22 +128,22 @@ pub struct PhysInfo {
 
 /// Initial register state of a vcpu, in the terms the builders use; backends turn it into
 /// Xen's `vcpu_guest_context` (PV) or `vcpu_hvm_context` (PVH).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum VcpuContext {
     /// 64-bit PV: paging is on, the kernel starts at `rip` with `rsi` pointing at start_info.
     Pv {
         rip: u64,
         rsp: u64,
         rsi: u64,
-        /// Frame number of the top-level (L4) page table, in the guest's pseudo-physical space.
-        cr3_pfn: u64,
+        /// Machine frame of the top-level (L4) page table (what Xen loads into cr3).
+        cr3_mfn: u64,
     },
     /// PVH: flat 32-bit protected mode, paging off, `rbx` holds the hvm_start_info address.
     Pvh { rip: u32, rbx: u32 },
 }
 
 /// Level of a PV page table to pin (`MMUEXT_PIN_L*_TABLE`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum PageTableLevel {
     L1,
     L2,
@@ -150,11 +153,12 @@ pub enum PageTableLevel {
 
 /// One grant-table entry the toolstack fills before the guest starts (console and xenstore
 /// rings are granted to the backends this way, as libxc's gnttab seeding does).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct GrantEntry {
     pub gref: u32,
     pub backend: DomId,
-    pub gfn: u64,
+    /// The granted frame: an MFN for a PV guest, a guest frame for a PVH guest.
+    pub frame: u64,
 }
 
 /// Guest memory mapped into this process. Writes land in guest memory no later than when the
@@ -216,6 +220,8 @@ pub trait Hypervisor: Send + Sync {
     fn create_domain(&self, args: &CreateDomain) -> Result<DomId>;
     /// `XEN_DOMCTL_destroydomain`: releases the domain's memory, event channels and grants.
     fn destroy_domain(&self, dom: DomId) -> Result<()>;
+    /// `XEN_DOMCTL_setdomainhandle`: the UUID, known only once a shell meets its config.
+    fn set_domain_handle(&self, dom: DomId, handle: [u8; 16]) -> Result<()>;
     fn pause_domain(&self, dom: DomId) -> Result<()>;
     fn unpause_domain(&self, dom: DomId) -> Result<()>;
     /// `SCHEDOP_remote_shutdown`: mark the domain shut down with `reason` (what a guest that
@@ -233,19 +239,34 @@ pub trait Hypervisor: Send + Sync {
     /// `XENMEM_populate_physmap` for 4 KiB frames at the given guest frame numbers; returns the
     /// machine frame numbers backing them (a PV guest's p2m needs them).
     fn populate_physmap(&self, dom: DomId, gfns: &[u64]) -> Result<Vec<u64>>;
-    /// Maps guest frames into this process (privcmd `MMAPBATCH_V2`).
+    /// Maps guest frames into this process (privcmd `MMAPBATCH_V2`). Frames are named as Xen's
+    /// foreign-mapping interface wants them: machine frames (MFNs) for a PV guest, which has no
+    /// p2m inside Xen (its shared info frame included), guest frames for a PVH guest.
     fn map_foreign<'a>(
         &'a self,
         dom: DomId,
-        gfns: &[u64],
+        frames: &[u64],
     ) -> Result<Box<dyn ForeignMapping + 'a>>;
 
-    /// `XEN_DOMCTL_hypercall_init`: Xen writes the hypercall stubs into this guest frame.
-    fn init_hypercall_page(&self, dom: DomId, gfn: u64) -> Result<()>;
+    /// `XEN_DOMCTL_hypercall_init`: Xen writes the hypercall stubs into this frame (an MFN for
+    /// a PV guest, as with `map_foreign`).
+    fn init_hypercall_page(&self, dom: DomId, frame: u64) -> Result<()>;
     /// `MMUEXT_PIN_L*_TABLE` on behalf of a PV guest: Xen validates and types its page tables.
     fn pin_page_table(&self, dom: DomId, level: PageTableLevel, mfn: u64) -> Result<()>;
     /// Fills grant-table entries of the guest (console and xenstore rings).
     fn seed_grant_table(&self, dom: DomId, entries: &[GrantEntry]) -> Result<()>;
+    /// `HVMOP_set_param` (PVH guests find their xenstore and console rings through HVM params).
+    /// The default refuses: a backend that builds PVH guests must implement it.
+    fn set_hvm_param(&self, dom: DomId, param: u32, value: u64) -> Result<()> {
+        let _ = (dom, value);
+        Err(HypervisorError::Invalid {
+            op: "HVMOP_set_param",
+            reason: format!(
+                "HVM param {param}: not supported by the {} backend",
+                self.name()
+            ),
+        })
+    }
     /// `XEN_DOMCTL_setvcpucontext`.
     fn set_vcpu_context(&self, dom: DomId, vcpu: u32, ctx: &VcpuContext) -> Result<()>;
 

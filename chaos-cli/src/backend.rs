@@ -1,0 +1,75 @@
+//! Opens the toolstack on the chosen hypervisor: real Xen, or the simulated host that is kept in
+//! the runtime directory between commands (for dry runs).
+
+use std::fs::File;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use libchaos::hypervisor::sim::{SimConfig, SimHypervisor};
+use libchaos::hypervisor::xen::XenHypervisor;
+use libchaos::toolstack::{StateDir, Toolstack};
+use libchaos::xenstore::{MemStore, Xenstore, XsClient};
+
+use crate::HypervisorKind;
+
+pub struct Backend {
+    ts: Toolstack,
+    /// The simulated host, where it is saved, and the lock that keeps other commands out.
+    sim: Option<(Arc<SimHypervisor>, PathBuf, File)>,
+}
+
+impl Backend {
+    pub fn open(kind: HypervisorKind, run_dir: Option<PathBuf>) -> Result<Self, String> {
+        match kind {
+            HypervisorKind::Xen => {
+                let hv = XenHypervisor::open().map_err(|e| e.to_string())?;
+                let root = run_dir.unwrap_or_else(StateDir::default_root);
+                let state = StateDir::open(root).map_err(|e| e.to_string())?;
+                // Listing and destroying work without xenstored; creating says it needs it.
+                let xs: Option<Arc<dyn Xenstore>> = match XsClient::open() {
+                    Ok(c) => Some(Arc::new(c)),
+                    Err(e) => {
+                        log::info!("no xenstore: {e}");
+                        None
+                    }
+                };
+                Ok(Backend {
+                    ts: Toolstack::new(Arc::new(hv), xs, state),
+                    sim: None,
+                })
+            }
+            HypervisorKind::Sim => {
+                let root = run_dir
+                    .or_else(|| std::env::var_os("CHAOS_RUN_DIR").map(PathBuf::from))
+                    .unwrap_or_else(|| std::env::temp_dir().join("chaos-sim"));
+                let state = StateDir::open(&root).map_err(|e| e.to_string())?;
+                let lock_path = root.join("sim.lock");
+                let lock = File::create(&lock_path)
+                    .and_then(|f| f.lock().map(|()| f))
+                    .map_err(|e| format!("{}: {e}", lock_path.display()))?;
+                let saved = root.join("sim-host.json");
+                let sim = Arc::new(
+                    SimHypervisor::load_or_new(&saved, SimConfig::default())
+                        .map_err(|e| e.to_string())?,
+                );
+                let xs: Arc<dyn Xenstore> = Arc::new(MemStore::new());
+                Ok(Backend {
+                    ts: Toolstack::new(sim.clone(), Some(xs), state),
+                    sim: Some((sim, saved, lock)),
+                })
+            }
+        }
+    }
+
+    pub fn toolstack(&self) -> &Toolstack {
+        &self.ts
+    }
+
+    /// Saves the simulated host, if that is what ran.
+    pub fn close(self) -> Result<(), String> {
+        if let Some((sim, path, _lock)) = &self.sim {
+            sim.save(path).map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+}

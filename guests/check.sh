@@ -1,0 +1,14 @@
+#!/bin/sh
+# Checks the built guests (guests/out/*, from guests/build.sh) the way a Xen PV loader sees them:
+# ELF64 x86_64 EXEC, Xen notes present and sane, entry and hypercall page inside loaded segments,
+# file < 64 KiB; then checks that broken variants are rejected. Exit non-zero on any failure.
+set -eu
+cd "$(dirname "$0")"
+for g in noop hello; do
+    [ -f out/$g ] || { echo "FAIL out/$g missing: run guests/build.sh first"; exit 1; }
+done
+mkdir -p target/host
+# plain rustc from the guests dir's parent: keeps guests/.cargo/config.toml (guest-only flags) out.
+rustc --edition 2021 -O -o target/host/elfcheck check/elfcheck.rs
+target/host/elfcheck out/noop out/hello
+target/host/elfcheck --self-test out/hello

@@ -1,0 +1,92 @@
+//! Minimal runtime for x86_64 Xen PV test guests.
+//!
+//! A guest binary calls [`entry!`] once: it emits the `_start` entry, the `.note.Xen` ELF notes
+//! the PV loader needs and the hypercall page. Everything else (hypercalls, console ring,
+//! one Xenstore read) is here. ABI types and constants come from `xen-sys`; the hypercall
+//! wrappers are our own (see README.md for why).
+#![no_std]
+
+pub mod console;
+pub mod hypercall;
+pub mod mem;
+pub mod start;
+pub mod xenstore;
+
+pub use xen_sys as sys;
+
+/// Virtual address of the image start; Xen maps pfn 0 here. Must equal the address in link.ld.
+/// 1 MiB below a 4 MiB boundary, so the bootstrap mapping (which libxenguest extends to a
+/// 4 MiB boundary) needs only 256 pages: the guests boot with `memory = 1`.
+pub const VIRT_BASE: u64 = 0x70_0000;
+/// Guest page size.
+pub const PAGE_SIZE: u64 = 4096;
+
+/// Declares the guest entry point: `entry!(main)` with `fn main(&StartInfo) -> !`.
+///
+/// Emits, in the binary's own crate (so the linker always keeps them):
+/// `_start` (Xen enters with %rsi = start_info and %rsp = the bootstrap stack page, which we
+/// keep as our only stack), the Xen ELF notes and the page Xen fills with hypercall stubs.
+#[macro_export]
+macro_rules! entry {
+    ($main:path) => {
+        extern "C" fn __xenpv_start(si: *const $crate::sys::start_info) -> ! {
+            // SAFETY: Xen passes a valid, mapped start_info page that lives as long as the guest.
+            let si = unsafe { &*si };
+            $main($crate::start::StartInfo::new(si))
+        }
+
+        #[panic_handler]
+        fn __xenpv_panic(_: &core::panic::PanicInfo) -> ! {
+            $crate::hypercall::shutdown($crate::hypercall::Shutdown::Crash)
+        }
+
+        core::arch::global_asm!(
+            ".pushsection .text.entry, \"ax\"",
+            ".globl _start",
+            "_start:",
+            "cld",
+            "mov rdi, rsi",
+            "and rsp, -16",
+            "call {start}",
+            "ud2",
+            ".popsection",
+            // The hypercall page: Xen writes 128 stubs of 32 bytes here before the guest runs.
+            ".pushsection .xen_hypercall_page, \"aw\", @nobits",
+            ".balign 4096",
+            ".globl HYPERCALL_PAGE",
+            "HYPERCALL_PAGE:",
+            ".skip 4096",
+            ".popsection",
+            // Xen ELF notes (xen/include/public/elfnote.h): name "Xen", 4-byte aligned fields.
+            ".pushsection .note.Xen, \"a\", @note",
+            ".macro xenpv_note type, desc:vararg",
+            ".balign 4",
+            ".long 4, 2f - 1f, \\type",
+            ".asciz \"Xen\"",
+            ".balign 4",
+            "1: \\desc",
+            "2: .balign 4",
+            ".endm",
+            "xenpv_note {guest_os}, .asciz \"chaos-test\"",
+            "xenpv_note {guest_version}, .asciz \"0.1\"",
+            "xenpv_note {xen_version}, .asciz \"xen-3.0\"",
+            "xenpv_note {loader}, .asciz \"generic\"",
+            "xenpv_note {virt_base}, .quad {base}",
+            "xenpv_note {paddr_offset}, .quad {base}",
+            "xenpv_note {entry}, .quad _start",
+            "xenpv_note {hypercall_page}, .quad HYPERCALL_PAGE",
+            ".purgem xenpv_note",
+            ".popsection",
+            start = sym __xenpv_start,
+            base = const $crate::VIRT_BASE,
+            guest_os = const $crate::sys::XEN_ELFNOTE_GUEST_OS,
+            guest_version = const $crate::sys::XEN_ELFNOTE_GUEST_VERSION,
+            xen_version = const $crate::sys::XEN_ELFNOTE_XEN_VERSION,
+            loader = const $crate::sys::XEN_ELFNOTE_LOADER,
+            virt_base = const $crate::sys::XEN_ELFNOTE_VIRT_BASE,
+            paddr_offset = const $crate::sys::XEN_ELFNOTE_PADDR_OFFSET,
+            entry = const $crate::sys::XEN_ELFNOTE_ENTRY,
+            hypercall_page = const $crate::sys::XEN_ELFNOTE_HYPERCALL_PAGE,
+        );
+    };
+}

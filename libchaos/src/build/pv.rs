@@ -1,0 +1,328 @@
+//! The x86_64 PV builder: writes the kernel, ramdisk, p2m list, start_info, rings and bootstrap
+//! page tables into the guest through ONE foreign mapping of the boot area, then asks Xen to
+//! fill the hypercall page, pin the L4, seed the grant table and set vcpu 0's registers.
+//! Facts from libxc's xg_dom_x86.c / xg_dom_boot.c and xen/include/public/xen.h.
+
+use crate::hypervisor::{DomId, GrantEntry, Hypervisor, PageTableLevel, VcpuContext, PAGE_SIZE};
+use crate::image::KernelImage;
+
+use super::layout::PvLayout;
+use super::{
+    hv_step, BuildError, BuildParams, BuiltGuest, GNTTAB_RESERVED_CONSOLE,
+    GNTTAB_RESERVED_XENSTORE, MAX_GUEST_CMDLINE,
+};
+
+const PAGE: u64 = PAGE_SIZE as u64;
+
+// Page-table entry bits.
+const PRESENT: u64 = 1 << 0;
+const RW: u64 = 1 << 1;
+const USER: u64 = 1 << 2;
+const ACCESSED: u64 = 1 << 5;
+const DIRTY: u64 = 1 << 6;
+/// L2-L4 entries, as libxc writes them.
+const TABLE_PROT: u64 = PRESENT | RW | ACCESSED | DIRTY | USER;
+/// L1 entries; page-table pages lose RW (Xen refuses writable mappings of page tables).
+const PAGE_PROT: u64 = PRESENT | RW | ACCESSED;
+
+// start_info_t (x86_64) field offsets.
+const SI_MAGIC: usize = 0;
+const SI_NR_PAGES: usize = 32;
+const SI_SHARED_INFO: usize = 40;
+const SI_FLAGS: usize = 48;
+const SI_STORE_MFN: usize = 56;
+const SI_STORE_EVTCHN: usize = 64;
+const SI_CONSOLE_MFN: usize = 72;
+const SI_CONSOLE_EVTCHN: usize = 80;
+const SI_PT_BASE: usize = 88;
+const SI_NR_PT_FRAMES: usize = 96;
+const SI_MFN_LIST: usize = 104;
+const SI_MOD_START: usize = 112;
+const SI_MOD_LEN: usize = 120;
+const SI_CMD_LINE: usize = 128;
+/// What libxc writes into `magic` for 64-bit PV guests.
+const START_INFO_MAGIC: &[u8] = b"xen-3.0-x86_64";
+/// SIF_VIRT_P2M_4TOOLS: libxc sets it on every domU (tools use the virtually mapped p2m).
+const SIF_VIRT_P2M_4TOOLS: u32 = 1 << 4;
+
+/// Builds a 64-bit PV guest in the shell `params` describes. On error the domain is left as
+/// is (partly written): the caller destroys it.
+pub fn build_pv(
+    hv: &dyn Hypervisor,
+    image: &KernelImage,
+    params: &BuildParams,
+) -> Result<BuiltGuest, BuildError> {
+    let pv = image.pv().map_err(|problem| BuildError::Image {
+        name: image.name.clone(),
+        problem,
+    })?;
+    check_params(params)?;
+    let p2m = params.p2m;
+    let layout = PvLayout::compute(
+        &image.name,
+        pv,
+        p2m.len() as u64,
+        params.ramdisk.map(<[u8]>::len),
+    )?;
+    let dom = params.domid;
+    let shared_info_frame = hv
+        .domain_info(dom)
+        .map_err(hv_step("reading the shared info frame"))?
+        .shared_info_frame;
+    // A PV guest's frames are named by mfn in foreign maps, hypercall_init and grants.
+    let frame = |pfn: u64| p2m[pfn as usize];
+
+    let (first, end) = (layout.first_written_pfn(), layout.end_written_pfn());
+    {
+        let mut mapping = hv
+            .map_foreign(dom, &p2m[first as usize..end as usize])
+            .map_err(hv_step("mapping the guest's boot area"))?;
+        let bytes = mapping.bytes_mut();
+        let want = ((end - first) * PAGE) as usize;
+        if bytes.len() < want {
+            return Err(BuildError::Layout(format!(
+                "mapping the boot area gave {} bytes, {want} expected",
+                bytes.len()
+            )));
+        }
+        let mut area = BootArea {
+            bytes: &mut bytes[..want],
+            first,
+        };
+        write_kernel(&mut area, image, &layout)?;
+        if let (Some(r), Some(data)) = (layout.ramdisk, params.ramdisk) {
+            area.fill(r.start, r.count, data);
+        }
+        write_p2m(&mut area, &layout, p2m);
+        area.fill(layout.xenstore_pfn, 1, &[]);
+        area.fill(layout.console_pfn, 1, &[]);
+        area.fill(layout.stack_pfn, 1, &[]);
+        write_page_tables(&mut area, &layout, p2m);
+        write_start_info(&mut area, &layout, params, shared_info_frame << 12);
+        // Dropping the mapping here matters: Xen only validates (pins) page tables that no
+        // one maps writable, and libxc unmaps them before pinning too.
+    }
+
+    mask_events(hv, dom, shared_info_frame)?;
+
+    if let Some(hc) = pv.hypercall_page {
+        let pfn = (hc - layout.virt_base) / PAGE;
+        hv.init_hypercall_page(dom, frame(pfn))
+            .map_err(hv_step("initialising the hypercall page"))?;
+    }
+    let l4_mfn = p2m[layout.page_tables.start as usize];
+    hv.pin_page_table(dom, PageTableLevel::L4, l4_mfn)
+        .map_err(hv_step("pinning the L4 page table"))?;
+    hv.seed_grant_table(
+        dom,
+        &[
+            GrantEntry {
+                gref: GNTTAB_RESERVED_CONSOLE,
+                backend: params.console_backend,
+                frame: frame(layout.console_pfn),
+            },
+            GrantEntry {
+                gref: GNTTAB_RESERVED_XENSTORE,
+                backend: params.xenstore_backend,
+                frame: frame(layout.xenstore_pfn),
+            },
+        ],
+    )
+    .map_err(hv_step("seeding the grant table"))?;
+
+    let start_info_vaddr = layout.vaddr(layout.start_info_pfn);
+    let stack_top = layout.vaddr(layout.stack_pfn + 1);
+    hv.set_vcpu_context(
+        dom,
+        0,
+        &VcpuContext::Pv {
+            rip: pv.virt_entry,
+            rsp: stack_top,
+            rsi: start_info_vaddr,
+            cr3_mfn: l4_mfn,
+        },
+    )
+    .map_err(hv_step("setting vcpu 0's context"))?;
+
+    Ok(BuiltGuest {
+        start_info_pfn: layout.start_info_pfn,
+        console_pfn: layout.console_pfn,
+        console_mfn: p2m[layout.console_pfn as usize],
+        xenstore_pfn: layout.xenstore_pfn,
+        xenstore_mfn: p2m[layout.xenstore_pfn as usize],
+        entry: pv.virt_entry,
+        start_info_vaddr,
+        stack_top,
+        l4_mfn,
+        layout,
+    })
+}
+
+fn check_params(p: &BuildParams) -> Result<(), BuildError> {
+    let bad = |m: String| Err(BuildError::Params(m));
+    if p.cmdline.len() >= MAX_GUEST_CMDLINE {
+        return bad(format!(
+            "the command line is {} bytes; start_info holds at most {}",
+            p.cmdline.len(),
+            MAX_GUEST_CMDLINE - 1
+        ));
+    }
+    if p.cmdline.contains('\0') {
+        return bad("the command line contains a NUL byte".into());
+    }
+    if p.vcpus == 0 {
+        return bad("a guest needs at least one vcpu".into());
+    }
+    Ok(())
+}
+
+/// The mapped boot area: guest pfns `first..` as one byte slice.
+struct BootArea<'a> {
+    bytes: &'a mut [u8],
+    first: u64,
+}
+
+impl BootArea<'_> {
+    /// Bytes of `count` pages from `pfn` (which the layout puts inside the area).
+    fn pages(&mut self, pfn: u64, count: u64) -> &mut [u8] {
+        let start = ((pfn - self.first) * PAGE) as usize;
+        &mut self.bytes[start..start + (count * PAGE) as usize]
+    }
+
+    /// Writes `data` at the start of `count` pages from `pfn` and zeroes the rest.
+    fn fill(&mut self, pfn: u64, count: u64, data: &[u8]) {
+        let pages = self.pages(pfn, count);
+        let n = data.len().min(pages.len());
+        pages[..n].copy_from_slice(&data[..n]);
+        pages[n..].fill(0);
+    }
+}
+
+/// Copies the segments to their place (`p_paddr` shifted into the virtual space, as libelf
+/// does), zeroing bss and every gap so the guest never sees stale bytes.
+fn write_kernel(
+    area: &mut BootArea,
+    image: &KernelImage,
+    layout: &PvLayout,
+) -> Result<(), BuildError> {
+    let pv = image.pv().map_err(|problem| BuildError::Image {
+        name: image.name.clone(),
+        problem,
+    })?;
+    let shift = pv.virt_base.wrapping_sub(pv.paddr_offset);
+    let kernel_vaddr = layout.vaddr(layout.kernel.start);
+    let region = area.pages(layout.kernel.start, layout.kernel.count);
+    let mut cursor = 0usize;
+    for seg in &image.segments {
+        // Segments lie within [virt_kstart, virt_kend) by construction of those bounds.
+        let start = (seg.paddr.wrapping_add(shift) - kernel_vaddr) as usize;
+        let file_end = start + seg.data.len();
+        let mem_end = start + seg.memsz as usize;
+        if mem_end > region.len() {
+            return Err(BuildError::Layout(format!(
+                "segment at {:#x} ends past the kernel area",
+                seg.paddr
+            )));
+        }
+        if start > cursor {
+            region[cursor..start].fill(0);
+        }
+        region[start..file_end].copy_from_slice(&seg.data);
+        region[file_end..mem_end].fill(0);
+        cursor = cursor.max(mem_end);
+    }
+    region[cursor..].fill(0);
+    Ok(())
+}
+
+fn write_p2m(area: &mut BootArea, layout: &PvLayout, p2m: &[u64]) {
+    let pages = area.pages(layout.p2m.start, layout.p2m.count);
+    let (list, rest) = pages.split_at_mut(p2m.len() * 8);
+    for (slot, mfn) in list.chunks_exact_mut(8).zip(p2m) {
+        slot.copy_from_slice(&mfn.to_le_bytes());
+    }
+    rest.fill(0);
+}
+
+fn put_u64(b: &mut [u8], off: usize, v: u64) {
+    b[off..off + 8].copy_from_slice(&v.to_le_bytes());
+}
+
+fn put_u32(b: &mut [u8], off: usize, v: u32) {
+    b[off..off + 4].copy_from_slice(&v.to_le_bytes());
+}
+
+/// Writes the bootstrap tables: every page from pfn 0 to `mapped_pages` mapped at
+/// `virt_base + pfn * 4096`, page-table pages read-only.
+fn write_page_tables(area: &mut BootArea, layout: &PvLayout, p2m: &[u64]) {
+    const MASK48: u64 = (1 << 48) - 1;
+    let pt = layout.page_tables;
+    area.fill(pt.start, pt.count, &[]);
+    let from = layout.virt_base & MASK48;
+    let mfn = |pfn: u64| p2m[pfn as usize] << 12;
+    for pfn in 0..layout.mapped_pages {
+        let v = layout.vaddr(pfn) & MASK48;
+        let l3 = layout.table_pfn(3, (v >> 39) - (from >> 39));
+        let l2 = layout.table_pfn(2, (v >> 30) - (from >> 30));
+        let l1 = layout.table_pfn(1, (v >> 21) - (from >> 21));
+        let prot = if pt.contains(pfn) {
+            PAGE_PROT & !RW
+        } else {
+            PAGE_PROT
+        };
+        let entries = [
+            (layout.table_pfn(4, 0), v >> 39, mfn(l3) | TABLE_PROT),
+            (l3, v >> 30, mfn(l2) | TABLE_PROT),
+            (l2, v >> 21, mfn(l1) | TABLE_PROT),
+            (l1, v >> 12, mfn(pfn) | prot),
+        ];
+        for (table, index, entry) in entries {
+            let off = (index & 511) as usize * 8;
+            put_u64(area.pages(table, 1), off, entry);
+        }
+    }
+}
+
+fn write_start_info(area: &mut BootArea, layout: &PvLayout, p: &BuildParams, shared_info: u64) {
+    let p2m = p.p2m;
+    let si = area.pages(layout.start_info_pfn, 1);
+    si.fill(0);
+    si[SI_MAGIC..SI_MAGIC + START_INFO_MAGIC.len()].copy_from_slice(START_INFO_MAGIC);
+    put_u64(si, SI_NR_PAGES, layout.nr_pages);
+    put_u64(si, SI_SHARED_INFO, shared_info);
+    put_u32(si, SI_FLAGS, SIF_VIRT_P2M_4TOOLS);
+    put_u64(si, SI_STORE_MFN, p2m[layout.xenstore_pfn as usize]);
+    put_u32(si, SI_STORE_EVTCHN, p.xenstore_evtchn);
+    put_u64(si, SI_CONSOLE_MFN, p2m[layout.console_pfn as usize]);
+    put_u32(si, SI_CONSOLE_EVTCHN, p.console_evtchn);
+    put_u64(si, SI_PT_BASE, layout.vaddr(layout.page_tables.start));
+    put_u64(si, SI_NR_PT_FRAMES, layout.page_tables.count);
+    put_u64(si, SI_MFN_LIST, layout.vaddr(layout.p2m.start));
+    if let (Some(r), Some(data)) = (layout.ramdisk, p.ramdisk) {
+        put_u64(si, SI_MOD_START, layout.vaddr(r.start));
+        put_u64(si, SI_MOD_LEN, data.len() as u64);
+    }
+    // Checked shorter than MAX_GUEST_CMDLINE: the NUL after it is already there.
+    si[SI_CMD_LINE..SI_CMD_LINE + p.cmdline.len()].copy_from_slice(p.cmdline.as_bytes());
+}
+
+/// vcpu_info slots in the shared info page (XEN_LEGACY_MAX_VCPUS) and their size on x86_64.
+const LEGACY_MAX_VCPUS: usize = 32;
+const VCPU_INFO_SIZE: usize = 64;
+/// Offset of `evtchn_upcall_mask` in `struct vcpu_info`.
+const UPCALL_MASK: usize = 1;
+
+/// Clears the shared info page and masks event delivery on every vcpu, as libxc does: a guest
+/// unmasks once it has registered an event callback, and one that never does (the noop
+/// unikernel) must not take an upcall it cannot handle.
+fn mask_events(hv: &dyn Hypervisor, dom: DomId, shared_info_frame: u64) -> Result<(), BuildError> {
+    let mut mapping = hv
+        .map_foreign(dom, &[shared_info_frame])
+        .map_err(hv_step("mapping the shared info page"))?;
+    let bytes = mapping.bytes_mut();
+    bytes.fill(0);
+    for vcpu in 0..LEGACY_MAX_VCPUS {
+        bytes[vcpu * VCPU_INFO_SIZE + UPCALL_MASK] = 1;
+    }
+    Ok(())
+}

@@ -1,0 +1,344 @@
+//! The Linux privcmd devices: `/dev/xen/privcmd` (hypercalls, foreign mappings) and
+//! `/dev/xen/hypercall` (memory Xen may read and write during a hypercall).
+//!
+//! This is the only place with `unsafe`: the ioctls, the mmaps and the views of mapped memory.
+//! Everything above it works with [`HcallBuf`] and [`Mapping`].
+
+use std::ffi::c_void;
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::marker::PhantomData;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+use std::ptr::NonNull;
+
+use super::abi::{
+    Plain, PrivcmdHypercall, PrivcmdMmapBatchV2, PrivcmdMmapResource, IOCTL_PRIVCMD_HYPERCALL,
+    IOCTL_PRIVCMD_MMAPBATCH_V2, IOCTL_PRIVCMD_MMAP_RESOURCE,
+};
+use crate::hypervisor::{HypervisorError, PAGE_SIZE};
+
+pub const PRIVCMD_PATH: &str = "/dev/xen/privcmd";
+pub const HYPERCALL_BUF_PATH: &str = "/dev/xen/hypercall";
+
+fn open_rw(path: &str) -> io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_CLOEXEC)
+        .open(path)
+}
+
+/// Where hypercall argument memory comes from.
+///
+/// Xen reads and writes hypercall arguments through the caller's virtual addresses; if such a
+/// page is not present at that moment (never touched, swapped, being migrated) the hypercall
+/// fails with EFAULT. `/dev/xen/hypercall` hands out kernel pages that never fault; without
+/// it (old kernels, unit tests) locked anonymous memory is the fallback, as in libxencall.
+#[derive(Debug)]
+pub struct BufAlloc {
+    dev: Option<File>,
+}
+
+impl BufAlloc {
+    /// `/dev/xen/hypercall` if the kernel has it, else locked anonymous memory.
+    pub fn open() -> Result<Self, HypervisorError> {
+        match open_rw(HYPERCALL_BUF_PATH) {
+            Ok(f) => Ok(BufAlloc { dev: Some(f) }),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(BufAlloc { dev: None }),
+            Err(source) => Err(HypervisorError::Open {
+                path: HYPERCALL_BUF_PATH.into(),
+                source,
+            }),
+        }
+    }
+
+    /// Locked anonymous memory only (unit tests).
+    #[cfg(test)]
+    pub fn anonymous() -> Self {
+        BufAlloc { dev: None }
+    }
+
+    /// A buffer holding `value`.
+    pub fn one<T: Plain>(&self, value: T) -> io::Result<HcallBuf<T>> {
+        let mut b = self.zeroed::<T>(1)?;
+        b.as_mut_slice()[0] = value;
+        Ok(b)
+    }
+
+    /// A buffer holding a copy of `values` (at least one element of room).
+    #[cfg(test)]
+    pub fn copy_of<T: Plain>(&self, values: &[T]) -> io::Result<HcallBuf<T>> {
+        let mut b = self.zeroed::<T>(values.len())?;
+        b.as_mut_slice().copy_from_slice(values);
+        Ok(b)
+    }
+
+    /// A zero-filled buffer of `len` elements.
+    pub fn zeroed<T: Plain>(&self, len: usize) -> io::Result<HcallBuf<T>> {
+        let bytes = len
+            .checked_mul(std::mem::size_of::<T>())
+            .ok_or_else(|| io::Error::from_raw_os_error(libc::ENOMEM))?;
+        let map_len = bytes.max(1).div_ceil(PAGE_SIZE) * PAGE_SIZE;
+        let ptr = match &self.dev {
+            Some(dev) => mmap(map_len, libc::MAP_SHARED, dev.as_raw_fd())?,
+            None => {
+                let ptr = mmap(
+                    map_len,
+                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_LOCKED,
+                    -1,
+                )
+                .or_else(|_| mmap(map_len, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1))?;
+                // SAFETY: ptr/map_len is the private mapping just created; MADV_DONTFORK only
+                // keeps it out of children (no copy-on-write under a running hypercall).
+                unsafe { libc::madvise(ptr.as_ptr(), map_len, libc::MADV_DONTFORK) };
+                ptr
+            }
+        };
+        // Fresh mappings of either kind read as zeros; write them anyway so every page is
+        // present before Xen touches it.
+        // SAFETY: ptr is a fresh, writable, page-aligned mapping of map_len bytes that nothing
+        // else references.
+        unsafe { std::ptr::write_bytes(ptr.as_ptr().cast::<u8>(), 0, map_len) };
+        Ok(HcallBuf {
+            ptr: ptr.cast(),
+            len,
+            map_len,
+            _owns: PhantomData,
+        })
+    }
+}
+
+fn mmap(len: usize, flags: libc::c_int, fd: libc::c_int) -> io::Result<NonNull<c_void>> {
+    // SAFETY: asks the kernel for a new mapping at an address of its choice; no existing memory
+    // is affected.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            flags,
+            fd,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        return Err(io::Error::last_os_error());
+    }
+    NonNull::new(p).ok_or_else(|| io::Error::from_raw_os_error(libc::ENOMEM))
+}
+
+/// Page-aligned memory that Xen may access during a hypercall, holding `len` values of `T`.
+pub struct HcallBuf<T: Plain> {
+    ptr: NonNull<T>,
+    len: usize,
+    map_len: usize,
+    _owns: PhantomData<T>,
+}
+
+// SAFETY: the buffer exclusively owns its mapping; T is plain data.
+unsafe impl<T: Plain> Send for HcallBuf<T> {}
+
+impl<T: Plain> HcallBuf<T> {
+    /// The address to pass to Xen.
+    pub fn addr(&self) -> u64 {
+        self.ptr.as_ptr() as u64
+    }
+
+    pub fn as_slice(&self) -> &[T] {
+        // SAFETY: the mapping holds at least len * size_of::<T>() initialised bytes (zeroed at
+        // creation), T is Plain so any bytes Xen wrote are a valid T, and &self keeps the
+        // mapping alive and unaliased by writers for the borrow.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+    }
+
+    pub fn as_mut_slice(&mut self) -> &mut [T] {
+        // SAFETY: as in as_slice; &mut self makes this the only reference.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
+    }
+
+    /// The first (usually only) element.
+    pub fn get(&self) -> T {
+        self.as_slice()[0]
+    }
+
+    /// The buffer's bytes, as Xen sees them (tests compare them with the C layout).
+    #[cfg(test)]
+    pub fn bytes(&self) -> &[u8] {
+        // SAFETY: map_len bytes are mapped and were all initialised at creation; T being Plain
+        // has no uninitialised padding.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr().cast::<u8>(), self.map_len) }
+    }
+}
+
+impl<T: Plain> Drop for HcallBuf<T> {
+    fn drop(&mut self) {
+        // SAFETY: ptr/map_len is exactly the mapping made in BufAlloc::zeroed, unmapped once.
+        unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.map_len) };
+    }
+}
+
+/// `/dev/xen/privcmd`, opened once.
+#[derive(Debug)]
+pub struct Privcmd {
+    fd: File,
+}
+
+impl Privcmd {
+    /// Opens the device; [`HypervisorError::NoXen`] when this is not a Xen dom0.
+    pub fn open() -> Result<Self, HypervisorError> {
+        Self::open_at(PRIVCMD_PATH)
+    }
+
+    pub fn open_at(path: &str) -> Result<Self, HypervisorError> {
+        if !Path::new(path).exists() {
+            return Err(HypervisorError::NoXen { path: path.into() });
+        }
+        let fd = open_rw(path).map_err(|source| HypervisorError::Open {
+            path: path.into(),
+            source,
+        })?;
+        Ok(Privcmd { fd })
+    }
+
+    /// One hypercall; Xen's negative return values come back as the errno they encode.
+    pub fn hypercall(&self, op: u64, args: [u64; 5]) -> io::Result<i64> {
+        let mut call = PrivcmdHypercall { op, arg: args };
+        // SAFETY: IOCTL_PRIVCMD_HYPERCALL reads a privcmd_hypercall the size of `call`. Any
+        // pointers among the arguments are HcallBuf addresses kept alive by the caller for the
+        // duration of this synchronous call.
+        let rc = unsafe {
+            libc::ioctl(
+                self.fd.as_raw_fd(),
+                IOCTL_PRIVCMD_HYPERCALL as libc::c_ulong,
+                &mut call as *mut PrivcmdHypercall,
+            )
+        };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(rc as i64)
+    }
+
+    /// Maps the frames `frames` of `dom` (Xen's frame numbers: MFNs for PV guests, GFNs for
+    /// translated ones) read-write, one page each, contiguously.
+    ///
+    /// On failure returns the ioctl's error or the first frame Xen refused with its errno.
+    pub fn map_foreign(&self, dom: u16, frames: &[u64]) -> Result<Mapping, MapError> {
+        let num = u32::try_from(frames.len()).map_err(|_| MapError::TooMany(frames.len()))?;
+        if num == 0 {
+            return Err(MapError::TooMany(0));
+        }
+        let len = frames.len() * PAGE_SIZE;
+        let ptr = mmap(len, libc::MAP_SHARED, self.fd.as_raw_fd()).map_err(MapError::Ioctl)?;
+        // From here on `map` unmaps on every early return.
+        let map = Mapping { ptr, len };
+        let mut errs = vec![0i32; frames.len()];
+        let mut arg = PrivcmdMmapBatchV2 {
+            num,
+            dom,
+            _pad: 0,
+            addr: ptr.as_ptr() as u64,
+            arr: frames.as_ptr() as u64,
+            err: errs.as_mut_ptr() as u64,
+        };
+        // SAFETY: the kernel reads `num` frame numbers from `frames`, writes `num` ints to
+        // `errs` (both that long and alive across the call) and fills the VMA at `addr`, which
+        // is the fresh privcmd mapping of num pages owned by `map`.
+        let rc = unsafe {
+            libc::ioctl(
+                self.fd.as_raw_fd(),
+                IOCTL_PRIVCMD_MMAPBATCH_V2 as libc::c_ulong,
+                &mut arg as *mut PrivcmdMmapBatchV2,
+            )
+        };
+        let ioctl_err = (rc < 0).then(io::Error::last_os_error);
+        if let Some((i, e)) = errs.iter().enumerate().find(|(_, e)| **e != 0) {
+            return Err(MapError::Frame {
+                index: i,
+                frame: frames[i],
+                source: io::Error::from_raw_os_error(-*e),
+            });
+        }
+        if let Some(e) = ioctl_err {
+            return Err(MapError::Ioctl(e));
+        }
+        Ok(map)
+    }
+
+    /// Maps `num` frames of a resource of `dom` (`XENMEM_acquire_resource` through privcmd).
+    pub fn map_resource(
+        &self,
+        dom: u16,
+        kind: u32,
+        id: u32,
+        idx: u32,
+        num: usize,
+    ) -> io::Result<Mapping> {
+        let len = num * PAGE_SIZE;
+        let ptr = mmap(len, libc::MAP_SHARED, self.fd.as_raw_fd())?;
+        let map = Mapping { ptr, len };
+        let mut arg = PrivcmdMmapResource {
+            dom,
+            _pad: 0,
+            kind,
+            id,
+            idx,
+            num: num as u64,
+            addr: ptr.as_ptr() as u64,
+        };
+        // SAFETY: the kernel fills the VMA at `addr` (the fresh privcmd mapping of num pages
+        // owned by `map`) with the resource frames; `arg` is the size the ioctl expects.
+        let rc = unsafe {
+            libc::ioctl(
+                self.fd.as_raw_fd(),
+                IOCTL_PRIVCMD_MMAP_RESOURCE as libc::c_ulong,
+                &mut arg as *mut PrivcmdMmapResource,
+            )
+        };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(map)
+    }
+}
+
+/// Why a foreign mapping failed.
+#[derive(Debug)]
+pub enum MapError {
+    TooMany(usize),
+    Ioctl(io::Error),
+    Frame {
+        index: usize,
+        frame: u64,
+        source: io::Error,
+    },
+}
+
+/// Foreign memory mapped through privcmd; unmapped on drop.
+#[derive(Debug)]
+pub struct Mapping {
+    ptr: NonNull<c_void>,
+    len: usize,
+}
+
+impl Mapping {
+    pub fn as_slice(&self) -> &[u8] {
+        // SAFETY: ptr/len is a live shared mapping owned by self; guest frames may change
+        // under us (the guest is paused while being built), which u8 tolerates.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr().cast::<u8>(), self.len) }
+    }
+
+    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        // SAFETY: as in as_slice; &mut self makes this the only reference from this process.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr().cast::<u8>(), self.len) }
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: ptr/len is exactly the mapping created by map_foreign/map_resource.
+        unsafe { libc::munmap(self.ptr.as_ptr(), self.len) };
+    }
+}

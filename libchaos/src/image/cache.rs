@@ -1,0 +1,115 @@
+//! Parsed kernels and ramdisks, cached by file identity so that repeated creations of the same
+//! guest neither re-read nor re-parse its image.
+
+use std::collections::HashMap;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use super::{ImageError, KernelImage};
+
+/// What identifies one version of a file: if any of it changes, the file is read again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileKey {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime: i64,
+    mtime_nsec: i64,
+    ctime: i64,
+    ctime_nsec: i64,
+}
+
+impl FileKey {
+    fn of(path: &Path) -> Result<FileKey, ImageError> {
+        let m = std::fs::metadata(path).map_err(|source| ImageError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Ok(FileKey {
+            dev: m.dev(),
+            ino: m.ino(),
+            size: m.size(),
+            mtime: m.mtime(),
+            mtime_nsec: m.mtime_nsec(),
+            ctime: m.ctime(),
+            ctime_nsec: m.ctime_nsec(),
+        })
+    }
+}
+
+type Table<T> = Mutex<HashMap<PathBuf, (FileKey, Arc<T>)>>;
+
+/// Thread-safe cache of kernels and ramdisks, keyed by path and checked against the file's
+/// inode, size, mtime and ctime on every lookup (one `stat`). Entries are kept until
+/// [`ImageCache::clear`]; a changed file replaces its entry.
+#[derive(Debug, Default)]
+pub struct ImageCache {
+    kernels: Table<KernelImage>,
+    ramdisks: Table<Vec<u8>>,
+}
+
+/// Locks a table; a poisoned lock only means another thread panicked mid-insert of a complete
+/// value, so the map is still consistent.
+fn lock<T: ?Sized>(t: &Table<T>) -> MutexGuard<'_, HashMap<PathBuf, (FileKey, Arc<T>)>> {
+    t.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn cached<T: ?Sized>(
+    table: &Table<T>,
+    path: &Path,
+    load: impl FnOnce() -> Result<Arc<T>, ImageError>,
+) -> Result<Arc<T>, ImageError> {
+    let key = FileKey::of(path)?;
+    if let Some((k, v)) = lock(table).get(path) {
+        if *k == key {
+            return Ok(v.clone());
+        }
+    }
+    // Parse outside the lock: loading one big kernel must not stall lookups of others.
+    let value = load()?;
+    // Keyed by the identity seen before reading: if the file changed meanwhile, the next
+    // lookup sees a different key and reads it again.
+    lock(table).insert(path.to_path_buf(), (key, value.clone()));
+    Ok(value)
+}
+
+impl ImageCache {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The parsed kernel at `path`, read and parsed only if not cached or changed on disk.
+    pub fn load(&self, path: &Path) -> Result<Arc<KernelImage>, ImageError> {
+        cached(&self.kernels, path, || {
+            KernelImage::from_file(path).map(Arc::new)
+        })
+    }
+
+    /// The ramdisk at `path`, as is (the guest decompresses it).
+    pub fn load_ramdisk(&self, path: &Path) -> Result<Arc<Vec<u8>>, ImageError> {
+        cached(&self.ramdisks, path, || {
+            std::fs::read(path)
+                .map(Arc::new)
+                .map_err(|source| ImageError::Io {
+                    path: path.to_path_buf(),
+                    source,
+                })
+        })
+    }
+
+    /// Number of cached kernels and ramdisks.
+    pub fn len(&self) -> usize {
+        lock(&self.kernels).len() + lock(&self.ramdisks).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Drops every entry (images still in use stay alive through their `Arc`s).
+    pub fn clear(&self) {
+        lock(&self.kernels).clear();
+        lock(&self.ramdisks).clear();
+    }
+}

@@ -1,0 +1,259 @@
+//! Lifecycle of existing guests: find, list, pause, unpause, shutdown, destroy, and reaping
+//! guests that stopped according to their on_poweroff / on_reboot / on_crash actions.
+
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use super::{hv_step, Result, Toolstack, ToolstackError};
+use crate::config::Action;
+use crate::devices::xenstore as xs_devices;
+use crate::hypervisor::{DomId, DomainInfo, HypervisorError, ShutdownReason, PAGE_SIZE};
+
+/// How often `shutdown --wait` looks at the domain.
+const SHUTDOWN_POLL: Duration = Duration::from_millis(10);
+
+/// What `chaos shutdown` asks the guest for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShutdownKind {
+    Poweroff,
+    Reboot,
+}
+
+impl ShutdownKind {
+    /// The word written to `control/shutdown`.
+    fn word(self) -> &'static str {
+        match self {
+            ShutdownKind::Poweroff => "poweroff",
+            ShutdownKind::Reboot => "reboot",
+        }
+    }
+}
+
+/// One line of `chaos list`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DomainSummary {
+    pub domid: DomId,
+    pub name: String,
+    pub memory_mib: u64,
+    pub vcpus: u32,
+    /// xl's six state letters: running, blocked, paused, shutdown, crashed, dying.
+    pub state: String,
+    pub shutdown_reason: Option<ShutdownReason>,
+    pub cpu_time_s: f64,
+    /// Whether chaos created it (and so has a record of its config).
+    pub chaos: bool,
+}
+
+fn state_letters(info: &DomainInfo) -> String {
+    let flag = |on: bool, c: char| if on { c } else { '-' };
+    let crashed = info.shutdown == Some(ShutdownReason::Crash);
+    [
+        flag(info.running, 'r'),
+        flag(info.blocked, 'b'),
+        flag(info.paused, 'p'),
+        flag(info.shutdown.is_some() && !crashed, 's'),
+        flag(crashed, 'c'),
+        flag(info.dying, 'd'),
+    ]
+    .iter()
+    .collect()
+}
+
+impl Toolstack {
+    /// The domain a user means by `what`: a domid, or a name.
+    pub fn resolve(&self, what: &str) -> Result<DomId> {
+        if let Ok(n) = what.parse::<u16>() {
+            let dom = DomId(n);
+            return match self.hv.domain_info(dom) {
+                Ok(_) => Ok(dom),
+                Err(HypervisorError::NoSuchDomain(_)) => {
+                    Err(ToolstackError::NoSuchDomain(what.to_string()))
+                }
+                Err(e) => Err(hv_step("look up domain")(e)),
+            };
+        }
+        if what == "Domain-0" {
+            return Ok(DomId::DOM0);
+        }
+        self.find_by_name(what)?
+            .ok_or_else(|| ToolstackError::NoSuchDomain(what.to_string()))
+    }
+
+    /// The running domain with this name: chaos's own records first, then Xenstore (which also
+    /// knows the guests xl created).
+    pub(super) fn find_by_name(&self, name: &str) -> Result<Option<DomId>> {
+        let live: Vec<DomId> = self
+            .hv
+            .list_domains()
+            .map_err(hv_step("list domains"))?
+            .iter()
+            .map(|i| i.domid)
+            .collect();
+        for r in self.state.all()? {
+            if r.name == name && live.contains(&r.domid) {
+                return Ok(Some(r.domid));
+            }
+        }
+        if let Some(xs) = self.xs.as_deref() {
+            for dom in live {
+                if xs_devices::name_of(xs, dom)?.as_deref() == Some(name) {
+                    return Ok(Some(dom));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Every domain with what chaos and Xenstore know of it; stale records of domains that
+    /// no longer exist are removed on the way.
+    pub fn list(&self) -> Result<Vec<DomainSummary>> {
+        let infos = self.hv.list_domains().map_err(hv_step("list domains"))?;
+        let records = self.state.all()?;
+        for r in &records {
+            if !infos.iter().any(|i| i.domid == r.domid) {
+                self.state.remove(r.domid)?;
+            }
+        }
+        let mut out = Vec::with_capacity(infos.len());
+        for info in infos {
+            let record = records.iter().find(|r| r.domid == info.domid);
+            let name = match record {
+                Some(r) => r.name.clone(),
+                None if info.domid == DomId::DOM0 => "Domain-0".to_string(),
+                None => match self.xs.as_deref() {
+                    Some(xs) => xs_devices::name_of(xs, info.domid)?,
+                    None => None,
+                }
+                .unwrap_or_else(|| "(unnamed)".to_string()),
+            };
+            out.push(DomainSummary {
+                domid: info.domid,
+                name,
+                memory_mib: info.tot_pages * PAGE_SIZE as u64 / (1024 * 1024),
+                vcpus: info.online_vcpus,
+                state: state_letters(&info),
+                shutdown_reason: info.shutdown,
+                cpu_time_s: info.cpu_time_ns as f64 / 1e9,
+                chaos: record.is_some(),
+            });
+        }
+        Ok(out)
+    }
+
+    pub fn pause(&self, dom: DomId) -> Result<()> {
+        self.hv.pause_domain(dom).map_err(hv_step("pause"))
+    }
+
+    pub fn unpause(&self, dom: DomId) -> Result<()> {
+        self.hv.unpause_domain(dom).map_err(hv_step("unpause"))
+    }
+
+    /// Destroys a guest and removes everything chaos wrote for it.
+    pub fn destroy(&self, dom: DomId) -> Result<()> {
+        if dom == DomId::DOM0 {
+            return Err(ToolstackError::Unsupported(
+                "domain 0 cannot be destroyed".into(),
+            ));
+        }
+        let record = self.state.load(dom)?;
+        let destroyed = self.hv.destroy_domain(dom);
+        // Clean up even when the domain was already gone: the leftovers are ours to remove.
+        if let Some(xs) = self.xs.as_deref() {
+            xs_devices::remove(xs, dom, record.as_ref().map(|r| r.uuid.as_str()))?;
+        }
+        self.state.remove(dom)?;
+        destroyed.map_err(|e| match e {
+            HypervisorError::NoSuchDomain(_) => ToolstackError::NoSuchDomain(dom.to_string()),
+            e => hv_step("destroy")(e),
+        })
+    }
+
+    /// Asks the guest to power off or reboot through its control plane. With `wait`, waits
+    /// until it has shut down and then applies its on_poweroff / on_reboot action.
+    pub fn shutdown(&self, dom: DomId, kind: ShutdownKind, wait: Option<Duration>) -> Result<()> {
+        if dom == DomId::DOM0 {
+            return Err(ToolstackError::Unsupported(
+                "chaos does not shut down domain 0".into(),
+            ));
+        }
+        let xs = self.xenstore()?;
+        xs_devices::request_shutdown(xs, dom, kind.word())?;
+        let Some(limit) = wait else {
+            return Ok(());
+        };
+        let start = Instant::now();
+        loop {
+            match self.hv.domain_info(dom) {
+                Ok(info) if info.shutdown.is_some() => break,
+                Ok(_) => {}
+                // Someone else (a reaper) already took it away.
+                Err(HypervisorError::NoSuchDomain(_)) => return Ok(()),
+                Err(e) => return Err(hv_step("wait for shutdown")(e)),
+            }
+            if start.elapsed() >= limit {
+                return Err(ToolstackError::Unsupported(format!(
+                    "domain {dom} did not shut down within {limit:?} (does the guest listen on control/shutdown?)"
+                )));
+            }
+            std::thread::sleep(SHUTDOWN_POLL);
+        }
+        self.reap_one(dom).map(|_| ())
+    }
+
+    /// Applies the configured action to every chaos guest that has shut down; returns what it
+    /// did. Whoever runs it (`chaos reap`, chaosd, `shutdown --wait`) is the reaper.
+    pub fn reap(&self) -> Result<Vec<(DomId, Action)>> {
+        let mut done = Vec::new();
+        for r in self.state.all()? {
+            if let Some(action) = self.reap_one(r.domid)? {
+                done.push((r.domid, action));
+            }
+        }
+        Ok(done)
+    }
+
+    /// Applies the action for one domain if it has shut down; `None` if it is still running,
+    /// gone, or not a chaos guest.
+    fn reap_one(&self, dom: DomId) -> Result<Option<Action>> {
+        let Some(record) = self.state.load(dom)? else {
+            return Ok(None);
+        };
+        let reason = match self.hv.domain_info(dom) {
+            Ok(info) => match info.shutdown {
+                Some(reason) => reason,
+                None => return Ok(None),
+            },
+            Err(HypervisorError::NoSuchDomain(_)) => {
+                self.state.remove(dom)?;
+                return Ok(None);
+            }
+            Err(e) => return Err(hv_step("domain info")(e)),
+        };
+        let cfg = &record.config;
+        let action = match reason {
+            ShutdownReason::Poweroff => cfg.on_poweroff,
+            ShutdownReason::Reboot => cfg.on_reboot,
+            ShutdownReason::Crash => cfg.on_crash,
+            // Suspend is for save/restore; a watchdog or soft reset chaos treats like a crash.
+            ShutdownReason::Suspend => return Ok(None),
+            ShutdownReason::Watchdog | ShutdownReason::SoftReset => cfg.on_crash,
+        };
+        match action {
+            Action::Preserve => return Ok(Some(action)),
+            Action::Destroy | Action::CoredumpDestroy => self.destroy(dom)?,
+            Action::Restart | Action::RenameRestart | Action::CoredumpRestart => {
+                self.destroy(dom)?;
+                self.create(cfg, None, false)?;
+            }
+            Action::SoftReset => {
+                log::warn!("domain {dom}: soft-reset is not supported; destroying it");
+                self.destroy(dom)?;
+            }
+        }
+        if matches!(action, Action::CoredumpDestroy | Action::CoredumpRestart) {
+            log::warn!("domain {dom}: core dumps are not supported; no dump was written");
+        }
+        Ok(Some(action))
+    }
+}

@@ -1,0 +1,151 @@
+//! Per-domain records under the runtime directory (default /run/chaos): what later commands
+//! (list, destroy, shutdown, console) need to know about a guest chaos created.
+
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::DomainConfig;
+use crate::hypervisor::DomId;
+
+/// Default runtime directory; `CHAOS_RUN_DIR` overrides it.
+pub const DEFAULT_RUN_DIR: &str = "/run/chaos";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: corrupt domain record: {source}")]
+    Corrupt {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+type Result<T> = std::result::Result<T, StateError>;
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StateError + '_ {
+    move |source| StateError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// What chaos remembers about a guest it created.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DomainRecord {
+    pub domid: DomId,
+    pub name: String,
+    pub uuid: String,
+    pub config: DomainConfig,
+    pub console_evtchn: u32,
+    pub console_mfn: u64,
+    pub xenstore_evtchn: u32,
+    pub xenstore_mfn: u64,
+    /// Milliseconds since the Unix epoch.
+    pub created_ms: u64,
+}
+
+/// The runtime directory and the records in it.
+#[derive(Debug, Clone)]
+pub struct StateDir {
+    root: PathBuf,
+}
+
+impl StateDir {
+    /// Opens (creating if needed) the runtime directory.
+    pub fn open(root: impl Into<PathBuf>) -> Result<Self> {
+        let root = root.into();
+        let domains = root.join("domains");
+        fs::create_dir_all(&domains).map_err(io(&domains))?;
+        Ok(StateDir { root })
+    }
+
+    /// The directory from `CHAOS_RUN_DIR`, or /run/chaos.
+    pub fn default_root() -> PathBuf {
+        std::env::var_os("CHAOS_RUN_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_RUN_DIR))
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn record_path(&self, domid: DomId) -> PathBuf {
+        self.root.join("domains").join(format!("{}.json", domid.0))
+    }
+
+    /// Takes the directory's lock until the returned guard is dropped, so that concurrent chaos
+    /// processes do not hand out one name twice.
+    pub fn lock(&self) -> Result<File> {
+        let path = self.root.join("lock");
+        let file = File::create(&path).map_err(io(&path))?;
+        file.lock().map_err(io(&path))?;
+        Ok(file)
+    }
+
+    /// Writes a record atomically (temporary file, then rename).
+    pub fn save(&self, record: &DomainRecord) -> Result<()> {
+        let path = self.record_path(record.domid);
+        let tmp = path.with_extension("json.tmp");
+        let json = serde_json::to_vec_pretty(record).map_err(|source| StateError::Corrupt {
+            path: path.clone(),
+            source,
+        })?;
+        let mut f = File::create(&tmp).map_err(io(&tmp))?;
+        f.write_all(&json).map_err(io(&tmp))?;
+        f.sync_data().map_err(io(&tmp))?;
+        fs::rename(&tmp, &path).map_err(io(&path))?;
+        Ok(())
+    }
+
+    pub fn load(&self, domid: DomId) -> Result<Option<DomainRecord>> {
+        let path = self.record_path(domid);
+        match fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|source| StateError::Corrupt { path, source }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io(&path)(e)),
+        }
+    }
+
+    /// Removes a record; a missing one is not an error.
+    pub fn remove(&self, domid: DomId) -> Result<()> {
+        let path = self.record_path(domid);
+        match fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io(&path)(e)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Every readable record. A corrupt record is reported and skipped, so one bad file does not
+    /// hide every other guest.
+    pub fn all(&self) -> Result<Vec<DomainRecord>> {
+        let dir = self.root.join("domains");
+        let mut records = Vec::new();
+        for entry in fs::read_dir(&dir).map_err(io(&dir))? {
+            let path = entry.map_err(io(&dir))?.path();
+            if path.extension().and_then(|e| e.to_str()) != Some("json") {
+                continue;
+            }
+            match fs::read(&path) {
+                Ok(bytes) => match serde_json::from_slice(&bytes) {
+                    Ok(r) => records.push(r),
+                    Err(e) => log::warn!("{}: corrupt domain record skipped: {e}", path.display()),
+                },
+                Err(e) => log::warn!("{}: unreadable domain record skipped: {e}", path.display()),
+            }
+        }
+        records.sort_by_key(|r: &DomainRecord| r.domid);
+        Ok(records)
+    }
+}

@@ -1,0 +1,433 @@
+//! The split toolstack on the simulated hypervisor: creation, the pool, lifecycle, and rollback
+//! when any step fails.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::*;
+use crate::config::{parse_xl, Action};
+use crate::hypervisor::sim::{Fault, SimConfig, SimHypervisor};
+use crate::hypervisor::ShutdownReason;
+use crate::image::testelf::TestElf;
+use crate::xenstore::MemStore;
+
+/// A scratch directory removed when the test ends.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(tag: &str) -> Scratch {
+        let dir = std::env::temp_dir().join(format!(
+            "chaos-ts-{tag}-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("scratch dir");
+        Scratch(dir)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+struct World {
+    sim: Arc<SimHypervisor>,
+    xs: Arc<MemStore>,
+    ts: Toolstack,
+    kernel: PathBuf,
+    scratch: Scratch,
+}
+
+fn world_with(tag: &str, host: SimConfig) -> World {
+    let scratch = Scratch::new(tag);
+    let kernel = scratch.0.join("kernel.elf");
+    std::fs::write(
+        &kernel,
+        TestElf::pv(0xffff_ffff_8000_0000, 0x20_0000, 0x3000, 0x1000).build(),
+    )
+    .expect("write kernel");
+    let sim = Arc::new(SimHypervisor::new(host));
+    let xs = Arc::new(MemStore::new());
+    // What xenstored and dom0's start-up create before any guest exists.
+    for dir in ["/local/domain/0", "/vm"] {
+        xs.mkdir(crate::xenstore::TxId::NONE, dir).expect("mkdir");
+    }
+    let state = StateDir::open(scratch.0.join("run")).expect("state dir");
+    let ts = Toolstack::new(sim.clone(), Some(xs.clone()), state);
+    World {
+        sim,
+        xs,
+        ts,
+        kernel,
+        scratch,
+    }
+}
+
+fn world(tag: &str) -> World {
+    world_with(tag, SimConfig::default())
+}
+
+fn config(w: &World, name: &str, extra: &str) -> DomainConfig {
+    let text = format!(
+        "name = \"{name}\"\nkernel = \"{}\"\nmemory = 16\n{extra}\n",
+        w.kernel.display()
+    );
+    parse_xl(&text, "test.cfg", &[])
+        .expect("valid config")
+        .config
+}
+
+/// Everything a creation could leave behind, to compare before and after.
+#[derive(Debug, PartialEq)]
+struct Leftovers {
+    guests: usize,
+    free_pages: u64,
+    evtchns: usize,
+    xenstore_paths: Vec<String>,
+    introduced: usize,
+    records: usize,
+}
+
+fn leftovers(w: &World) -> Leftovers {
+    Leftovers {
+        guests: w.sim.guest_count(),
+        free_pages: w.sim.free_pages(),
+        evtchns: w.sim.total_evtchns(),
+        xenstore_paths: w.xs.paths(),
+        introduced: w.xs.introduced_domains().len(),
+        records: w.ts.state().all().expect("records").len(),
+    }
+}
+
+fn read(w: &World, path: &str) -> Option<String> {
+    w.xs.read(crate::xenstore::TxId::NONE, path)
+        .expect("xenstore read")
+        .map(|v| String::from_utf8_lossy(&v).into_owned())
+}
+
+#[test]
+fn create_runs_a_guest_with_its_xenstore_entries_record_and_timings() {
+    let w = world("create");
+    let cfg = config(&w, "web", "");
+    let created = w.ts.create(&cfg, None, false).expect("create");
+    assert_eq!(created.name, "web");
+    assert_eq!(created.path, CreationPath::Direct);
+    for phase in [
+        "create_domain",
+        "populate",
+        "evtchn",
+        "load_image",
+        "build",
+        "devices",
+        "introduce",
+        "unpause",
+    ] {
+        assert!(
+            created.timings.get(phase).is_some(),
+            "phase {phase} missing"
+        );
+    }
+    let info = w.sim.domain_info(created.domid).expect("domain exists");
+    assert!(!info.paused, "guest should run");
+    assert_eq!(info.tot_pages, 16 * 256);
+    let dom = format!("/local/domain/{}", created.domid.0);
+    assert_eq!(read(&w, &format!("{dom}/name")).as_deref(), Some("web"));
+    assert_eq!(
+        read(&w, &format!("{dom}/memory/target")).as_deref(),
+        Some("16384")
+    );
+    assert!(read(&w, &format!("{dom}/console/port")).is_some());
+    assert_eq!(w.xs.introduced_domains(), vec![created.domid]);
+    let record =
+        w.ts.state()
+            .load(created.domid)
+            .expect("load")
+            .expect("record");
+    assert_eq!(record.config, cfg);
+    assert_eq!(w.ts.resolve("web").expect("by name"), created.domid);
+    assert_eq!(
+        w.ts.resolve(&created.domid.to_string()).expect("by id"),
+        created.domid
+    );
+}
+
+#[test]
+fn paused_creation_stays_paused_until_unpaused() {
+    let w = world("paused");
+    let created =
+        w.ts.create(&config(&w, "p", ""), None, true)
+            .expect("create");
+    assert!(created.paused);
+    assert!(w.sim.domain_info(created.domid).expect("info").paused);
+    assert!(created.timings.get("unpause").is_none());
+    w.ts.unpause(created.domid).expect("unpause");
+    assert!(!w.sim.domain_info(created.domid).expect("info").paused);
+    w.ts.pause(created.domid).expect("pause");
+    assert!(w.sim.domain_info(created.domid).expect("info").paused);
+}
+
+#[test]
+fn destroy_leaves_nothing_behind() {
+    let w = world("destroy");
+    let before = leftovers(&w);
+    let created =
+        w.ts.create(&config(&w, "gone", ""), None, false)
+            .expect("create");
+    assert_ne!(leftovers(&w), before);
+    w.ts.destroy(created.domid).expect("destroy");
+    assert_eq!(leftovers(&w), before);
+    assert!(matches!(
+        w.ts.destroy(created.domid),
+        Err(ToolstackError::NoSuchDomain(_))
+    ));
+}
+
+#[test]
+fn a_failure_at_any_hypervisor_call_rolls_back_everything() {
+    let w = world("rollback");
+    let cfg = config(&w, "fragile", "");
+    // Count the calls of one successful creation, then fail each of them in turn.
+    let before = leftovers(&w);
+    w.sim.arm(Fault::Call(u64::MAX));
+    let ok = w.ts.create(&cfg, None, false).expect("create");
+    let calls = w.sim.calls();
+    w.ts.destroy(ok.domid).expect("destroy");
+    assert_eq!(leftovers(&w), before);
+    assert!(calls > 10, "a creation makes more than {calls} calls");
+    for n in 0..calls {
+        w.sim.arm(Fault::Call(n));
+        let result = w.ts.create(&cfg, None, false);
+        w.sim.disarm();
+        match result {
+            Err(_) => assert_eq!(leftovers(&w), before, "after a failure at call {n}"),
+            // Only calls that merely read (name lookups) may fail without failing the creation.
+            Ok(c) => panic!("creation survived a failure at call {n}: {c:?}"),
+        }
+    }
+}
+
+#[test]
+fn running_out_of_host_memory_is_a_clean_error() {
+    let w = world_with(
+        "oom",
+        SimConfig {
+            host_mib: 64,
+            dom0_mib: 32,
+            nr_cpus: 2,
+        },
+    );
+    let before = leftovers(&w);
+    let err =
+        w.ts.create(&config(&w, "big", "memory = 48"), None, false)
+            .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ToolstackError::HostMemory {
+                needed_mib: 48,
+                free_mib: 32
+            }
+        ),
+        "{err}"
+    );
+    assert_eq!(leftovers(&w), before);
+    // What fits still works afterwards.
+    w.ts.create(&config(&w, "small", "memory = 16"), None, false)
+        .expect("fits");
+}
+
+#[test]
+fn names_are_unique_and_a_clash_creates_nothing() {
+    let w = world("names");
+    w.ts.create(&config(&w, "same", ""), None, false)
+        .expect("first");
+    let before = leftovers(&w);
+    let err =
+        w.ts.create(&config(&w, "same", ""), None, false)
+            .unwrap_err();
+    assert!(
+        matches!(err, ToolstackError::NameInUse(ref n) if n == "same"),
+        "{err}"
+    );
+    assert_eq!(leftovers(&w), before);
+}
+
+#[test]
+fn a_kernel_that_is_not_an_image_is_refused_and_rolled_back() {
+    let w = world("badkernel");
+    let bad = w.scratch.0.join("not-a-kernel");
+    std::fs::write(&bad, b"#!/bin/sh\necho hello\n").expect("write");
+    let before = leftovers(&w);
+    let mut cfg = config(&w, "bad", "");
+    cfg.kernel = bad.clone();
+    let err = w.ts.create(&cfg, None, false).unwrap_err();
+    assert!(matches!(err, ToolstackError::Image(_)), "{err}");
+    assert!(
+        err.to_string().contains("not-a-kernel"),
+        "error names the file: {err}"
+    );
+    assert_eq!(leftovers(&w), before);
+}
+
+#[test]
+fn the_pool_hands_out_shells_of_the_right_flavor() {
+    let w = world("pool");
+    let pool = ShellPool::new();
+    let cfg = config(&w, "fast", "");
+    let flavor = Flavor::of(&cfg);
+    assert_eq!(pool.fill(&w.ts, &flavor, 3).expect("fill"), 3);
+    assert_eq!(pool.ready(&flavor), 3);
+    assert_eq!(w.sim.guest_count(), 3);
+
+    let created = w.ts.create(&cfg, Some(&pool), false).expect("create");
+    assert_eq!(created.path, CreationPath::Pool);
+    assert!(
+        created.timings.get("populate").is_none(),
+        "prepare ran before, not now"
+    );
+    assert_eq!(pool.ready(&flavor), 2);
+
+    // Another flavor finds no shell and goes the direct way.
+    let other = config(&w, "other", "memory = 32");
+    let created = w.ts.create(&other, Some(&pool), false).expect("create");
+    assert_eq!(created.path, CreationPath::Direct);
+
+    assert_eq!(pool.drain(&w.ts).expect("drain"), 2);
+    assert_eq!(w.sim.guest_count(), 2, "only the two guests are left");
+}
+
+#[test]
+fn a_shell_of_another_flavor_is_refused_and_destroyed() {
+    let w = world("mismatch");
+    let shell =
+        w.ts.prepare(&Flavor::of(&config(&w, "a", "memory = 32")))
+            .expect("prepare");
+    let err =
+        w.ts.execute(shell, &config(&w, "b", ""), false)
+            .unwrap_err();
+    assert!(
+        matches!(err, ToolstackError::FlavorMismatch { .. }),
+        "{err}"
+    );
+    assert_eq!(w.sim.guest_count(), 0);
+}
+
+#[test]
+fn shutdown_asks_the_guest_and_reap_applies_the_configured_action() {
+    let w = world("reap");
+    let gone =
+        w.ts.create(&config(&w, "gone", ""), None, false)
+            .expect("create");
+    let kept =
+        w.ts.create(
+            &config(&w, "kept", "on_poweroff = \"preserve\""),
+            None,
+            false,
+        )
+        .expect("create");
+    let again =
+        w.ts.create(&config(&w, "again", "on_reboot = \"restart\""), None, false)
+            .expect("create");
+
+    w.ts.shutdown(gone.domid, ShutdownKind::Poweroff, None)
+        .expect("shutdown");
+    let path = format!("/local/domain/{}/control/shutdown", gone.domid.0);
+    assert_eq!(read(&w, &path).as_deref(), Some("poweroff"));
+    assert!(
+        w.ts.reap().expect("reap").is_empty(),
+        "nobody has shut down yet"
+    );
+
+    // The guests react, as a PV guest watching control/shutdown would.
+    w.sim
+        .guest_shutdown(gone.domid, ShutdownReason::Poweroff)
+        .expect("guest");
+    w.sim
+        .guest_shutdown(kept.domid, ShutdownReason::Poweroff)
+        .expect("guest");
+    w.sim
+        .guest_shutdown(again.domid, ShutdownReason::Reboot)
+        .expect("guest");
+    let mut reaped = w.ts.reap().expect("reap");
+    reaped.sort_by_key(|(d, _)| *d);
+    assert_eq!(
+        reaped,
+        vec![
+            (gone.domid, Action::Destroy),
+            (kept.domid, Action::Preserve),
+            (again.domid, Action::Restart)
+        ]
+    );
+    assert!(w.sim.domain_info(gone.domid).is_err(), "destroyed");
+    assert!(w
+        .sim
+        .domain_info(kept.domid)
+        .expect("kept")
+        .shutdown
+        .is_some());
+    let restarted = w.ts.resolve("again").expect("restarted under its name");
+    assert_ne!(restarted, again.domid);
+}
+
+#[test]
+fn list_shows_dom0_and_guests_with_xl_state_letters() {
+    let w = world("list");
+    let a =
+        w.ts.create(&config(&w, "a", ""), None, false)
+            .expect("create");
+    let b =
+        w.ts.create(&config(&w, "b", ""), None, true)
+            .expect("create");
+    let list = w.ts.list().expect("list");
+    let names: Vec<&str> = list.iter().map(|d| d.name.as_str()).collect();
+    assert_eq!(names, ["Domain-0", "a", "b"]);
+    let find = |id| list.iter().find(|d| d.domid == id).expect("listed");
+    assert_eq!(find(a.domid).state, "-b----");
+    assert_eq!(find(b.domid).state, "--p---");
+    assert_eq!(find(a.domid).memory_mib, 16);
+    assert!(find(a.domid).chaos);
+}
+
+#[test]
+fn the_same_kernel_is_parsed_once() {
+    let w = world("cache");
+    for i in 0..5 {
+        w.ts.create(&config(&w, &format!("g{i}"), ""), None, true)
+            .expect("create");
+    }
+    assert_eq!(w.ts.images.len(), 1);
+}
+
+#[test]
+fn unsupported_features_are_refused_before_touching_xen() {
+    let w = world("unsupported");
+    let before = leftovers(&w);
+    let err =
+        w.ts.create(&config(&w, "net", "vif = ['bridge=xenbr0']"), None, false)
+            .unwrap_err();
+    assert!(err.to_string().contains("vif"), "{err}");
+    let err =
+        w.ts.create(
+            &config(&w, "disk", "disk = ['/dev/vg/g,raw,xvda,rw']"),
+            None,
+            false,
+        )
+        .unwrap_err();
+    assert!(err.to_string().contains("disk"), "{err}");
+    let err =
+        w.ts.create(
+            &config(&w, "nx", "chaos_control_plane = \"noxs\""),
+            None,
+            false,
+        )
+        .unwrap_err();
+    assert!(err.to_string().contains("noxs"), "{err}");
+    assert_eq!(leftovers(&w), before);
+}
+
+/// Keeps `Path` in use for helpers above on every platform.
+#[allow(dead_code)]
+fn _paths(_: &Path) {}

@@ -1,0 +1,43 @@
+//! Per-phase timings of a creation, so a user can see where the time goes.
+
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+/// One phase and how long it took, in microseconds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Phase {
+    pub name: &'static str,
+    pub us: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct Timings(Vec<Phase>);
+
+impl Timings {
+    /// Records a phase that started at `start` and ends now.
+    pub fn record(&mut self, name: &'static str, start: Instant) {
+        self.push(name, start.elapsed());
+    }
+
+    pub fn push(&mut self, name: &'static str, took: Duration) {
+        self.0.push(Phase {
+            name,
+            us: took.as_micros().try_into().unwrap_or(u64::MAX),
+        });
+    }
+
+    pub fn phases(&self) -> &[Phase] {
+        &self.0
+    }
+
+    pub fn total_us(&self) -> u64 {
+        self.0.iter().map(|p| p.us).sum()
+    }
+
+    /// Microseconds of the named phase, if it ran.
+    pub fn get(&self, name: &str) -> Option<u64> {
+        self.0.iter().find(|p| p.name == name).map(|p| p.us)
+    }
+}

@@ -1,0 +1,82 @@
+//! Debian's xl example configs (/etc/xen/xlexample.* from xen-utils-common).
+//!
+//! They are GPL, so they are not in the repository: `scripts/fetch-xlexamples.sh` extracts them
+//! into target/xlexamples/ (or $XLEXAMPLES_DIR).
+
+use libchaos::config::{self, ConfigError};
+use libchaos::hypervisor::GuestKind;
+use std::path::{Path, PathBuf};
+
+fn examples_dir() -> PathBuf {
+    let dir = match std::env::var_os("XLEXAMPLES_DIR") {
+        Some(d) => PathBuf::from(d),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/xlexamples"),
+    };
+    assert!(
+        dir.join("xlexample.pvlinux").is_file(),
+        "xl examples not found in {}: run scripts/fetch-xlexamples.sh first (or set XLEXAMPLES_DIR)",
+        dir.display()
+    );
+    dir
+}
+
+#[test]
+fn pvlinux_parses() {
+    let l = config::load(&examples_dir().join("xlexample.pvlinux"), &[]).unwrap();
+    let c = l.config;
+    assert_eq!(c.name, "example.pvlinux");
+    assert_eq!(c.kind, GuestKind::Pv);
+    assert_eq!(c.kernel, PathBuf::from("/boot/vmlinuz"));
+    assert_eq!(c.cmdline, "root=/dev/xvda1");
+    assert_eq!((c.memory_mib, c.vcpus), (128, 2));
+    assert_eq!(c.vifs.len(), 1);
+    assert_eq!(c.vifs[0].bridge, "xenbr0");
+    assert!(l.warnings.is_empty(), "{:?}", l.warnings);
+}
+
+/// The parser keeps the disk as written; creating the guest is what refuses it (no block
+/// devices yet: see the toolstack's tests).
+#[test]
+fn pvlinux_disk_is_kept_for_the_toolstack_to_refuse() {
+    let l = config::load(&examples_dir().join("xlexample.pvlinux"), &[]).unwrap();
+    assert_eq!(l.config.disks.len(), 1);
+    assert!(l.config.disks[0].contains("xvda"), "{:?}", l.config.disks);
+}
+
+#[test]
+fn pvhlinux_parses_as_pvh() {
+    let l = config::load(&examples_dir().join("xlexample.pvhlinux"), &[]).unwrap();
+    let c = l.config;
+    assert_eq!(c.name, "example.pvhlinux");
+    assert_eq!(c.kind, GuestKind::Pvh);
+    assert_eq!(c.kernel, PathBuf::from("/boot/vmlinuz"));
+    assert_eq!((c.memory_mib, c.vcpus), (512, 4));
+}
+
+#[test]
+fn hvm_is_refused_clearly() {
+    let path = examples_dir().join("xlexample.hvm");
+    let e = config::load(&path, &[]).unwrap_err();
+    assert!(matches!(e, ConfigError::Unsupported { .. }), "{e:?}");
+    assert_eq!(e.key(), Some("type"));
+    let s = e.to_string();
+    assert!(
+        s.contains("xlexample.hvm:")
+            && s.ends_with(": type: hvm guests are not supported by chaos (only pv and pvh)"),
+        "{s}"
+    );
+}
+
+#[test]
+fn a_broken_line_in_a_real_example_is_named() {
+    let text = std::fs::read_to_string(examples_dir().join("xlexample.pvlinux")).unwrap();
+    let mut lines: Vec<String> = text.lines().map(String::from).collect();
+    let at = lines.iter().position(|l| l.starts_with("memory")).unwrap();
+    lines[at] = "memory = 128 MiB".to_string();
+    let e = config::parse_xl(&lines.join("\n"), "xlexample.pvlinux", &[]).unwrap_err();
+    assert!(
+        e.to_string()
+            .starts_with(&format!("xlexample.pvlinux:{}: syntax error: ", at + 1)),
+        "{e}"
+    );
+}

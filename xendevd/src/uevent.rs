@@ -1,0 +1,536 @@
+//! Kernel uevents: the NETLINK_KOBJECT_UEVENT socket, the message format
+//! (`ACTION@DEVPATH\0KEY=VALUE\0...`) and the filter that picks Xen vif online/offline events.
+
+use std::collections::HashMap;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::time::Duration;
+
+/// The multicast group the kernel sends uevents to (udevd re-broadcasts on group 2).
+const KERNEL_GROUP: u32 = 1;
+/// Large enough for a burst of thousands of events while workers are busy.
+const RECV_BUFFER: libc::c_int = 16 << 20;
+
+/// One parsed uevent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Uevent {
+    pub action: String,
+    pub devpath: String,
+    pub props: HashMap<String, String>,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ParseError {
+    #[error("uevent without an ACTION@DEVPATH header")]
+    NoHeader,
+    #[error("uevent header {0:?} is not ACTION@DEVPATH")]
+    BadHeader(String),
+}
+
+/// Parses a kernel uevent. Properties without `=` are skipped (the kernel never sends them).
+pub fn parse(buf: &[u8]) -> Result<Uevent, ParseError> {
+    let mut parts = buf.split(|&b| b == 0).filter(|p| !p.is_empty());
+    let header = String::from_utf8_lossy(parts.next().ok_or(ParseError::NoHeader)?).into_owned();
+    let (action, devpath) = header
+        .split_once('@')
+        .ok_or_else(|| ParseError::BadHeader(header.clone()))?;
+    if action.is_empty() || devpath.is_empty() {
+        return Err(ParseError::BadHeader(header.clone()));
+    }
+    let props = parts
+        .filter_map(|p| {
+            let s = String::from_utf8_lossy(p);
+            s.split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+        })
+        .collect();
+    Ok(Uevent {
+        action: action.to_string(),
+        devpath: devpath.to_string(),
+        props,
+    })
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Online,
+    Offline,
+}
+
+impl std::fmt::Display for Action {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Action::Online => "online",
+            Action::Offline => "offline",
+        })
+    }
+}
+
+/// Where the bridge name comes from and where the result is reported.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Control {
+    /// Netback with Xenstore: `backend/vif/<domid>/<devid>` (usually relative to the backend
+    /// domain's home), holding `bridge` and receiving `hotplug-status`.
+    Xenstore { backend_path: String },
+    /// NoXS netback: the bridge comes with the event; nothing to report back.
+    Noxs { bridge: Option<String> },
+}
+
+/// A vif came up or is going away.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VifEvent {
+    pub action: Action,
+    /// The backend network interface, e.g. `vif3.0`.
+    pub vif: String,
+    pub control: Control,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum FilterError {
+    #[error("{subsystem} {action} event for {devpath} has no vif property")]
+    NoVif {
+        subsystem: String,
+        action: String,
+        devpath: String,
+    },
+    #[error("{subsystem} {action} event for {devpath}: bad interface name {vif:?}")]
+    BadVif {
+        subsystem: String,
+        action: String,
+        devpath: String,
+        vif: String,
+    },
+    #[error("xen-backend {action} event for {devpath} has no XENBUS_PATH")]
+    NoXenbusPath { action: String, devpath: String },
+}
+
+/// Whether `name` can be a Linux network interface name (what `dev_valid_name` accepts).
+pub fn valid_ifname(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() < libc::IFNAMSIZ
+        && name != "."
+        && name != ".."
+        && !name
+            .bytes()
+            .any(|b| b == b'/' || b == b':' || b.is_ascii_whitespace() || b == 0)
+}
+
+/// Picks the events xendevd acts on: `online`/`offline` of vif backends. `Ok(None)` for
+/// everything else; `Err` for a vif event too malformed to act on.
+pub fn vif_event(ev: &Uevent) -> Result<Option<VifEvent>, FilterError> {
+    let action = match ev.action.as_str() {
+        "online" => Action::Online,
+        "offline" => Action::Offline,
+        _ => return Ok(None),
+    };
+    let subsystem = ev.props.get("SUBSYSTEM").map(String::as_str).unwrap_or("");
+    let control = match subsystem {
+        "xen-backend" => {
+            let path = ev.props.get("XENBUS_PATH");
+            let is_vif = ev
+                .props
+                .get("XENBUS_TYPE")
+                .map(|t| t == "vif")
+                .unwrap_or(false)
+                || path
+                    .is_some_and(|p| p.starts_with("backend/vif/") || p.contains("/backend/vif/"));
+            if !is_vif {
+                return Ok(None);
+            }
+            let path = path
+                .filter(|p| !p.is_empty())
+                .ok_or_else(|| FilterError::NoXenbusPath {
+                    action: ev.action.clone(),
+                    devpath: ev.devpath.clone(),
+                })?;
+            Control::Xenstore {
+                backend_path: path.clone(),
+            }
+        }
+        "xen-backend-noxs" => {
+            if ev.props.get("XENBUS_TYPE").is_some_and(|t| t != "vif") {
+                return Ok(None);
+            }
+            Control::Noxs {
+                bridge: ev.props.get("bridge").filter(|b| !b.is_empty()).cloned(),
+            }
+        }
+        _ => return Ok(None),
+    };
+    let ctx = || (subsystem.to_string(), ev.action.clone(), ev.devpath.clone());
+    let vif = ev.props.get("vif").ok_or_else(|| {
+        let (subsystem, action, devpath) = ctx();
+        FilterError::NoVif {
+            subsystem,
+            action,
+            devpath,
+        }
+    })?;
+    if !valid_ifname(vif) {
+        let (subsystem, action, devpath) = ctx();
+        return Err(FilterError::BadVif {
+            subsystem,
+            action,
+            devpath,
+            vif: vif.clone(),
+        });
+    }
+    if let Control::Noxs { bridge: Some(b) } = &control {
+        if !valid_ifname(b) {
+            let (subsystem, action, devpath) = ctx();
+            return Err(FilterError::BadVif {
+                subsystem,
+                action,
+                devpath,
+                vif: b.clone(),
+            });
+        }
+    }
+    Ok(Some(VifEvent {
+        action,
+        vif: vif.clone(),
+        control,
+    }))
+}
+
+/// A socket receiving the kernel's uevents (no udevd involved).
+pub struct UeventSocket {
+    fd: OwnedFd,
+    buf: Vec<u8>,
+}
+
+/// What one receive produced.
+#[derive(Debug)]
+pub enum Received {
+    Event(Uevent),
+    /// Nothing arrived within the timeout (or a signal interrupted the wait).
+    Timeout,
+    /// The kernel dropped events because the socket buffer was full.
+    Overrun,
+    /// A message not from the kernel, or not a uevent; ignored.
+    Ignored(String),
+}
+
+impl UeventSocket {
+    /// Opens and binds the socket to the kernel's uevent group. Needs root (or CAP_NET_ADMIN
+    /// for the large receive buffer; without it the default size is kept).
+    pub fn open() -> io::Result<UeventSocket> {
+        // SAFETY: plain socket(2) call; the result is checked before use.
+        let fd = unsafe {
+            libc::socket(
+                libc::AF_NETLINK,
+                libc::SOCK_DGRAM | libc::SOCK_CLOEXEC,
+                libc::NETLINK_KOBJECT_UEVENT,
+            )
+        };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `fd` is a fresh descriptor we own.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let size = RECV_BUFFER;
+        // SAFETY: the option value points to a c_int of the given length. Failure (no
+        // CAP_NET_ADMIN) is fine: the default buffer just overflows sooner.
+        unsafe {
+            libc::setsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_RCVBUFFORCE,
+                (&size as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            );
+        }
+        // SAFETY: sockaddr_nl is plain data; all-zero is a valid starting value.
+        let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+        addr.nl_family = libc::AF_NETLINK as libc::sa_family_t;
+        addr.nl_groups = KERNEL_GROUP;
+        // SAFETY: `addr` is a valid sockaddr_nl and the length matches it.
+        let rc = unsafe {
+            libc::bind(
+                fd.as_raw_fd(),
+                (&addr as *const libc::sockaddr_nl).cast(),
+                std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
+            )
+        };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(UeventSocket {
+            fd,
+            buf: vec![0u8; 64 * 1024],
+        })
+    }
+
+    pub fn as_raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+
+    /// Waits up to `timeout` for one message.
+    pub fn recv(&mut self, timeout: Duration) -> io::Result<Received> {
+        let mut pfd = libc::pollfd {
+            fd: self.fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
+        // SAFETY: one valid pollfd.
+        let rc = unsafe { libc::poll(&mut pfd, 1, ms) };
+        if rc < 0 {
+            let e = io::Error::last_os_error();
+            return if e.kind() == io::ErrorKind::Interrupted {
+                Ok(Received::Timeout)
+            } else {
+                Err(e)
+            };
+        }
+        if rc == 0 {
+            return Ok(Received::Timeout);
+        }
+        // SAFETY: sockaddr_nl is plain data.
+        let mut from: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+        let mut from_len = std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t;
+        // SAFETY: `buf` and `from` are valid for the lengths given.
+        let n = unsafe {
+            libc::recvfrom(
+                self.fd.as_raw_fd(),
+                self.buf.as_mut_ptr().cast(),
+                self.buf.len(),
+                libc::MSG_DONTWAIT,
+                (&mut from as *mut libc::sockaddr_nl).cast(),
+                &mut from_len,
+            )
+        };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            return match e.raw_os_error() {
+                Some(libc::ENOBUFS) => Ok(Received::Overrun),
+                Some(libc::EAGAIN) | Some(libc::EINTR) => Ok(Received::Timeout),
+                _ => Err(e),
+            };
+        }
+        // Only the kernel (port id 0) sends real uevents; anything else could be forged.
+        if from.nl_pid != 0 {
+            return Ok(Received::Ignored(format!(
+                "message from port {}",
+                from.nl_pid
+            )));
+        }
+        match parse(&self.buf[..n as usize]) {
+            Ok(ev) => Ok(Received::Event(ev)),
+            Err(e) => Ok(Received::Ignored(e.to_string())),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw(header: &str, props: &[&str]) -> Vec<u8> {
+        let mut v = header.as_bytes().to_vec();
+        for p in props {
+            v.push(0);
+            v.extend_from_slice(p.as_bytes());
+        }
+        v.push(0);
+        v
+    }
+
+    fn netback_online() -> Vec<u8> {
+        raw(
+            "online@/devices/vif-3-0",
+            &[
+                "ACTION=online",
+                "DEVPATH=/devices/vif-3-0",
+                "SUBSYSTEM=xen-backend",
+                "XENBUS_TYPE=vif",
+                "XENBUS_PATH=backend/vif/3/0",
+                "XENBUS_BASE_PATH=backend",
+                "script=/etc/xen/scripts/vif-bridge",
+                "vif=vif3.0",
+                "SEQNUM=1234",
+            ],
+        )
+    }
+
+    #[test]
+    fn parses_header_and_properties() {
+        let ev = parse(&netback_online()).unwrap();
+        assert_eq!(ev.action, "online");
+        assert_eq!(ev.devpath, "/devices/vif-3-0");
+        assert_eq!(ev.props["XENBUS_PATH"], "backend/vif/3/0");
+        assert_eq!(ev.props["vif"], "vif3.0");
+        assert_eq!(ev.props["SEQNUM"], "1234");
+        assert_eq!(ev.props.len(), 9);
+    }
+
+    #[test]
+    fn values_may_contain_equals_and_junk_is_skipped() {
+        let ev = parse(&raw("change@/x", &["A=b=c", "novalue", "", "B="])).unwrap();
+        assert_eq!(ev.props["A"], "b=c");
+        assert_eq!(ev.props["B"], "");
+        assert_eq!(ev.props.len(), 2);
+    }
+
+    #[test]
+    fn rejects_messages_without_a_header() {
+        assert_eq!(parse(b""), Err(ParseError::NoHeader));
+        assert_eq!(parse(b"\0\0"), Err(ParseError::NoHeader));
+        assert!(matches!(
+            parse(b"libudev\0ACTION=add\0"),
+            Err(ParseError::BadHeader(_))
+        ));
+        assert!(matches!(parse(b"@/dev\0"), Err(ParseError::BadHeader(_))));
+        assert!(matches!(parse(b"add@\0"), Err(ParseError::BadHeader(_))));
+    }
+
+    #[test]
+    fn netback_online_and_offline_become_vif_events() {
+        let ev = vif_event(&parse(&netback_online()).unwrap())
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            ev,
+            VifEvent {
+                action: Action::Online,
+                vif: "vif3.0".into(),
+                control: Control::Xenstore {
+                    backend_path: "backend/vif/3/0".into()
+                }
+            }
+        );
+        let off = raw(
+            "offline@/devices/vif-3-0",
+            &[
+                "SUBSYSTEM=xen-backend",
+                "XENBUS_TYPE=vif",
+                "XENBUS_PATH=backend/vif/3/0",
+                "vif=vif3.0",
+            ],
+        );
+        assert_eq!(
+            vif_event(&parse(&off).unwrap()).unwrap().unwrap().action,
+            Action::Offline
+        );
+    }
+
+    #[test]
+    fn noxs_events_carry_their_bridge() {
+        let on = raw(
+            "online@/devices/vif-4-0",
+            &["SUBSYSTEM=xen-backend-noxs", "vif=vif4.0", "bridge=br1"],
+        );
+        let ev = vif_event(&parse(&on).unwrap()).unwrap().unwrap();
+        assert_eq!(
+            ev.control,
+            Control::Noxs {
+                bridge: Some("br1".into())
+            }
+        );
+        let no_bridge = raw(
+            "online@/devices/vif-4-0",
+            &["SUBSYSTEM=xen-backend-noxs", "vif=vif4.0"],
+        );
+        assert_eq!(
+            vif_event(&parse(&no_bridge).unwrap())
+                .unwrap()
+                .unwrap()
+                .control,
+            Control::Noxs { bridge: None }
+        );
+    }
+
+    #[test]
+    fn other_events_are_ignored() {
+        let cases = [
+            // add/remove of the backend device: the interface does not exist yet / any more.
+            raw(
+                "add@/devices/vif-3-0",
+                &[
+                    "SUBSYSTEM=xen-backend",
+                    "XENBUS_TYPE=vif",
+                    "XENBUS_PATH=backend/vif/3/0",
+                ],
+            ),
+            raw(
+                "remove@/devices/vif-3-0",
+                &[
+                    "SUBSYSTEM=xen-backend",
+                    "XENBUS_PATH=backend/vif/3/0",
+                    "vif=vif3.0",
+                ],
+            ),
+            // Block backends.
+            raw(
+                "online@/devices/vbd-3-51712",
+                &[
+                    "SUBSYSTEM=xen-backend",
+                    "XENBUS_TYPE=vbd",
+                    "XENBUS_PATH=backend/vbd/3/51712",
+                ],
+            ),
+            // Other subsystems, including a net device coming online.
+            raw(
+                "online@/devices/virtual/net/eth0",
+                &["SUBSYSTEM=net", "INTERFACE=eth0", "vif=eth0"],
+            ),
+            raw("change@/devices/system/cpu/cpu0", &["SUBSYSTEM=cpu"]),
+        ];
+        for c in cases {
+            assert_eq!(vif_event(&parse(&c).unwrap()), Ok(None), "{:?}", parse(&c));
+        }
+    }
+
+    #[test]
+    fn malformed_vif_events_are_errors() {
+        let no_vif = raw(
+            "online@/devices/vif-3-0",
+            &[
+                "SUBSYSTEM=xen-backend",
+                "XENBUS_TYPE=vif",
+                "XENBUS_PATH=backend/vif/3/0",
+            ],
+        );
+        assert!(matches!(
+            vif_event(&parse(&no_vif).unwrap()),
+            Err(FilterError::NoVif { .. })
+        ));
+        let no_path = raw(
+            "online@/devices/vif-3-0",
+            &["SUBSYSTEM=xen-backend", "XENBUS_TYPE=vif", "vif=vif3.0"],
+        );
+        assert!(matches!(
+            vif_event(&parse(&no_path).unwrap()),
+            Err(FilterError::NoXenbusPath { .. })
+        ));
+        for bad in ["vif=", "vif=../etc", "vif=a b", "vif=waytoolongname16"] {
+            let ev = raw(
+                "online@/devices/vif-3-0",
+                &["SUBSYSTEM=xen-backend-noxs", bad],
+            );
+            assert!(
+                matches!(
+                    vif_event(&parse(&ev).unwrap()),
+                    Err(FilterError::BadVif { .. })
+                ),
+                "{bad}"
+            );
+        }
+        let bad_bridge = raw(
+            "online@/devices/vif-3-0",
+            &["SUBSYSTEM=xen-backend-noxs", "vif=vif3.0", "bridge=a/b"],
+        );
+        assert!(matches!(
+            vif_event(&parse(&bad_bridge).unwrap()),
+            Err(FilterError::BadVif { .. })
+        ));
+    }
+
+    #[test]
+    fn interface_names() {
+        assert!(valid_ifname("vif12.0"));
+        assert!(valid_ifname("exactly15chars_"));
+        assert!(!valid_ifname("sixteen_chars_xx"));
+        assert!(!valid_ifname(".."));
+    }
+}

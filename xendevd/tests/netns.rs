@@ -1,0 +1,316 @@
+//! xendevd against real kernel networking, inside a network namespace this test creates:
+//! a Linux bridge and veth interfaces standing in for vifs, events injected into the handler
+//! pool (not from netback), hotplug-status written to a MemStore.
+//!
+//! Needs root and `ip` (iproute2). The namespace is deleted whatever happens.
+
+use std::collections::BTreeSet;
+use std::os::fd::AsRawFd;
+use std::process::Command;
+use std::sync::mpsc::channel;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use libchaos::xenstore::{MemStore, TxId, Xenstore};
+use xendevd::bridge;
+use xendevd::handler::{Config, Handler, StoreSource};
+use xendevd::pool::{Outcome, Pool};
+use xendevd::uevent::{Action, Control, Received, UeventSocket, VifEvent};
+
+const BRIDGE: &str = "xdtbr0";
+
+fn require_root_and_ip() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        panic!("this test creates network namespaces and bridges: run it as root (CI does)");
+    }
+    if Command::new("ip").arg("-V").output().is_err() {
+        panic!("this test needs the `ip` command (Debian package iproute2)");
+    }
+}
+
+fn ip(args: &[&str]) -> Result<String, String> {
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .map_err(|e| format!("ip {args:?}: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "ip {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// A named network namespace, deleted on drop (also when the test panics).
+struct Netns {
+    name: String,
+}
+
+impl Netns {
+    fn create(tag: &str) -> Netns {
+        let name = format!("xdt-{}-{tag}", std::process::id());
+        let _ = ip(&["netns", "del", &name]);
+        ip(&["netns", "add", &name]).unwrap();
+        Netns { name }
+    }
+
+    /// Runs `ip -batch` inside the namespace.
+    fn batch(&self, cmds: &str) {
+        use std::io::Write;
+        let mut child = Command::new("ip")
+            .args(["-n", &self.name, "-batch", "-"])
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(cmds.as_bytes())
+            .unwrap();
+        assert!(child.wait().unwrap().success(), "ip -batch failed");
+    }
+
+    /// Moves the calling thread (and threads it starts later) into the namespace.
+    fn enter(&self) {
+        let f = std::fs::File::open(format!("/run/netns/{}", self.name)).unwrap();
+        // SAFETY: setns on a valid namespace fd; it only affects this thread.
+        let rc = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+    }
+
+    /// Ports of the bridge as sysfs shows them inside the namespace (`ip netns exec` mounts
+    /// a sysfs for it).
+    fn bridge_ports(&self) -> BTreeSet<String> {
+        let out = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &self.name,
+                "ls",
+                &format!("/sys/class/net/{BRIDGE}/brif"),
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .map(str::to_string)
+            .collect()
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        if let Err(e) = ip(&["netns", "del", &self.name]) {
+            eprintln!("cleanup: {e}");
+        }
+    }
+}
+
+fn backend(i: usize) -> String {
+    format!("/local/domain/0/backend/vif/{i}/0")
+}
+
+fn vif(i: usize) -> String {
+    format!("vif{i}.0")
+}
+
+fn xs_event(action: Action, i: usize) -> VifEvent {
+    // Relative, as netback sends it.
+    VifEvent {
+        action,
+        vif: vif(i),
+        control: Control::Xenstore {
+            backend_path: format!("backend/vif/{i}/0"),
+        },
+    }
+}
+
+fn read(xs: &MemStore, path: &str) -> Option<String> {
+    xs.read(TxId::NONE, path)
+        .unwrap()
+        .map(|v| String::from_utf8_lossy(&v).into_owned())
+}
+
+fn is_up(name: &str) -> bool {
+    bridge::flags(name).unwrap() & libc::IFF_UP as libc::c_short != 0
+}
+
+fn percentiles(mut v: Vec<Duration>) -> (f64, f64, f64) {
+    v.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    let p99 = ((v.len() * 99).div_ceil(100)).clamp(1, v.len()) - 1;
+    (ms(v[v.len() / 2]), ms(v[p99]), ms(v[v.len() - 1]))
+}
+
+fn wait(rx: &std::sync::mpsc::Receiver<Outcome>) -> Outcome {
+    rx.recv_timeout(Duration::from_secs(30))
+        .expect("no outcome within 30 s")
+}
+
+#[test]
+fn vifs_are_attached_brought_up_and_detached() {
+    require_root_and_ip();
+    const N: usize = 100;
+    let ns = Netns::create("attach");
+    let mut cmds = format!("link add {BRIDGE} type bridge\nlink set {BRIDGE} up\n");
+    for i in 0..N {
+        cmds += &format!("link add {} type veth peer name peer{i}\n", vif(i));
+    }
+    cmds += "link add vifnoxs.0 type veth peer name peernoxs\n";
+    ns.batch(&cmds);
+    ns.enter();
+
+    let xs = Arc::new(MemStore::new());
+    for i in 0..N {
+        xs.write(
+            TxId::NONE,
+            &format!("{}/bridge", backend(i)),
+            BRIDGE.as_bytes(),
+        )
+        .unwrap();
+    }
+    let config = Config {
+        ovsdb_socket: "/nonexistent/db.sock".into(),
+        ..Config::default()
+    };
+    let handler = Arc::new(Handler::new(config, StoreSource::Fixed(xs.clone())));
+    let (tx, rx) = channel();
+    let pool = Pool::new(4, handler, Some(tx)).unwrap();
+
+    // One at a time: event in -> port on the bridge, up, hotplug-status written.
+    let mut one_by_one = Vec::new();
+    for i in 0..N {
+        let t0 = Instant::now();
+        pool.submit(xs_event(Action::Online, i));
+        let o = wait(&rx);
+        one_by_one.push(t0.elapsed());
+        assert!(o.result.is_ok(), "{}: {:?}", o.event.vif, o.result);
+    }
+    let ports = ns.bridge_ports();
+    for i in 0..N {
+        assert!(ports.contains(&vif(i)), "{} not in {BRIDGE}/brif", vif(i));
+        assert!(is_up(&vif(i)), "{} is down", vif(i));
+        assert_eq!(
+            read(&xs, &format!("{}/hotplug-status", backend(i))).as_deref(),
+            Some("connected")
+        );
+        assert_eq!(read(&xs, &format!("{}/hotplug-error", backend(i))), None);
+    }
+
+    // A second online for an attached vif changes nothing and still succeeds.
+    pool.submit(xs_event(Action::Online, 0));
+    assert!(wait(&rx).result.is_ok());
+    assert!(ns.bridge_ports().contains(&vif(0)));
+
+    // Offline, as a burst: detached and down, and Xenstore keeps what the toolstack owns.
+    let before = xs.paths();
+    for i in 0..N {
+        pool.submit(xs_event(Action::Offline, i));
+    }
+    for _ in 0..N {
+        let o = wait(&rx);
+        assert!(o.result.is_ok(), "{}: {:?}", o.event.vif, o.result);
+    }
+    assert!(
+        ns.bridge_ports().is_empty(),
+        "ports left: {:?}",
+        ns.bridge_ports()
+    );
+    assert!((0..N).all(|i| !is_up(&vif(i))));
+    assert_eq!(xs.paths(), before);
+
+    // Online as a burst of N: latency from submission to done, with 4 workers.
+    let mut burst = Vec::new();
+    let t0 = Instant::now();
+    for i in 0..N {
+        pool.submit(xs_event(Action::Online, i));
+    }
+    for _ in 0..N {
+        let o = wait(&rx);
+        assert!(o.result.is_ok(), "{}: {:?}", o.event.vif, o.result);
+        burst.push(o.queued + o.took);
+    }
+    let burst_total = t0.elapsed();
+    assert_eq!(ns.bridge_ports().len(), N);
+
+    // NoXS: the bridge comes with the event, nothing is written anywhere.
+    let paths = xs.paths();
+    let noxs = |action| VifEvent {
+        action,
+        vif: "vifnoxs.0".into(),
+        control: Control::Noxs {
+            bridge: Some(BRIDGE.into()),
+        },
+    };
+    pool.submit(noxs(Action::Online));
+    assert!(wait(&rx).result.is_ok());
+    assert!(ns.bridge_ports().contains("vifnoxs.0") && is_up("vifnoxs.0"));
+    pool.submit(noxs(Action::Offline));
+    assert!(wait(&rx).result.is_ok());
+    assert!(!ns.bridge_ports().contains("vifnoxs.0"));
+    assert_eq!(xs.paths(), paths);
+
+    // A vif whose interface does not exist: error reported to the toolstack.
+    xs.write(
+        TxId::NONE,
+        &format!("{}/bridge", backend(N + 1)),
+        BRIDGE.as_bytes(),
+    )
+    .unwrap();
+    pool.submit(xs_event(Action::Online, N + 1));
+    assert!(wait(&rx).result.is_err());
+    assert_eq!(
+        read(&xs, &format!("{}/hotplug-status", backend(N + 1))).as_deref(),
+        Some("error")
+    );
+    let msg = read(&xs, &format!("{}/hotplug-error", backend(N + 1))).unwrap();
+    assert!(msg.contains(&vif(N + 1)), "{msg}");
+    pool.shutdown();
+
+    let (m, p99, max) = percentiles(one_by_one);
+    eprintln!("attach latency, one event at a time ({N}): median {m:.3} ms, p99 {p99:.3} ms, max {max:.3} ms");
+    let (m, p99, max) = percentiles(burst);
+    eprintln!(
+        "attach latency, burst of {N} on 4 workers: median {m:.3} ms, p99 {p99:.3} ms, max {max:.3} ms, all done in {:.3} ms",
+        burst_total.as_secs_f64() * 1e3
+    );
+}
+
+#[test]
+fn the_uevent_socket_receives_real_kernel_events() {
+    require_root_and_ip();
+    let ns = Netns::create("uevent");
+    ns.enter();
+    // Net device uevents go to the sockets of the device's namespace, so this one sees only
+    // what happens in ours.
+    let mut sock = UeventSocket::open().unwrap();
+    ip(&[
+        "-n", &ns.name, "link", "add", "xdtev0", "type", "veth", "peer", "name", "xdtev1",
+    ])
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "no uevent for xdtev0 within 10 s"
+        );
+        if let Received::Event(ev) = sock.recv(Duration::from_millis(200)).unwrap() {
+            if ev.action == "add" && ev.props.get("INTERFACE").map(String::as_str) == Some("xdtev0")
+            {
+                assert_eq!(ev.props.get("SUBSYSTEM").map(String::as_str), Some("net"));
+                assert!(ev.devpath.ends_with("/xdtev0"), "{}", ev.devpath);
+                // Not a vif event: the filter leaves it alone.
+                assert_eq!(xendevd::uevent::vif_event(&ev), Ok(None));
+                break;
+            }
+        }
+    }
+}
