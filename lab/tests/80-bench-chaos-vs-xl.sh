@@ -5,7 +5,7 @@
 
 runs=${BENCH_RUNS:-7}
 printf 'name = "bench"\nkernel = "%s/noop"\nmemory = 2\n' "$GUEST" >noop.cfg
-sed 's/^name = .*/name = "bench"/' "$(pv_linux_cfg linux)" >linux.cfg
+mv "$(pv_linux_cfg bench)" linux.cfg
 
 bash -s "$runs" <<'EOF_BASH' || fail "a creation failed (see above)"
 runs=$1
