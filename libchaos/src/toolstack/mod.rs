@@ -301,7 +301,7 @@ impl Toolstack {
                 timings,
             }),
             Err(e) => {
-                self.rollback(domid, published.as_deref());
+                self.rollback(domid, &cfg.name, published.as_deref());
                 Err(e)
             }
         }
@@ -344,9 +344,12 @@ impl Toolstack {
         timings.record("build", t);
 
         let t = Instant::now();
-        // Name check and record under the state lock, so two creations cannot share a name.
-        let _lock = self.state.lock()?;
-        self.check_name_free(&cfg.name)?;
+        {
+            // Check and claim under the lock, so two creations cannot take one name.
+            let _lock = self.state.lock()?;
+            self.check_name_free(&cfg.name)?;
+            self.state.claim_name(&cfg.name, domid)?;
+        }
         let handle = cfg.uuid.unwrap_or_else(random_uuid);
         self.hv
             .set_domain_handle(domid, handle)
@@ -396,9 +399,12 @@ impl Toolstack {
 
     /// Undoes a failed execute: record, Xenstore entries, domain (with its memory and event
     /// channels). Errors here are logged: the original error is the one to report.
-    fn rollback(&self, domid: DomId, published_uuid: Option<&str>) {
+    fn rollback(&self, domid: DomId, name: &str, published_uuid: Option<&str>) {
         if let Err(e) = self.state.remove(domid) {
             log::error!("rollback: removing the record of domain {domid}: {e}");
+        }
+        if let Err(e) = self.state.release_name(name, domid) {
+            log::error!("rollback: freeing the name {name:?} of domain {domid}: {e}");
         }
         if let (Some(uuid), Some(xs)) = (published_uuid, self.xs.as_deref()) {
             if let Err(e) = xs_devices::remove(xs, domid, Some(uuid)) {
@@ -435,8 +441,10 @@ impl Toolstack {
         self.execute(shell, cfg, paused)
     }
 
+    /// Names are unique among chaos's guests (checked through the name index, so the check
+    /// costs the same with ten guests or ten thousand). Guests xl created are not scanned here.
     fn check_name_free(&self, name: &str) -> Result<()> {
-        if self.find_by_name(name)?.is_some() {
+        if self.find_chaos_guest(name)?.is_some() {
             return Err(ToolstackError::NameInUse(name.to_string()));
         }
         Ok(())

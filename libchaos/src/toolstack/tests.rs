@@ -89,6 +89,7 @@ struct Leftovers {
     xenstore_paths: Vec<String>,
     introduced: usize,
     records: usize,
+    names: usize,
 }
 
 fn leftovers(w: &World) -> Leftovers {
@@ -99,6 +100,9 @@ fn leftovers(w: &World) -> Leftovers {
         xenstore_paths: w.xs.paths(),
         introduced: w.xs.introduced_domains().len(),
         records: w.ts.state().all().expect("records").len(),
+        names: std::fs::read_dir(w.ts.state().root().join("names"))
+            .expect("name index")
+            .count(),
     }
 }
 
@@ -431,3 +435,22 @@ fn unsupported_features_are_refused_before_touching_xen() {
 /// Keeps `Path` in use for helpers above on every platform.
 #[allow(dead_code)]
 fn _paths(_: &Path) {}
+
+#[test]
+fn a_name_whose_domain_died_behind_chaos_is_free_again() {
+    let w = world("stalename");
+    let first =
+        w.ts.create(&config(&w, "again", ""), None, false)
+            .expect("create");
+    // The domain goes away without chaos (xl destroy, a crash of the host's toolstack...).
+    w.sim
+        .destroy_domain(first.domid)
+        .expect("destroy behind chaos's back");
+    let second =
+        w.ts.create(&config(&w, "again", ""), None, false)
+            .expect("name is free");
+    assert_eq!(w.ts.resolve("again").expect("resolve"), second.domid);
+    w.ts.destroy(second.domid).expect("destroy");
+    let names = std::fs::read_dir(w.ts.state().root().join("names")).expect("index");
+    assert_eq!(names.count(), 0, "the index forgets destroyed guests");
+}
