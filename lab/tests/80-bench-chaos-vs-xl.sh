@@ -3,7 +3,7 @@
 # Guests: the noop unikernel and Debian's Linux kernel (destroyed right after creation).
 . "$XENLAB_TESTS/lib.sh"
 
-runs=${BENCH_RUNS:-7}
+runs=${BENCH_RUNS:-5}
 printf 'name = "bench"\nkernel = "%s/noop"\nmemory = 2\n' "$GUEST" >noop.cfg
 mv "$(pv_linux_cfg bench)" linux.cfg
 
