@@ -80,7 +80,6 @@ wait_for_line "$log" 'PING-OK|PING-FAIL' 240 ||
 	fail "guest console: expected PING-OK within 240s, got: $(tail -n 5 "$log" 2>&1)"
 grep -E 'GUEST-NET|packets|round-trip|PING-' "$log" | tr -d '\r'
 grep -q PING-OK "$log" || fail "guest ping: expected PING-OK, got: $(grep PING-FAIL "$log" | tr -d '\r')"
-echo "frontend state $(xenstore-read /local/domain/$domid/device/vif/0/state 2>&1), backend state $(xenstore-read /local/domain/0/backend/vif/$domid/0/state 2>&1) at PING-OK"
 wait_gone $name 60 || fail "domain $name: expected gone after poweroff, still there: $(xl list)"
 check_vif_gone $domid
 echo "guest gone, vif$domid.0 gone: $(elapsed "$start")s"

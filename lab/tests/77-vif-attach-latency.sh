@@ -4,7 +4,7 @@
 #   xl + xendevd (run_hotplug_scripts=0),
 #   chaos + xendevd.
 # Timestamps come from a xenstore-watch on the vif backends, taken with bash's $EPOCHREALTIME as
-# each event arrives. Guests are created paused (the guest need not run for the attach).
+# each event arrives (the watch reports writes in order; the values are checked separately). Guests are created paused (the guest need not run for the attach).
 . "$XENLAB_TESTS/lib.sh"
 
 RUNS=${VIF_LATENCY_RUNS:-5}
@@ -27,20 +27,22 @@ set_hotplug() {
 }
 
 xenstore-exists /local/domain/0/backend/vif || xenstore-write /local/domain/0/backend/vif ""
-# One line per event: "<epoch seconds.micros> <path> <value>"; the time is taken before the read.
+# One line per event, "<epoch seconds.micros> <path>", stamped with bash builtins only (no fork
+# per event, so the stamps do not lag behind the events).
 bash -c 'xenstore-watch /local/domain/0/backend/vif | while read -r p; do
-	t=$EPOCHREALTIME
-	case $p in */state | */hotplug-status) echo "$t $p $(xenstore-read "$p" 2>/dev/null)" ;; esac
+	echo "$EPOCHREALTIME $p"
 done' >events.log 2>&1 &
 watcher=$!
 sleep 1
 
-# latency DOMID: ms from the first state=2 to hotplug-status=connected of DOMID's vif 0.
+# latency DOMID: ms from netback's state write to the hotplug-status=connected write of DOMID's
+# vif 0. The guest is paused, so each key is written exactly twice before the destroy: state 1
+# (toolstack) then 2 (netback, InitWait), hotplug-status "" (toolstack) then connected.
 latency() {
-	awk -v p="/local/domain/0/backend/vif/$1/0/" '
-		index($2, p) == 1 && $2 ~ /\/state$/ && $3 == 2 && !s { s = $1 }
-		index($2, p) == 1 && $2 ~ /\/hotplug-status$/ && $3 == "connected" && !c { c = $1 }
-		END { if (s && c) printf "%.1f", (c - s) * 1000; else print "none" }' events.log
+	awk -v s="/local/domain/0/backend/vif/$1/0/state" -v h="/local/domain/0/backend/vif/$1/0/hotplug-status" '
+		$2 == s && ++ns == 2 { ts = $1 }
+		$2 == h && ++nh == 2 { th = $1 }
+		END { if (ts && th) printf "%.1f", (th - ts) * 1000; else print "none" }' events.log
 }
 
 # run TOOL LABEL: RUNS paused creations with one vif each; prints each latency and the median.
@@ -54,6 +56,7 @@ run() {
 		_be=/local/domain/0/backend/vif/$_d/0
 		_ok() { [ "$(xenstore-read $_be/hotplug-status 2>/dev/null)" = connected ]; }
 		wait_until 30 _ok || fail "$_label: $_be/hotplug-status never became connected"
+		expect_eq "$_label: $_be/state (InitWait: the guest is paused)" 2 "$(xenstore-read $_be/state)"
 		sleep 0.3
 		_l=$(latency $_d)
 		[ "$_l" != none ] || fail "$_label: no state=2/connected events for domain $_d in: $(grep "/$_d/0/" events.log)"
