@@ -356,6 +356,9 @@ impl Toolstack {
             .map_err(hv_step("set domain handle"))?;
         let uuid = format_uuid(&handle);
         let xs = self.xenstore()?;
+        // MACs are chosen now and kept in the record, so a restarted guest keeps its MACs.
+        let mut config = cfg.clone();
+        let vifs = resolve_vifs(&mut config);
         *published = Some(uuid.clone());
         let entries = xs_devices::GuestEntries {
             domid,
@@ -368,6 +371,7 @@ impl Toolstack {
             console_evtchn: shell.console_evtchn,
             store_mfn: built.xenstore_mfn,
             store_evtchn: shell.xenstore_evtchn,
+            vifs: &vifs,
         };
         xs_devices::publish(xs, &entries)?;
         timings.record("devices", t);
@@ -380,7 +384,7 @@ impl Toolstack {
             domid,
             name: cfg.name.clone(),
             uuid,
-            config: cfg.clone(),
+            config,
             console_evtchn: shell.console_evtchn,
             console_mfn: built.console_mfn,
             xenstore_evtchn: shell.xenstore_evtchn,
@@ -466,10 +470,19 @@ fn check_supported(cfg: &DomainConfig) -> Result<()> {
             "disk: block devices are not supported by chaos yet".into(),
         ));
     }
-    if !cfg.vifs.is_empty() {
-        return Err(ToolstackError::Unsupported(
-            "vif: network devices are not created by chaos yet".into(),
-        ));
+    for (devid, vif) in cfg.vifs.iter().enumerate() {
+        if let Some(backend) = vif.backend.as_deref() {
+            if !matches!(backend, "0" | "Domain-0") {
+                return Err(ToolstackError::Unsupported(format!(
+                    "vif {devid}: backend={backend}: driver domains are not supported yet (the backend is dom0)"
+                )));
+            }
+        }
+        if let Some(name) = &vif.vifname {
+            return Err(ToolstackError::Unsupported(format!(
+                "vif {devid}: vifname={name}: renaming the backend interface is not supported yet (it is vif<domid>.{devid})"
+            )));
+        }
     }
     if cfg.kind != GuestKind::Pv {
         return Err(ToolstackError::Unsupported(format!(
@@ -480,6 +493,25 @@ fn check_supported(cfg: &DomainConfig) -> Result<()> {
     Ok(())
 }
 
+/// The vifs as published: devid = position, a random Xen MAC where the config names none (the
+/// chosen MAC is written back into `cfg`), the script path libxl would record.
+fn resolve_vifs(cfg: &mut DomainConfig) -> Vec<xs_devices::VifEntry> {
+    cfg.vifs
+        .iter_mut()
+        .enumerate()
+        .map(|(devid, vif)| {
+            let mac = *vif.mac.get_or_insert_with(random_mac);
+            xs_devices::VifEntry {
+                devid: devid as u32,
+                mac,
+                bridge: vif.bridge.clone(),
+                ip: vif.ip.clone(),
+                script: xs_devices::script_path(vif.script.as_deref()),
+            }
+        })
+        .collect()
+}
+
 fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -487,22 +519,34 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// A random (version 4) UUID for the domain handle, from the kernel's generator.
-fn random_uuid() -> [u8; 16] {
+/// 16 random bytes from the kernel's generator (the clock if that fails: uniqueness is what
+/// matters here, not secrecy).
+fn random_bytes(what: &str) -> [u8; 16] {
     use std::io::Read;
     let mut b = [0u8; 16];
     if let Err(e) = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut b)) {
-        // Fall back to the clock: uniqueness is what matters here, not secrecy.
-        log::warn!("/dev/urandom: {e}; deriving the domain UUID from the clock");
+        log::warn!("/dev/urandom: {e}; deriving the {what} from the clock");
         let nanos = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_nanos())
             .unwrap_or(0);
         b = nanos.to_le_bytes();
     }
+    b
+}
+
+/// A random (version 4) UUID for the domain handle.
+fn random_uuid() -> [u8; 16] {
+    let mut b = random_bytes("domain UUID");
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
     b
+}
+
+/// A random MAC with Xen's OUI, as libxl makes them: 00:16:3e, then 23 random bits.
+fn random_mac() -> [u8; 6] {
+    let r = random_bytes("vif MAC");
+    [0x00, 0x16, 0x3e, r[0] & 0x7f, r[1], r[2]]
 }
 
 fn format_uuid(b: &[u8; 16]) -> String {

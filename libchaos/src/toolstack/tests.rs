@@ -11,6 +11,8 @@ use crate::hypervisor::ShutdownReason;
 use crate::image::testelf::TestElf;
 use crate::xenstore::MemStore;
 
+mod vif;
+
 /// A scratch directory removed when the test ends.
 struct Scratch(PathBuf);
 
@@ -410,9 +412,17 @@ fn unsupported_features_are_refused_before_touching_xen() {
     let w = world("unsupported");
     let before = leftovers(&w);
     let err =
-        w.ts.create(&config(&w, "net", "vif = ['bridge=xenbr0']"), None, false)
+        w.ts.create(&config(&w, "net", "vif = ['backend=netvm']"), None, false)
             .unwrap_err();
-    assert!(err.to_string().contains("vif"), "{err}");
+    assert!(err.to_string().contains("backend=netvm"), "{err}");
+    let err =
+        w.ts.create(
+            &config(&w, "net", "vif = ['', 'vifname=web0']"),
+            None,
+            false,
+        )
+        .unwrap_err();
+    assert!(err.to_string().contains("vif 1: vifname=web0"), "{err}");
     let err =
         w.ts.create(
             &config(&w, "disk", "disk = ['/dev/vg/g,raw,xvda,rw']"),
