@@ -21,17 +21,6 @@ trap cleanup EXIT
 	echo 'run_hotplug_scripts=0'
 } >$conf
 
-# wait_until SECS CMD...: polls CMD every 0.05 s; returns 1 if it never succeeds within SECS.
-wait_until() {
-	_deadline=$(awk -v n="$(now)" -v s="$1" 'BEGIN { print n + s }')
-	shift
-	until "$@"; do
-		awk -v n="$(now)" -v d="$_deadline" 'BEGIN { exit !(n > d) }' && return 1
-		sleep 0.05
-	done
-	return 0
-}
-
 xendevd -v >xendevd.log 2>&1 &
 pid=$!
 wait_until 5 grep -q 'listening for vif uevents' xendevd.log ||

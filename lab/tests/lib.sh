@@ -85,3 +85,50 @@ pv_linux_cfg() {
 	} >"$PWD/$_name.cfg"
 	echo "$PWD/$_name.cfg"
 }
+
+# net_linux_cfg NAME GUEST_IP/PREFIX PEER [EXTRA_LINE...]: like pv_linux_cfg, with the network
+# initramfs (loads netfront, sets GUEST_IP on eth0, pings PEER, prints PING-OK or PING-FAIL,
+# powers off). Add the vif line as an EXTRA_LINE.
+net_linux_cfg() {
+	_name=$1 _ip=$2 _peer=$3
+	shift 3
+	{
+		echo "name = \"$_name\""
+		echo 'type = "pv"'
+		echo "kernel = \"$GUEST/vmlinux\""
+		echo "ramdisk = \"$GUEST/initrd-net.gz\""
+		echo "extra = \"console=hvc0 quiet guest_ip=$_ip peer=$_peer\""
+		echo 'memory = 128'
+		echo 'vcpus = 1'
+		echo 'on_poweroff = "destroy"'
+		echo 'on_crash = "destroy"'
+		for _l in "$@"; do echo "$_l"; done
+	} >"$PWD/$_name.cfg"
+	echo "$PWD/$_name.cfg"
+}
+
+# wait_until SECS CMD...: polls CMD every 0.05 s; returns 1 if it never succeeds within SECS.
+wait_until() {
+	_deadline=$(awk -v n="$(now)" -v s="$1" 'BEGIN { print n + s }')
+	shift
+	until "$@"; do
+		awk -v n="$(now)" -v d="$_deadline" 'BEGIN { exit !(n > d) }' && return 1
+		sleep 0.05
+	done
+	return 0
+}
+
+# start_xendevd LOG: starts xendevd -v in the background, logging to LOG; sets XENDEVD_PID.
+start_xendevd() {
+	command -v xendevd >/dev/null || fail "xendevd: expected in PATH, not found"
+	xendevd -v >"$1" 2>&1 &
+	XENDEVD_PID=$!
+	wait_until 5 grep -q 'listening for vif uevents' "$1" ||
+		fail "xendevd: expected to start listening, log: $(cat "$1")"
+}
+
+# bridge_addr BRIDGE ADDR/PREFIX: gives the bridge an address (once).
+bridge_addr() {
+	ip addr show dev "$1" | grep -q "inet ${2%/*}/" || ip addr add "$2" dev "$1" ||
+		fail "ip addr add $2 dev $1 failed"
+}

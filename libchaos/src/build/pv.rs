@@ -216,7 +216,8 @@ fn write_kernel(
     for seg in &image.segments {
         // Segments lie within [virt_kstart, virt_kend) by construction of those bounds.
         let start = (seg.paddr.wrapping_add(shift) - kernel_vaddr) as usize;
-        let file_end = start + seg.data.len();
+        let data = image.segment_data(seg);
+        let file_end = start + data.len();
         let mem_end = start + seg.memsz as usize;
         if mem_end > region.len() {
             return Err(BuildError::Layout(format!(
@@ -227,7 +228,7 @@ fn write_kernel(
         if start > cursor {
             region[cursor..start].fill(0);
         }
-        region[start..file_end].copy_from_slice(&seg.data);
+        region[start..file_end].copy_from_slice(data);
         region[file_end..mem_end].fill(0);
         cursor = cursor.max(mem_end);
     }

@@ -149,7 +149,8 @@ pub fn build_pvh(
         let base = kernel.start * PAGE;
         for seg in &image.segments {
             let off = (seg.paddr - base) as usize;
-            area[off..off + seg.data.len()].copy_from_slice(&seg.data);
+            let data = image.segment_data(seg);
+            area[off..off + data.len()].copy_from_slice(data);
         }
         if let (Some(r), Some(data)) = (ramdisk, params.ramdisk) {
             let off = ((r.start - kernel.start) * PAGE) as usize;

@@ -179,15 +179,16 @@ fn check_guest<'a>(s: &'a Shell, image: &KernelImage, g: &BuiltGuest, cmdline: &
 
     // The entry point maps to the kernel's first bytes (the test kernels start at the entry).
     let seg = &image.segments[0];
+    let data = image.segment_data(seg);
     let seg_v = seg.paddr.wrapping_add(pv.virt_base - pv.paddr_offset);
-    let n = seg.data.len().min(64);
-    assert_eq!(w.read(seg_v, n), seg.data[..n]);
+    let n = data.len().min(64);
+    assert_eq!(w.read(seg_v, n), data[..n]);
     assert!(w.translate(pv.virt_entry).is_some());
     // bss is zero.
-    if seg.memsz > seg.data.len() as u64 {
-        let bss = (seg.memsz - seg.data.len() as u64).min(256) as usize;
+    if seg.memsz > data.len() as u64 {
+        let bss = (seg.memsz - data.len() as u64).min(256) as usize;
         assert!(w
-            .read(seg_v + seg.data.len() as u64, bss)
+            .read(seg_v + data.len() as u64, bss)
             .iter()
             .all(|b| *b == 0));
     }

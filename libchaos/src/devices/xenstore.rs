@@ -1,11 +1,34 @@
 //! The Xenstore control plane: the minimal entries a PV guest, xenconsoled and `xl list` need,
-//! written in ONE transaction, then the domain introduced to xenstored.
+//! and the front/back directories of its vifs, written in ONE transaction, then the domain
+//! introduced to xenstored.
 
 use crate::hypervisor::DomId;
 use crate::xenstore::{Access, Perm, TxId, TxOutcome, Xenstore, XenstoreError, XsOp};
 
 /// Transactions lost to concurrent writers are retried this many times before giving up.
 const MAX_TX_ATTEMPTS: u32 = 16;
+
+/// Where relative `script=` names point, as libxl resolves them.
+pub const XEN_SCRIPT_DIR: &str = "/etc/xen/scripts";
+/// The script libxl records when a vif names none.
+pub const DEFAULT_VIF_SCRIPT: &str = "vif-bridge";
+/// XenbusStateInitialising: where both ends of a new device start.
+const XENBUS_STATE_INITIALISING: &str = "1";
+/// Linux netfront's default MTU, recorded read-only for the guest as libxl does.
+const VIF_MTU: &str = "1500";
+
+/// One network interface as it is published: backend in dom0 (Linux netback), frontend in
+/// the guest (netfront). The backend's `hotplug-status` is left empty: netback waits until
+/// xendevd (or a hotplug script) writes `connected` before it connects to the guest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VifEntry {
+    pub devid: u32,
+    pub mac: [u8; 6],
+    pub bridge: String,
+    pub ip: Option<String>,
+    /// Recorded for tools that read it (netback requires the key); chaos runs no script.
+    pub script: String,
+}
 
 /// What the Xenstore entries of a new guest say.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,6 +43,7 @@ pub struct GuestEntries<'a> {
     pub console_evtchn: u32,
     pub store_mfn: u64,
     pub store_evtchn: u32,
+    pub vifs: &'a [VifEntry],
 }
 
 /// `/local/domain/<domid>`
@@ -29,6 +53,134 @@ pub fn domain_path(domid: DomId) -> String {
 
 fn vm_path(uuid: &str) -> String {
     format!("/vm/{uuid}")
+}
+
+/// The absolute script path libxl would record: relative names are under [`XEN_SCRIPT_DIR`].
+pub fn script_path(script: Option<&str>) -> String {
+    let s = script.unwrap_or(DEFAULT_VIF_SCRIPT);
+    if s.starts_with('/') {
+        s.to_string()
+    } else {
+        format!("{XEN_SCRIPT_DIR}/{s}")
+    }
+}
+
+/// `/local/domain/0/backend/vif/<domid>`: every vif backend of the guest (dom0 is the backend).
+pub fn vif_backends_path(domid: DomId) -> String {
+    format!("{}/backend/vif/{}", domain_path(DomId::DOM0), domid.0)
+}
+
+/// `/local/domain/0/backend/vif/<domid>/<devid>`
+pub fn vif_backend_path(domid: DomId, devid: u32) -> String {
+    format!("{}/{devid}", vif_backends_path(domid))
+}
+
+/// `/local/domain/<domid>/device/vif/<devid>`
+pub fn vif_frontend_path(domid: DomId, devid: u32) -> String {
+    format!("{}/device/vif/{devid}", domain_path(domid))
+}
+
+/// The paths, values and permissions of one vif, as libxl's libxl__device_generic_add and
+/// libxl__set_xenstore_nic lay them out.
+struct VifNodes {
+    frontend: String,
+    backend: String,
+    /// The frontend directory: owned by the guest, readable by the backend (dom0).
+    frontend_perms: [Perm; 2],
+    /// The backend directory (and the read-only frontend keys): owned by dom0, readable by
+    /// the guest.
+    backend_perms: [Perm; 2],
+    frontend_values: Vec<(String, String)>,
+    /// Frontend keys the guest may read but not change.
+    frontend_ro_values: Vec<(String, String)>,
+    backend_values: Vec<(String, String)>,
+}
+
+impl VifNodes {
+    fn new(domid: DomId, vif: &VifEntry) -> VifNodes {
+        let frontend = vif_frontend_path(domid, vif.devid);
+        let backend = vif_backend_path(domid, vif.devid);
+        let mac = crate::config::vif::format_mac(&vif.mac);
+        let handle = vif.devid.to_string();
+        let fe = |k: &str, v: &str| (format!("{frontend}/{k}"), v.to_string());
+        let be = |k: &str, v: &str| (format!("{backend}/{k}"), v.to_string());
+        let frontend_values = vec![
+            fe("backend", &backend),
+            fe("backend-id", &DomId::DOM0.0.to_string()),
+            fe("state", XENBUS_STATE_INITIALISING),
+            fe("handle", &handle),
+            fe("mac", &mac),
+            fe("trusted", "1"),
+        ];
+        let frontend_ro_values = vec![fe("mtu", VIF_MTU)];
+        let mut backend_values = vec![
+            be("frontend", &frontend),
+            be("frontend-id", &domid.0.to_string()),
+            be("online", "1"),
+            be("state", XENBUS_STATE_INITIALISING),
+            be("script", &vif.script),
+            be("mac", &mac),
+        ];
+        if let Some(ip) = &vif.ip {
+            backend_values.push(be("ip", ip));
+        }
+        backend_values.extend([
+            be("bridge", &vif.bridge),
+            be("handle", &handle),
+            be("type", "vif"),
+            be("hotplug-status", ""),
+        ]);
+        VifNodes {
+            frontend,
+            backend,
+            frontend_perms: [
+                Perm {
+                    dom: domid,
+                    access: Access::None,
+                },
+                Perm {
+                    dom: DomId::DOM0,
+                    access: Access::Read,
+                },
+            ],
+            backend_perms: [
+                Perm {
+                    dom: DomId::DOM0,
+                    access: Access::None,
+                },
+                Perm {
+                    dom: domid,
+                    access: Access::Read,
+                },
+            ],
+            frontend_values,
+            frontend_ro_values,
+            backend_values,
+        }
+    }
+
+    /// The operations, in libxl's order: frontend directory, its keys, backend directory,
+    /// its keys (new keys inherit their directory's permissions).
+    fn ops<'a>(&'a self, ops: &mut Vec<XsOp<'a>>) {
+        ops.push(XsOp::Mkdir(&self.frontend));
+        ops.push(XsOp::SetPerms(&self.frontend, &self.frontend_perms));
+        ops.extend(
+            self.frontend_values
+                .iter()
+                .map(|(p, v)| XsOp::Write(p, v.as_bytes())),
+        );
+        for (p, v) in &self.frontend_ro_values {
+            ops.push(XsOp::Write(p, v.as_bytes()));
+            ops.push(XsOp::SetPerms(p, &self.backend_perms));
+        }
+        ops.push(XsOp::Mkdir(&self.backend));
+        ops.push(XsOp::SetPerms(&self.backend, &self.backend_perms));
+        ops.extend(
+            self.backend_values
+                .iter()
+                .map(|(p, v)| XsOp::Write(p, v.as_bytes())),
+        );
+    }
 }
 
 /// Runs `body` inside a transaction, retrying when another writer got in first.
@@ -117,6 +269,10 @@ pub fn publish(xs: &dyn Xenstore, g: &GuestEntries<'_>) -> Result<(), XenstoreEr
         ops.push(XsOp::Write(path, b""));
         ops.push(XsOp::SetPerms(path, &guest_owns));
     }
+    let vifs: Vec<VifNodes> = g.vifs.iter().map(|v| VifNodes::new(g.domid, v)).collect();
+    for vif in &vifs {
+        vif.ops(&mut ops);
+    }
     // All of it in one transaction, sent in one go.
     in_transaction(xs, |tx| xs.apply(tx, &ops))
 }
@@ -145,12 +301,18 @@ pub fn name_of(xs: &dyn Xenstore, domid: DomId) -> Result<Option<String>, Xensto
 
 /// Removes what `publish` wrote and tells xenstored to forget the domain. Missing entries are
 /// fine: this also cleans up after a half-finished creation.
+///
+/// Removing a vif's backend directory is what makes Linux netback tear the device down
+/// (unmap the guest's rings, unregister vifD.N, which leaves its bridge); this is the forced
+/// removal libxl does on `xl destroy`, without the Closing/Closed handshake of a hot unplug.
 pub fn remove(xs: &dyn Xenstore, domid: DomId, uuid: Option<&str>) -> Result<(), XenstoreError> {
     let dom = domain_path(domid);
+    let backends = vif_backends_path(domid);
     in_transaction(xs, |tx| {
         if let Some(uuid) = uuid {
             xs.rm(tx, &vm_path(uuid))?;
         }
+        xs.rm(tx, &backends)?;
         xs.rm(tx, &dom)
     })?;
     match xs.release_domain(domid) {

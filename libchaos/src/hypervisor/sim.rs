@@ -94,6 +94,39 @@ struct SimState {
     fault: Option<Fault>,
 }
 
+impl SimDomain {
+    /// A freshly created domain: paused, no memory, no vcpu context.
+    fn new(
+        kind: GuestKind,
+        handle: [u8; 16],
+        max_vcpus: u32,
+        max_evtchn_port: u32,
+        max_grant_frames: u32,
+        shared_info_mfn: u64,
+    ) -> SimDomain {
+        SimDomain {
+            kind,
+            handle,
+            max_vcpus,
+            max_evtchn_port,
+            max_grant_frames,
+            paused: true,
+            shutdown: None,
+            max_pages: 0,
+            address_size: None,
+            shared_info_mfn,
+            p2m: HashMap::new(),
+            m2p: HashMap::new(),
+            frames: HashMap::new(),
+            vcpus: BTreeMap::new(),
+            hypercall_page: None,
+            pinned: Vec::new(),
+            grants: BTreeMap::new(),
+            evtchns: BTreeMap::new(),
+        }
+    }
+}
+
 /// Errors saving or loading a simulated host.
 #[derive(Debug, thiserror::Error)]
 pub enum SimStateError {
@@ -167,24 +200,17 @@ impl SimHypervisor {
         let total = mib_to_pages(config.host_mib);
         let dom0_pages = mib_to_pages(config.dom0_mib).min(total);
         let dom0 = SimDomain {
-            kind: GuestKind::Pv,
-            handle: [0; 16],
-            max_vcpus: config.nr_cpus,
-            max_evtchn_port: u32::MAX,
-            max_grant_frames: 64,
             paused: false,
-            shutdown: None,
             max_pages: dom0_pages,
             address_size: Some(64),
-            shared_info_mfn: FIRST_MFN - 1,
-            p2m: HashMap::new(),
-            m2p: HashMap::new(),
-            frames: HashMap::new(),
-            vcpus: BTreeMap::new(),
-            hypercall_page: None,
-            pinned: Vec::new(),
-            grants: BTreeMap::new(),
-            evtchns: BTreeMap::new(),
+            ..SimDomain::new(
+                GuestKind::Pv,
+                [0; 16],
+                config.nr_cpus,
+                u32::MAX,
+                64,
+                FIRST_MFN - 1,
+            )
         };
         let mut domains = BTreeMap::new();
         domains.insert(DomId::DOM0, dom0);
@@ -512,26 +538,14 @@ impl Hypervisor for SimHypervisor {
         s.next_mfn += 1;
         s.domains.insert(
             DomId(id),
-            SimDomain {
-                kind: args.kind,
-                handle: args.handle,
-                max_vcpus: args.max_vcpus,
-                max_evtchn_port: args.max_evtchn_port,
-                max_grant_frames: args.max_grant_frames,
-                paused: true,
-                shutdown: None,
-                max_pages: 0,
-                address_size: None,
+            SimDomain::new(
+                args.kind,
+                args.handle,
+                args.max_vcpus,
+                args.max_evtchn_port,
+                args.max_grant_frames,
                 shared_info_mfn,
-                p2m: HashMap::new(),
-                m2p: HashMap::new(),
-                frames: HashMap::new(),
-                vcpus: BTreeMap::new(),
-                hypercall_page: None,
-                pinned: Vec::new(),
-                grants: BTreeMap::new(),
-                evtchns: BTreeMap::new(),
-            },
+            ),
         );
         Ok(DomId(id))
     }

@@ -93,7 +93,8 @@ impl ImageError {
     }
 }
 
-/// One PT_LOAD segment: `data` is its file contents, zero-filled up to `memsz` when loaded.
+/// One PT_LOAD segment: its file contents ([`KernelImage::segment_data`]) are zero-filled up
+/// to `memsz` when loaded.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Segment {
     /// ELF `p_paddr`.
@@ -101,7 +102,8 @@ pub struct Segment {
     /// ELF `p_vaddr` (informational: loaders place segments by `p_paddr`).
     pub vaddr: u64,
     pub memsz: u64,
-    pub data: Vec<u8>,
+    /// Where its contents are in the (decompressed) ELF bytes.
+    pub file: std::ops::Range<usize>,
 }
 
 /// Where a PV kernel goes in its virtual address space (libelf's `elf_dom_parms`).
@@ -134,22 +136,39 @@ pub struct KernelImage {
     pub notes: XenNotes,
     /// The PV view of the image, or why it cannot boot as PV.
     pub pv: Result<PvAddrs, ImageProblem>,
+    /// The ELF file (decompressed), kept whole: segments are ranges of it, so a 60 MiB
+    /// kernel is not copied again after it was read.
+    elf: Vec<u8>,
 }
 
 impl KernelImage {
     /// Parses kernel bytes (ELF, gzip'd ELF or bzImage). `name` is used in messages.
     pub fn parse(name: &str, data: &[u8]) -> Result<KernelImage, ImageProblem> {
-        let (bytes, format) = compress::unwrap_kernel(data)?;
+        Self::parse_owned(name, data.to_vec())
+    }
+
+    /// Like [`KernelImage::parse`], keeping `data` itself when it is a plain ELF file.
+    pub fn parse_owned(name: &str, data: Vec<u8>) -> Result<KernelImage, ImageProblem> {
+        let (bytes, format) = match compress::unwrap_kernel(&data)? {
+            (std::borrow::Cow::Borrowed(_), format) => (None, format),
+            (std::borrow::Cow::Owned(unpacked), format) => (Some(unpacked), format),
+        };
+        let bytes = bytes.unwrap_or(data);
         let elf = elf::Elf::parse(&bytes)?;
 
         let mut segments: Vec<Segment> = elf
             .loads
             .iter()
-            .map(|h| Segment {
-                paddr: h.paddr,
-                vaddr: h.vaddr,
-                memsz: h.memsz,
-                data: elf.load_bytes(h).to_vec(),
+            .map(|h| {
+                // `Elf::parse` checked that the segment lies inside the file.
+                let start = h.offset as usize;
+                let len = elf.load_bytes(h).len();
+                Segment {
+                    paddr: h.paddr,
+                    vaddr: h.vaddr,
+                    memsz: h.memsz,
+                    file: start..start + len,
+                }
             })
             .collect();
         if segments.is_empty() {
@@ -192,6 +211,7 @@ impl KernelImage {
             pend,
             notes,
             pv: Err(ImageProblem::NoXenNotes),
+            elf: Vec::new(),
         };
         image.pv = image.pv_addrs();
         // A kernel that is neither a valid PV kernel nor a PVH one is refused now, with the PV
@@ -199,6 +219,8 @@ impl KernelImage {
         if let (Err(e), None) = (&image.pv, image.notes.phys32_entry) {
             return Err(e.clone());
         }
+        drop(elf);
+        image.elf = bytes;
         Ok(image)
     }
 
@@ -208,7 +230,7 @@ impl KernelImage {
             path: path.to_path_buf(),
             source,
         })?;
-        KernelImage::parse(&path.display().to_string(), &data).map_err(|problem| {
+        KernelImage::parse_owned(&path.display().to_string(), data).map_err(|problem| {
             ImageError::Invalid {
                 path: path.to_path_buf(),
                 problem,
@@ -226,9 +248,14 @@ impl KernelImage {
         self.notes.phys32_entry
     }
 
-    /// Total bytes of segment data held (what the cache keeps in memory).
+    /// The file contents of one of this image's segments.
+    pub fn segment_data(&self, s: &Segment) -> &[u8] {
+        self.elf.get(s.file.clone()).unwrap_or(&[])
+    }
+
+    /// Bytes the image holds (what the cache keeps in memory).
     pub fn data_len(&self) -> usize {
-        self.segments.iter().map(|s| s.data.len()).sum()
+        self.elf.len()
     }
 
     /// libelf's checks and address computation for a PV (non-HVM) guest.

@@ -65,7 +65,7 @@ fn parses_pv_kernel() {
     assert_eq!(k.format, ImageFormat::Elf);
     assert_eq!(k.segments.len(), 1);
     assert_eq!(k.segments[0].paddr, 0x100_0000);
-    assert_eq!(k.segments[0].data, pattern(0x3000));
+    assert_eq!(k.segment_data(&k.segments[0]), pattern(0x3000));
     assert_eq!(k.segments[0].memsz, 0x5000);
     assert_eq!((k.pstart, k.pend), (0x100_0000, 0x100_5000));
     assert_eq!(k.notes.loader.as_deref(), Some("generic"));
@@ -211,7 +211,7 @@ fn gzipped_elf() {
     let elf = TestElf::pv(LINUX_BASE, 0x100_0000, 0x3000, 0).build();
     let k = parse(&gzip(&elf)).unwrap();
     assert_eq!(k.format, ImageFormat::GzipElf);
-    assert_eq!(k.segments[0].data, pattern(0x3000));
+    assert_eq!(k.segment_data(&k.segments[0]), pattern(0x3000));
     // A gzip'd file that is not an ELF is not a kernel.
     assert_eq!(
         parse(&gzip(b"hello")).unwrap_err(),
@@ -233,7 +233,7 @@ fn bzimage_with_gzip_payload() {
     let elf = TestElf::pv(LINUX_BASE, 0x100_0000, 0x3000, 0x1000).build();
     let k = parse(&bzimage(&gzip(&elf), 0x20f)).unwrap();
     assert_eq!(k.format, ImageFormat::BzImageGzip);
-    assert_eq!(k.segments[0].data, pattern(0x3000));
+    assert_eq!(k.segment_data(&k.segments[0]), pattern(0x3000));
 }
 
 /// tiny.elf.xz: a 4 KiB ELF64 compressed with `xz --check=crc32 --x86 --lzma2`, the filter
@@ -245,7 +245,7 @@ const TINY_XZ: &[u8] = include_bytes!("testdata/tiny.elf.xz");
 fn bzimage_with_xz_bcj_payload() {
     let k = parse(&bzimage(TINY_XZ, 0x20f)).unwrap();
     assert_eq!(k.format, ImageFormat::BzImageXz);
-    assert_eq!(k.segments[0].data, pattern(0x800));
+    assert_eq!(k.segment_data(&k.segments[0]), pattern(0x800));
     // Corrupting the stream is detected (CRC or format), not trusted.
     let mut bad = TINY_XZ.to_vec();
     let mid = bad.len() / 2;
@@ -294,7 +294,7 @@ fn cache_reuses_and_notices_changes() {
     std::fs::write(&p, &elf2).unwrap();
     let b = cache.load(&p).unwrap();
     assert!(!Arc::ptr_eq(&a, &b));
-    assert_eq!(b.segments[0].data.len(), 0x3000);
+    assert_eq!(b.segment_data(&b.segments[0]).len(), 0x3000);
     assert!(Arc::ptr_eq(&b, &cache.load(&p).unwrap()));
 
     let r = dir.file("initrd", b"ramdisk bytes");

@@ -80,25 +80,30 @@ impl Toolstack {
             .ok_or_else(|| ToolstackError::NoSuchDomain(what.to_string()))
     }
 
-    /// The running domain with this name: chaos's own records first, then Xenstore (which also
-    /// knows the guests xl created).
+    /// The live chaos guest with this name, from the name index: one file read and one
+    /// hypercall, however many guests run (this is on the creation path).
+    pub(super) fn find_chaos_guest(&self, name: &str) -> Result<Option<DomId>> {
+        let Some(dom) = self.state.name_owner(name)? else {
+            return Ok(None);
+        };
+        // A live owner holds the name even before its record exists (it is being created).
+        match self.hv.domain_info(dom) {
+            Ok(_) => Ok(Some(dom)),
+            Err(HypervisorError::NoSuchDomain(_)) => Ok(None),
+            Err(e) => Err(hv_step("look up domain")(e)),
+        }
+    }
+
+    /// The running domain with this name: chaos's guests first, then Xenstore (which also
+    /// knows the guests xl created; that scan visits every domain, so only lookups use it).
     pub(super) fn find_by_name(&self, name: &str) -> Result<Option<DomId>> {
-        let live: Vec<DomId> = self
-            .hv
-            .list_domains()
-            .map_err(hv_step("list domains"))?
-            .iter()
-            .map(|i| i.domid)
-            .collect();
-        for r in self.state.all()? {
-            if r.name == name && live.contains(&r.domid) {
-                return Ok(Some(r.domid));
-            }
+        if let Some(dom) = self.find_chaos_guest(name)? {
+            return Ok(Some(dom));
         }
         if let Some(xs) = self.xs.as_deref() {
-            for dom in live {
-                if xs_devices::name_of(xs, dom)?.as_deref() == Some(name) {
-                    return Ok(Some(dom));
+            for info in self.hv.list_domains().map_err(hv_step("list domains"))? {
+                if xs_devices::name_of(xs, info.domid)?.as_deref() == Some(name) {
+                    return Ok(Some(info.domid));
                 }
             }
         }
@@ -119,7 +124,7 @@ impl Toolstack {
             .collect();
         for r in &records {
             if !infos.iter().any(|i| i.domid == r.domid) {
-                self.state.remove(r.domid)?;
+                self.state.forget(r)?;
             }
         }
         let mut out = Vec::with_capacity(infos.len());
@@ -170,7 +175,10 @@ impl Toolstack {
         if let Some(xs) = self.xs.as_deref() {
             xs_devices::remove(xs, dom, record.as_ref().map(|r| r.uuid.as_str()))?;
         }
-        self.state.remove(dom)?;
+        match &record {
+            Some(r) => self.state.forget(r)?,
+            None => self.state.remove(dom)?,
+        }
         destroyed.map_err(|e| match e {
             HypervisorError::NoSuchDomain(_) => ToolstackError::NoSuchDomain(dom.to_string()),
             e => hv_step("destroy")(e),
@@ -233,7 +241,7 @@ impl Toolstack {
                 None => return Ok(None),
             },
             Err(HypervisorError::NoSuchDomain(_)) => {
-                self.state.remove(dom)?;
+                self.state.forget(&record)?;
                 return Ok(None);
             }
             Err(e) => return Err(hv_step("domain info")(e)),

@@ -323,7 +323,7 @@ impl Toolstack {
                 timings,
             }),
             Err(e) => {
-                self.rollback(domid, published.as_deref());
+                self.rollback(domid, &cfg.name, published.as_deref());
                 Err(e)
             }
         }
@@ -366,15 +366,21 @@ impl Toolstack {
         timings.record("build", t);
 
         let t = Instant::now();
-        // Name check and record under the state lock, so two creations cannot share a name.
-        let _lock = self.state.lock()?;
-        self.check_name_free(&cfg.name)?;
+        {
+            // Check and claim under the lock, so two creations cannot take one name.
+            let _lock = self.state.lock()?;
+            self.check_name_free(&cfg.name)?;
+            self.state.claim_name(&cfg.name, domid)?;
+        }
         let handle = cfg.uuid.unwrap_or_else(random_uuid);
         self.hv
             .set_domain_handle(domid, handle)
             .map_err(hv_step("set domain handle"))?;
         let uuid = format_uuid(&handle);
         let xs = self.xenstore()?;
+        // MACs are chosen now and kept in the record, so a restarted guest keeps its MACs.
+        let mut config = cfg.clone();
+        let vifs = resolve_vifs(&mut config);
         *published = Some(uuid.clone());
         let entries = xs_devices::GuestEntries {
             domid,
@@ -387,6 +393,7 @@ impl Toolstack {
             console_evtchn: shell.console_evtchn,
             store_mfn: built.xenstore_mfn,
             store_evtchn: shell.xenstore_evtchn,
+            vifs: &vifs,
         };
         xs_devices::publish(xs, &entries)?;
         timings.record("devices", t);
@@ -399,7 +406,7 @@ impl Toolstack {
             domid,
             name: cfg.name.clone(),
             uuid,
-            config: cfg.clone(),
+            config,
             console_evtchn: shell.console_evtchn,
             console_mfn: built.console_mfn,
             xenstore_evtchn: shell.xenstore_evtchn,
@@ -418,9 +425,12 @@ impl Toolstack {
 
     /// Undoes a failed execute: record, Xenstore entries, domain (with its memory and event
     /// channels). Errors here are logged: the original error is the one to report.
-    fn rollback(&self, domid: DomId, published_uuid: Option<&str>) {
+    fn rollback(&self, domid: DomId, name: &str, published_uuid: Option<&str>) {
         if let Err(e) = self.state.remove(domid) {
             log::error!("rollback: removing the record of domain {domid}: {e}");
+        }
+        if let Err(e) = self.state.release_name(name, domid) {
+            log::error!("rollback: freeing the name {name:?} of domain {domid}: {e}");
         }
         if let (Some(uuid), Some(xs)) = (published_uuid, self.xs.as_deref()) {
             if let Err(e) = xs_devices::remove(xs, domid, Some(uuid)) {
@@ -481,8 +491,10 @@ impl Toolstack {
         Ok(())
     }
 
+    /// Names are unique among chaos's guests (checked through the name index, so the check
+    /// costs the same with ten guests or ten thousand). Guests xl created are not scanned here.
     fn check_name_free(&self, name: &str) -> Result<()> {
-        if self.find_by_name(name)?.is_some() {
+        if self.find_chaos_guest(name)?.is_some() {
             return Err(ToolstackError::NameInUse(name.to_string()));
         }
         Ok(())
@@ -504,10 +516,19 @@ fn check_supported(cfg: &DomainConfig) -> Result<()> {
             "disk: block devices are not supported by chaos yet".into(),
         ));
     }
-    if !cfg.vifs.is_empty() {
-        return Err(ToolstackError::Unsupported(
-            "vif: network devices are not created by chaos yet".into(),
-        ));
+    for (devid, vif) in cfg.vifs.iter().enumerate() {
+        if let Some(backend) = vif.backend.as_deref() {
+            if !matches!(backend, "0" | "Domain-0") {
+                return Err(ToolstackError::Unsupported(format!(
+                    "vif {devid}: backend={backend}: driver domains are not supported yet (the backend is dom0)"
+                )));
+            }
+        }
+        if let Some(name) = &vif.vifname {
+            return Err(ToolstackError::Unsupported(format!(
+                "vif {devid}: vifname={name}: renaming the backend interface is not supported yet (it is vif<domid>.{devid})"
+            )));
+        }
     }
     if cfg.kind != GuestKind::Pv {
         return Err(ToolstackError::Unsupported(format!(
@@ -518,6 +539,25 @@ fn check_supported(cfg: &DomainConfig) -> Result<()> {
     Ok(())
 }
 
+/// The vifs as published: devid = position, a random Xen MAC where the config names none (the
+/// chosen MAC is written back into `cfg`), the script path libxl would record.
+fn resolve_vifs(cfg: &mut DomainConfig) -> Vec<xs_devices::VifEntry> {
+    cfg.vifs
+        .iter_mut()
+        .enumerate()
+        .map(|(devid, vif)| {
+            let mac = *vif.mac.get_or_insert_with(random_mac);
+            xs_devices::VifEntry {
+                devid: devid as u32,
+                mac,
+                bridge: vif.bridge.clone(),
+                ip: vif.ip.clone(),
+                script: xs_devices::script_path(vif.script.as_deref()),
+            }
+        })
+        .collect()
+}
+
 pub(crate) fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -525,22 +565,34 @@ pub(crate) fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// A random (version 4) UUID for the domain handle, from the kernel's generator.
-pub fn random_uuid() -> [u8; 16] {
+/// 16 random bytes from the kernel's generator (the clock if that fails: uniqueness is what
+/// matters here, not secrecy).
+fn random_bytes(what: &str) -> [u8; 16] {
     use std::io::Read;
     let mut b = [0u8; 16];
     if let Err(e) = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut b)) {
-        // Fall back to the clock: uniqueness is what matters here, not secrecy.
-        log::warn!("/dev/urandom: {e}; deriving the domain UUID from the clock");
+        log::warn!("/dev/urandom: {e}; deriving the {what} from the clock");
         let nanos = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_nanos())
             .unwrap_or(0);
         b = nanos.to_le_bytes();
     }
+    b
+}
+
+/// A random (version 4) UUID for the domain handle.
+pub fn random_uuid() -> [u8; 16] {
+    let mut b = random_bytes("domain UUID");
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
     b
+}
+
+/// A random MAC with Xen's OUI, as libxl makes them: 00:16:3e, then 23 random bits.
+fn random_mac() -> [u8; 6] {
+    let r = random_bytes("vif MAC");
+    [0x00, 0x16, 0x3e, r[0] & 0x7f, r[1], r[2]]
 }
 
 pub fn format_uuid(b: &[u8; 16]) -> String {

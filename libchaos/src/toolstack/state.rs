@@ -79,11 +79,47 @@ impl StateDir {
     /// Opens (creating if needed) the runtime directory.
     pub fn open(root: impl Into<PathBuf>) -> Result<Self> {
         let root = root.into();
-        for sub in ["domains", "shells"] {
+        for sub in ["domains", "names", "shells"] {
             let dir = root.join(sub);
             fs::create_dir_all(&dir).map_err(io(&dir))?;
         }
         Ok(StateDir { root })
+    }
+
+    /// The name index: one file per name chaos gave out, holding the domid. It makes the
+    /// uniqueness check one lookup, however many guests run. File names are the name in hex,
+    /// so any name is a safe file name.
+    fn name_path(&self, name: &str) -> PathBuf {
+        let hex: String = name.bytes().map(|b| format!("{b:02x}")).collect();
+        self.root.join("names").join(hex)
+    }
+
+    /// The domain the index gives `name` to, if any (it may have died since: callers check).
+    pub fn name_owner(&self, name: &str) -> Result<Option<DomId>> {
+        let path = self.name_path(name);
+        match fs::read_to_string(&path) {
+            Ok(s) => Ok(s.trim().parse().ok().map(DomId)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io(&path)(e)),
+        }
+    }
+
+    /// Gives `name` to `domid` in the index (under [`StateDir::lock`], after checking it is free).
+    pub fn claim_name(&self, name: &str, domid: DomId) -> Result<()> {
+        let path = self.name_path(name);
+        fs::write(&path, domid.0.to_string()).map_err(io(&path))
+    }
+
+    /// Frees `name`, if `domid` holds it.
+    pub fn release_name(&self, name: &str, domid: DomId) -> Result<()> {
+        if self.name_owner(name)? == Some(domid) {
+            let path = self.name_path(name);
+            match fs::remove_file(&path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io(&path)(e)),
+                _ => {}
+            }
+        }
+        Ok(())
     }
 
     /// The directory from `CHAOS_RUN_DIR`, or /run/chaos.
@@ -110,7 +146,9 @@ impl StateDir {
         Ok(file)
     }
 
-    /// Writes a record atomically (temporary file, then rename).
+    /// Writes a record atomically (temporary file, then rename). No fsync: the runtime
+    /// directory does not outlive a reboot, and neither do the domains it describes; readers
+    /// only need never to see half a record, which the rename gives.
     pub fn save(&self, record: &DomainRecord) -> Result<()> {
         write_atomic(&self.record_path(record.domid), record)
     }
@@ -150,6 +188,12 @@ impl StateDir {
         remove_file(&self.record_path(domid))
     }
 
+    /// Removes a record and frees its name: the domain is gone.
+    pub fn forget(&self, record: &DomainRecord) -> Result<()> {
+        self.release_name(&record.name, record.domid)?;
+        self.remove(record.domid)
+    }
+
     /// Every readable record. A corrupt record is reported and skipped, so one bad file does not
     /// hide every other guest.
     pub fn all(&self) -> Result<Vec<DomainRecord>> {
@@ -167,7 +211,6 @@ fn write_atomic<T: Serialize>(path: &Path, value: &T) -> Result<()> {
     })?;
     let mut f = File::create(&tmp).map_err(io(&tmp))?;
     f.write_all(&json).map_err(io(&tmp))?;
-    f.sync_data().map_err(io(&tmp))?;
     fs::rename(&tmp, path).map_err(io(path))?;
     Ok(())
 }

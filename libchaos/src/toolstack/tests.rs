@@ -11,6 +11,8 @@ use crate::hypervisor::ShutdownReason;
 use crate::image::testelf::TestElf;
 use crate::xenstore::MemStore;
 
+mod vif;
+
 /// A scratch directory removed when the test ends.
 struct Scratch(PathBuf);
 
@@ -89,6 +91,7 @@ struct Leftovers {
     xenstore_paths: Vec<String>,
     introduced: usize,
     records: usize,
+    names: usize,
 }
 
 fn leftovers(w: &World) -> Leftovers {
@@ -99,6 +102,9 @@ fn leftovers(w: &World) -> Leftovers {
         xenstore_paths: w.xs.paths(),
         introduced: w.xs.introduced_domains().len(),
         records: w.ts.state().all().expect("records").len(),
+        names: std::fs::read_dir(w.ts.state().root().join("names"))
+            .expect("name index")
+            .count(),
     }
 }
 
@@ -406,9 +412,17 @@ fn unsupported_features_are_refused_before_touching_xen() {
     let w = world("unsupported");
     let before = leftovers(&w);
     let err =
-        w.ts.create(&config(&w, "net", "vif = ['bridge=xenbr0']"), None, false)
+        w.ts.create(&config(&w, "net", "vif = ['backend=netvm']"), None, false)
             .unwrap_err();
-    assert!(err.to_string().contains("vif"), "{err}");
+    assert!(err.to_string().contains("backend=netvm"), "{err}");
+    let err =
+        w.ts.create(
+            &config(&w, "net", "vif = ['', 'vifname=web0']"),
+            None,
+            false,
+        )
+        .unwrap_err();
+    assert!(err.to_string().contains("vif 1: vifname=web0"), "{err}");
     let err =
         w.ts.create(
             &config(&w, "disk", "disk = ['/dev/vg/g,raw,xvda,rw']"),
@@ -431,3 +445,22 @@ fn unsupported_features_are_refused_before_touching_xen() {
 /// Keeps `Path` in use for helpers above on every platform.
 #[allow(dead_code)]
 fn _paths(_: &Path) {}
+
+#[test]
+fn a_name_whose_domain_died_behind_chaos_is_free_again() {
+    let w = world("stalename");
+    let first =
+        w.ts.create(&config(&w, "again", ""), None, false)
+            .expect("create");
+    // The domain goes away without chaos (xl destroy, a crash of the host's toolstack...).
+    w.sim
+        .destroy_domain(first.domid)
+        .expect("destroy behind chaos's back");
+    let second =
+        w.ts.create(&config(&w, "again", ""), None, false)
+            .expect("name is free");
+    assert_eq!(w.ts.resolve("again").expect("resolve"), second.domid);
+    w.ts.destroy(second.domid).expect("destroy");
+    let names = std::fs::read_dir(w.ts.state().root().join("names")).expect("index");
+    assert_eq!(names.count(), 0, "the index forgets destroyed guests");
+}
