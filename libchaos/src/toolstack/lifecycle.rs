@@ -255,17 +255,23 @@ impl Toolstack {
             ShutdownReason::Suspend => return Ok(None),
             ShutdownReason::Watchdog | ShutdownReason::SoftReset => cfg.on_crash,
         };
-        match action {
-            Action::Preserve => return Ok(Some(action)),
-            Action::Destroy | Action::CoredumpDestroy => self.destroy(dom)?,
-            Action::Restart | Action::RenameRestart | Action::CoredumpRestart => {
-                self.destroy(dom)?;
-                self.create(cfg, None, false)?;
-            }
-            Action::SoftReset => {
-                log::warn!("domain {dom}: soft-reset is not supported; destroying it");
-                self.destroy(dom)?;
-            }
+        if action == Action::Preserve {
+            return Ok(Some(action));
+        }
+        if action == Action::SoftReset {
+            log::warn!("domain {dom}: soft-reset is not supported; destroying it");
+        }
+        // Two reapers may race (chaosd and `shutdown --wait`): the one whose destroy finds
+        // the domain gone leaves the rest, the restart included, to the other.
+        match self.destroy(dom) {
+            Err(ToolstackError::NoSuchDomain(_)) => return Ok(None),
+            other => other?,
+        }
+        if matches!(
+            action,
+            Action::Restart | Action::RenameRestart | Action::CoredumpRestart
+        ) {
+            self.create(cfg, None, false)?;
         }
         if matches!(action, Action::CoredumpDestroy | Action::CoredumpRestart) {
             log::warn!("domain {dom}: core dumps are not supported; no dump was written");
