@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use super::{hv_step, Result, Toolstack, ToolstackError};
+use super::{hv_step, DomainRecord, Result, Toolstack, ToolstackError};
 use crate::config::Action;
 use crate::devices::xenstore as xs_devices;
 use crate::hypervisor::{DomId, DomainInfo, HypervisorError, ShutdownReason, PAGE_SIZE};
@@ -170,12 +170,17 @@ impl Toolstack {
             ));
         }
         let record = self.state.load(dom)?;
+        self.destroy_with(dom, record.as_ref())
+    }
+
+    /// Destroys `dom` and removes what chaos wrote for it, as its record (if any) says.
+    fn destroy_with(&self, dom: DomId, record: Option<&DomainRecord>) -> Result<()> {
         let destroyed = self.hv.destroy_domain(dom);
         // Clean up even when the domain was already gone: the leftovers are ours to remove.
         if let Some(xs) = self.xs.as_deref() {
-            xs_devices::remove(xs, dom, record.as_ref().map(|r| r.uuid.as_str()))?;
+            xs_devices::remove(xs, dom, record.map(|r| r.uuid.as_str()))?;
         }
-        match &record {
+        match record {
             Some(r) => self.state.forget(r)?,
             None => self.state.remove(dom)?,
         }
@@ -261,9 +266,13 @@ impl Toolstack {
         if action == Action::SoftReset {
             log::warn!("domain {dom}: soft-reset is not supported; destroying it");
         }
-        // Two reapers may race (chaosd and `shutdown --wait`): the one whose destroy finds
-        // the domain gone leaves the rest, the restart included, to the other.
-        match self.destroy(dom) {
+        // Two reapers may race (chaosd and `shutdown --wait`), and Xen lets both destroy a
+        // dying domain: the record's rename decides which one does the work.
+        if !self.state.claim_for_reaping(dom)? {
+            return Ok(None);
+        }
+        match self.destroy_with(dom, Some(&record)) {
+            // Destroyed meanwhile by someone else (chaos destroy): nothing to restart.
             Err(ToolstackError::NoSuchDomain(_)) => return Ok(None),
             other => other?,
         }

@@ -183,9 +183,27 @@ impl StateDir {
         }
     }
 
-    /// Removes a record; a missing one is not an error.
+    /// Removes a record (also one claimed for reaping); a missing one is not an error.
     pub fn remove(&self, domid: DomId) -> Result<()> {
-        remove_file(&self.record_path(domid))
+        remove_file(&self.record_path(domid))?;
+        remove_file(&self.reaping_path(domid))
+    }
+
+    fn reaping_path(&self, domid: DomId) -> PathBuf {
+        self.root
+            .join("domains")
+            .join(format!("{}.reaping", domid.0))
+    }
+
+    /// Claims a shut-down guest for one reaper: the record is renamed out of the way, which
+    /// only one process can do. `false`: another reaper has it.
+    pub fn claim_for_reaping(&self, domid: DomId) -> Result<bool> {
+        let path = self.record_path(domid);
+        match fs::rename(&path, self.reaping_path(domid)) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(io(&path)(e)),
+        }
     }
 
     /// Removes a record and frees its name: the domain is gone.

@@ -464,3 +464,26 @@ fn a_name_whose_domain_died_behind_chaos_is_free_again() {
     let names = std::fs::read_dir(w.ts.state().root().join("names")).expect("index");
     assert_eq!(names.count(), 0, "the index forgets destroyed guests");
 }
+
+#[test]
+fn a_guest_claimed_by_another_reaper_is_left_to_it() {
+    let w = world("reapclaim");
+    let g =
+        w.ts.create(&config(&w, "once", "on_reboot = \"restart\""), None, false)
+            .expect("create");
+    w.sim
+        .guest_shutdown(g.domid, ShutdownReason::Reboot)
+        .expect("guest");
+    // Another reaper (chaosd, `shutdown --wait`) got there first.
+    assert!(w.ts.state().claim_for_reaping(g.domid).expect("claim"));
+    assert!(
+        !w.ts.state().claim_for_reaping(g.domid).expect("claim"),
+        "only one claim wins"
+    );
+    assert!(
+        w.ts.reap().expect("reap").is_empty(),
+        "nothing left for this reaper"
+    );
+    assert!(w.sim.domain_info(g.domid).is_ok(), "not destroyed twice");
+    assert_eq!(w.sim.guest_count(), 1, "not restarted twice");
+}
