@@ -34,7 +34,9 @@ expect_contains "console of a missing guest" "no domain" "$out"
 start=$(now)
 out=$(chaos shutdown -R -w --timeout 120 $name 2>&1) || fail "chaos shutdown -R -w: expected success, got: $out"
 echo "reboot requested and handled in $(elapsed "$start")s"
-wait_for_line "$log" GUEST-REBOOT 5 || fail "console: expected the guest's reboot marker, got: $(tail -n 5 "$log")"
+# The guest's own /sbin/reboot ran (its marker), or at least its kernel restarted.
+wait_for_line "$log" 'GUEST-REBOOT|reboot: Restarting system' 5 ||
+	fail "console: expected the guest to reboot, got: $(tail -n 5 "$log")"
 restarted() { domain_exists $name && [ "$(xl domid $name)" != "$first" ]; }
 stayed_twice() { [ "$(grep -c GUEST-STAYING "$log")" -ge 2 ]; }
 wait_until 60 restarted ||
@@ -48,5 +50,6 @@ start=$(now)
 out=$(chaos shutdown -w --timeout 120 $name 2>&1) || fail "chaos shutdown -w: expected success, got: $out"
 echo "poweroff requested and handled in $(elapsed "$start")s"
 wait_gone $name 30 || fail "on_poweroff=destroy: expected $name gone, xl list: $(xl list)"
-grep -q GUEST-POWEROFF "$log" || fail "console: expected the guest's poweroff marker, got: $(tail -n 5 "$log")"
+grep -qE 'GUEST-POWEROFF|reboot: Power down' "$log" ||
+	fail "console: expected the guest to power off, got: $(tail -n 5 "$log")"
 [ -z "$(ls /run/chaos/domains/)" ] || fail "state dir: expected empty, got: $(ls /run/chaos/domains/)"
