@@ -16,7 +16,7 @@ use clap::{Parser, Subcommand};
 
 use libchaos::config::DomainConfig;
 use libchaos::daemon::Client;
-use libchaos::toolstack::ShutdownKind;
+use libchaos::toolstack::{Created, ShutdownKind};
 
 use backend::{Backend, HypervisorKind};
 
@@ -268,13 +268,18 @@ fn connect(socket: &std::path::Path, required: bool) -> Result<Option<Client>, S
     }
 }
 
-/// The config as chaos parsed it, with its paths made absolute for the daemon.
-fn load_for_daemon(file: &std::path::Path, overrides: &[String]) -> Result<DomainConfig, String> {
+/// The config file with its overrides, warnings printed.
+fn load_config(file: &std::path::Path, overrides: &[String]) -> Result<DomainConfig, String> {
     let loaded = libchaos::config::load(file, overrides).map_err(|e| e.to_string())?;
     for w in &loaded.warnings {
         eprintln!("chaos: warning: {w}");
     }
-    let mut cfg = loaded.config;
+    Ok(loaded.config)
+}
+
+/// The config as chaos parsed it, with its paths made absolute for the daemon.
+fn load_for_daemon(file: &std::path::Path, overrides: &[String]) -> Result<DomainConfig, String> {
+    let mut cfg = load_config(file, overrides)?;
     let abs =
         |p: &std::path::Path| std::path::absolute(p).map_err(|e| format!("{}: {e}", p.display()));
     cfg.kernel = abs(&cfg.kernel)?;
@@ -282,6 +287,31 @@ fn load_for_daemon(file: &std::path::Path, overrides: &[String]) -> Result<Domai
         cfg.ramdisk = Some(abs(r)?);
     }
     Ok(cfg)
+}
+
+/// Creates `count` guests from one config (names get -1 .. -N when there are several) with
+/// `make`, printing each as it comes.
+fn create_each(
+    base: &DomainConfig,
+    count: u32,
+    json: bool,
+    mut make: impl FnMut(&DomainConfig) -> Result<Created, String>,
+) -> Result<(), String> {
+    for i in 1..=count {
+        let mut cfg = base.clone();
+        if count > 1 {
+            cfg.name = format!("{}-{i}", cfg.name);
+        }
+        let created = make(&cfg).map_err(|e| {
+            if count > 1 {
+                format!("guest {i} of {count} ({}): {e}", cfg.name)
+            } else {
+                e
+            }
+        })?;
+        output::created(&created, json)?;
+    }
+    Ok(())
 }
 
 fn create_via_daemon(
@@ -294,21 +324,11 @@ fn create_via_daemon(
     pool_only: bool,
 ) -> Result<(), String> {
     let base = load_for_daemon(file, overrides)?;
-    for i in 1..=count {
-        let mut cfg = base.clone();
-        if count > 1 {
-            cfg.name = format!("{}-{i}", cfg.name);
-        }
-        let created = client.create(&cfg, paused, pool_only).map_err(|e| {
-            if count > 1 {
-                format!("guest {i} of {count} ({}): {e}", cfg.name)
-            } else {
-                e.to_string()
-            }
-        })?;
-        output::created(&created, json)?;
-    }
-    Ok(())
+    create_each(&base, count, json, |cfg| {
+        client
+            .create(cfg, paused, pool_only)
+            .map_err(|e| e.to_string())
+    })
 }
 
 fn create(
@@ -319,23 +339,8 @@ fn create(
     count: u32,
     json: bool,
 ) -> Result<(), String> {
-    let loaded = libchaos::config::load(file, overrides).map_err(|e| e.to_string())?;
-    for w in &loaded.warnings {
-        eprintln!("chaos: warning: {w}");
-    }
-    for i in 1..=count {
-        let mut cfg = loaded.config.clone();
-        if count > 1 {
-            cfg.name = format!("{}-{i}", cfg.name);
-        }
-        let created = ts.create(&cfg, None, paused).map_err(|e| {
-            if count > 1 {
-                format!("guest {i} of {count} ({}): {e}", cfg.name)
-            } else {
-                e.to_string()
-            }
-        })?;
-        output::created(&created, json)?;
-    }
-    Ok(())
+    let base = load_config(file, overrides)?;
+    create_each(&base, count, json, |cfg| {
+        ts.create(cfg, None, paused).map_err(|e| e.to_string())
+    })
 }
