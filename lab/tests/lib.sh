@@ -90,21 +90,12 @@ pv_linux_cfg() {
 # initramfs (loads netfront, sets GUEST_IP on eth0, pings PEER, prints PING-OK or PING-FAIL,
 # powers off). Add the vif line as an EXTRA_LINE.
 net_linux_cfg() {
-	_name=$1 _ip=$2 _peer=$3
+	_ip=$2 _peer=$3
+	_n=$1
 	shift 3
-	{
-		echo "name = \"$_name\""
-		echo 'type = "pv"'
-		echo "kernel = \"$GUEST/vmlinux\""
-		echo "ramdisk = \"$GUEST/initrd-net.gz\""
-		echo "extra = \"console=hvc0 quiet guest_ip=$_ip peer=$_peer\""
-		echo 'memory = 128'
-		echo 'vcpus = 1'
-		echo 'on_poweroff = "destroy"'
-		echo 'on_crash = "destroy"'
-		for _l in "$@"; do echo "$_l"; done
-	} >"$PWD/$_name.cfg"
-	echo "$PWD/$_name.cfg"
+	# Later settings override earlier ones, as in xl.
+	pv_linux_cfg "$_n" "ramdisk = \"$GUEST/initrd-net.gz\"" \
+		"extra = \"console=hvc0 quiet guest_ip=$_ip peer=$_peer\"" "$@"
 }
 
 # wait_until SECS CMD...: polls CMD every 0.05 s; returns 1 if it never succeeds within SECS.
