@@ -1,5 +1,5 @@
-//! Host-side check of the test guest ELF files: what a Xen PV loader (libelf/libxenguest)
-//! needs to boot them. Std only, one file, built with plain `rustc` by guests/check.sh.
+//! Host-side check of the test guest ELF files: what a Xen PV or PVH loader
+//! (libelf/libxenguest) needs to boot them. Std only, one file, built with plain `rustc` by guests/check.sh.
 //!
 //!   elfcheck FILE...        check each file, print one line per file, exit 1 on any failure
 //!   elfcheck --self-test F  check that broken variants of F are rejected (exit 1 if not)
@@ -19,6 +19,7 @@ const NOTE_PADDR_OFFSET: u32 = 4;
 const NOTE_XEN_VERSION: u32 = 5;
 const NOTE_GUEST_OS: u32 = 6;
 const NOTE_LOADER: u32 = 8;
+const NOTE_PHYS32_ENTRY: u32 = 18;
 
 struct Segment {
     kind: u32,
@@ -47,6 +48,7 @@ struct Note {
 /// What a good image looks like, for the summary line.
 struct Summary {
     entry: u64,
+    phys32_entry: u64,
     virt_base: u64,
     pages: u64,
 }
@@ -245,8 +247,21 @@ fn check(d: &[u8]) -> Result<Summary, String> {
     if hypercall_page % PAGE != 0 || !loads.iter().any(|s| s.contains(hypercall_page, PAGE)) {
         return Err(format!("hypercall page {hypercall_page:#x} is not a page-aligned page inside a PT_LOAD segment"));
     }
+    // PVH: Xen enters this 32-bit physical address with paging off; the image loads at its
+    // paddrs (= vaddrs, checked above), so it must be code inside an executable PT_LOAD.
+    let phys32_entry = note_u64(&notes, NOTE_PHYS32_ENTRY, "PHYS32_ENTRY")?;
+    if phys32_entry > u64::from(u32::MAX)
+        || !loads
+            .iter()
+            .any(|s| s.flags & PF_X != 0 && s.contains(phys32_entry, 1))
+    {
+        return Err(format!(
+            "PVH entry (PHYS32_ENTRY note) {phys32_entry:#x} is not inside an executable PT_LOAD segment below 4 GiB"
+        ));
+    }
     Ok(Summary {
         entry,
+        phys32_entry,
         virt_base,
         pages: (end - start).div_ceil(PAGE),
     })
@@ -290,12 +305,16 @@ fn self_test(good: &[u8]) -> Result<usize, String> {
         ("VIRT_BASE moved", NOTE_VIRT_BASE, 0x00),
         ("XEN_VERSION wrong", NOTE_XEN_VERSION, b'4' - b'3'),
         ("LOADER wrong", NOTE_LOADER, 1),
+        ("PHYS32_ENTRY outside the image", NOTE_PHYS32_ENTRY, 0x00),
+        ("PHYS32_ENTRY missing", NOTE_PHYS32_ENTRY, 0xff),
     ] {
         let at = find(kind).ok_or_else(|| format!("reference image has no note {kind}"))?;
         let mut v = good.to_vec();
         match kind {
             NOTE_XEN_VERSION => v[at + 4] += bump, // "xen-3.0" -> "xen-4.0"
             NOTE_LOADER => v[at] += bump,
+            NOTE_PHYS32_ENTRY if bump == 0xff => v[at - 8] = 0x7f, // note type 18 -> 127
+            NOTE_PHYS32_ENTRY => v[at + 2] ^= 0x40,                // 0x70xxxx -> 0x30xxxx
             _ if bump == 0 => v[at + 3] ^= 0x40, // far away
             _ => v[at] = v[at].wrapping_add(bump),
         }
@@ -341,8 +360,8 @@ fn main() -> ExitCode {
             .and_then(|d| check(&d).map(|s| (d.len(), s)))
         {
             Ok((size, s)) => println!(
-                "ok   {path}: {size} bytes, entry {:#x}, VIRT_BASE {:#x}, image {} pages",
-                s.entry, s.virt_base, s.pages
+                "ok   {path}: {size} bytes, entry {:#x}, PVH entry {:#x}, VIRT_BASE {:#x}, image {} pages",
+                s.entry, s.phys32_entry, s.virt_base, s.pages
             ),
             Err(e) => {
                 failed += 1;

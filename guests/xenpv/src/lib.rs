@@ -1,7 +1,7 @@
-//! Minimal runtime for x86_64 Xen PV test guests.
+//! Minimal runtime for x86_64 Xen PV and PVH test guests.
 //!
 //! A guest binary calls [`entry!`] once: it emits the `_start` entry, the `.note.Xen` ELF notes
-//! the PV loader needs and the hypercall page. Everything else (hypercalls, console ring,
+//! the PV and PVH loaders need and the hypercall page; [`pvh`] has the PVH entry stub. Everything else (hypercalls, console ring,
 //! one Xenstore read) is here. ABI types and constants come from `xen-sys`; the hypercall
 //! wrappers are our own (see README.md for why).
 #![no_std]
@@ -9,6 +9,7 @@
 pub mod console;
 pub mod hypercall;
 pub mod mem;
+pub mod pvh;
 pub mod start;
 pub mod xenstore;
 
@@ -33,6 +34,17 @@ macro_rules! entry {
             // SAFETY: Xen passes a valid, mapped start_info page that lives as long as the guest.
             let si = unsafe { &*si };
             $main($crate::start::StartInfo::new(si))
+        }
+
+        /// PVH: called by the 64-bit part of `xenpv_pvh_start` with %rdi = hvm_start_info.
+        #[no_mangle]
+        extern "C" fn xenpv_pvh_main(info: u64) -> ! {
+            if !$crate::pvh::setup_hypercall_page() {
+                // No Xen CPUID leaves: no way to call Xen. Fault (no IDT: the domain crashes).
+                // SAFETY: ud2 only raises #UD.
+                unsafe { core::arch::asm!("ud2", options(noreturn)) }
+            }
+            $main($crate::start::StartInfo::pvh(info))
         }
 
         #[panic_handler]
@@ -75,6 +87,8 @@ macro_rules! entry {
             "xenpv_note {paddr_offset}, .quad {base}",
             "xenpv_note {entry}, .quad _start",
             "xenpv_note {hypercall_page}, .quad HYPERCALL_PAGE",
+            // PVH entry (32-bit physical address; the image is linked at its physical address).
+            "xenpv_note {phys32_entry}, .long xenpv_pvh_start",
             ".purgem xenpv_note",
             ".popsection",
             start = sym __xenpv_start,
@@ -87,6 +101,7 @@ macro_rules! entry {
             paddr_offset = const $crate::sys::XEN_ELFNOTE_PADDR_OFFSET,
             entry = const $crate::sys::XEN_ELFNOTE_ENTRY,
             hypercall_page = const $crate::sys::XEN_ELFNOTE_HYPERCALL_PAGE,
+            phys32_entry = const $crate::sys::XEN_ELFNOTE_PHYS32_ENTRY,
         );
     };
 }
