@@ -19,6 +19,11 @@ pub use xen_sys as sys;
 /// 1 MiB below a 4 MiB boundary, so the bootstrap mapping (which libxenguest extends to a
 /// 4 MiB boundary) needs only 256 pages: the guests boot with `memory = 1`.
 pub const VIRT_BASE: u64 = 0x70_0000;
+/// Virtual minus physical (load) address of the image: the ELF paddrs are 0x100000 (link.ld).
+/// A PV loader undoes it (PADDR_OFFSET = VIRT_BASE - PHYS_SHIFT); a PVH loader loads the image at
+/// 1 MiB, so PVH needs little RAM. A multiple of 2 MiB: one large page maps the image's virtual
+/// addresses onto it (pvh.rs). Must equal the shift in link.ld.
+pub const PHYS_SHIFT: u64 = 0x60_0000;
 /// Guest page size.
 pub const PAGE_SIZE: u64 = 4096;
 
@@ -84,15 +89,16 @@ macro_rules! entry {
             "xenpv_note {xen_version}, .asciz \"xen-3.0\"",
             "xenpv_note {loader}, .asciz \"generic\"",
             "xenpv_note {virt_base}, .quad {base}",
-            "xenpv_note {paddr_offset}, .quad {base}",
+            "xenpv_note {paddr_offset}, .quad {base} - {shift}",
             "xenpv_note {entry}, .quad _start",
             "xenpv_note {hypercall_page}, .quad HYPERCALL_PAGE",
-            // PVH entry (32-bit physical address; the image is linked at its physical address).
-            "xenpv_note {phys32_entry}, .long xenpv_pvh_start",
+            // PVH entry: the 32-bit physical address of the stub.
+            "xenpv_note {phys32_entry}, .long xenpv_pvh_start - {shift}",
             ".purgem xenpv_note",
             ".popsection",
             start = sym __xenpv_start,
             base = const $crate::VIRT_BASE,
+            shift = const $crate::PHYS_SHIFT,
             guest_os = const $crate::sys::XEN_ELFNOTE_GUEST_OS,
             guest_version = const $crate::sys::XEN_ELFNOTE_GUEST_VERSION,
             xen_version = const $crate::sys::XEN_ELFNOTE_XEN_VERSION,
