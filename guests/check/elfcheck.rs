@@ -1,5 +1,5 @@
-//! Host-side check of the test guest ELF files: what a Xen PV loader (libelf/libxenguest)
-//! needs to boot them. Std only, one file, built with plain `rustc` by guests/check.sh.
+//! Host-side check of the test guest ELF files: what a Xen PV or PVH loader
+//! (libelf/libxenguest) needs to boot them. Std only, one file, built with plain `rustc` by guests/check.sh.
 //!
 //!   elfcheck FILE...        check each file, print one line per file, exit 1 on any failure
 //!   elfcheck --self-test F  check that broken variants of F are rejected (exit 1 if not)
@@ -19,6 +19,7 @@ const NOTE_PADDR_OFFSET: u32 = 4;
 const NOTE_XEN_VERSION: u32 = 5;
 const NOTE_GUEST_OS: u32 = 6;
 const NOTE_LOADER: u32 = 8;
+const NOTE_PHYS32_ENTRY: u32 = 18;
 
 struct Segment {
     kind: u32,
@@ -31,11 +32,16 @@ struct Segment {
 }
 
 impl Segment {
+    /// [start, start + len) lies inside the segment's virtual range.
     fn contains(&self, start: u64, len: u64) -> bool {
         start >= self.vaddr
             && start
                 .checked_add(len)
                 .is_some_and(|end| end <= self.vaddr + self.memsz)
+    }
+    /// `addr` lies inside the segment's physical (load) range.
+    fn contains_phys(&self, addr: u64) -> bool {
+        addr >= self.paddr && addr - self.paddr < self.memsz
     }
 }
 
@@ -47,7 +53,9 @@ struct Note {
 /// What a good image looks like, for the summary line.
 struct Summary {
     entry: u64,
+    phys32_entry: u64,
     virt_base: u64,
+    load: u64,
     pages: u64,
 }
 
@@ -187,10 +195,11 @@ fn check(d: &[u8]) -> Result<Summary, String> {
                 s.vaddr
             ));
         }
-        if s.paddr != s.vaddr {
+        // One shift for the whole image: a PV loader moves all paddrs back by one offset.
+        if s.vaddr.wrapping_sub(s.paddr) != loads[0].vaddr.wrapping_sub(loads[0].paddr) {
             return Err(format!(
-                "PT_LOAD at {:#x}: paddr {:#x} differs from vaddr",
-                s.vaddr, s.paddr
+                "PT_LOAD at {:#x}: vaddr - paddr differs from the other segments'",
+                s.vaddr
             ));
         }
     }
@@ -229,13 +238,14 @@ fn check(d: &[u8]) -> Result<Summary, String> {
     let virt_base = note_u64(&notes, NOTE_VIRT_BASE, "VIRT_BASE")?;
     let paddr_offset = note_u64(&notes, NOTE_PADDR_OFFSET, "PADDR_OFFSET")?;
     let start = loads.iter().map(|s| s.vaddr).min().unwrap_or(0);
+    let pstart = loads.iter().map(|s| s.paddr).min().unwrap_or(0);
     let end = loads.iter().map(|s| s.vaddr + s.memsz).max().unwrap_or(0);
     if virt_base % PAGE != 0 {
         return Err(format!("VIRT_BASE {virt_base:#x} is not page aligned"));
     }
     // libelf loads segment paddrs shifted by VIRT_BASE - PADDR_OFFSET, and pfn 0 sits at
     // VIRT_BASE: the image must load where it is linked (its lowest vaddr), at pfn 0.
-    let kstart = start.wrapping_add(virt_base.wrapping_sub(paddr_offset));
+    let kstart = pstart.wrapping_add(virt_base.wrapping_sub(paddr_offset));
     if kstart != start || virt_base != start {
         return Err(format!(
             "image linked at {start:#x} would load at {kstart:#x} with VIRT_BASE {virt_base:#x}, PADDR_OFFSET {paddr_offset:#x}"
@@ -245,9 +255,23 @@ fn check(d: &[u8]) -> Result<Summary, String> {
     if hypercall_page % PAGE != 0 || !loads.iter().any(|s| s.contains(hypercall_page, PAGE)) {
         return Err(format!("hypercall page {hypercall_page:#x} is not a page-aligned page inside a PT_LOAD segment"));
     }
+    // PVH: Xen loads the image at its paddrs and enters this 32-bit physical address with
+    // paging off, so it must be inside the physical range of an executable PT_LOAD.
+    let phys32_entry = note_u64(&notes, NOTE_PHYS32_ENTRY, "PHYS32_ENTRY")?;
+    if phys32_entry > u64::from(u32::MAX)
+        || !loads
+            .iter()
+            .any(|s| s.flags & PF_X != 0 && s.contains_phys(phys32_entry))
+    {
+        return Err(format!(
+            "PVH entry (PHYS32_ENTRY note) {phys32_entry:#x} is not inside an executable PT_LOAD segment below 4 GiB"
+        ));
+    }
     Ok(Summary {
         entry,
+        phys32_entry,
         virt_base,
+        load: pstart,
         pages: (end - start).div_ceil(PAGE),
     })
 }
@@ -279,6 +303,11 @@ fn self_test(good: &[u8]) -> Result<usize, String> {
     let mut v = good.to_vec();
     v[0x18] ^= 0x10;
     cases.push(("ELF entry moved", v));
+    // Second program header's p_paddr (offset 24 in the header): segments shifted differently.
+    let mut v = good.to_vec();
+    let phoff = u64_at(good, 0x20)? as usize;
+    v[phoff + 56 + 24 + 1] ^= 0x10;
+    cases.push(("one segment's paddr moved", v));
     for (what, kind, bump) in [
         ("ENTRY note off by 16", NOTE_ENTRY, 0x10u8),
         ("hypercall page misaligned", NOTE_HYPERCALL_PAGE, 0x08),
@@ -290,12 +319,16 @@ fn self_test(good: &[u8]) -> Result<usize, String> {
         ("VIRT_BASE moved", NOTE_VIRT_BASE, 0x00),
         ("XEN_VERSION wrong", NOTE_XEN_VERSION, b'4' - b'3'),
         ("LOADER wrong", NOTE_LOADER, 1),
+        ("PHYS32_ENTRY outside the image", NOTE_PHYS32_ENTRY, 0x00),
+        ("PHYS32_ENTRY missing", NOTE_PHYS32_ENTRY, 0xff),
     ] {
         let at = find(kind).ok_or_else(|| format!("reference image has no note {kind}"))?;
         let mut v = good.to_vec();
         match kind {
             NOTE_XEN_VERSION => v[at + 4] += bump, // "xen-3.0" -> "xen-4.0"
             NOTE_LOADER => v[at] += bump,
+            NOTE_PHYS32_ENTRY if bump == 0xff => v[at - 8] = 0x7f, // note type 18 -> 127
+            NOTE_PHYS32_ENTRY => v[at + 2] ^= 0x40, // 0x10xxxx -> 0x50xxxx
             _ if bump == 0 => v[at + 3] ^= 0x40, // far away
             _ => v[at] = v[at].wrapping_add(bump),
         }
@@ -341,8 +374,8 @@ fn main() -> ExitCode {
             .and_then(|d| check(&d).map(|s| (d.len(), s)))
         {
             Ok((size, s)) => println!(
-                "ok   {path}: {size} bytes, entry {:#x}, VIRT_BASE {:#x}, image {} pages",
-                s.entry, s.virt_base, s.pages
+                "ok   {path}: {size} bytes, entry {:#x}, VIRT_BASE {:#x}, PVH entry {:#x}, PVH load {:#x}, image {} pages",
+                s.entry, s.virt_base, s.phys32_entry, s.load, s.pages
             ),
             Err(e) => {
                 failed += 1;

@@ -1,5 +1,6 @@
-//! x86_64 PV hypercalls: `call HYPERCALL_PAGE + 32 * nr`, arguments in rdi, rsi, rdx, r10, r8,
-//! result in rax. Only the calls the test guests need.
+//! x86_64 hypercalls: `call HYPERCALL_PAGE + 32 * nr`, arguments in rdi, rsi, rdx, r10, r8,
+//! result in rax. The same under PV (stubs use `syscall`) and PVH (`vmcall`/`vmmcall`): Xen
+//! writes the stubs that fit. Only the calls the test guests need.
 
 use core::arch::asm;
 use xen_sys as sys;
@@ -7,6 +8,11 @@ use xen_sys as sys;
 extern "C" {
     /// Filled by Xen with one 32-byte stub per hypercall (defined by `entry!`).
     static HYPERCALL_PAGE: [u8; 4096];
+}
+
+/// Address of the hypercall page (virtual = physical under PVH's identity map).
+pub fn page_address() -> u64 {
+    core::ptr::addr_of!(HYPERCALL_PAGE) as u64
 }
 
 /// Two-argument hypercall. Argument registers are treated as clobbered (debug Xen
@@ -87,6 +93,30 @@ pub fn evtchn_send(port: u32) {
         sys::EVTCHNOP_send.into(),
         &mut arg as *mut _ as u64,
     );
+}
+
+/// HVMOP_get_param (public/hvm/hvm_op.h): one HVM parameter of our own domain (PVH only).
+pub fn hvm_get_param(index: u32) -> Option<u64> {
+    const HVMOP_GET_PARAM: u64 = 1;
+    const DOMID_SELF: u16 = 0x7ff0;
+    // struct xen_hvm_param
+    #[repr(C)]
+    struct HvmParam {
+        domid: u16,
+        index: u32,
+        value: u64,
+    }
+    let mut arg = HvmParam {
+        domid: DOMID_SELF,
+        index,
+        value: 0,
+    };
+    let rc = hypercall2(
+        sys::__HYPERVISOR_hvm_op,
+        HVMOP_GET_PARAM,
+        &mut arg as *mut _ as u64,
+    );
+    (rc == 0).then_some(arg.value)
 }
 
 /// CONSOLEIO_write to Xen's own console (shows as `(dN) ...` in `xl dmesg` only when Xen

@@ -1,7 +1,7 @@
-//! Minimal runtime for x86_64 Xen PV test guests.
+//! Minimal runtime for x86_64 Xen PV and PVH test guests.
 //!
 //! A guest binary calls [`entry!`] once: it emits the `_start` entry, the `.note.Xen` ELF notes
-//! the PV loader needs and the hypercall page. Everything else (hypercalls, console ring,
+//! the PV and PVH loaders need and the hypercall page; [`pvh`] has the PVH entry stub. Everything else (hypercalls, console ring,
 //! one Xenstore read) is here. ABI types and constants come from `xen-sys`; the hypercall
 //! wrappers are our own (see README.md for why).
 #![no_std]
@@ -9,6 +9,7 @@
 pub mod console;
 pub mod hypercall;
 pub mod mem;
+pub mod pvh;
 pub mod start;
 pub mod xenstore;
 
@@ -18,6 +19,11 @@ pub use xen_sys as sys;
 /// 1 MiB below a 4 MiB boundary, so the bootstrap mapping (which libxenguest extends to a
 /// 4 MiB boundary) needs only 256 pages: the guests boot with `memory = 1`.
 pub const VIRT_BASE: u64 = 0x70_0000;
+/// Virtual minus physical (load) address of the image: the ELF paddrs are 0x100000 (link.ld).
+/// A PV loader undoes it (PADDR_OFFSET = VIRT_BASE - PHYS_SHIFT); a PVH loader loads the image at
+/// 1 MiB, so PVH needs little RAM. A multiple of 2 MiB: one large page maps the image's virtual
+/// addresses onto it (pvh.rs). Must equal the shift in link.ld.
+pub const PHYS_SHIFT: u64 = 0x60_0000;
 /// Guest page size.
 pub const PAGE_SIZE: u64 = 4096;
 
@@ -33,6 +39,17 @@ macro_rules! entry {
             // SAFETY: Xen passes a valid, mapped start_info page that lives as long as the guest.
             let si = unsafe { &*si };
             $main($crate::start::StartInfo::new(si))
+        }
+
+        /// PVH: called by the 64-bit part of `xenpv_pvh_start` with %rdi = hvm_start_info.
+        #[no_mangle]
+        extern "C" fn xenpv_pvh_main(info: u64) -> ! {
+            if !$crate::pvh::setup_hypercall_page() {
+                // No Xen CPUID leaves: no way to call Xen. Fault (no IDT: the domain crashes).
+                // SAFETY: ud2 only raises #UD.
+                unsafe { core::arch::asm!("ud2", options(noreturn)) }
+            }
+            $main($crate::start::StartInfo::pvh(info))
         }
 
         #[panic_handler]
@@ -72,13 +89,16 @@ macro_rules! entry {
             "xenpv_note {xen_version}, .asciz \"xen-3.0\"",
             "xenpv_note {loader}, .asciz \"generic\"",
             "xenpv_note {virt_base}, .quad {base}",
-            "xenpv_note {paddr_offset}, .quad {base}",
+            "xenpv_note {paddr_offset}, .quad {base} - {shift}",
             "xenpv_note {entry}, .quad _start",
             "xenpv_note {hypercall_page}, .quad HYPERCALL_PAGE",
+            // PVH entry: the 32-bit physical address of the stub.
+            "xenpv_note {phys32_entry}, .long xenpv_pvh_start - {shift}",
             ".purgem xenpv_note",
             ".popsection",
             start = sym __xenpv_start,
             base = const $crate::VIRT_BASE,
+            shift = const $crate::PHYS_SHIFT,
             guest_os = const $crate::sys::XEN_ELFNOTE_GUEST_OS,
             guest_version = const $crate::sys::XEN_ELFNOTE_GUEST_VERSION,
             xen_version = const $crate::sys::XEN_ELFNOTE_XEN_VERSION,
@@ -87,6 +107,7 @@ macro_rules! entry {
             paddr_offset = const $crate::sys::XEN_ELFNOTE_PADDR_OFFSET,
             entry = const $crate::sys::XEN_ELFNOTE_ENTRY,
             hypercall_page = const $crate::sys::XEN_ELFNOTE_HYPERCALL_PAGE,
+            phys32_entry = const $crate::sys::XEN_ELFNOTE_PHYS32_ENTRY,
         );
     };
 }

@@ -1,0 +1,175 @@
+//! PVH boot: the same image also starts as a PVH guest (XEN_ELFNOTE_PHYS32_ENTRY).
+//!
+//! Xen loads the image at its ELF paddrs (1 MiB; linked at VIRT_BASE = 7 MiB, PHYS_SHIFT lower)
+//! and enters `xenpv_pvh_start` in 32-bit protected mode, paging off, flat segments, %ebx = the
+//! physical address of `struct hvm_start_info` (docs/misc/pvh.pandoc,
+//! public/arch-x86/hvm/start_info.h). The stub identity maps the first 4 GiB with 2 MiB pages
+//! (start_info and command line just after the image, and the console and Xenstore rings,
+//! which the toolstack puts in the special pages just below 4 GiB), except the 2 MiB at
+//! [6 MiB, 8 MiB), which map [0, 2 MiB) so the image's linked addresses reach it; enables PAE,
+//! long mode, paging and SSE, loads its own GDT, jumps to 64-bit code on its own stack and calls
+//! `xenpv_pvh_main` (defined by `entry!`). Rust then asks Xen to fill the hypercall page (MSR
+//! from CPUID leaf base + 2) and from there runs exactly as under PV: same hypercalls (the
+//! page hides vmcall/vmmcall), same console and Xenstore code; only where the rings are
+//! found differs (HVM params instead of start_info).
+
+use crate::hypercall;
+use core::arch::{asm, global_asm, x86_64::__cpuid};
+
+/// `hvm_start_info.magic` (XEN_HVM_START_MAGIC_VALUE).
+const START_MAGIC: u32 = 0x336e_c578;
+/// Longest command line we read (like PV's MAX_GUEST_CMDLINE).
+const MAX_CMDLINE: usize = 1024;
+/// Everything below this is identity mapped by the stub, except [HOLE, HOLE + 2 MiB).
+const MAPPED_END: u64 = 1 << 32;
+/// The 2 MiB large page that maps the image's virtual addresses instead (see the stub).
+const HOLE: u64 = crate::VIRT_BASE & !0x1f_ffff;
+const LARGE_PAGE: u64 = 0x20_0000;
+
+/// True if [addr, addr + len) is identity mapped.
+fn identity_mapped(addr: u64, len: u64) -> bool {
+    addr.checked_add(len)
+        .is_some_and(|end| end <= MAPPED_END && (end <= HOLE || addr >= HOLE + LARGE_PAGE))
+}
+
+// Page tables and stack live in .bss (no file bytes): PML4, PDPT, 4 page directories, 8 KiB stack.
+global_asm!(
+    ".pushsection .xen_pvh_bss, \"aw\", @nobits",
+    ".balign 4096",
+    "xenpv_pvh_pml4: .skip 4096",
+    "xenpv_pvh_pdpt: .skip 4096",
+    "xenpv_pvh_pd: .skip 4 * 4096",
+    "xenpv_pvh_stack: .skip 8192",
+    ".popsection",
+    // GDT: null, 64-bit code (selector 8), flat data (selector 16); accessed bits preset.
+    ".pushsection .rodata.xenpv_pvh_gdt, \"a\"",
+    ".balign 8",
+    "xenpv_pvh_gdt: .quad 0, 0x00af9b000000ffff, 0x00cf93000000ffff",
+    "xenpv_pvh_gdt_ptr: .word 3 * 8 - 1",
+    ".long xenpv_pvh_gdt - {shift}",
+    ".popsection",
+    ".pushsection .text.pvh, \"ax\"",
+    ".code32",
+    ".globl xenpv_pvh_start",
+    // Paging is off until CR0.PG: every symbol is used at its physical address (- shift).
+    "xenpv_pvh_start:",
+    "cld",
+    "cli",
+    "mov %ebx, %esi",
+    // 2048 PD entries: entry i maps [i * 2 MiB, +2 MiB), present | writable | 2 MiB page.
+    "mov $(xenpv_pvh_pd - {shift}), %edi",
+    "xor %ecx, %ecx",
+    "1: mov %ecx, %eax",
+    "shl $21, %eax",
+    "or $0x83, %eax",
+    "mov %eax, (%edi,%ecx,8)",
+    "inc %ecx",
+    "cmp $2048, %ecx",
+    "jne 1b",
+    // Except the 2 MiB that hold the image's virtual addresses: onto its physical ones.
+    "movl $((({virt} - {shift}) & ~0x1fffff) | 0x83), ({virt} >> 21) * 8(%edi)",
+    // PDPT entries 0..3 -> the 4 page directories (present | writable).
+    "mov $(xenpv_pvh_pdpt - {shift}), %edi",
+    "mov $(xenpv_pvh_pd - {shift} + 3), %eax",
+    "xor %ecx, %ecx",
+    "2: mov %eax, (%edi,%ecx,8)",
+    "add $4096, %eax",
+    "inc %ecx",
+    "cmp $4, %ecx",
+    "jne 2b",
+    "movl $(xenpv_pvh_pdpt - {shift} + 3), xenpv_pvh_pml4 - {shift}",
+    "mov $(xenpv_pvh_pml4 - {shift}), %eax",
+    "mov %eax, %cr3",
+    // CR4: PAE | OSFXSR | OSXMMEXCPT (Rust code may use SSE).
+    "mov %cr4, %eax",
+    "or $0x620, %eax",
+    "mov %eax, %cr4",
+    // EFER.LME
+    "mov $0xc0000080, %ecx",
+    "rdmsr",
+    "or $0x100, %eax",
+    "wrmsr",
+    // CR0: PG | PE | MP, clear EM and TS. We keep running at the physical address (identity
+    // mapped); the GDT base is physical too, valid with and without paging.
+    "mov %cr0, %eax",
+    "and $~0xc, %eax",
+    "or $0x80000003, %eax",
+    "mov %eax, %cr0",
+    "lgdt xenpv_pvh_gdt_ptr - {shift}",
+    // Into 64-bit code at its linked (virtual) address.
+    "ljmp $8, $3f",
+    ".code64",
+    "3: mov $16, %eax",
+    "mov %eax, %ds",
+    "mov %eax, %es",
+    "mov %eax, %ss",
+    "xor %eax, %eax",
+    "mov %eax, %fs",
+    "mov %eax, %gs",
+    "mov $(xenpv_pvh_stack + 8192), %esp",
+    "mov %esi, %edi",
+    "call xenpv_pvh_main",
+    "ud2",
+    ".popsection",
+    shift = const crate::PHYS_SHIFT,
+    virt = const crate::VIRT_BASE,
+    options(att_syntax)
+);
+
+/// Asks Xen to write the hypercall stubs into HYPERCALL_PAGE (identity mapped, so its virtual
+/// address is its physical one). Returns false when no Xen CPUID leaves are found.
+pub fn setup_hypercall_page() -> bool {
+    for base in (0x4000_0000u32..0x4001_0000).step_by(0x100) {
+        let id = __cpuid(base);
+        // "XenVMMXenVMM" in ebx, ecx, edx; eax = the highest leaf.
+        if (id.ebx, id.ecx, id.edx) == (0x566e_6558, 0x6558_4d4d, 0x4d4d_566e) && id.eax >= base + 2
+        {
+            let msr = __cpuid(base + 2).ebx;
+            // Xen wants the physical address; the page is linked PHYS_SHIFT above it.
+            let page = hypercall::page_address() - crate::PHYS_SHIFT;
+            // SAFETY: writing the page's physical address to Xen's hypercall MSR makes Xen fill
+            // that page of our image with stubs; nothing else is affected.
+            unsafe {
+                asm!("wrmsr", in("ecx") msr, in("eax") page as u32, in("edx") (page >> 32) as u32,
+                     options(nostack, preserves_flags));
+            }
+            return true;
+        }
+    }
+    false
+}
+
+/// Reads a u32/u64 field of guest-physical memory below 4 GiB (identity mapped).
+fn phys<T: Copy>(addr: u64) -> Option<T> {
+    if addr == 0 || !identity_mapped(addr, core::mem::size_of::<T>() as u64) {
+        return None;
+    }
+    // SAFETY: the stub identity maps all of [0, 4 GiB); Xen gave us this address.
+    Some(unsafe { (addr as *const T).read_unaligned() })
+}
+
+/// The command line named by `hvm_start_info` at physical `info`, up to its NUL (at most
+/// 1024 bytes); empty when there is none or the structure is not valid.
+pub fn cmdline(info: u64) -> &'static [u8] {
+    if phys::<u32>(info) != Some(START_MAGIC) {
+        return &[];
+    }
+    // hvm_start_info: magic, version, flags, nr_modules (u32 each), modlist_paddr, cmdline_paddr.
+    let Some(addr) = phys::<u64>(info + 24).filter(|&a| a != 0) else {
+        return &[];
+    };
+    if !identity_mapped(addr, MAX_CMDLINE as u64) {
+        return &[];
+    }
+    // SAFETY: identity mapped (checked above); the toolstack wrote a NUL-terminated string there.
+    let bytes: &'static [u8] =
+        unsafe { core::slice::from_raw_parts(addr as *const u8, MAX_CMDLINE) };
+    let len = bytes.iter().position(|&b| b == 0).unwrap_or(MAX_CMDLINE);
+    &bytes[..len]
+}
+
+/// Identity-mapped address of guest frame `pfn`, if it is in the identity map.
+pub fn frame(pfn: u64) -> Option<*mut u8> {
+    let addr = pfn.checked_mul(crate::PAGE_SIZE)?;
+    (pfn != 0 && identity_mapped(addr, crate::PAGE_SIZE)).then_some(addr as *mut u8)
+}
