@@ -8,5 +8,7 @@ pub mod daemon;
 pub mod devices;
 pub mod hypervisor;
 pub mod image;
+#[cfg(test)]
+mod testing;
 pub mod toolstack;
 pub mod xenstore;

@@ -10,24 +10,17 @@ use super::*;
 use crate::config::parse_xl;
 use crate::hypervisor::sim::{SimConfig, SimHypervisor};
 use crate::hypervisor::{DomId, Hypervisor};
-use crate::image::testelf::TestElf;
-use crate::toolstack::{CreationPath, ShellRecord, StateDir};
-use crate::xenstore::{MemStore, TxId, Xenstore};
+use crate::testing::{sim_host, Scratch};
+use crate::toolstack::{CreationPath, ShellRecord};
 
 /// Generous: the workers only wait on each other and the sim.
 const FILL: Duration = Duration::from_secs(30);
 
 struct World {
-    dir: PathBuf,
+    scratch: Scratch,
     sim: Arc<SimHypervisor>,
     ts: Arc<Toolstack>,
     kernel: PathBuf,
-}
-
-impl Drop for World {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
 }
 
 fn world(tag: &str) -> World {
@@ -35,33 +28,18 @@ fn world(tag: &str) -> World {
 }
 
 fn world_with(tag: &str, host: SimConfig) -> World {
-    let dir = std::env::temp_dir().join(format!("chaosd-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("scratch dir");
-    let kernel = dir.join("kernel.elf");
-    std::fs::write(
-        &kernel,
-        TestElf::pv(0xffff_ffff_8000_0000, 0x20_0000, 0x3000, 0x1000).build(),
-    )
-    .expect("write kernel");
-    let sim = Arc::new(SimHypervisor::new(host));
-    let xs = Arc::new(MemStore::new());
-    for d in ["/local/domain/0", "/vm"] {
-        xs.mkdir(TxId::NONE, d).expect("mkdir");
-    }
-    let state = StateDir::open(dir.join("run")).expect("state dir");
-    let ts = Arc::new(Toolstack::new(sim.clone(), Some(xs), state));
+    let h = sim_host(&format!("chaosd-{tag}"), host);
     World {
-        dir,
-        sim,
-        ts,
-        kernel,
+        scratch: h.scratch,
+        sim: h.sim,
+        ts: Arc::new(h.ts),
+        kernel: h.kernel,
     }
 }
 
 impl World {
     fn socket(&self) -> PathBuf {
-        self.dir.join("chaosd.sock")
+        self.scratch.0.join("chaosd.sock")
     }
 
     fn start(&self, flavors: &[(u64, usize)], reserve_mib: u64) -> Daemon {
@@ -314,7 +292,7 @@ fn only_one_daemon_runs_per_runtime_directory() {
     let again = Daemon::start(
         w.ts.clone(),
         DaemonConfig {
-            socket: w.dir.join("other.sock"),
+            socket: w.scratch.0.join("other.sock"),
             flavors: Vec::new(),
             reserve_mib: 0,
             workers: 1,
@@ -507,7 +485,7 @@ fn flavor_specs_and_files_parse_and_refuse_nonsense() {
         assert!(flavors::parse_spec(bad).is_err(), "{bad} accepted");
     }
     let w = world("flavorfile");
-    let cfg = w.dir.join("g.cfg");
+    let cfg = w.scratch.0.join("g.cfg");
     std::fs::write(
         &cfg,
         format!(
@@ -518,7 +496,7 @@ fn flavor_specs_and_files_parse_and_refuse_nonsense() {
     .expect("write");
     let t = flavors::parse_spec(&format!("config={},count=2", cfg.display())).expect("config");
     assert_eq!(t.flavor, flavor(12));
-    let file = w.dir.join("chaosd.json");
+    let file = w.scratch.0.join("chaosd.json");
     std::fs::write(
         &file,
         r#"{"reserve_mib": 64, "flavors": [{"memory": 4, "count": 2}, {"memory": 8, "vcpus": 2, "count": 1}]}"#,

@@ -1,71 +1,19 @@
 //! The split toolstack on the simulated hypervisor: creation, the pool, lifecycle, and rollback
 //! when any step fails.
 
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
-
 use super::*;
 use crate::config::{parse_xl, Action};
-use crate::hypervisor::sim::{Fault, SimConfig, SimHypervisor};
+use crate::hypervisor::sim::{Fault, SimConfig};
 use crate::hypervisor::ShutdownReason;
-use crate::image::testelf::TestElf;
-use crate::xenstore::MemStore;
 
 mod vif;
 
-/// A scratch directory removed when the test ends.
-struct Scratch(PathBuf);
+use crate::testing::{sim_host, SimHost};
 
-impl Scratch {
-    fn new(tag: &str) -> Scratch {
-        let dir = std::env::temp_dir().join(format!(
-            "chaos-ts-{tag}-{}-{:?}",
-            std::process::id(),
-            std::thread::current().id()
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("scratch dir");
-        Scratch(dir)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-struct World {
-    sim: Arc<SimHypervisor>,
-    xs: Arc<MemStore>,
-    ts: Toolstack,
-    kernel: PathBuf,
-    scratch: Scratch,
-}
+type World = SimHost;
 
 fn world_with(tag: &str, host: SimConfig) -> World {
-    let scratch = Scratch::new(tag);
-    let kernel = scratch.0.join("kernel.elf");
-    std::fs::write(
-        &kernel,
-        TestElf::pv(0xffff_ffff_8000_0000, 0x20_0000, 0x3000, 0x1000).build(),
-    )
-    .expect("write kernel");
-    let sim = Arc::new(SimHypervisor::new(host));
-    let xs = Arc::new(MemStore::new());
-    // What xenstored and dom0's start-up create before any guest exists.
-    for dir in ["/local/domain/0", "/vm"] {
-        xs.mkdir(crate::xenstore::TxId::NONE, dir).expect("mkdir");
-    }
-    let state = StateDir::open(scratch.0.join("run")).expect("state dir");
-    let ts = Toolstack::new(sim.clone(), Some(xs.clone()), state);
-    World {
-        sim,
-        xs,
-        ts,
-        kernel,
-        scratch,
-    }
+    sim_host(tag, host)
 }
 
 fn world(tag: &str) -> World {
@@ -441,10 +389,6 @@ fn unsupported_features_are_refused_before_touching_xen() {
     assert!(err.to_string().contains("noxs"), "{err}");
     assert_eq!(leftovers(&w), before);
 }
-
-/// Keeps `Path` in use for helpers above on every platform.
-#[allow(dead_code)]
-fn _paths(_: &Path) {}
 
 #[test]
 fn a_name_whose_domain_died_behind_chaos_is_free_again() {

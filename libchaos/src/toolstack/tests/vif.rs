@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use super::*;
 use crate::devices::xenstore::{vif_backend_path, vif_frontend_path};
-use crate::xenstore::{Access, Perm, TxId, TxOutcome, WatchEvent, Xenstore, XenstoreError};
+use crate::xenstore::{
+    Access, MemStore, Perm, TxId, TxOutcome, WatchEvent, Xenstore, XenstoreError,
+};
 
 type XsResult<T> = std::result::Result<T, XenstoreError>;
 

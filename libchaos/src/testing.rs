@@ -1,0 +1,68 @@
+//! Test support shared by the toolstack's and the daemon's tests: a simulated host with a
+//! Xenstore, a runtime directory and a small PV kernel, in a scratch directory.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::hypervisor::sim::{SimConfig, SimHypervisor};
+use crate::image::testelf::TestElf;
+use crate::toolstack::{StateDir, Toolstack};
+use crate::xenstore::{MemStore, TxId, Xenstore};
+
+/// A scratch directory removed when the test ends. Tests run on threads of one process, so the
+/// thread id keeps equal tags of different tests apart.
+pub(crate) struct Scratch(pub(crate) PathBuf);
+
+impl Scratch {
+    pub(crate) fn new(tag: &str) -> Scratch {
+        let dir = std::env::temp_dir().join(format!(
+            "chaos-test-{tag}-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("scratch dir");
+        Scratch(dir)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A simulated host and a toolstack on it.
+pub(crate) struct SimHost {
+    pub(crate) sim: Arc<SimHypervisor>,
+    pub(crate) xs: Arc<MemStore>,
+    pub(crate) ts: Toolstack,
+    /// A small PV kernel (`TestElf::pv`), in the scratch directory.
+    pub(crate) kernel: PathBuf,
+    pub(crate) scratch: Scratch,
+}
+
+pub(crate) fn sim_host(tag: &str, host: SimConfig) -> SimHost {
+    let scratch = Scratch::new(tag);
+    let kernel = scratch.0.join("kernel.elf");
+    std::fs::write(
+        &kernel,
+        TestElf::pv(0xffff_ffff_8000_0000, 0x20_0000, 0x3000, 0x1000).build(),
+    )
+    .expect("write kernel");
+    let sim = Arc::new(SimHypervisor::new(host));
+    let xs = Arc::new(MemStore::new());
+    // What xenstored and dom0's start-up create before any guest exists.
+    for dir in ["/local/domain/0", "/vm"] {
+        xs.mkdir(TxId::NONE, dir).expect("mkdir");
+    }
+    let state = StateDir::open(scratch.0.join("run")).expect("state dir");
+    let ts = Toolstack::new(sim.clone(), Some(xs.clone()), state);
+    SimHost {
+        sim,
+        xs,
+        ts,
+        kernel,
+        scratch,
+    }
+}
