@@ -26,19 +26,27 @@ struct Shell {
 }
 
 fn shell(mib: u64) -> Shell {
+    shell_of(GuestKind::Pv, mib)
+}
+
+/// A prepared domain as the toolstack's `prepare` leaves it: memory populated, console and
+/// Xenstore event channels allocated (and, for PV, the 64-bit address size set).
+fn shell_of(kind: GuestKind, mib: u64) -> Shell {
     let sim = SimHypervisor::new(SimConfig::default());
     let dom = sim
         .create_domain(&CreateDomain {
-            kind: GuestKind::Pv,
+            kind,
             handle: [7; 16],
-            max_vcpus: 2,
+            max_vcpus: if kind == GuestKind::Pv { 2 } else { 1 },
             max_evtchn_port: 1023,
             max_grant_frames: 32,
             max_maptrack_frames: 1024,
         })
         .unwrap();
     sim.set_max_mem(dom, mib * 1024 + 1024).unwrap();
-    sim.set_address_size(dom, 64).unwrap();
+    if kind == GuestKind::Pv {
+        sim.set_address_size(dom, 64).unwrap();
+    }
     let gfns: Vec<u64> = (0..mib * 256).collect();
     let p2m = sim.populate_physmap(dom, &gfns).unwrap();
     let console_evtchn = sim.evtchn_alloc_unbound(dom, DomId::DOM0).unwrap();
@@ -552,29 +560,7 @@ impl Hypervisor for WithHvmParams<'_> {
 }
 
 fn pvh_shell(mib: u64) -> Shell {
-    let sim = SimHypervisor::new(SimConfig::default());
-    let dom = sim
-        .create_domain(&CreateDomain {
-            kind: GuestKind::Pvh,
-            handle: [9; 16],
-            max_vcpus: 1,
-            max_evtchn_port: 1023,
-            max_grant_frames: 32,
-            max_maptrack_frames: 1024,
-        })
-        .unwrap();
-    sim.set_max_mem(dom, mib * 1024 + 1024).unwrap();
-    let gfns: Vec<u64> = (0..mib * 256).collect();
-    let p2m = sim.populate_physmap(dom, &gfns).unwrap();
-    let console_evtchn = sim.evtchn_alloc_unbound(dom, DomId::DOM0).unwrap();
-    let xenstore_evtchn = sim.evtchn_alloc_unbound(dom, DomId::DOM0).unwrap();
-    Shell {
-        sim,
-        dom,
-        p2m,
-        console_evtchn,
-        xenstore_evtchn,
-    }
+    shell_of(GuestKind::Pvh, mib)
 }
 
 fn phys_read(s: &Shell, paddr: u64, len: usize) -> Vec<u8> {
