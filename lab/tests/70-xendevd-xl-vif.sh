@@ -8,18 +8,13 @@ command -v xendevd >/dev/null || fail "xendevd: expected in PATH, not found"
 
 name=xdvif
 pid=
-conf=/etc/xen/xl.conf
-if [ -f $conf ]; then cp $conf xl.conf.orig; else : >xl.conf.orig; fi
 cleanup() {
 	xl destroy $name >/dev/null 2>&1
 	[ -n "$pid" ] && kill "$pid" 2>/dev/null
-	cp xl.conf.orig $conf
+	xl_conf_restore
 }
 trap cleanup EXIT
-{
-	grep -v '^[[:space:]]*run_hotplug_scripts' xl.conf.orig
-	echo 'run_hotplug_scripts=0'
-} >$conf
+xl_hotplug_scripts 0
 
 xendevd -v >xendevd.log 2>&1 &
 pid=$!

@@ -6,18 +6,13 @@
 [ -d /sys/class/net/xenbr0/brif ] || fail "xenbr0: expected a Linux bridge, not found"
 name=xlping
 XENDEVD_PID=
-conf=/etc/xen/xl.conf
-if [ -f $conf ]; then cp $conf xl.conf.orig; else : >xl.conf.orig; fi
 cleanup() {
 	xl destroy $name >/dev/null 2>&1
 	[ -n "$XENDEVD_PID" ] && kill "$XENDEVD_PID" 2>/dev/null
-	cp xl.conf.orig $conf
+	xl_conf_restore
 }
 trap cleanup EXIT
-{
-	grep -v '^[[:space:]]*run_hotplug_scripts' xl.conf.orig
-	echo 'run_hotplug_scripts=0'
-} >$conf
+xl_hotplug_scripts 0
 start_xendevd xendevd.log
 bridge_addr xenbr0 10.99.0.1/24
 

@@ -12,21 +12,13 @@
 RUNS=${VIF_LATENCY_RUNS:-5}
 XENDEVD_PID=
 watcher=
-conf=/etc/xen/xl.conf
-if [ -f $conf ]; then cp $conf xl.conf.orig; else : >xl.conf.orig; fi
 cleanup() {
 	for d in $(xl list | awk 'NR > 2 { print $1 }'); do xl destroy "$d" >/dev/null 2>&1; done
 	[ -n "$watcher" ] && kill "$watcher" 2>/dev/null
 	[ -n "$XENDEVD_PID" ] && kill "$XENDEVD_PID" 2>/dev/null
-	cp xl.conf.orig $conf
+	xl_conf_restore
 }
 trap cleanup EXIT
-set_hotplug() {
-	{
-		grep -v '^[[:space:]]*run_hotplug_scripts' xl.conf.orig
-		echo "run_hotplug_scripts=$1"
-	} >$conf
-}
 
 xenstore-exists /local/domain/0/backend/vif || xenstore-write /local/domain/0/backend/vif ""
 # One line per event, "<epoch seconds.micros> <path>", stamped with bash builtins only (no fork
@@ -70,9 +62,9 @@ run() {
 	echo "VIF-LATENCY $_label: median ${_med} ms (runs:$_all ms)"
 }
 
-set_hotplug 1
+xl_hotplug_scripts 1
 run xl "xl + vif-bridge script"
-set_hotplug 0
+xl_hotplug_scripts 0
 start_xendevd xendevd.log
 run xl "xl + xendevd"
 run chaos "chaos + xendevd"

@@ -123,3 +123,15 @@ bridge_addr() {
 	ip addr show dev "$1" | grep -q "inet ${2%/*}/" || ip addr add "$2" dev "$1" ||
 		fail "ip addr add $2 dev $1 failed"
 }
+
+# xl_hotplug_scripts 0|1: sets run_hotplug_scripts in /etc/xen/xl.conf (0: xl runs no vif-bridge
+# script, xendevd does the work). The first call keeps the original in ./xl.conf.orig;
+# xl_conf_restore puts it back (call it from the test's EXIT trap).
+xl_hotplug_scripts() {
+	[ -f xl.conf.orig ] || { if [ -f /etc/xen/xl.conf ]; then cp /etc/xen/xl.conf xl.conf.orig; else : >xl.conf.orig; fi; }
+	{
+		grep -v '^[[:space:]]*run_hotplug_scripts' xl.conf.orig
+		echo "run_hotplug_scripts=$1"
+	} >/etc/xen/xl.conf
+}
+xl_conf_restore() { [ -f xl.conf.orig ] && cp xl.conf.orig /etc/xen/xl.conf; }
