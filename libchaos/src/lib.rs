@@ -11,4 +11,5 @@ pub mod image;
 #[cfg(test)]
 mod testing;
 pub mod toolstack;
-pub mod xenstore;
+/// The Xenstore crate, re-exported: the trait, the client, the in-memory store.
+pub use ::xenstore;

@@ -8,28 +8,7 @@ pub mod xen;
 
 use std::fmt;
 
-/// A Xen domain id (`domid_t`).
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
-)]
-#[serde(transparent)]
-pub struct DomId(pub u16);
-
-impl DomId {
-    /// The control domain.
-    pub const DOM0: DomId = DomId(0);
-}
-
-impl fmt::Display for DomId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.0)
-    }
-}
-
-/// Size of a guest page frame on x86.
-pub const PAGE_SIZE: usize = 4096;
-/// log2 of [`PAGE_SIZE`].
-pub const PAGE_SHIFT: u32 = 12;
+pub use xen_types::{DomId, EvtchnPort, GrantRef, Uuid, PAGE_SHIFT, PAGE_SIZE};
 
 /// Guest virtualisation mode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]

@@ -1,7 +1,10 @@
-//! Xenstore: the trait the toolstack writes through, a client for the wire protocol
-//! (xen/include/public/io/xs_wire.h) and an in-memory store for the simulated hypervisor.
+//! Xenstore: the trait the toolstack and the dom0 daemons write through, a client for the wire
+//! protocol (xen/include/public/io/xs_wire.h), an in-memory store (the simulated hypervisor's
+//! Xenstore, with fault injection for rollback tests) and a fake xenstored serving it on a
+//! socket ([`fake`]).
 
 mod client;
+pub mod fake;
 mod mem;
 pub mod wire;
 
@@ -10,7 +13,7 @@ pub use mem::MemStore;
 
 use std::time::Duration;
 
-use crate::hypervisor::DomId;
+pub use xen_types::DomId;
 
 /// A Xenstore transaction id; [`TxId::NONE`] means "outside any transaction".
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

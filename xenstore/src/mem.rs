@@ -10,9 +10,9 @@ use std::ops::Bound::{self, Excluded, Included, Unbounded};
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use super::wire::{valid_path, PAYLOAD_MAX};
-use super::{Access, Perm, Result, TxId, TxOutcome, WatchEvent, Xenstore, XenstoreError};
-use crate::hypervisor::DomId;
+use crate::wire::{valid_path, PAYLOAD_MAX};
+use crate::{Access, Perm, Result, TxId, TxOutcome, WatchEvent, Xenstore, XenstoreError};
+use crate::DomId;
 
 #[derive(Debug, Clone)]
 struct Node {
