@@ -12,8 +12,8 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use crate::wire::{first_str, join_nul, perm_from_str, perm_to_string, split_nul, Msg, MsgType};
-use crate::{Perm, Result, TxId, TxOutcome, WatchEvent, Xenstore, XenstoreError, XsOp};
 use crate::DomId;
+use crate::{Perm, Result, TxId, TxOutcome, WatchEvent, Xenstore, XenstoreError, XsOp};
 
 /// Where xenstored listens, in the order tried (libxenstore also honours `XENSTORED_PATH`).
 pub const SOCKET_PATHS: [&str; 2] = ["/run/xenstored/socket", "/var/run/xenstored/socket"];
@@ -506,7 +506,7 @@ impl Xenstore for XsClient {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::fake::client_for;
+    use crate::fake::{client_for, serve};
     use crate::wire::perm_from_str;
     use crate::{Access, MemStore};
     use std::io::Write;

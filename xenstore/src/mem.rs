@@ -11,8 +11,8 @@ use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use crate::wire::{valid_path, PAYLOAD_MAX};
-use crate::{Access, Perm, Result, TxId, TxOutcome, WatchEvent, Xenstore, XenstoreError};
 use crate::DomId;
+use crate::{Access, Perm, Result, TxId, TxOutcome, WatchEvent, Xenstore, XenstoreError};
 
 #[derive(Debug, Clone)]
 struct Node {

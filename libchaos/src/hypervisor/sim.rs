@@ -15,7 +15,8 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     CreateDomain, DomId, DomainInfo, ForeignMapping, GrantEntry, GuestKind, Hypervisor,
-    HypervisorError, PageTableLevel, PhysInfo, Result, ShutdownReason, VcpuContext, PAGE_SIZE,
+    HypervisorError, PageTableLevel, PhysInfo, Result, ShutdownReason, Uuid, VcpuContext,
+    PAGE_SIZE,
 };
 
 /// Size of the simulated host.
@@ -46,13 +47,10 @@ pub enum Fault {
     Op { name: &'static str, nth: u64 },
 }
 
-/// A grant reference as the sim recorded it.
-pub type SimGrant = GrantEntry;
-
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct SimDomain {
     kind: GuestKind,
-    handle: [u8; 16],
+    handle: Uuid,
     max_vcpus: u32,
     max_evtchn_port: u32,
     max_grant_frames: u32,
@@ -98,7 +96,7 @@ impl SimDomain {
     /// A freshly created domain: paused, no memory, no vcpu context.
     fn new(
         kind: GuestKind,
-        handle: [u8; 16],
+        handle: Uuid,
         max_vcpus: u32,
         max_evtchn_port: u32,
         max_grant_frames: u32,
@@ -205,7 +203,7 @@ impl SimHypervisor {
             address_size: Some(64),
             ..SimDomain::new(
                 GuestKind::Pv,
-                [0; 16],
+                Uuid::NIL,
                 config.nr_cpus,
                 u32::MAX,
                 64,
@@ -560,7 +558,7 @@ impl Hypervisor for SimHypervisor {
         Ok(())
     }
 
-    fn set_domain_handle(&self, dom: DomId, handle: [u8; 16]) -> Result<()> {
+    fn set_domain_handle(&self, dom: DomId, handle: Uuid) -> Result<()> {
         let mut s = self.enter("XEN_DOMCTL_setdomainhandle")?;
         guest_mut(&mut s, dom, "XEN_DOMCTL_setdomainhandle")?.handle = handle;
         Ok(())
@@ -832,7 +830,7 @@ mod tests {
     fn create(sim: &SimHypervisor) -> DomId {
         sim.create_domain(&CreateDomain {
             kind: GuestKind::Pv,
-            handle: [1; 16],
+            handle: Uuid([1; 16]),
             max_vcpus: 1,
             max_evtchn_port: 1023,
             max_grant_frames: 4,
@@ -930,7 +928,7 @@ mod tests {
         let err = sim
             .create_domain(&CreateDomain {
                 kind: GuestKind::Pv,
-                handle: [0; 16],
+                handle: Uuid::NIL,
                 max_vcpus: 1,
                 max_evtchn_port: 1,
                 max_grant_frames: 1,

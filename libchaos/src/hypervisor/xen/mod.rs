@@ -20,7 +20,8 @@ use self::domctl::*;
 use self::privcmd::{BufAlloc, HcallBuf, MapError, Mapping, Privcmd};
 use super::{
     CreateDomain, DomId, DomainInfo, ForeignMapping, GrantEntry, GuestKind, Hypervisor,
-    HypervisorError, PageTableLevel, PhysInfo, Result, ShutdownReason, VcpuContext, PAGE_SIZE,
+    HypervisorError, PageTableLevel, PhysInfo, Result, ShutdownReason, Uuid, VcpuContext,
+    PAGE_SIZE,
 };
 
 pub use self::privcmd::PRIVCMD_PATH;
@@ -237,7 +238,7 @@ fn info_of(d: &GetDomainInfoV15) -> DomainInfo {
         cpu_time_ns: d.cpu_time,
         online_vcpus: d.nr_online_vcpus,
         max_vcpu_id: d.max_vcpu_id,
-        handle: d.handle,
+        handle: Uuid(d.handle),
     }
 }
 
@@ -258,7 +259,7 @@ fn createdomain_v15(args: &CreateDomain) -> Result<CreateDomainV15> {
     }
     Ok(CreateDomainV15 {
         ssidref: 0,
-        handle: args.handle,
+        handle: args.handle.0,
         flags,
         iommu_opts: 0,
         max_vcpus: args.max_vcpus,
@@ -375,8 +376,9 @@ impl Hypervisor for XenHypervisor {
         Ok(())
     }
 
-    fn set_domain_handle(&self, dom: DomId, handle: [u8; 16]) -> Result<()> {
+    fn set_domain_handle(&self, dom: DomId, handle: Uuid) -> Result<()> {
         const OP: &str = "XEN_DOMCTL_setdomainhandle";
+        let handle = handle.0;
         self.domctl(OP, dom, XEN_DOMCTL_SETDOMAINHANDLE, DomainHandle { handle })?;
         Ok(())
     }

@@ -18,7 +18,7 @@ fn u64_at(b: &[u8], at: usize) -> u64 {
 fn args(kind: GuestKind) -> CreateDomain {
     CreateDomain {
         kind,
-        handle: *b"0123456789abcdef",
+        handle: crate::hypervisor::Uuid(*b"0123456789abcdef"),
         max_vcpus: 2,
         max_evtchn_port: 1023,
         max_grant_frames: 32,
