@@ -109,6 +109,8 @@ fn cmdline_composition_matches_xl() {
     assert_eq!(c(""), "");
     assert_eq!(c("root = '/dev/xvda'"), "root=/dev/xvda");
     assert_eq!(c("extra = 'quiet'"), "quiet");
+    // `+=` with no earlier value assigns, as xl.
+    assert_eq!(c("extra += 'quiet'"), "quiet");
     assert_eq!(
         c("root = '/dev/xvda'\nextra = 'quiet'"),
         "root=/dev/xvda quiet"
