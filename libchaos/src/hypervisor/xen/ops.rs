@@ -4,7 +4,7 @@
 use super::*;
 
 /// The 64-bit PV initial vcpu state, as libxc's `vcpu_x86_64()` sets it up.
-fn pv_context(rip: u64, rsp: u64, rsi: u64, cr3_mfn: u64) -> VcpuGuestContext {
+pub(super) fn pv_context(rip: u64, rsp: u64, rsi: u64, cr3_mfn: u64) -> VcpuGuestContext {
     let mut c = VcpuGuestContext {
         flags: VGCF_IN_KERNEL | VGCF_ONLINE,
         ..Default::default()
