@@ -66,3 +66,30 @@ pub(crate) fn sim_host(tag: &str, host: SimConfig) -> SimHost {
         scratch,
     }
 }
+
+/// Debian's current kernel (bzImage + xz), fetched by scripts/fetch-vmlinuz.sh on first use (so
+/// a plain `cargo test` works on a fresh Debian machine, as the xl examples test does; the
+/// script reuses the lab's package cache). Tests run in parallel: one fetch.
+pub(crate) fn debian_vmlinuz() -> PathBuf {
+    static FETCH: std::sync::Once = std::sync::Once::new();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let dir = std::env::var_os("CHAOS_TEST_DATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target/test-data"));
+    let path = dir.join("vmlinuz");
+    FETCH.call_once(|| {
+        if !path.is_file() {
+            let status = std::process::Command::new("sh")
+                .arg(root.join("scripts/fetch-vmlinuz.sh"))
+                .env("CHAOS_TEST_DATA", &dir)
+                .status();
+            eprintln!("scripts/fetch-vmlinuz.sh: {status:?}");
+        }
+    });
+    assert!(
+        path.is_file(),
+        "{} missing and scripts/fetch-vmlinuz.sh could not fetch it (needs apt; or set CHAOS_TEST_DATA)",
+        path.display()
+    );
+    path
+}

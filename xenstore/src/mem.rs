@@ -328,6 +328,12 @@ fn root_perms() -> Vec<Perm> {
     }]
 }
 
+impl std::fmt::Debug for MemStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MemStore")
+    }
+}
+
 impl MemStore {
     pub fn new() -> MemStore {
         let mut nodes = BTreeMap::new();

@@ -451,13 +451,10 @@ fn builds_test_unikernels_if_built() {
     }
 }
 
-/// Debian's vmlinuz (set CHAOS_TEST_VMLINUZ), built into a 128 MiB guest.
+/// Debian's vmlinuz, built into a 128 MiB guest.
 #[test]
-fn builds_debian_vmlinuz_if_available() {
-    let Some(p) = std::env::var_os("CHAOS_TEST_VMLINUZ").map(PathBuf::from) else {
-        eprintln!("skipping: set CHAOS_TEST_VMLINUZ to a Debian vmlinuz to run this test");
-        return;
-    };
+fn builds_debian_vmlinuz() {
+    let p = crate::testing::debian_vmlinuz();
     let image = KernelImage::from_file(&p).unwrap();
     let s = shell(128);
     let t = std::time::Instant::now();

@@ -3,6 +3,8 @@
 //! later daemon reclaim the shells of one that died.
 
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+
+use crossbeam_channel::{Receiver, Sender};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -16,6 +18,8 @@ use crate::toolstack::{random_uuid, Flavor, Shell, ShellRecord, Toolstack};
 /// How long an idle worker sleeps before it looks at host memory again (another process may
 /// have freed some), and how long it waits after a failed prepare before trying again.
 const RECHECK: Duration = Duration::from_millis(500);
+/// How long a worker with nothing to do sleeps before it looks again anyway.
+const IDLE: Duration = Duration::from_secs(5);
 
 const MIB_PAGES: u64 = 1024 * 1024 / PAGE_SIZE as u64;
 
@@ -38,6 +42,8 @@ struct Slot {
 struct Inner {
     slots: Vec<Slot>,
     stopping: bool,
+    /// Refill threads started, for waking them all at stop.
+    workers: usize,
     held_by_reserve: bool,
     prepare_times: Samples,
     refills: Rate,
@@ -46,8 +52,10 @@ struct Inner {
 pub struct Pool {
     ts: Arc<Toolstack>,
     inner: Mutex<Inner>,
-    /// Wakes workers: a shell was taken, or the daemon is stopping.
-    wake: Condvar,
+    /// The workers' queue of wake-ups: a shell was taken, or the daemon is stopping. Each
+    /// worker takes one and looks at what the flavors need (a wake-up sent while every worker
+    /// is busy waits in the queue, so none is lost).
+    kicks: (Sender<()>, Receiver<()>),
     /// Wakes `wait_filled`: a shell became ready.
     filled: Condvar,
     reserve_pages: u64,
@@ -76,11 +84,12 @@ impl Pool {
             inner: Mutex::new(Inner {
                 slots,
                 stopping: false,
+                workers: 0,
                 held_by_reserve: false,
                 prepare_times: Samples::default(),
                 refills: Rate::new(Duration::from_secs(60)),
             }),
-            wake: Condvar::new(),
+            kicks: crossbeam_channel::unbounded(),
             filled: Condvar::new(),
             reserve_pages: reserve_mib * MIB_PAGES,
         }
@@ -104,7 +113,7 @@ impl Pool {
         let ready = slot.ready.pop()?;
         slot.taken += 1;
         drop(inner);
-        self.wake.notify_one();
+        self.kick(1);
         Some(ready)
     }
 
@@ -117,6 +126,7 @@ impl Pool {
 
     /// Starts `n` refill workers.
     pub fn spawn_workers(self: &Arc<Self>, n: usize) -> std::io::Result<Vec<JoinHandle<()>>> {
+        self.lock().workers = n.max(1);
         (0..n.max(1))
             .map(|i| {
                 let pool = Arc::clone(self);
@@ -129,8 +139,12 @@ impl Pool {
 
     /// Asks the workers to stop after the shell they are preparing.
     pub fn stop(&self) {
-        self.lock().stopping = true;
-        self.wake.notify_all();
+        let workers = {
+            let mut inner = self.lock();
+            inner.stopping = true;
+            inner.workers
+        };
+        self.kick(workers);
         self.filled.notify_all();
     }
 
@@ -162,7 +176,8 @@ impl Pool {
                     log::warn!("refilling {}: {e}", describe(&flavor));
                     inner.slots[idx].last_error = Some(e);
                     // Back off, so a failing flavor does not spin.
-                    let _ = self.wake.wait_timeout(inner, RECHECK);
+                    drop(inner);
+                    self.wait_kick(RECHECK);
                 }
             }
         }
@@ -197,15 +212,29 @@ impl Pool {
                     Ok(false) => inner.held_by_reserve = true,
                     Err(e) => inner.slots[idx].last_error = Some(format!("host memory: {e}")),
                 }
-                inner = match self.wake.wait_timeout(inner, RECHECK) {
-                    Ok((g, _)) => g,
-                    Err(e) => e.into_inner().0,
-                };
+                drop(inner);
+                self.wait_kick(RECHECK);
+                inner = self.lock();
             } else {
                 inner.held_by_reserve = false;
-                inner = self.wake.wait(inner).unwrap_or_else(|e| e.into_inner());
+                drop(inner);
+                self.wait_kick(IDLE);
+                inner = self.lock();
             }
         }
+    }
+
+    /// Wakes `n` workers.
+    fn kick(&self, n: usize) {
+        for _ in 0..n {
+            // The pool owns the receiver too, so the queue is never disconnected.
+            let _ = self.kicks.0.send(());
+        }
+    }
+
+    /// Sleeps until a wake-up comes or `limit` passes.
+    fn wait_kick(&self, limit: Duration) {
+        let _ = self.kicks.1.recv_timeout(limit);
     }
 
     /// Whether `pages` more can be taken from the host and leave the reserve free.

@@ -519,7 +519,8 @@ fn configs_from_the_socket_pass_the_parsers_rules_with_the_parsers_messages() {
         mac: Some(xen_types::Mac([0x01, 0, 0x5e, 0, 0, 1])),
         ..crate::config::VifConfig::default()
     };
-    let cases: Vec<(&str, Box<dyn Fn(&mut crate::config::GuestSpec)>, String)> = vec![
+    type Change = Box<dyn Fn(&mut crate::config::GuestSpec)>;
+    let cases: Vec<(&str, Change, String)> = vec![
         (
             "name",
             Box::new(|s| s.name = "Domain-0".into()),

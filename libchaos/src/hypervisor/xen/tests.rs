@@ -1,7 +1,7 @@
 //! Host-side tests (no Xen needed): encodings against the C layouts, error paths.
 
-use super::privcmd::{BufAlloc, Privcmd};
 use super::ops::pv_context;
+use super::privcmd::{BufAlloc, Privcmd};
 use super::*;
 
 fn u16_at(b: &[u8], at: usize) -> u16 {
