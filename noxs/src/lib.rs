@@ -142,7 +142,8 @@ mod bytes {
             .map_or(0, |s| u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
     }
     pub fn get_u16(b: &[u8], at: usize) -> u16 {
-        b.get(at..at + 2).map_or(0, |s| u16::from_le_bytes([s[0], s[1]]))
+        b.get(at..at + 2)
+            .map_or(0, |s| u16::from_le_bytes([s[0], s[1]]))
     }
     pub fn put_u32(b: &mut [u8], at: usize, v: u32) {
         if let Some(s) = b.get_mut(at..at + 4) {
@@ -326,6 +327,13 @@ impl SysctlCtrl {
     /// Offset of `request`, which the toolstack writes alone.
     pub const REQUEST_OFFSET: usize = 24;
 
+    /// Posts a request in a sysctl page as the toolstack does (ABI 4.1): `request`, then
+    /// `be_watch_state = updated`; the guest's own fields are not touched.
+    pub fn post_request(page: &mut [u8], request: u32) {
+        bytes::put_u32(page, Self::REQUEST_OFFSET, request);
+        bytes::put_u32(page, 16, WatchState::Updated as u32);
+    }
+
     pub fn write_to(&self, b: &mut [u8]) {
         self.hdr.write_to(b);
         bytes::put_u32(b, 20, self.fe_features);
@@ -454,7 +462,10 @@ mod tests {
         assert_eq!(DevPage::read_from(&b), page);
         assert_eq!(&b[..8], &[2, 0, 0, 0, 2, 0, 0, 0]);
         // Entry 1 at offset 28: type 2, id 0, be 0, flags 3, ctrl 10, evtchn 5.
-        assert_eq!(&b[28..48], &[2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 3, 0, 10, 0, 0, 0, 5, 0, 0, 0]);
+        assert_eq!(
+            &b[28..48],
+            &[2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 3, 0, 10, 0, 0, 0, 5, 0, 0, 0]
+        );
         let s = SysctlCtrl {
             hdr: CtrlHdr {
                 devid: 0,

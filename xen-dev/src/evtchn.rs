@@ -90,7 +90,11 @@ impl EventChannels {
 
     /// Binds a local port to `remote`'s unbound port `remote_port` (which `remote` allocated
     /// toward this domain).
-    pub fn bind_interdomain(&self, remote: DomId, remote_port: EvtchnPort) -> io::Result<EvtchnPort> {
+    pub fn bind_interdomain(
+        &self,
+        remote: DomId,
+        remote_port: EvtchnPort,
+    ) -> io::Result<EvtchnPort> {
         let arg = BindInterdomain {
             remote_domain: remote.0.into(),
             remote_port,

@@ -70,8 +70,10 @@ impl Shell {
             vcpus: 1,
             console_evtchn: self.console_evtchn,
             console_backend: DomId::DOM0,
-            xenstore_evtchn: self.xenstore_evtchn,
-            xenstore_backend: DomId::DOM0,
+            store: StorePage::Xenstore {
+                evtchn: self.xenstore_evtchn,
+                backend: DomId::DOM0,
+            },
         }
     }
 
@@ -208,7 +210,7 @@ fn check_guest<'a>(s: &'a Shell, image: &KernelImage, g: &BuiltGuest, cmdline: &
     assert_eq!(w.u64_at(si + 32), nr_pages);
     let shared = s.sim.domain_info(s.dom).unwrap().shared_info_frame;
     assert_eq!(w.u64_at(si + 40), shared << 12);
-    assert_eq!(w.u64_at(si + 56), g.xenstore_mfn);
+    assert_eq!(w.u64_at(si + 56), g.store_mfn);
     assert_eq!(w.u32_at(si + 64), s.xenstore_evtchn);
     assert_eq!(w.u64_at(si + 72), g.console_mfn);
     assert_eq!(w.u32_at(si + 80), s.console_evtchn);
@@ -233,9 +235,9 @@ fn check_guest<'a>(s: &'a Shell, image: &KernelImage, g: &BuiltGuest, cmdline: &
 
     // Rings: zeroed, mfns reported, granted to dom0 with the reserved refs.
     assert_eq!(g.console_mfn, s.p2m[g.console_pfn as usize]);
-    assert_eq!(g.xenstore_mfn, s.p2m[g.xenstore_pfn as usize]);
+    assert_eq!(g.store_mfn, s.p2m[g.store_pfn as usize]);
     assert!(s.frame(g.console_pfn).iter().all(|b| *b == 0));
-    assert!(s.frame(g.xenstore_pfn).iter().all(|b| *b == 0));
+    assert!(s.frame(g.store_pfn).iter().all(|b| *b == 0));
     let grants = s.sim.grant_entries(s.dom);
     assert!(grants.contains(&GrantEntry {
         gref: 0,
@@ -245,7 +247,7 @@ fn check_guest<'a>(s: &'a Shell, image: &KernelImage, g: &BuiltGuest, cmdline: &
     assert!(grants.contains(&GrantEntry {
         gref: 1,
         backend: DomId::DOM0,
-        frame: g.xenstore_mfn
+        frame: g.store_mfn
     }));
 
     // Page-table pages are mapped read-only; everything else in the mapping is writable.
@@ -554,6 +556,9 @@ impl Hypervisor for WithHvmParams<'_> {
     fn evtchn_alloc_unbound(&self, dom: DomId, remote: DomId) -> HvResult<u32> {
         self.sim.evtchn_alloc_unbound(dom, remote)
     }
+    fn notify_guest(&self, dom: DomId, port: u32) -> HvResult<()> {
+        self.sim.notify_guest(dom, port)
+    }
 }
 
 fn pvh_shell(mib: u64) -> Shell {
@@ -622,7 +627,7 @@ fn builds_pvh_guest() {
         (top - 8192, 8192, 2)
     );
     // Rings: the last two pages, zeroed, granted, announced through HVM params.
-    assert_eq!((g.xenstore_pfn, g.console_pfn), (4094, 4095));
+    assert_eq!((g.store_pfn, g.console_pfn), (4094, 4095));
     assert!(s.frame(4094).iter().all(|b| *b == 0));
     let grants = s.sim.grant_entries(s.dom);
     assert_eq!(grants.len(), 2);

@@ -467,6 +467,8 @@ fn flavor_specs_and_files_parse_and_refuse_nonsense() {
     assert_eq!(t.flavor.memory_mib, 4);
     assert_eq!(t.flavor.maxmem_mib, 4);
     assert_eq!(t.flavor.max_vcpus, 2);
+    let t = flavors::parse_spec("memory=4,count=3,control_plane=noxs").expect("noxs");
+    assert_eq!(t.flavor.control_plane, crate::config::PlaneKind::Noxs);
     for bad in [
         "memory=4",
         "count=3",
@@ -474,7 +476,7 @@ fn flavor_specs_and_files_parse_and_refuse_nonsense() {
         "memory=4,count=1,colour=blue",
         "memory=4,count=x",
         "memory=4,count=1,memory=8",
-        "memory=4,count=1,control_plane=noxs",
+        "memory=4,count=1,control_plane=pigeon",
         "memory=4,count=1,type=hvm",
         "memory=8,maxmem=4,count=1",
         "memory=4,count=1000000",
@@ -578,4 +580,48 @@ fn configs_from_the_socket_pass_the_parsers_rules_with_the_parsers_messages() {
     }
     assert_eq!(ready(&d, 16), 1, "no shell was spent on refused requests");
     assert_eq!(d.shutdown(), 1);
+}
+
+#[test]
+fn noxs_shells_are_kept_and_executed() {
+    let h = sim_host("chaosd-noxs", SimConfig::default());
+    let w = World {
+        scratch: h.scratch,
+        sim: h.sim,
+        ts: Arc::new(h.ts),
+        kernel: h.noxs_kernel,
+    };
+    let noxs_flavor = Flavor {
+        control_plane: crate::config::PlaneKind::Noxs,
+        ..flavor(16)
+    };
+    let d = Daemon::start(
+        w.ts.clone(),
+        DaemonConfig {
+            socket: w.socket(),
+            flavors: vec![FlavorTarget {
+                flavor: noxs_flavor.clone(),
+                target: 2,
+            }],
+            reserve_mib: 0,
+            workers: 1,
+            reap_interval: None,
+        },
+    )
+    .expect("daemon starts");
+    assert!(d.wait_filled(FILL));
+    let text = format!(
+        "name = \"nx\"\nkernel = \"{}\"\nmemory = 16\nchaos_control_plane = \"noxs\"\n",
+        w.kernel.display()
+    );
+    let cfg = parse_xl(&text, "nx.cfg", &[]).expect("config").config;
+    let created = w
+        .client()
+        .create(&cfg, true, true)
+        .expect("from a NoXS shell");
+    assert_eq!(created.path, CreationPath::Pool);
+    let record = w.ts.state().load(created.domid).unwrap().expect("record");
+    assert_eq!(record.devices.len(), 1, "the sysctl device");
+    assert!(d.wait_filled(FILL), "refilled");
+    assert_eq!(d.shutdown(), 2);
 }

@@ -251,4 +251,8 @@ pub trait Hypervisor: Send + Sync {
 
     /// `EVTCHNOP_alloc_unbound`: a port in `dom` that `remote` may bind.
     fn evtchn_alloc_unbound(&self, dom: DomId, remote: DomId) -> Result<u32>;
+
+    /// Signals the guest's port `port` (allocated toward dom0) once: binds it, notifies and
+    /// unbinds, leaving it unbound for the next time (NoXS sysctl requests).
+    fn notify_guest(&self, dom: DomId, port: EvtchnPort) -> Result<()>;
 }

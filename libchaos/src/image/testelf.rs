@@ -79,7 +79,10 @@ impl TestElf {
         let chaos = self
             .noxs
             .map(|v| (&b"chaos\0"[..], noxs::NOTE_NOXS, v.to_le_bytes().to_vec()));
-        let xen = self.notes.iter().map(|(k, d)| (&b"Xen\0"[..], *k, d.clone()));
+        let xen = self
+            .notes
+            .iter()
+            .map(|(k, d)| (&b"Xen\0"[..], *k, d.clone()));
         for (name, kind, desc) in xen.chain(chaos) {
             notes.extend_from_slice(&(name.len() as u32).to_le_bytes());
             notes.extend_from_slice(&(desc.len() as u32).to_le_bytes());

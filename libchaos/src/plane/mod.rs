@@ -6,12 +6,13 @@
 //! - [`xenstore::XenstorePlane`] (default; unmodified guests): the guest's entries and its
 //!   vifs' front/back directories in one Xenstore transaction, then the introduction;
 //!   xenconsoled serves the console, Linux netback the vifs.
-//! - NoXS (`noxs`): no Xenstore at all; a device page and control pages in the guest's
-//!   memory (see the `noxs` crate's ABI).
+//! - [`noxs::NoxsPlane`]: no Xenstore at all; a device page and control pages in the guest's
+//!   memory (see the `noxs` crate's ABI), the console and vifs served by xendevd.
 //!
 //! The builder writes each plane's pages (the Xenstore ring, or the NoXS device and control
 //! pages); the plane publishes them.
 
+pub mod noxs;
 pub mod xenstore;
 
 use serde::{Deserialize, Serialize};
@@ -31,6 +32,24 @@ pub struct Ring {
     pub evtchn: EvtchnPort,
 }
 
+/// Which NoXS device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeviceKind {
+    Sysctl,
+    Vif,
+}
+
+/// A NoXS device of a guest: its control page (`frame` as Xen's interfaces take it) and the
+/// guest's port toward the backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Device {
+    pub kind: DeviceKind,
+    pub id: u32,
+    pub frame: u64,
+    pub evtchn: EvtchnPort,
+}
+
 /// A new guest, as a plane publishes it.
 #[derive(Debug, Clone, Copy)]
 pub struct Guest<'a> {
@@ -41,6 +60,8 @@ pub struct Guest<'a> {
     pub console: Ring,
     /// The Xenstore ring, or the NoXS device page.
     pub store: Ring,
+    /// NoXS devices (none on the Xenstore plane).
+    pub devices: &'a [Device],
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +72,8 @@ pub enum PlaneError {
     Unavailable(PlaneKind, String),
     #[error("{0}")]
     Refused(String),
+    #[error("{0}")]
+    Backend(String),
 }
 
 pub type Result<T> = std::result::Result<T, PlaneError>;

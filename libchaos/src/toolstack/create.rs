@@ -10,10 +10,11 @@ use super::{
     Created, CreationPath, DomainRecord, Flavor, Result, Shell, Timings, Toolstack, ToolstackError,
     Via,
 };
-use crate::build::{self, BuildParams, BuiltGuest};
-use crate::config::{DomainConfig, GuestSpec};
+use crate::build::{self, BuildParams, BuiltGuest, NoxsDevice, StorePage};
+use crate::config::{DomainConfig, GuestSpec, PlaneKind};
 use crate::hypervisor::{CreateDomain, DomId, GuestKind, Uuid, PAGE_SIZE};
-use crate::plane::{Guest, Ring};
+use crate::image::KernelImage;
+use crate::plane::{Device, DeviceKind, Guest, Ring};
 
 /// Event channels a guest may open (xl's default `max_event_channels`).
 const MAX_EVTCHN_PORT: u32 = 1023;
@@ -176,6 +177,22 @@ impl Toolstack {
         };
         timings.record("load_image", t);
 
+        let noxs_devices = match cfg.control_plane {
+            PlaneKind::Xenstore => Vec::new(),
+            PlaneKind::Noxs => {
+                check_noxs_kernel(&image)?;
+                noxs_devices(shell)
+            }
+        };
+        let store = match cfg.control_plane {
+            PlaneKind::Xenstore => StorePage::Xenstore {
+                evtchn: shell.plane_evtchn,
+                backend: DomId::DOM0,
+            },
+            PlaneKind::Noxs => StorePage::Noxs {
+                devices: &noxs_devices,
+            },
+        };
         let t = Instant::now();
         let built: BuiltGuest = build::build_pv(
             self.hv.as_ref(),
@@ -188,11 +205,23 @@ impl Toolstack {
                 vcpus: cfg.vcpus,
                 console_evtchn: shell.console_evtchn,
                 console_backend: DomId::DOM0,
-                xenstore_evtchn: shell.plane_evtchn,
-                xenstore_backend: DomId::DOM0,
+                store,
             },
         )?;
         timings.record("build", t);
+        let devices: Vec<Device> = noxs_devices
+            .iter()
+            .zip(&built.ctrl_mfns)
+            .map(|(d, mfn)| Device {
+                kind: match d.ty {
+                    noxs::DevType::Vif => DeviceKind::Vif,
+                    _ => DeviceKind::Sysctl,
+                },
+                id: d.id,
+                frame: *mfn,
+                evtchn: d.evtchn,
+            })
+            .collect();
 
         {
             // Check and claim under the lock, so two creations cannot take one name.
@@ -211,8 +240,11 @@ impl Toolstack {
             evtchn: shell.console_evtchn,
         };
         let store = Ring {
-            frame: built.xenstore_mfn,
-            evtchn: shell.plane_evtchn,
+            frame: built.store_mfn,
+            evtchn: match cfg.control_plane {
+                PlaneKind::Xenstore => shell.plane_evtchn,
+                PlaneKind::Noxs => 0,
+            },
         };
         *published = Some(uuid);
         plane.publish(
@@ -222,6 +254,7 @@ impl Toolstack {
                 config: &config,
                 console,
                 store,
+                devices: &devices,
             },
             timings,
         )?;
@@ -234,6 +267,7 @@ impl Toolstack {
             config,
             console,
             store,
+            devices,
             created_ms: now_ms(),
         })?;
         timings.record("record", t);
@@ -271,7 +305,7 @@ impl Toolstack {
     /// Creates a guest by prepare + execute.
     pub fn create(&self, cfg: &DomainConfig, paused: bool) -> Result<Created> {
         // Refuse what cannot work before making anything, so mistakes cost nothing.
-        check_supported(cfg)?;
+        self.check_creatable(cfg)?;
         self.check_name_free(&cfg.name)?;
         let shell = self.prepare(&Flavor::of(cfg))?;
         self.execute(shell, cfg, paused)
@@ -300,7 +334,10 @@ impl Toolstack {
     pub fn check_creatable(&self, cfg: &DomainConfig) -> Result<()> {
         check_supported(cfg)?;
         self.plane(cfg.control_plane)?;
-        self.images.load(&cfg.kernel)?;
+        let image = self.images.load(&cfg.kernel)?;
+        if cfg.control_plane == PlaneKind::Noxs {
+            check_noxs_kernel(&image)?;
+        }
         if let Some(path) = &cfg.ramdisk {
             std::fs::metadata(path).map_err(|e| {
                 ToolstackError::Unsupported(format!("ramdisk {}: {e}", path.display()))
@@ -317,6 +354,45 @@ impl Toolstack {
         }
         Ok(())
     }
+}
+
+/// A NoXS guest must say it implements the frontend (noxs/ABI.md section 1): a kernel that
+/// does not would wait for a Xenstore that never answers.
+fn check_noxs_kernel(image: &KernelImage) -> Result<()> {
+    match image.notes.chaos_noxs {
+        Some(v) if v >= noxs::ABI_VERSION => Ok(()),
+        Some(v) => Err(ToolstackError::Unsupported(format!(
+            "{}: implements NoXS ABI version {v}; chaos needs {} (chaos_control_plane = \"noxs\")",
+            image.name,
+            noxs::ABI_VERSION
+        ))),
+        None => Err(ToolstackError::Unsupported(format!(
+            "{}: the kernel has no chaos NoXS note, so it does not implement NoXS; use chaos_control_plane = \"xenstore\"",
+            image.name
+        ))),
+    }
+}
+
+/// A NoXS guest's devices: the sysctl device (always, on the shell's plane channel).
+fn noxs_devices(shell: &Shell) -> Vec<NoxsDevice> {
+    let mut ctrl = vec![0u8; std::mem::size_of::<noxs::SysctlCtrl>()];
+    noxs::SysctlCtrl {
+        hdr: noxs::CtrlHdr {
+            devid: 0,
+            // The toolstack is the sysctl backend, there from the start.
+            be_state: noxs::state::CONNECTED,
+            ..noxs::CtrlHdr::default()
+        },
+        ..noxs::SysctlCtrl::default()
+    }
+    .write_to(&mut ctrl);
+    vec![NoxsDevice {
+        ty: noxs::DevType::Sysctl,
+        id: 0,
+        backend: DomId::DOM0,
+        evtchn: shell.plane_evtchn,
+        ctrl,
+    }]
 }
 
 /// What chaos cannot build yet, refused before anything is made.
@@ -339,6 +415,11 @@ fn check_supported(cfg: &DomainConfig) -> Result<()> {
                 "vif {devid}: vifname={name}: renaming the backend interface is not supported yet (it is vif<domid>.{devid})"
             )));
         }
+    }
+    if cfg.control_plane == PlaneKind::Noxs && !cfg.vifs.is_empty() {
+        return Err(ToolstackError::Unsupported(
+            "vif: NoXS guests cannot have vifs yet (the userspace net backend is not there); use chaos_control_plane = \"xenstore\"".into(),
+        ));
     }
     if cfg.kind != GuestKind::Pv {
         return Err(ToolstackError::Unsupported(format!(

@@ -13,6 +13,7 @@ mod tests;
 mod timings;
 mod types;
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 pub use error::{Result, ToolstackError};
@@ -24,9 +25,13 @@ pub use types::{Created, CreationPath, Flavor, Shell, Via};
 
 pub(crate) use random::now_ms;
 
+/// Overrides xendevd's socket (the NoXS backends) for this process.
+pub const XENDEVD_SOCKET_VAR: &str = "CHAOS_XENDEVD_SOCKET";
+
 use crate::config::PlaneKind;
 use crate::hypervisor::Hypervisor;
 use crate::image::ImageCache;
+use crate::plane::noxs::{NoxsBackend, NoxsPlane, Xendevd};
 use crate::plane::xenstore::XenstorePlane;
 use crate::plane::{ControlPlane, PlaneError};
 use crate::xenstore::Xenstore;
@@ -37,6 +42,7 @@ pub struct Toolstack {
     hv: Arc<dyn Hypervisor>,
     /// The Xenstore plane, when xenstored is reachable.
     xenstore: Option<XenstorePlane>,
+    noxs: NoxsPlane,
     images: ImageCache,
     state: StateDir,
 }
@@ -55,12 +61,30 @@ impl Toolstack {
     /// A toolstack on `hv`, with the Xenstore plane if `xs` is given, keeping its records in
     /// `state`.
     pub fn new(hv: Arc<dyn Hypervisor>, xs: Option<Arc<dyn Xenstore>>, state: StateDir) -> Self {
+        let socket = std::env::var_os(XENDEVD_SOCKET_VAR)
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(xendevd_api::DEFAULT_SOCKET));
         Toolstack {
+            noxs: NoxsPlane::new(
+                hv.clone(),
+                state.root().join(xendevd_api::RECORDS_SUBDIR),
+                Box::new(Xendevd { socket }),
+            ),
             hv,
             xenstore: xs.map(XenstorePlane::new),
             images: ImageCache::new(),
             state,
         }
+    }
+
+    /// The same toolstack with another NoXS backend than xendevd (tests, embedders).
+    pub fn with_noxs_backend(mut self, backend: Box<dyn NoxsBackend>) -> Self {
+        self.noxs = NoxsPlane::new(
+            self.hv.clone(),
+            self.state.root().join(xendevd_api::RECORDS_SUBDIR),
+            backend,
+        );
+        self
     }
 
     pub fn hypervisor(&self) -> &dyn Hypervisor {
@@ -82,9 +106,7 @@ impl Toolstack {
                 )
                 .into()),
             },
-            PlaneKind::Noxs => Err(ToolstackError::Unsupported(
-                "chaos_control_plane = \"noxs\" is not implemented yet; use \"xenstore\"".into(),
-            )),
+            PlaneKind::Noxs => Ok(&self.noxs),
         }
     }
 

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use super::Flavor;
 use crate::config::DomainConfig;
 use crate::hypervisor::{DomId, Uuid};
-use crate::plane::{Guest, Ring};
+use crate::plane::{Device, Guest, Ring};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
@@ -48,6 +48,9 @@ pub struct DomainRecord {
     pub console: Ring,
     /// The Xenstore ring, or the NoXS device page.
     pub store: Ring,
+    /// NoXS devices (none on the Xenstore plane).
+    #[serde(default)]
+    pub devices: Vec<Device>,
     /// Milliseconds since the Unix epoch.
     pub created_ms: u64,
 }
@@ -61,6 +64,7 @@ impl DomainRecord {
             config: &self.config,
             console: self.console,
             store: self.store,
+            devices: &self.devices,
         }
     }
 }

@@ -6,6 +6,7 @@ use crate::config::{parse_xl, Action, DomainConfig};
 use crate::hypervisor::sim::{Fault, SimConfig};
 use crate::hypervisor::ShutdownReason;
 
+mod noxs;
 mod vif;
 
 use crate::testing::{sim_host, SimHost};
@@ -40,6 +41,8 @@ struct Leftovers {
     introduced: usize,
     records: usize,
     names: usize,
+    noxs_records: usize,
+    attached: usize,
 }
 
 fn leftovers(w: &World) -> Leftovers {
@@ -53,6 +56,8 @@ fn leftovers(w: &World) -> Leftovers {
         names: std::fs::read_dir(w.ts.state().root().join("names"))
             .expect("name index")
             .count(),
+        noxs_records: std::fs::read_dir(w.ts.state().root().join("noxs")).map_or(0, |d| d.count()),
+        attached: w.backend.attached.lock().expect("lock").len(),
     }
 }
 
@@ -355,7 +360,7 @@ fn unsupported_features_are_refused_before_touching_xen() {
     let err =
         w.ts.create(&config(&w, "nx", "chaos_control_plane = \"noxs\""), false)
             .unwrap_err();
-    assert!(err.to_string().contains("noxs"), "{err}");
+    assert!(err.to_string().contains("no chaos NoXS note"), "{err}");
     assert_eq!(leftovers(&w), before);
 }
 

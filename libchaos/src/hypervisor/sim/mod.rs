@@ -99,6 +99,15 @@ impl SimHypervisor {
         self.lock().faults.calls()
     }
 
+    /// How many times dom0 notified the guest's `port`.
+    pub fn notifications(&self, dom: DomId, port: u32) -> u64 {
+        self.lock()
+            .domains
+            .get(&dom)
+            .and_then(|d| d.notified.get(&port).copied())
+            .unwrap_or(0)
+    }
+
     /// Host pages not given to any domain.
     pub fn free_pages(&self) -> u64 {
         self.lock().free_pages

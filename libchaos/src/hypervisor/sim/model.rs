@@ -37,6 +37,9 @@ pub(super) struct SimDomain {
     pub(super) pinned: Vec<(PageTableLevel, u64)>,
     pub(super) grants: BTreeMap<u32, GrantEntry>,
     pub(super) evtchns: BTreeMap<u32, DomId>,
+    /// Times dom0 notified each port (NoXS sysctl requests).
+    #[serde(default)]
+    pub(super) notified: BTreeMap<u32, u64>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -79,6 +82,7 @@ impl SimDomain {
             pinned: Vec::new(),
             grants: BTreeMap::new(),
             evtchns: BTreeMap::new(),
+            notified: BTreeMap::new(),
         }
     }
 }

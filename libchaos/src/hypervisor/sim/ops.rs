@@ -3,7 +3,7 @@
 use super::model::*;
 use super::SimHypervisor;
 use crate::hypervisor::{
-    CreateDomain, DomId, DomainInfo, ForeignMapping, GrantEntry, GuestKind, Hypervisor,
+    CreateDomain, DomId, DomainInfo, EvtchnPort, ForeignMapping, GrantEntry, GuestKind, Hypervisor,
     HypervisorError, PageTableLevel, PhysInfo, Result, ShutdownReason, Uuid, VcpuContext,
     PAGE_SIZE,
 };
@@ -317,6 +317,24 @@ impl Hypervisor for SimHypervisor {
             .ok_or_else(|| invalid(OP, "no free event channel port"))?;
         d.evtchns.insert(port, remote);
         Ok(port)
+    }
+
+    fn notify_guest(&self, dom: DomId, port: EvtchnPort) -> Result<()> {
+        const OP: &str = "notify guest port";
+        let mut s = self.enter(OP)?;
+        let d = guest_mut(&mut s, dom, OP)?;
+        match d.evtchns.get(&port) {
+            Some(&remote) if remote == DomId::DOM0 => {}
+            Some(remote) => {
+                return Err(invalid(
+                    OP,
+                    format!("port {port} of domain {dom} is bound toward domain {remote}"),
+                ))
+            }
+            None => return Err(invalid(OP, format!("domain {dom} has no port {port}"))),
+        }
+        *d.notified.entry(port).or_insert(0) += 1;
+        Ok(())
     }
 }
 

@@ -21,7 +21,7 @@ use self::abi::*;
 use self::domctl::*;
 use self::privcmd::{BufAlloc, HcallBuf, MapError, Mapping, Privcmd};
 use super::{
-    CreateDomain, DomId, DomainInfo, ForeignMapping, GrantEntry, GuestKind, Hypervisor,
+    CreateDomain, DomId, DomainInfo, EvtchnPort, ForeignMapping, GrantEntry, GuestKind, Hypervisor,
     HypervisorError, PageTableLevel, PhysInfo, Result, ShutdownReason, Uuid, VcpuContext,
     PAGE_SIZE,
 };
@@ -41,6 +41,8 @@ const DESTROY_RETRIES: u32 = 1000;
 #[derive(Debug)]
 pub struct XenHypervisor {
     privcmd: Privcmd,
+    /// `/dev/xen/evtchn`, opened the first time a guest port is notified.
+    evtchn: std::sync::Mutex<Option<xen_dev::EventChannels>>,
     bufs: BufAlloc,
     iface: Interface,
     /// `(major, minor)` as `XENVER_version` reports it.
@@ -82,6 +84,7 @@ impl XenHypervisor {
         let bufs = BufAlloc::open()?;
         let mut xen = XenHypervisor {
             privcmd,
+            evtchn: std::sync::Mutex::new(None),
             bufs,
             iface: Interface::Xen417,
             version: (0, 0),

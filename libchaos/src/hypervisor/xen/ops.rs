@@ -379,6 +379,23 @@ impl Hypervisor for XenHypervisor {
             .map_err(|e| dom_err(OP, dom, e))?;
         Ok(out.port)
     }
+
+    fn notify_guest(&self, dom: DomId, port: EvtchnPort) -> Result<()> {
+        const OP: &str = "notify (IOCTL_EVTCHN_BIND_INTERDOMAIN, NOTIFY, UNBIND)";
+        let mut evtchn = self.evtchn.lock().unwrap_or_else(|e| e.into_inner());
+        if evtchn.is_none() {
+            *evtchn = Some(xen_dev::EventChannels::open(false).map_err(|source| {
+                HypervisorError::Open {
+                    path: xen_dev::evtchn::EVTCHN_PATH.into(),
+                    source,
+                }
+            })?);
+        }
+        let Some(dev) = evtchn.as_ref() else {
+            return Err(invalid(OP, "no event channel device"));
+        };
+        dev.kick(dom, port).map_err(|e| dom_err(OP, dom, e))
+    }
 }
 
 impl XenHypervisor {
