@@ -9,7 +9,7 @@ use libchaos::hypervisor::sim::{SimConfig, SimHypervisor};
 use libchaos::hypervisor::xen::XenHypervisor;
 use libchaos::runtime::{self, HostKind};
 use libchaos::toolstack::{StateDir, Toolstack};
-use libchaos::xenstore::{MemStore, Xenstore, XsClient};
+use libchaos::xenstore::{LazyClient, MemStore, Xenstore};
 
 /// Which hypervisor to drive: real Xen, or the in-memory simulation (dry runs).
 #[derive(Copy, Clone, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -47,14 +47,9 @@ impl Backend {
                 let hv = XenHypervisor::open().map_err(|e| e.to_string())?;
                 let root = run_root(kind, run_dir);
                 let state = StateDir::open(root).map_err(|e| e.to_string())?;
-                // Listing and destroying work without xenstored; creating says it needs it.
-                let xs: Option<Arc<dyn Xenstore>> = match XsClient::open() {
-                    Ok(c) => Some(Arc::new(c)),
-                    Err(e) => {
-                        log::info!("no xenstore: {e}");
-                        None
-                    }
-                };
+                // Connected when first needed: NoXS guests and hosts without xenstored never
+                // talk to it; a Xenstore guest's creation says when it is not there.
+                let xs: Option<Arc<dyn Xenstore>> = Some(Arc::new(LazyClient::default()));
                 Ok(Backend {
                     ts: Arc::new(Toolstack::new(Arc::new(hv), xs, state)),
                     sim: None,

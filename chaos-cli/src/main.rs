@@ -233,7 +233,8 @@ fn run(cli: Cli) -> Result<(), String> {
         }
         Command::Console { domain } => {
             let dom = ts.resolve(&domain).map_err(|e| e.to_string())?;
-            Err(console::attach(dom))
+            let server = ts.console_server(dom).map_err(|e| e.to_string())?;
+            console::attach(dom, &server)
         }
         Command::Info { json } => {
             let phys = ts.hypervisor().physinfo().map_err(|e| e.to_string())?;

@@ -27,6 +27,10 @@ pub(crate) struct RecordingBackend {
 pub(crate) struct SharedBackend(pub(crate) Arc<RecordingBackend>);
 
 impl NoxsBackend for SharedBackend {
+    fn socket(&self) -> &std::path::Path {
+        std::path::Path::new("/nonexistent/recording-backend.sock")
+    }
+
     fn attach(&self, domid: DomId) -> Result<(), String> {
         if let Some(m) = self.0.refuse.lock().expect("lock").clone() {
             return Err(m);

@@ -82,6 +82,12 @@ pub type Result<T> = std::result::Result<T, PlaneError>;
 pub trait ControlPlane: Send + Sync {
     fn kind(&self) -> PlaneKind;
 
+    /// Refuses early (before a shell is spent) when the plane cannot work here: the Xenstore
+    /// plane connects to xenstored.
+    fn ready(&self) -> Result<()> {
+        Ok(())
+    }
+
     /// Makes a built guest's devices known to dom0 and its backends, before it is unpaused.
     /// Records its phases in `timings`. On error the caller rolls back with [`unpublish`].
     ///

@@ -24,6 +24,8 @@ use crate::toolstack::{ShutdownKind, Timings};
 
 /// The dom0 side of the NoXS backends: told when a guest appears and goes.
 pub trait NoxsBackend: Send + Sync + fmt::Debug {
+    /// Where its socket is (for `chaos console`).
+    fn socket(&self) -> &std::path::Path;
     /// Serve the guest whose record was just written.
     fn attach(&self, domid: DomId) -> std::result::Result<(), String>;
     /// Stop serving it.
@@ -37,6 +39,10 @@ pub struct Xendevd {
 }
 
 impl NoxsBackend for Xendevd {
+    fn socket(&self) -> &std::path::Path {
+        &self.socket
+    }
+
     fn attach(&self, domid: DomId) -> std::result::Result<(), String> {
         xendevd_api::Client::connect(&self.socket)
             .and_then(|mut c| c.attach(domid))
@@ -78,6 +84,11 @@ impl NoxsPlane {
             records,
             backend,
         }
+    }
+
+    /// The backend's socket.
+    pub fn socket(&self) -> &std::path::Path {
+        self.backend.socket()
     }
 
     fn records(&self) -> Result<RecordDir> {

@@ -407,9 +407,17 @@ impl ControlPlane for XenstorePlane {
         Ok(())
     }
 
+    fn ready(&self) -> Result<()> {
+        Ok(self.xs.ensure_connected()?)
+    }
+
     fn unpublish(&self, domid: DomId, uuid: Option<Uuid>) -> Result<()> {
         let uuid = uuid.map(|u| u.to_string());
-        Ok(remove(self.xs.as_ref(), domid, uuid.as_deref())?)
+        match remove(self.xs.as_ref(), domid, uuid.as_deref()) {
+            // No xenstored: nothing of this domain is in Xenstore.
+            Err(e) if e.is_unreachable() => Ok(()),
+            other => Ok(other?),
+        }
     }
 
     fn request_shutdown(
@@ -422,6 +430,10 @@ impl ControlPlane for XenstorePlane {
     }
 
     fn name_of(&self, domid: DomId) -> Result<Option<String>> {
-        Ok(name_of(self.xs.as_ref(), domid)?)
+        match name_of(self.xs.as_ref(), domid) {
+            // No xenstored: it knows no names.
+            Err(e) if e.is_unreachable() => Ok(None),
+            other => Ok(other?),
+        }
     }
 }

@@ -35,7 +35,7 @@ impl Toolstack {
     /// replaces it with the guest's UUID).
     pub fn prepare_tagged(&self, flavor: &Flavor, handle: Uuid) -> Result<Shell> {
         // The plane must be there before a shell is spent on it.
-        self.plane(flavor.control_plane)?;
+        self.plane(flavor.control_plane)?.ready()?;
         let mut timings = Timings::default();
         let t = Instant::now();
         // Asking first costs one hypercall and turns a failure deep in populate_physmap into
@@ -333,7 +333,7 @@ impl Toolstack {
     /// image cache, so `execute` does not read it again.
     pub fn check_creatable(&self, cfg: &DomainConfig) -> Result<()> {
         check_supported(cfg)?;
-        self.plane(cfg.control_plane)?;
+        self.plane(cfg.control_plane)?.ready()?;
         let image = self.images.load(&cfg.kernel)?;
         if cfg.control_plane == PlaneKind::Noxs {
             check_noxs_kernel(&image)?;

@@ -31,6 +31,15 @@ impl ShutdownKind {
     }
 }
 
+/// Who serves a guest's console.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConsoleServer {
+    /// xenconsoled (Xenstore-plane guests, and xl's): attach with Xen's `xenconsole` client.
+    Xenconsoled,
+    /// xendevd (NoXS guests): its socket streams the console.
+    Xendevd(std::path::PathBuf),
+}
+
 /// One line of `chaos list`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct DomainSummary {
@@ -153,6 +162,16 @@ impl Toolstack {
             });
         }
         Ok(out)
+    }
+
+    /// Who serves the console of `dom`.
+    pub fn console_server(&self, dom: DomId) -> Result<ConsoleServer> {
+        Ok(match self.state.load(dom)? {
+            Some(r) if r.config.control_plane == crate::config::PlaneKind::Noxs => {
+                ConsoleServer::Xendevd(self.noxs.socket().to_path_buf())
+            }
+            _ => ConsoleServer::Xenconsoled,
+        })
     }
 
     pub fn pause(&self, dom: DomId) -> Result<()> {

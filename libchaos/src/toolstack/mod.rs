@@ -17,7 +17,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 pub use error::{Result, ToolstackError};
-pub use lifecycle::{DomainSummary, ShutdownKind};
+pub use lifecycle::{ConsoleServer, DomainSummary, ShutdownKind};
 pub use random::{random_mac, random_uuid};
 pub use state::{DomainRecord, ShellRecord, StateDir, StateError};
 pub use timings::{Phase, Timings};
