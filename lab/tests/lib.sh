@@ -113,6 +113,7 @@ wait_until() {
 start_xendevd() {
 	command -v xendevd >/dev/null || fail "xendevd: expected in PATH, not found"
 	xendevd -v >"$1" 2>&1 &
+	# shellcheck disable=SC2034 # for the tests that source this file
 	XENDEVD_PID=$!
 	wait_until 5 grep -q 'listening for vif uevents' "$1" ||
 		fail "xendevd: expected to start listening, log: $(cat "$1")"
