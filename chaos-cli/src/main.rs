@@ -3,6 +3,7 @@
 //! This crate holds no toolstack logic: it parses arguments, calls libchaos and prints tables or
 //! JSON.
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
@@ -134,7 +135,8 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("chaos: error: {e}");
+            // Not eprintln!: a closed stderr must not turn an error into a panic.
+            let _ = writeln!(std::io::stderr(), "chaos: error: {e}");
             ExitCode::FAILURE
         }
     }
@@ -219,10 +221,14 @@ fn run(cli: Cli) -> Result<(), String> {
             watch,
             interval_ms,
         } if watch => {
-            let never = AtomicBool::new(false);
-            ts.reap_watch(Duration::from_millis(interval_ms), &never, |done| {
+            // Until killed, or until the reader of its output goes away.
+            let stop = AtomicBool::new(false);
+            ts.reap_watch(Duration::from_millis(interval_ms), &stop, |done| {
                 if let Err(e) = output::reaped(done, json) {
                     log::error!("{e}");
+                }
+                if output::closed() {
+                    stop.store(true, std::sync::atomic::Ordering::Release);
                 }
             });
             Ok(())
@@ -258,7 +264,7 @@ fn connect(socket: &std::path::Path, required: bool) -> Result<Option<Client>, S
 fn load_config(file: &std::path::Path, overrides: &[String]) -> Result<DomainConfig, String> {
     let loaded = libchaos::config::load(file, overrides).map_err(|e| e.to_string())?;
     for w in &loaded.warnings {
-        eprintln!("chaos: warning: {w}");
+        let _ = writeln!(std::io::stderr(), "chaos: warning: {w}");
     }
     Ok(loaded.config)
 }
@@ -295,6 +301,11 @@ fn create_each(
             }
         })?;
         output::created(&created, json)?;
+        // The reader went away (`chaos create -n 100 | head -1`): that is the end, as for any
+        // command in a pipe; the guests made so far are recorded.
+        if output::closed() {
+            break;
+        }
     }
     Ok(())
 }

@@ -91,17 +91,110 @@ impl Toolstack {
     }
 
     /// The live chaos guest with this name, from the name index: one file read and one
-    /// hypercall, however many guests run (this is on the creation path).
+    /// hypercall, however many guests run (this is on the creation path). The entry counts only
+    /// while its domain carries the handle it was claimed with: after a crash, its domid may
+    /// belong to another domain since.
     pub(super) fn find_chaos_guest(&self, name: &str) -> Result<Option<DomId>> {
-        let Some(dom) = self.state.name_owner(name)? else {
+        let Some(entry) = self.state.name_entry(name)? else {
             return Ok(None);
         };
         // A live owner holds the name even before its record exists (it is being created).
+        if self.carries(entry.domid, entry.uuid)? {
+            Ok(Some(entry.domid))
+        } else {
+            Ok(None)
+        }
+    }
+
+    /// Whether domain `dom` exists with the handle `uuid`.
+    pub(super) fn carries(&self, dom: DomId, uuid: crate::hypervisor::Uuid) -> Result<bool> {
         match self.hv.domain_info(dom) {
-            Ok(_) => Ok(Some(dom)),
-            Err(HypervisorError::NoSuchDomain(_)) => Ok(None),
+            Ok(info) => Ok(info.handle == uuid),
+            Err(HypervisorError::NoSuchDomain(_)) => Ok(false),
             Err(e) => Err(hv_step("look up domain")(e)),
         }
+    }
+
+    /// Removes what processes that died left behind: half-made domains of creations they never
+    /// finished (with their Xenstore entries and names), records of domains that are gone or
+    /// whose domid another domain has now, and name entries no domain carries. `list`, every
+    /// creation and chaosd's start run it.
+    pub fn clean_up(&self) -> Result<()> {
+        let infos = self.hv.list_domains().map_err(hv_step("list domains"))?;
+        self.clean_up_pending(&infos)?;
+        for r in self.state.all()? {
+            match infos.iter().find(|i| i.domid == r.domid) {
+                Some(i) if i.handle == r.uuid => {}
+                // The domid belongs to another domain now: the record's Xenstore entries went
+                // with its domain's; only the record and the name are ours to remove.
+                Some(_) => self.state.forget(&r)?,
+                None => self.clean_up_after(&r)?,
+            }
+        }
+        for (path, e) in self.state.name_entries()? {
+            if !infos
+                .iter()
+                .any(|i| i.domid == e.domid && i.handle == e.uuid)
+            {
+                self.state.remove_name_entry(&path)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Destroys the half-made domains of creations whose process died, with what was written
+    /// for them, and removes their pending records.
+    fn clean_up_pending(&self, infos: &[DomainInfo]) -> Result<()> {
+        for p in self.state.pending()? {
+            if super::state::process_alive(p.pid) {
+                continue;
+            }
+            let found = infos
+                .iter()
+                .find(|i| i.handle == p.uuid && p.domid.is_none_or(|d| d == i.domid));
+            if let Some(info) = found {
+                let record = self.state.load(info.domid)?;
+                if record.as_ref().is_none_or(|r| r.uuid != p.uuid) {
+                    log::warn!(
+                        "domain {}: half-made by process {} that died; destroying it",
+                        info.domid,
+                        p.pid
+                    );
+                    match self.hv.destroy_domain(info.domid) {
+                        Ok(()) | Err(HypervisorError::NoSuchDomain(_)) => {}
+                        Err(e) => return Err(hv_step("destroy")(e)),
+                    }
+                    if let Some(xs) = self.xenstore_plane() {
+                        xs.unpublish(info.domid, Some(p.uuid))?;
+                    }
+                    self.state.release_name(&p.name, info.domid)?;
+                }
+            }
+            self.state.remove_pending(&p.uuid)?;
+        }
+        Ok(())
+    }
+
+    /// The part of [`clean_up`](Self::clean_up) a creation runs: creations that a killed
+    /// process left half-made (cheap when there are none: one directory read).
+    pub(super) fn clean_up_abandoned_creations(&self) -> Result<()> {
+        if self
+            .state
+            .pending()?
+            .iter()
+            .all(|p| super::state::process_alive(p.pid))
+        {
+            return Ok(());
+        }
+        self.clean_up_pending(&self.hv.list_domains().map_err(hv_step("list domains"))?)
+    }
+
+    /// Removes what chaos wrote for a guest whose domain is gone: the plane's entries, then the
+    /// record and the name. If the plane fails, the record stays for the next try.
+    fn clean_up_after(&self, r: &DomainRecord) -> Result<()> {
+        self.plane(r.config.control_plane)?
+            .unpublish(r.domid, Some(r.uuid))?;
+        Ok(self.state.forget(r)?)
     }
 
     /// The running domain with this name: chaos's guests first, then Xenstore (which also
@@ -123,6 +216,10 @@ impl Toolstack {
     /// Every domain with what chaos and Xenstore know of it; stale records of domains that
     /// no longer exist are removed on the way.
     pub fn list(&self) -> Result<Vec<DomainSummary>> {
+        if let Err(e) = self.clean_up() {
+            // Listing must work even when cleaning up cannot (it is tried again next time).
+            log::warn!("cleaning up leftovers: {e}");
+        }
         let infos = self.hv.list_domains().map_err(hv_step("list domains"))?;
         let records = self.state.all()?;
         // chaosd's ready shells: domains, but not guests anyone asked for.
@@ -132,14 +229,11 @@ impl Toolstack {
             .iter()
             .filter_map(|s| s.domid)
             .collect();
-        for r in &records {
-            if !infos.iter().any(|i| i.domid == r.domid) {
-                self.state.forget(r)?;
-            }
-        }
         let mut out = Vec::with_capacity(infos.len());
         for info in infos {
-            let record = records.iter().find(|r| r.domid == info.domid);
+            let record = records
+                .iter()
+                .find(|r| r.domid == info.domid && r.uuid == info.handle);
             let name = match record {
                 Some(r) => r.name.clone(),
                 None if info.domid == DomId::DOM0 => "Domain-0".to_string(),
@@ -189,7 +283,14 @@ impl Toolstack {
                 "domain 0 cannot be destroyed".into(),
             ));
         }
-        let record = self.state.load(dom)?;
+        let record = match self.state.load(dom)? {
+            // A record of an earlier domain with this domid: not this domain's.
+            Some(r) if !self.carries(dom, r.uuid)? && self.hv.domain_info(dom).is_ok() => {
+                self.state.forget(&r)?;
+                None
+            }
+            r => r,
+        };
         self.destroy_with(dom, record.as_ref())
     }
 
@@ -298,7 +399,7 @@ impl Toolstack {
                 None => return Ok(None),
             },
             Err(HypervisorError::NoSuchDomain(_)) => {
-                self.state.forget(&record)?;
+                self.clean_up_after(&record)?;
                 return Ok(None);
             }
             Err(e) => return Err(hv_step("domain info")(e)),

@@ -6,6 +6,7 @@ use crate::config::{parse_xl, Action, DomainConfig};
 use crate::hypervisor::sim::{Fault, SimConfig};
 use crate::hypervisor::ShutdownReason;
 
+mod harden;
 mod noxs;
 mod vif;
 
