@@ -220,3 +220,119 @@ fn temporary_files_of_killed_processes_are_removed_where_records_are_scanned() {
         assert!(!p.exists(), "{} should be gone", p.display());
     }
 }
+
+#[test]
+fn a_failure_at_any_xenstore_request_of_a_creation_rolls_back_everything() {
+    use crate::xenstore::XsFault;
+    let w = world("xsrollback");
+    let cfg = config(&w, "fragile", "vif = ['bridge=xenbr0']");
+    // (The first vif leaves dom0's empty backend/vif directory, as libxl does.)
+    w.xs.arm(XsFault::Request(u64::MAX));
+    let ok = w.ts.create(&cfg, false).expect("create");
+    let requests = w.xs.requests();
+    w.xs.disarm();
+    w.ts.destroy(ok.domid).expect("destroy");
+    let before = leftovers(&w);
+    assert!(
+        requests > 5,
+        "a creation makes more than {requests} requests"
+    );
+    for n in 0..requests {
+        w.xs.arm(XsFault::Request(n));
+        let result = w.ts.create(&cfg, false);
+        w.xs.disarm();
+        match result {
+            Err(_) => assert_eq!(leftovers(&w), before, "after a failure at request {n}"),
+            Ok(c) => panic!("creation survived a failure at Xenstore request {n}: {c:?}"),
+        }
+    }
+}
+
+/// When the Xenstore removal of a destroy fails, the domain is gone all the same (it is
+/// destroyed first) and the command reports the error; the record stays, so the leftovers
+/// (Xenstore entries, introduction, record, name) are removed by the next `chaos list`.
+#[test]
+fn a_failure_at_any_xenstore_request_of_a_destroy_leaves_nothing_after_the_next_list() {
+    use crate::xenstore::XsFault;
+    let w = world("xsdestroy");
+    let cfg = config(&w, "doomed", "vif = ['bridge=xenbr0']");
+    let g = w.ts.create(&cfg, false).expect("create");
+    w.xs.arm(XsFault::Request(u64::MAX));
+    w.ts.destroy(g.domid).expect("destroy");
+    let requests = w.xs.requests();
+    w.xs.disarm();
+    let before = leftovers(&w);
+    assert!(requests >= 3, "a destroy makes {requests} requests");
+    for n in 0..requests {
+        let g = w.ts.create(&cfg, false).expect("create");
+        w.xs.arm(XsFault::Request(n));
+        let result = w.ts.destroy(g.domid);
+        w.xs.disarm();
+        assert!(result.is_err(), "destroy survived a failure at request {n}");
+        assert!(
+            w.sim.domain_info(g.domid).is_err(),
+            "the domain is gone even when Xenstore failed (request {n})"
+        );
+        w.ts.list().expect("list");
+        assert_eq!(
+            leftovers(&w),
+            before,
+            "after a failure at request {n} and a list"
+        );
+    }
+}
+
+/// The pid of a process that has exited.
+fn dead_pid() -> u32 {
+    let mut child = std::process::Command::new("true").spawn().expect("spawn");
+    let pid = child.id();
+    child.wait().expect("wait");
+    pid
+}
+
+/// What `chaos create` killed with SIGKILL midway leaves: its pending record, its domain (with
+/// the guest's handle), maybe its name.
+fn half_made(w: &World, name: &str) -> DomId {
+    let uuid = random_uuid();
+    w.ts.state()
+        .save_pending(&PendingCreation {
+            uuid,
+            name: name.into(),
+            pid: dead_pid(),
+            domid: None,
+        })
+        .expect("pending record");
+    let shell =
+        w.ts.prepare_tagged(&Flavor::of(&config(w, name, "")), uuid)
+            .expect("prepare");
+    let domid = shell.domid();
+    w.ts.state().claim_name(name, domid, uuid).expect("claim");
+    domid
+}
+
+#[test]
+fn a_creation_killed_midway_is_undone_by_the_next_creation_or_list() {
+    let w = world("killed");
+    let before = leftovers(&w);
+    let dom = half_made(&w, "half");
+    assert_ne!(leftovers(&w), before);
+    // The name is the half-made guest's until someone cleans up: the next creation does.
+    let g =
+        w.ts.create(&config(&w, "half", ""), false)
+            .expect("name free again");
+    assert!(
+        w.sim.domain_info(dom).is_err(),
+        "the half-made domain is destroyed"
+    );
+    w.ts.destroy(g.domid).expect("destroy");
+    assert_eq!(leftovers(&w), before);
+    // And list does.
+    let dom = half_made(&w, "half2");
+    w.ts.list().expect("list");
+    assert!(
+        w.sim.domain_info(dom).is_err(),
+        "the half-made domain is destroyed"
+    );
+    assert_eq!(leftovers(&w), before);
+    assert!(w.ts.state().pending().expect("pending").is_empty());
+}
