@@ -158,10 +158,17 @@ fn run(cli: Cli) -> Result<(), String> {
             file,
             overrides,
         } => {
-            if let Some(client) = connect(&socket, *daemon || *pool_only)? {
-                return create_via_daemon(
-                    client, file, overrides, *paused, *count, *json, *pool_only,
-                );
+            let required = *daemon || *pool_only;
+            if let Some(client) = connect(&socket, required)? {
+                match create_via_daemon(client, file, overrides, *paused, *count, *json, *pool_only)
+                {
+                    // chaosd got nothing of the request: doing it here cannot do it twice.
+                    Err(Routed::NotSent(e)) if !required => {
+                        log::warn!("{e}; creating locally");
+                    }
+                    Err(Routed::NotSent(e) | Routed::Failed(e)) => return Err(e),
+                    Ok(()) => return Ok(()),
+                }
             }
         }
         Command::Pool {
@@ -310,6 +317,13 @@ fn create_each(
     Ok(())
 }
 
+/// How a creation through chaosd failed.
+enum Routed {
+    /// chaosd got nothing of the first request (the local path may still do it).
+    NotSent(String),
+    Failed(String),
+}
+
 fn create_via_daemon(
     mut client: Client,
     file: &std::path::Path,
@@ -318,13 +332,24 @@ fn create_via_daemon(
     count: u32,
     json: bool,
     pool_only: bool,
-) -> Result<(), String> {
-    let base = load_for_daemon(file, overrides)?;
-    create_each(&base, count, json, |cfg| {
-        client
-            .create(cfg, paused, pool_only)
-            .map_err(|e| e.to_string())
-    })
+) -> Result<(), Routed> {
+    let base = load_for_daemon(file, overrides).map_err(Routed::Failed)?;
+    let mut first_unsent = None;
+    let mut first = true;
+    let result = create_each(&base, count, json, |cfg| {
+        let r = client.create(cfg, paused, pool_only);
+        if let Err(e) = &r {
+            if first && e.nothing_sent() {
+                first_unsent = Some(e.to_string());
+            }
+        }
+        first = false;
+        r.map_err(|e| e.to_string())
+    });
+    match (result, first_unsent) {
+        (Err(_), Some(e)) => Err(Routed::NotSent(e)),
+        (r, _) => r.map_err(Routed::Failed),
+    }
 }
 
 fn create(

@@ -255,4 +255,10 @@ pub trait Hypervisor: Send + Sync {
     /// Signals the guest's port `port` (allocated toward dom0) once: binds it, notifies and
     /// unbinds, leaving it unbound for the next time (NoXS sysctl requests).
     fn notify_guest(&self, dom: DomId, port: EvtchnPort) -> Result<()>;
+
+    /// Makes the host's state durable where the backend keeps it, after the toolstack changed
+    /// it (a creation, a destroy, ...): the simulated host saves itself to its file, so a
+    /// process killed afterwards loses nothing it reported. Xen keeps its own state: nothing
+    /// to do.
+    fn checkpoint(&self) {}
 }

@@ -64,7 +64,9 @@ impl Toolstack {
             })
             .map_err(hv_step("create domain"))?;
         timings.record("create_domain", t);
-        match self.fill_shell(domid, flavor, &mut timings) {
+        let filled = self.fill_shell(domid, flavor, &mut timings);
+        self.hv.checkpoint();
+        match filled {
             Ok((p2m, console_evtchn, plane_evtchn)) => Ok(Shell {
                 domid,
                 flavor: flavor.clone(),
@@ -119,9 +121,12 @@ impl Toolstack {
 
     /// Destroys a shell nobody will execute.
     pub fn discard(&self, shell: Shell) -> Result<()> {
-        self.hv
+        let destroyed = self
+            .hv
             .destroy_domain(shell.domid)
-            .map_err(hv_step("destroy shell"))
+            .map_err(hv_step("destroy shell"));
+        self.hv.checkpoint();
+        destroyed
     }
 
     /// Turns a shell into a guest: load the image, build, publish devices, unpause. On failure
@@ -183,6 +188,7 @@ impl Toolstack {
         if let Err(e) = self.state.remove_pending(&uuid) {
             log::warn!("removing the record of the creation of {domid}: {e}");
         }
+        self.hv.checkpoint();
         result.map(|()| Created {
             domid,
             name: cfg.name.clone(),

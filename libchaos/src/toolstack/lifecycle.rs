@@ -122,6 +122,7 @@ impl Toolstack {
     pub fn clean_up(&self) -> Result<()> {
         let infos = self.hv.list_domains().map_err(hv_step("list domains"))?;
         self.clean_up_pending(&infos)?;
+        self.hv.checkpoint();
         for r in self.state.all()? {
             match infos.iter().find(|i| i.domid == r.domid) {
                 Some(i) if i.handle == r.uuid => {}
@@ -269,11 +270,15 @@ impl Toolstack {
     }
 
     pub fn pause(&self, dom: DomId) -> Result<()> {
-        self.hv.pause_domain(dom).map_err(hv_step("pause"))
+        self.hv.pause_domain(dom).map_err(hv_step("pause"))?;
+        self.hv.checkpoint();
+        Ok(())
     }
 
     pub fn unpause(&self, dom: DomId) -> Result<()> {
-        self.hv.unpause_domain(dom).map_err(hv_step("unpause"))
+        self.hv.unpause_domain(dom).map_err(hv_step("unpause"))?;
+        self.hv.checkpoint();
+        Ok(())
     }
 
     /// Destroys a guest and removes everything chaos wrote for it.
@@ -297,6 +302,7 @@ impl Toolstack {
     /// Destroys `dom` and removes what chaos wrote for it, as its record (if any) says.
     fn destroy_with(&self, dom: DomId, record: Option<&DomainRecord>) -> Result<()> {
         let destroyed = self.hv.destroy_domain(dom);
+        self.hv.checkpoint();
         // Clean up even when the domain was already gone: the leftovers are ours to remove.
         // A domain chaos has no record of may be xl's: its Xenstore entries go too, as with xl.
         let plane = match record {

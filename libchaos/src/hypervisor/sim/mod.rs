@@ -51,6 +51,8 @@ impl Default for SimConfig {
 #[derive(Debug)]
 pub struct SimHypervisor {
     state: Mutex<SimState>,
+    /// Where [`Hypervisor::checkpoint`](super::Hypervisor::checkpoint) saves the host.
+    autosave: Option<std::path::PathBuf>,
 }
 
 impl SimHypervisor {
@@ -81,6 +83,23 @@ impl SimHypervisor {
                 domains,
                 faults: FaultPlan::default(),
             }),
+            autosave: None,
+        }
+    }
+
+    /// The same host, saved to `path` at every checkpoint (after each toolstack operation),
+    /// as `chaos --hypervisor sim` and chaosd on the sim keep it.
+    pub fn with_autosave(mut self, path: impl Into<std::path::PathBuf>) -> Self {
+        self.autosave = Some(path.into());
+        self
+    }
+
+    /// Saves the host where [`with_autosave`](Self::with_autosave) said, if it did.
+    pub(super) fn autosave_now(&self) {
+        if let Some(path) = &self.autosave {
+            if let Err(e) = self.save(path) {
+                log::error!("saving the simulated host: {e}");
+            }
         }
     }
 

@@ -319,6 +319,10 @@ impl Hypervisor for SimHypervisor {
         Ok(port)
     }
 
+    fn checkpoint(&self) {
+        self.autosave_now();
+    }
+
     fn notify_guest(&self, dom: DomId, port: EvtchnPort) -> Result<()> {
         const OP: &str = "notify guest port";
         let mut s = self.enter(OP)?;
