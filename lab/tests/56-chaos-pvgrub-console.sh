@@ -3,7 +3,7 @@
 # empty while GRUB ran); this is the proof it cannot be.
 . "$XENLAB_TESTS/lib.sh"
 
-runs=${PVGRUB_RUNS:-8}
+runs=${PVGRUB_RUNS:-4}
 grub=$GUEST/grub-x86_64-xen.bin
 [ -f "$grub" ] || fail "PV GRUB: expected $grub, not found"
 
