@@ -8,6 +8,7 @@ use std::num::NonZeroUsize;
 use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::ptr::NonNull;
+use std::sync::Arc;
 
 use nix::sys::mman::{mmap, munmap, MapFlags, ProtFlags};
 use xen_types::{DomId, GrantRef, PAGE_SIZE};
@@ -59,14 +60,14 @@ pub struct GrantDev {
 
 /// A page another domain granted, mapped here read-write. Unmapped when dropped.
 #[derive(Debug)]
-pub struct GrantMap<'a> {
-    dev: &'a GrantDev,
+pub struct GrantMap {
+    dev: Arc<GrantDev>,
     addr: NonNull<libc::c_void>,
     index: u64,
 }
 
 // SAFETY: the mapping is plain shared memory; access to it goes through &self / &mut self.
-unsafe impl Send for GrantMap<'_> {}
+unsafe impl Send for GrantMap {}
 
 impl GrantDev {
     pub fn open() -> io::Result<GrantDev> {
@@ -79,7 +80,7 @@ impl GrantDev {
     }
 
     /// Maps the page `gref` of domain `dom` (which granted it to this domain).
-    pub fn map(&self, dom: DomId, gref: GrantRef) -> io::Result<GrantMap<'_>> {
+    pub fn map(self: &Arc<Self>, dom: DomId, gref: GrantRef) -> io::Result<GrantMap> {
         let mut arg = MapOne {
             count: 1,
             pad: 0,
@@ -109,7 +110,7 @@ impl GrantDev {
         };
         match mapped {
             Ok(addr) => Ok(GrantMap {
-                dev: self,
+                dev: self.clone(),
                 addr,
                 index,
             }),
@@ -132,7 +133,7 @@ impl GrantDev {
     }
 }
 
-impl GrantMap<'_> {
+impl GrantMap {
     /// The page. The granting domain may change it at any time: read values once and check
     /// them before use.
     pub fn bytes(&self) -> &[u8] {
@@ -169,7 +170,7 @@ impl GrantMap<'_> {
     }
 }
 
-impl Drop for GrantMap<'_> {
+impl Drop for GrantMap {
     fn drop(&mut self) {
         // SAFETY: unmapping exactly the range `map` mapped; no reference into it outlives
         // `self` (the slices borrow it).
