@@ -12,8 +12,8 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use crate::wire::{first_str, join_nul, perm_from_str, perm_to_string, split_nul, Msg, MsgType};
-use crate::{Perm, Result, TxId, TxOutcome, WatchEvent, Xenstore, XenstoreError, XsOp};
 use crate::DomId;
+use crate::{Perm, Result, TxId, TxOutcome, WatchEvent, Xenstore, XenstoreError, XsOp};
 
 /// Where xenstored listens, in the order tried (libxenstore also honours `XENSTORED_PATH`).
 pub const SOCKET_PATHS: [&str; 2] = ["/run/xenstored/socket", "/var/run/xenstored/socket"];
@@ -40,6 +40,14 @@ pub struct XsClient {
     fd: RawFd,
     /// What we connected to, for error messages.
     endpoint: String,
+}
+
+impl std::fmt::Debug for XsClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("XsClient")
+            .field("endpoint", &self.endpoint)
+            .finish_non_exhaustive()
+    }
 }
 
 impl XsClient {
@@ -506,8 +514,7 @@ impl Xenstore for XsClient {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::fake::client_for;
-    use crate::wire::perm_from_str;
+    use crate::fake::{client_for, serve};
     use crate::{Access, MemStore};
     use std::io::Write;
     use std::sync::Arc;

@@ -11,8 +11,8 @@ use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use crate::wire::{valid_path, PAYLOAD_MAX};
-use crate::{Access, Perm, Result, TxId, TxOutcome, WatchEvent, Xenstore, XenstoreError};
 use crate::DomId;
+use crate::{Access, Perm, Result, TxId, TxOutcome, WatchEvent, Xenstore, XenstoreError};
 
 #[derive(Debug, Clone)]
 struct Node {
@@ -59,6 +59,14 @@ struct State {
 pub struct MemStore {
     state: Mutex<State>,
     watch_ready: Condvar,
+}
+
+impl std::fmt::Debug for MemStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemStore")
+            .field("nodes", &self.lock().nodes.len())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Default for MemStore {
