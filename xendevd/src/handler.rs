@@ -4,11 +4,12 @@
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use libchaos::xenstore::{TxId, Xenstore, XenstoreError};
+use xen_types::{check_ifname, IfnameError};
+use xenstore::{TxId, Xenstore, XenstoreError};
 
 use crate::bridge::{self, BridgeError};
 use crate::ovs::{OvsError, Ovsdb};
-use crate::uevent::{valid_ifname, Action, Control, VifEvent};
+use crate::uevent::{Action, Control, VifEvent};
 
 #[derive(Debug, thiserror::Error)]
 pub enum HandleError {
@@ -22,8 +23,8 @@ pub enum HandleError {
     NoXenstore(String),
     #[error("bridge {0} is not a Linux bridge and there is no OVSDB socket at {1}")]
     UnknownBridge(String, String),
-    #[error("bad bridge name {0:?} in {1}")]
-    BadBridgeName(String, String),
+    #[error("bad bridge name {0:?} in {1}: {2}")]
+    BadBridgeName(String, String, IfnameError),
 }
 
 /// Where the Xenstore connection comes from: fixed (tests), or opened on first use and
@@ -31,6 +32,15 @@ pub enum HandleError {
 pub enum StoreSource {
     Fixed(Arc<dyn Xenstore>),
     Connect(Mutex<Option<Arc<dyn Xenstore>>>),
+}
+
+impl std::fmt::Debug for StoreSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            StoreSource::Fixed(_) => "StoreSource::Fixed",
+            StoreSource::Connect(_) => "StoreSource::Connect",
+        })
+    }
 }
 
 impl StoreSource {
@@ -47,7 +57,7 @@ impl StoreSource {
                     return Ok(xs.clone());
                 }
                 let xs: Arc<dyn Xenstore> = Arc::new(
-                    libchaos::xenstore::XsClient::open()
+                    xenstore::XsClient::open()
                         .map_err(|e| HandleError::NoXenstore(e.to_string()))?,
                 );
                 *slot = Some(xs.clone());
@@ -64,6 +74,7 @@ impl StoreSource {
     }
 }
 
+#[derive(Debug)]
 pub struct Config {
     /// Bridge used when neither Xenstore nor the event names one.
     pub default_bridge: String,
@@ -82,6 +93,7 @@ impl Default for Config {
     }
 }
 
+#[derive(Debug)]
 pub struct Handler {
     pub config: Config,
     pub store: StoreSource,
@@ -186,11 +198,11 @@ impl Handler {
             Some(v) => {
                 let name = String::from_utf8_lossy(&v).trim().to_string();
                 if name.is_empty() {
-                    Ok(self.config.default_bridge.clone())
-                } else if valid_ifname(&name) {
-                    Ok(name)
-                } else {
-                    Err(HandleError::BadBridgeName(name, path))
+                    return Ok(self.config.default_bridge.clone());
+                }
+                match check_ifname(&name) {
+                    Ok(()) => Ok(name),
+                    Err(why) => Err(HandleError::BadBridgeName(name, path, why)),
                 }
             }
         }
@@ -254,7 +266,7 @@ impl Handler {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use libchaos::xenstore::MemStore;
+    use xenstore::MemStore;
 
     fn handler(xs: &Arc<MemStore>) -> Handler {
         let config = Config {
@@ -346,7 +358,7 @@ mod tests {
     fn missing_xenstore_is_an_error_not_a_panic() {
         let h = Handler::new(Config::default(), StoreSource::connect_on_demand());
         // Only meaningful where there is no xenstored (this build machine, CI).
-        if libchaos::xenstore::XsClient::open().is_err() {
+        if xenstore::XsClient::open().is_err() {
             assert!(matches!(
                 h.handle(&online("backend/vif/1/0", "vif1.0")),
                 Err(HandleError::NoXenstore(_))

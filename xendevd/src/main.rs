@@ -131,7 +131,7 @@ fn run(args: Args) -> Result<(), String> {
         ovsdb_socket: args.ovsdb,
     };
     let handler = Arc::new(Handler::new(config, StoreSource::connect_on_demand()));
-    match libchaos::xenstore::XsClient::open() {
+    match xenstore::XsClient::open() {
         Ok(xs) => log::info!("xenstore reachable at {}", xs.endpoint()),
         Err(e) => {
             log::warn!("xenstore not reachable yet ({e}); NoXS vifs work, Xenstore vifs will retry")

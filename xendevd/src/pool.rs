@@ -31,6 +31,7 @@ struct Job {
     received: Instant,
 }
 
+#[derive(Debug)]
 pub struct Pool {
     shards: Vec<Sender<Job>>,
     workers: Vec<JoinHandle<()>>,
@@ -138,7 +139,7 @@ mod tests {
     use super::*;
     use crate::handler::{Config, StoreSource};
     use crate::uevent::{Action, Control};
-    use libchaos::xenstore::{MemStore, Xenstore};
+    use xenstore::{MemStore, TxId, Xenstore};
 
     #[test]
     fn every_event_gets_an_outcome_and_shutdown_drains_the_queue() {
@@ -166,7 +167,7 @@ mod tests {
         assert!(outcomes.iter().all(|o| o.result.is_err()));
         for i in 0..50 {
             let status = xs.read(
-                libchaos::xenstore::TxId::NONE,
+                TxId::NONE,
                 &format!("/local/domain/0/backend/vif/{i}/0/hotplug-status"),
             );
             assert_eq!(status.unwrap().as_deref(), Some(&b"error"[..]));

@@ -11,11 +11,11 @@ use std::sync::mpsc::channel;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use libchaos::xenstore::{MemStore, TxId, Xenstore};
 use xendevd::bridge;
 use xendevd::handler::{Config, Handler, StoreSource};
 use xendevd::pool::{Outcome, Pool};
 use xendevd::uevent::{Action, Control, Received, UeventSocket, VifEvent};
+use xenstore::{MemStore, TxId, Xenstore};
 
 const BRIDGE: &str = "xdtbr0";
 
