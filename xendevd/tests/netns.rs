@@ -4,15 +4,17 @@
 //!
 //! Needs root and `ip` (iproute2). The namespace is deleted whatever happens.
 
+// An integration-test crate: every test lives at its top level.
+#![allow(clippy::tests_outside_test_module)]
+
 use std::collections::BTreeSet;
-use std::os::fd::AsRawFd;
 use std::process::Command;
 use std::sync::mpsc::channel;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use xendevd::bridge;
-use xendevd::handler::{Config, Handler, StoreSource};
+use xendevd::handler::{Config, Done, Handler, StoreSource, SwitchKind};
 use xendevd::pool::{Outcome, Pool};
 use xendevd::uevent::{Action, Control, Received, UeventSocket, VifEvent};
 use xenstore::{MemStore, TxId, Xenstore};
@@ -20,8 +22,7 @@ use xenstore::{MemStore, TxId, Xenstore};
 const BRIDGE: &str = "xdtbr0";
 
 fn require_root_and_ip() {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
+    if !nix::unistd::geteuid().is_root() {
         panic!("this test creates network namespaces and bridges: run it as root (CI does)");
     }
     if Command::new("ip").arg("-V").output().is_err() {
@@ -76,9 +77,8 @@ impl Netns {
     /// Moves the calling thread (and threads it starts later) into the namespace.
     fn enter(&self) {
         let f = std::fs::File::open(format!("/run/netns/{}", self.name)).unwrap();
-        // SAFETY: setns on a valid namespace fd; it only affects this thread.
-        let rc = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
-        assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+        // Only this thread moves; the test's other threads stay where they are.
+        nix::sched::setns(f, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
     }
 
     /// Ports of the bridge as sysfs shows them inside the namespace (`ip netns exec` mounts
@@ -207,7 +207,7 @@ fn vifs_are_attached_brought_up_and_detached() {
 
     // A second online for an attached vif changes nothing and still succeeds.
     pool.submit(xs_event(Action::Online, 0));
-    assert!(wait(&rx).result.is_ok());
+    assert_eq!(wait(&rx).result.unwrap().bridge, BRIDGE);
     assert!(ns.bridge_ports().contains(&vif(0)));
 
     // Offline, as a burst: detached and down, and Xenstore keeps what the toolstack owns.
@@ -250,11 +250,15 @@ fn vifs_are_attached_brought_up_and_detached() {
             bridge: Some(BRIDGE.into()),
         },
     };
+    let linux_bridge = Done {
+        bridge: BRIDGE.into(),
+        kind: SwitchKind::Linux,
+    };
     pool.submit(noxs(Action::Online));
-    assert!(wait(&rx).result.is_ok());
+    assert_eq!(wait(&rx).result, Ok(linux_bridge.clone()));
     assert!(ns.bridge_ports().contains("vifnoxs.0") && is_up("vifnoxs.0"));
     pool.submit(noxs(Action::Offline));
-    assert!(wait(&rx).result.is_ok());
+    assert_eq!(wait(&rx).result, Ok(linux_bridge));
     assert!(!ns.bridge_ports().contains("vifnoxs.0"));
     assert_eq!(xs.paths(), paths);
 
@@ -266,7 +270,8 @@ fn vifs_are_attached_brought_up_and_detached() {
     )
     .unwrap();
     pool.submit(xs_event(Action::Online, N + 1));
-    assert!(wait(&rx).result.is_err());
+    let err = wait(&rx).result.unwrap_err();
+    assert!(err.contains(&vif(N + 1)), "{err}");
     assert_eq!(
         read(&xs, &format!("{}/hotplug-status", backend(N + 1))).as_deref(),
         Some("error")
