@@ -7,9 +7,9 @@
 // An integration-test crate: every test lives at its top level.
 #![allow(clippy::tests_outside_test_module)]
 
+use crossbeam_channel::unbounded;
 use std::collections::BTreeSet;
 use std::process::Command;
-use std::sync::mpsc::channel;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -150,7 +150,7 @@ fn percentiles(mut v: Vec<Duration>) -> (f64, f64, f64) {
     (ms(v[v.len() / 2]), ms(v[p99]), ms(v[v.len() - 1]))
 }
 
-fn wait(rx: &std::sync::mpsc::Receiver<Outcome>) -> Outcome {
+fn wait(rx: &crossbeam_channel::Receiver<Outcome>) -> Outcome {
     rx.recv_timeout(Duration::from_secs(30))
         .expect("no outcome within 30 s")
 }
@@ -182,7 +182,7 @@ fn vifs_are_attached_brought_up_and_detached() {
         ..Config::default()
     };
     let handler = Arc::new(Handler::new(config, StoreSource::Fixed(xs.clone())));
-    let (tx, rx) = channel();
+    let (tx, rx) = unbounded();
     let pool = Pool::new(4, handler, Some(tx)).unwrap();
 
     // One at a time: event in -> port on the bridge, up, hotplug-status written.
