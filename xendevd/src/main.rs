@@ -29,11 +29,17 @@ struct Args {
     /// Write the daemon's pid here (default with --daemon: /run/xendevd.pid).
     #[arg(long, value_name = "FILE")]
     pid_file: Option<PathBuf>,
-    /// Events handled in parallel.
-    #[arg(long, default_value_t = 4, value_name = "N")]
+    /// Events handled in parallel (1 to 256 threads).
+    #[arg(
+        long,
+        default_value_t = 4,
+        value_name = "N",
+        value_parser = parse_workers,
+        allow_negative_numbers = true
+    )]
     workers: usize,
     /// Bridge for vifs whose configuration names none.
-    #[arg(long, default_value = "xenbr0", value_name = "BRIDGE")]
+    #[arg(long, default_value = "xenbr0", value_name = "BRIDGE", value_parser = parse_bridge)]
     default_bridge: String,
     /// Xenstore home of this backend domain (relative XENBUS_PATHs are below it).
     #[arg(long, default_value = "/local/domain/0", value_name = "PATH")]
@@ -44,6 +50,26 @@ struct Args {
     /// Log every uevent considered, not only actions.
     #[arg(short, long)]
     verbose: bool,
+}
+
+/// Most workers worth having: handling is short and the kernel serialises bridge changes
+/// anyway; beyond this a typo (`--workers 40000`) would only cost threads.
+const MAX_WORKERS: usize = 256;
+
+fn parse_workers(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if (1..=MAX_WORKERS).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "expected a number of threads from 1 to {MAX_WORKERS}"
+        )),
+    }
+}
+
+/// A bridge name as the kernel would accept it (clap prefixes the flag and the value).
+fn parse_bridge(s: &str) -> Result<String, String> {
+    xen_types::check_ifname(s)
+        .map(|()| s.to_string())
+        .map_err(|e| e.to_string())
 }
 
 /// SIGTERM and SIGINT, blocked and read from a signalfd that the main loop polls beside the
@@ -138,10 +164,7 @@ fn run(args: Args) -> Result<(), String> {
     }
     let pool =
         Pool::new(args.workers, handler, None).map_err(|e| format!("cannot start workers: {e}"))?;
-    log::info!(
-        "listening for vif uevents with {} workers",
-        args.workers.max(1)
-    );
+    log::info!("listening for vif uevents with {} workers", args.workers);
 
     let result = event_loop(&mut sock, &signals, &pool);
     log::info!("stopping: finishing queued events");
