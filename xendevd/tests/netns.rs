@@ -8,116 +8,45 @@
 // An integration-test crate: every test lives at its top level.
 #![allow(clippy::tests_outside_test_module)]
 
+mod common;
+
 use crossbeam_channel::unbounded;
 use std::collections::BTreeSet;
-use std::io::Write;
 use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use xendevd::bridge;
 use xendevd::handler::{Config, Done, Handler, StoreSource, SwitchKind};
 use xendevd::pool::{Outcome, Pool};
 use xendevd::uevent::{Action, Control, Received, UeventSocket, VifEvent};
 use xenstore::{MemStore, TxId, Xenstore};
 
+use common::{cannot_run, ip, is_up, Netns};
+
 const BRIDGE: &str = "xdtbr0";
 
-/// Why these tests cannot run here, if they cannot: they need root (CI runs them as root) and
-/// `ip`. Printed straight to stderr, past the test harness's capture, so a skip is visible.
-fn cannot_run(test: &str) -> bool {
-    let why = if !nix::unistd::geteuid().is_root() {
-        "not root (it creates network namespaces and bridges; CI runs it as root)"
-    } else if Command::new("ip").arg("-V").output().is_err() {
-        "no `ip` command (Debian package iproute2)"
-    } else {
-        return false;
-    };
-    let _ = writeln!(std::io::stderr(), "skipped {test}: {why}");
-    true
-}
-
-fn ip(args: &[&str]) -> Result<String, String> {
+/// Ports of the bridge as sysfs shows them inside the namespace (`ip netns exec` mounts a
+/// sysfs for it).
+fn bridge_ports(ns: &Netns) -> BTreeSet<String> {
     let out = Command::new("ip")
-        .args(args)
+        .args([
+            "netns",
+            "exec",
+            &ns.name,
+            "ls",
+            &format!("/sys/class/net/{BRIDGE}/brif"),
+        ])
         .output()
-        .map_err(|e| format!("ip {args:?}: {e}"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "ip {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-/// A named network namespace, deleted on drop (also when the test panics).
-struct Netns {
-    name: String,
-}
-
-impl Netns {
-    fn create(tag: &str) -> Netns {
-        let name = format!("xdt-{}-{tag}", std::process::id());
-        let _ = ip(&["netns", "del", &name]);
-        ip(&["netns", "add", &name]).unwrap();
-        Netns { name }
-    }
-
-    /// Runs `ip -batch` inside the namespace.
-    fn batch(&self, cmds: &str) {
-        let mut child = Command::new("ip")
-            .args(["-n", &self.name, "-batch", "-"])
-            .stdin(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(cmds.as_bytes())
-            .unwrap();
-        assert!(child.wait().unwrap().success(), "ip -batch failed");
-    }
-
-    /// Moves the calling thread (and threads it starts later) into the namespace.
-    fn enter(&self) {
-        let f = std::fs::File::open(format!("/run/netns/{}", self.name)).unwrap();
-        // Only this thread moves; the test's other threads stay where they are.
-        nix::sched::setns(f, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
-    }
-
-    /// Ports of the bridge as sysfs shows them inside the namespace (`ip netns exec` mounts
-    /// a sysfs for it).
-    fn bridge_ports(&self) -> BTreeSet<String> {
-        let out = Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &self.name,
-                "ls",
-                &format!("/sys/class/net/{BRIDGE}/brif"),
-            ])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout)
-            .split_whitespace()
-            .map(str::to_string)
-            .collect()
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        if let Err(e) = ip(&["netns", "del", &self.name]) {
-            eprintln!("cleanup: {e}");
-        }
-    }
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .map(str::to_string)
+        .collect()
 }
 
 fn backend(i: usize) -> String {
@@ -143,10 +72,6 @@ fn read(xs: &MemStore, path: &str) -> Option<String> {
     xs.read(TxId::NONE, path)
         .unwrap()
         .map(|v| String::from_utf8_lossy(&v).into_owned())
-}
-
-fn is_up(name: &str) -> bool {
-    bridge::flags(name).unwrap() & libc::IFF_UP as libc::c_short != 0
 }
 
 fn percentiles(mut v: Vec<Duration>) -> (f64, f64, f64) {
@@ -202,7 +127,7 @@ fn vifs_are_attached_brought_up_and_detached() {
         one_by_one.push(t0.elapsed());
         assert!(o.result.is_ok(), "{}: {:?}", o.event.vif, o.result);
     }
-    let ports = ns.bridge_ports();
+    let ports = bridge_ports(&ns);
     for i in 0..N {
         assert!(ports.contains(&vif(i)), "{} not in {BRIDGE}/brif", vif(i));
         assert!(is_up(&vif(i)), "{} is down", vif(i));
@@ -216,7 +141,7 @@ fn vifs_are_attached_brought_up_and_detached() {
     // A second online for an attached vif changes nothing and still succeeds.
     pool.submit(xs_event(Action::Online, 0));
     assert_eq!(wait(&rx).result.unwrap().bridge, BRIDGE);
-    assert!(ns.bridge_ports().contains(&vif(0)));
+    assert!(bridge_ports(&ns).contains(&vif(0)));
 
     // Offline, as a burst: detached and down, and Xenstore keeps what the toolstack owns.
     let before = xs.paths();
@@ -228,9 +153,9 @@ fn vifs_are_attached_brought_up_and_detached() {
         assert!(o.result.is_ok(), "{}: {:?}", o.event.vif, o.result);
     }
     assert!(
-        ns.bridge_ports().is_empty(),
+        bridge_ports(&ns).is_empty(),
         "ports left: {:?}",
-        ns.bridge_ports()
+        bridge_ports(&ns)
     );
     assert!((0..N).all(|i| !is_up(&vif(i))));
     assert_eq!(xs.paths(), before);
@@ -247,7 +172,7 @@ fn vifs_are_attached_brought_up_and_detached() {
         burst.push(o.queued + o.took);
     }
     let burst_total = t0.elapsed();
-    assert_eq!(ns.bridge_ports().len(), N);
+    assert_eq!(bridge_ports(&ns).len(), N);
 
     // NoXS: the bridge comes with the event, nothing is written anywhere.
     let paths = xs.paths();
@@ -264,10 +189,10 @@ fn vifs_are_attached_brought_up_and_detached() {
     };
     pool.submit(noxs(Action::Online));
     assert_eq!(wait(&rx).result, Ok(linux_bridge.clone()));
-    assert!(ns.bridge_ports().contains("vifnoxs.0") && is_up("vifnoxs.0"));
+    assert!(bridge_ports(&ns).contains("vifnoxs.0") && is_up("vifnoxs.0"));
     pool.submit(noxs(Action::Offline));
     assert_eq!(wait(&rx).result, Ok(linux_bridge));
-    assert!(!ns.bridge_ports().contains("vifnoxs.0"));
+    assert!(!bridge_ports(&ns).contains("vifnoxs.0"));
     assert_eq!(xs.paths(), paths);
 
     // A vif whose interface does not exist: error reported to the toolstack.
