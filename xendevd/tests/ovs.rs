@@ -1,7 +1,8 @@
 //! xendevd's Open vSwitch attachment against Debian's real Open vSwitch (openvswitch-switch):
 //! each test starts its own ovsdb-server on a fresh database and socket under a temporary
-//! directory, and checks with `ovs-vsctl` that xendevd's ports appear and disappear. No
-//! ovs-vswitchd is needed: xendevd only writes the database, the switch daemon applies it.
+//! directory, and checks with `ovs-vsctl` that xendevd's ports appear and disappear. xendevd
+//! only writes the database; one test also runs ovs-vswitchd (userspace datapath, no kernel
+//! module) to see the vif reach the switch itself.
 //!
 //! Skipped, saying why, when the Open vSwitch binaries are missing; the handler test also needs
 //! root (its vif is a veth in a network namespace).
@@ -92,10 +93,22 @@ impl OvsdbServer {
 
     /// Runs `ovs-vsctl` on this database. `--no-wait`: there is no ovs-vswitchd to wait for.
     fn vsctl(&self, args: &[&str]) -> String {
+        self.vsctl_then(&["--no-wait"], args)
+    }
+
+    fn vsctl_then(&self, options: &[&str], args: &[&str]) -> String {
         run(Command::new(&self.vsctl)
             .arg(format!("--db=unix:{}", self.socket().display()))
-            .args(["--no-wait", "--timeout=30"])
+            .arg("--timeout=30")
+            .args(options)
             .args(args))
+    }
+
+    /// Returns once ovs-vswitchd has applied every change made so far: a write without
+    /// `--no-wait` waits until the switch has caught up with the database.
+    fn wait_for_vswitchd(&self, round: u32) {
+        let key = format!("external_ids:xendevd-test={round}");
+        self.vsctl_then(&[], &["set", "Open_vSwitch", ".", &key]);
     }
 
     fn ports(&self, bridge: &str) -> BTreeSet<String> {
@@ -112,6 +125,59 @@ impl Drop for OvsdbServer {
     fn drop(&mut self) {
         let _ = kill(self.pid, Signal::SIGTERM);
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// ovs-vswitchd with the userspace datapath (no openvswitch kernel module needed), running in
+/// a network namespace so that the interfaces it makes go away with the namespace. Killed on
+/// drop.
+struct Vswitchd {
+    pid: Pid,
+    appctl: PathBuf,
+    ctl: PathBuf,
+}
+
+impl Vswitchd {
+    fn start(test: &str, ovs: &OvsdbServer, ns: &Netns) -> Option<Vswitchd> {
+        let (Some(vswitchd), Some(appctl)) = (find("ovs-vswitchd"), find("ovs-appctl")) else {
+            skip(
+                test,
+                "no ovs-vswitchd or ovs-appctl (Debian package openvswitch-switch)",
+            );
+            return None;
+        };
+        let file = |name: &str| ovs.dir.join(name);
+        // --detach returns once it is connected and serving its control socket.
+        run(Command::new("ip")
+            .args(["netns", "exec", &ns.name])
+            .arg(vswitchd)
+            .arg(format!("unix:{}", ovs.socket().display()))
+            .arg(format!("--unixctl={}", file("vswitchd.ctl").display()))
+            .arg(format!("--pidfile={}", file("vswitchd.pid").display()))
+            .arg(format!("--log-file={}", file("vswitchd.log").display()))
+            .args(["--detach", "--no-chdir", "-vconsole:off"])
+            // Its bridges' management sockets.
+            .env("OVS_RUNDIR", &ovs.dir));
+        let pid = std::fs::read_to_string(file("vswitchd.pid")).unwrap();
+        Some(Vswitchd {
+            pid: Pid::from_raw(pid.trim().parse().unwrap()),
+            appctl,
+            ctl: file("vswitchd.ctl"),
+        })
+    }
+
+    /// The ports of the switch's datapaths, as `ovs-appctl dpif/show` lists them.
+    fn datapath_ports(&self) -> String {
+        run(Command::new(&self.appctl)
+            .arg("-t")
+            .arg(&self.ctl)
+            .arg("dpif/show"))
+    }
+}
+
+impl Drop for Vswitchd {
+    fn drop(&mut self) {
+        let _ = kill(self.pid, Signal::SIGTERM);
     }
 }
 
@@ -256,4 +322,63 @@ fn the_handler_attaches_vifs_through_a_real_ovsdb() {
     let err = handler.handle(&ghost).unwrap_err();
     assert!(err.to_string().contains("vif5.0"), "{err}");
     assert!(!ovs.names("Port").contains("vif5.0"));
+}
+
+#[test]
+fn ovs_vswitchd_puts_the_vif_in_its_datapath() {
+    const TEST: &str = "ovs_vswitchd_puts_the_vif_in_its_datapath";
+    if cannot_run(TEST) {
+        return;
+    }
+    let Some(ovs) = OvsdbServer::start(TEST) else {
+        return;
+    };
+    let ns = Netns::create("vswitchd");
+    ns.batch("link add vif6.0 type veth peer name peer6\n");
+    // Declared after the namespace, so it is stopped before the namespace goes.
+    let Some(vswitchd) = Vswitchd::start(TEST, &ovs, &ns) else {
+        return;
+    };
+    ovs.vsctl_then(
+        &[],
+        &[
+            "add-br",
+            "ovsbr0",
+            "--",
+            "set",
+            "Bridge",
+            "ovsbr0",
+            "datapath_type=netdev",
+        ],
+    );
+    ns.enter();
+    let config = Config {
+        ovsdb_socket: ovs.socket(),
+        ..Config::default()
+    };
+    let handler = Handler::new(config, StoreSource::Fixed(Arc::new(MemStore::new())));
+    let vif = |action| VifEvent {
+        action,
+        vif: "vif6.0".into(),
+        control: Control::Noxs {
+            bridge: Some("ovsbr0".into()),
+        },
+    };
+    let done = Done {
+        bridge: "ovsbr0".into(),
+        kind: SwitchKind::Ovs,
+    };
+
+    assert_eq!(handler.handle(&vif(Action::Online)).unwrap(), done);
+    ovs.wait_for_vswitchd(1);
+    let ports = vswitchd.datapath_ports();
+    assert!(ports.contains("vif6.0"), "{ports}");
+    let ofport = ovs.vsctl(&["get", "Interface", "vif6.0", "ofport"]);
+    assert!(ofport.trim().parse::<i64>().unwrap() > 0, "ofport {ofport}");
+    assert!(is_up("vif6.0"));
+
+    assert_eq!(handler.handle(&vif(Action::Offline)).unwrap(), done);
+    ovs.wait_for_vswitchd(2);
+    let ports = vswitchd.datapath_ports();
+    assert!(!ports.contains("vif6.0"), "{ports}");
 }
