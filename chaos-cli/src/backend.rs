@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use libchaos::hypervisor::sim::{SimConfig, SimHypervisor};
 use libchaos::hypervisor::xen::XenHypervisor;
+use libchaos::runtime::{self, HostKind};
 use libchaos::toolstack::{StateDir, Toolstack};
 use libchaos::xenstore::{MemStore, Xenstore, XsClient};
 
@@ -17,17 +18,22 @@ pub enum HypervisorKind {
     Sim,
 }
 
-/// The runtime directory a command uses: the flag, else CHAOS_RUN_DIR, else /run/chaos (Xen)
-/// or $TMPDIR/chaos-sim (sim).
-pub fn run_root(kind: HypervisorKind, run_dir: Option<PathBuf>) -> PathBuf {
-    match kind {
-        HypervisorKind::Xen => run_dir.unwrap_or_else(StateDir::default_root),
-        HypervisorKind::Sim => run_dir
-            .or_else(|| std::env::var_os("CHAOS_RUN_DIR").map(PathBuf::from))
-            .unwrap_or_else(|| std::env::temp_dir().join("chaos-sim")),
+impl HypervisorKind {
+    pub fn host(self) -> HostKind {
+        match self {
+            HypervisorKind::Xen => HostKind::Xen,
+            HypervisorKind::Sim => HostKind::Sim,
+        }
     }
 }
 
+/// The runtime directory a command uses (libchaos's policy: the flag, else CHAOS_RUN_DIR,
+/// else the host kind's default).
+pub fn run_root(kind: HypervisorKind, run_dir: Option<PathBuf>) -> PathBuf {
+    runtime::run_dir(kind.host(), run_dir)
+}
+
+#[derive(Debug)]
 pub struct Backend {
     ts: Arc<Toolstack>,
     /// The simulated host, where it is saved, and the lock that keeps other commands out.
@@ -80,7 +86,6 @@ impl Backend {
     }
 
     /// The toolstack, to share with threads (chaosd).
-    #[allow(dead_code)] // used by chaosd only
     pub fn shared(&self) -> Arc<Toolstack> {
         self.ts.clone()
     }

@@ -36,7 +36,7 @@ fn shell_of(kind: GuestKind, mib: u64) -> Shell {
     let dom = sim
         .create_domain(&CreateDomain {
             kind,
-            handle: [7; 16],
+            handle: crate::hypervisor::Uuid([7; 16]),
             max_vcpus: if kind == GuestKind::Pv { 2 } else { 1 },
             max_evtchn_port: 1023,
             max_grant_frames: 32,
@@ -500,7 +500,7 @@ impl Hypervisor for WithHvmParams<'_> {
     fn destroy_domain(&self, dom: DomId) -> HvResult<()> {
         self.sim.destroy_domain(dom)
     }
-    fn set_domain_handle(&self, dom: DomId, handle: [u8; 16]) -> HvResult<()> {
+    fn set_domain_handle(&self, dom: DomId, handle: crate::hypervisor::Uuid) -> HvResult<()> {
         self.sim.set_domain_handle(dom, handle)
     }
     fn pause_domain(&self, dom: DomId) -> HvResult<()> {

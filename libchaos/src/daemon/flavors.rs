@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::config::{ControlPlane, MAX_MEMORY_MIB, MAX_VCPUS};
+use crate::config::{PlaneKind, MAX_MEMORY_MIB, MAX_VCPUS};
 use crate::hypervisor::GuestKind;
 use crate::toolstack::Flavor;
 
@@ -83,8 +83,8 @@ impl FlavorJson {
                     Some(other) => return Err(format!("type {other:?}: expected pv or pvh")),
                 };
                 let control_plane = match self.control_plane.as_deref() {
-                    None | Some("xenstore") => ControlPlane::Xenstore,
-                    Some("noxs") => ControlPlane::Noxs,
+                    None | Some("xenstore") => PlaneKind::Xenstore,
+                    Some("noxs") => PlaneKind::Noxs,
                     Some(other) => {
                         return Err(format!(
                             "control_plane {other:?}: expected xenstore or noxs"
@@ -136,7 +136,7 @@ fn check(f: &Flavor) -> Result<(), String> {
     if f.kind != GuestKind::Pv {
         return Err("only pv guests can be created so far".into());
     }
-    if f.control_plane != ControlPlane::Xenstore {
+    if f.control_plane != PlaneKind::Xenstore {
         return Err("the noxs control plane is not implemented yet".into());
     }
     Ok(())

@@ -9,8 +9,9 @@ use std::time::{Duration, Instant};
 use super::flavors::FlavorTarget;
 use super::protocol::FlavorStatus;
 use super::stats::{Rate, Samples};
+use crate::hypervisor::Uuid;
 use crate::hypervisor::{DomId, HypervisorError, PAGE_SIZE};
-use crate::toolstack::{format_uuid, random_uuid, Flavor, Shell, ShellRecord, Toolstack};
+use crate::toolstack::{random_uuid, Flavor, Shell, ShellRecord, Toolstack};
 
 /// How long an idle worker sleeps before it looks at host memory again (another process may
 /// have freed some), and how long it waits after a failed prepare before trying again.
@@ -21,7 +22,7 @@ const MIB_PAGES: u64 = 1024 * 1024 / PAGE_SIZE as u64;
 /// A ready shell and the name of its record.
 pub struct Ready {
     pub shell: Shell,
-    pub uuid: String,
+    pub uuid: Uuid,
 }
 
 struct Slot {
@@ -108,7 +109,7 @@ impl Pool {
     }
 
     /// Forgets the record of a shell that was taken, once it is a guest (or destroyed).
-    pub fn forget(&self, uuid: &str) {
+    pub fn forget(&self, uuid: &Uuid) {
         if let Err(e) = self.ts.state().remove_shell(uuid) {
             log::warn!("removing shell record {uuid}: {e}");
         }
@@ -218,8 +219,7 @@ impl Pool {
     fn prepare_recorded(&self, flavor: &Flavor) -> Result<Ready, String> {
         let handle = random_uuid();
         let mut record = ShellRecord {
-            uuid: format_uuid(&handle),
-            handle,
+            uuid: handle,
             domid: None,
             flavor: flavor.clone(),
             pid: std::process::id(),
@@ -322,14 +322,7 @@ impl Pool {
 pub fn describe(f: &Flavor) -> String {
     format!(
         "{} {} MiB (max {}), {} vcpu(s), {}",
-        f.kind,
-        f.memory_mib,
-        f.maxmem_mib,
-        f.max_vcpus,
-        match f.control_plane {
-            crate::config::ControlPlane::Xenstore => "xenstore",
-            crate::config::ControlPlane::Noxs => "noxs",
-        }
+        f.kind, f.memory_mib, f.maxmem_mib, f.max_vcpus, f.control_plane
     )
 }
 
@@ -355,7 +348,7 @@ pub fn reclaim(ts: &Toolstack) -> Result<usize, crate::toolstack::ToolstackError
         // Domain ids are reused: only the handle says it is still our shell.
         let found = live
             .iter()
-            .find(|i| r.domid.is_none_or(|d| d == i.domid) && i.handle == r.handle);
+            .find(|i| r.domid.is_none_or(|d| d == i.domid) && i.handle == r.uuid);
         if let Some(info) = found {
             let is_guest = state.load(info.domid)?.is_some();
             if info.domid != DomId::DOM0 && info.paused && info.shutdown.is_none() && !is_guest {

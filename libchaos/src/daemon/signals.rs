@@ -4,6 +4,7 @@
 use std::io;
 
 /// SIGTERM and SIGINT, blocked in the calling thread and every thread it starts afterwards.
+#[derive(Debug)]
 pub struct TermSignals {
     set: libc::sigset_t,
 }

@@ -2,6 +2,7 @@
 
 use super::notes::*;
 
+#[derive(Debug)]
 pub struct TestSegment {
     pub paddr: u64,
     pub vaddr: u64,
@@ -9,6 +10,7 @@ pub struct TestSegment {
     pub memsz: u64,
 }
 
+#[derive(Debug)]
 pub struct TestElf {
     pub entry: u64,
     pub segments: Vec<TestSegment>,

@@ -1,13 +1,14 @@
 //! Lifecycle of existing guests: find, list, pause, unpause, shutdown, destroy, and reaping
 //! guests that stopped according to their on_poweroff / on_reboot / on_crash actions.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use super::{hv_step, DomainRecord, Result, Toolstack, ToolstackError};
+use super::error::hv_step;
+use super::{DomainRecord, Result, Toolstack, ToolstackError};
 use crate::config::Action;
-use crate::devices::xenstore as xs_devices;
 use crate::hypervisor::{DomId, DomainInfo, HypervisorError, ShutdownReason, PAGE_SIZE};
 
 /// How often `shutdown --wait` looks at the domain.
@@ -22,7 +23,7 @@ pub enum ShutdownKind {
 
 impl ShutdownKind {
     /// The word written to `control/shutdown`.
-    fn word(self) -> &'static str {
+    pub(crate) fn word(self) -> &'static str {
         match self {
             ShutdownKind::Poweroff => "poweroff",
             ShutdownKind::Reboot => "reboot",
@@ -100,9 +101,9 @@ impl Toolstack {
         if let Some(dom) = self.find_chaos_guest(name)? {
             return Ok(Some(dom));
         }
-        if let Some(xs) = self.xs.as_deref() {
+        if let Some(xs) = self.xenstore_plane() {
             for info in self.hv.list_domains().map_err(hv_step("list domains"))? {
-                if xs_devices::name_of(xs, info.domid)?.as_deref() == Some(name) {
+                if xs.name_of(info.domid)?.as_deref() == Some(name) {
                     return Ok(Some(info.domid));
                 }
             }
@@ -134,8 +135,8 @@ impl Toolstack {
                 Some(r) => r.name.clone(),
                 None if info.domid == DomId::DOM0 => "Domain-0".to_string(),
                 None if shells.contains(&info.domid) => "(shell)".to_string(),
-                None => match self.xs.as_deref() {
-                    Some(xs) => xs_devices::name_of(xs, info.domid)?,
+                None => match self.xenstore_plane() {
+                    Some(xs) => xs.name_of(info.domid)?,
                     None => None,
                 }
                 .unwrap_or_else(|| "(unnamed)".to_string()),
@@ -177,8 +178,13 @@ impl Toolstack {
     fn destroy_with(&self, dom: DomId, record: Option<&DomainRecord>) -> Result<()> {
         let destroyed = self.hv.destroy_domain(dom);
         // Clean up even when the domain was already gone: the leftovers are ours to remove.
-        if let Some(xs) = self.xs.as_deref() {
-            xs_devices::remove(xs, dom, record.map(|r| r.uuid.as_str()))?;
+        // A domain chaos has no record of may be xl's: its Xenstore entries go too, as with xl.
+        let plane = match record {
+            Some(r) => Some(self.plane(r.config.control_plane)?),
+            None => self.xenstore_plane(),
+        };
+        if let Some(plane) = plane {
+            plane.unpublish(dom, record.map(|r| r.uuid))?;
         }
         match record {
             Some(r) => self.state.forget(r)?,
@@ -198,8 +204,16 @@ impl Toolstack {
                 "chaos does not shut down domain 0".into(),
             ));
         }
-        let xs = self.xenstore()?;
-        xs_devices::request_shutdown(xs, dom, kind.word())?;
+        let record = self.state.load(dom)?;
+        match &record {
+            Some(r) => {
+                self.plane(r.config.control_plane)?
+                    .request_shutdown(dom, Some(&r.guest()), kind)?
+            }
+            None => self
+                .plane(crate::config::PlaneKind::Xenstore)?
+                .request_shutdown(dom, None, kind)?,
+        }
         let Some(limit) = wait else {
             return Ok(());
         };
@@ -232,6 +246,25 @@ impl Toolstack {
             }
         }
         Ok(done)
+    }
+
+    /// Reaps every `interval` until `stop` is set: this process is then the reaper of chaos's
+    /// guests (`chaos reap --watch`, chaosd's reaper thread). `reaped` hears of every action
+    /// taken; errors are logged and the next round tries again.
+    pub fn reap_watch(
+        &self,
+        interval: Duration,
+        stop: &AtomicBool,
+        mut reaped: impl FnMut(&[(DomId, Action)]),
+    ) {
+        while !stop.load(Ordering::Acquire) {
+            match self.reap() {
+                Ok(done) if !done.is_empty() => reaped(&done),
+                Ok(_) => {}
+                Err(e) => log::warn!("reaping: {e}"),
+            }
+            std::thread::sleep(interval);
+        }
     }
 
     /// Applies the action for one domain if it has shut down; `None` if it is still running,
@@ -280,7 +313,7 @@ impl Toolstack {
             action,
             Action::Restart | Action::RenameRestart | Action::CoredumpRestart
         ) {
-            self.create(cfg, None, false)?;
+            self.create(cfg, false)?;
         }
         if matches!(action, Action::CoredumpDestroy | Action::CoredumpRestart) {
             log::warn!("domain {dom}: core dumps are not supported; no dump was written");
