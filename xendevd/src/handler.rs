@@ -252,9 +252,11 @@ impl Handler {
                 bridge::set_up(vif, true)?;
             }
             Action::Offline => {
-                // A vanished interface has already left its bridge: nothing to undo.
+                // The interface may be gone already (netback unregisters it when the guest
+                // goes). It then has left a Linux bridge by itself, but Open vSwitch keeps its
+                // Port row, which is removed below all the same.
                 match bridge::set_up(vif, false) {
-                    Err(BridgeError::NoInterface(_)) if kind == SwitchKind::Linux => {}
+                    Err(BridgeError::NoInterface(_)) => {}
                     r => r?,
                 }
                 match kind {

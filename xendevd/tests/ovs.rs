@@ -311,6 +311,22 @@ fn the_handler_attaches_vifs_through_a_real_ovsdb() {
     assert_eq!(ovs.ports("ovsbr0"), set(&[]));
     assert!(!is_up("vif3.0") && !is_up("vif4.0"));
 
+    // The guest went first: netback unregistered the interface before the offline event was
+    // handled. Open vSwitch keeps the Port row of a vanished interface, so it must still go.
+    Ovsdb::connect(ovs.socket().to_str().unwrap())
+        .unwrap()
+        .add_port("ovsbr0", "vif9.0")
+        .unwrap();
+    let vanished = VifEvent {
+        action: Action::Offline,
+        vif: "vif9.0".into(),
+        control: Control::Noxs {
+            bridge: Some("ovsbr0".into()),
+        },
+    };
+    assert_eq!(handler.handle(&vanished).unwrap(), done);
+    assert_eq!(ovs.ports("ovsbr0"), set(&[]));
+
     // An interface that does not exist is refused before the database is touched.
     let ghost = VifEvent {
         action: Action::Online,
