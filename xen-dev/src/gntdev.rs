@@ -152,7 +152,11 @@ impl GrantMap {
             at + 4 <= PAGE_SIZE && at.is_multiple_of(4),
             "aligned offset in the page"
         );
-        self.addr.as_ptr().cast::<u8>().wrapping_add(at).cast::<u32>()
+        self.addr
+            .as_ptr()
+            .cast::<u8>()
+            .wrapping_add(at)
+            .cast::<u32>()
     }
 
     /// Reads a little-endian u32 at `at` with a volatile load (the other side writes it).

@@ -55,7 +55,10 @@ impl Console {
         let log = match OpenOptions::new().create(true).append(true).open(&log_path) {
             Ok(f) => Some(f),
             Err(e) => {
-                log::warn!("{}: {e}; domain {dom}'s console is not logged", log_path.display());
+                log::warn!(
+                    "{}: {e}; domain {dom}'s console is not logged",
+                    log_path.display()
+                );
                 None
             }
         };

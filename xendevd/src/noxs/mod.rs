@@ -27,8 +27,8 @@ use xen_dev::{EventChannels, GrantDev};
 use xen_types::{DomId, EvtchnPort};
 use xendevd_api::{RecordDir, Request, Response, MAX_LINE};
 
-pub use console::{log_path, LOG_DIR};
 use console::Console;
+pub use console::{log_path, LOG_DIR};
 
 /// How often guests whose record disappeared are looked for.
 const SWEEP: Duration = Duration::from_secs(2);
@@ -131,7 +131,10 @@ impl Service {
 
     /// After a restart: every guest with a record is served again.
     fn reattach_all(&mut self) {
-        let (guests, bad) = match self.records().and_then(|r| r.all().map_err(|e| e.to_string())) {
+        let (guests, bad) = match self
+            .records()
+            .and_then(|r| r.all().map_err(|e| e.to_string()))
+        {
             Ok(found) => found,
             Err(e) => {
                 log::warn!("NoXS records: {e}");
@@ -228,7 +231,11 @@ impl Service {
             }
         };
         for port in pending {
-            if let Some(c) = self.by_port.get(&port).and_then(|d| self.consoles.get_mut(d)) {
+            if let Some(c) = self
+                .by_port
+                .get(&port)
+                .and_then(|d| self.consoles.get_mut(d))
+            {
                 c.service(&self.evtchn);
             }
             if let Err(e) = self.evtchn.unmask(port) {
