@@ -3,6 +3,7 @@
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -47,6 +48,18 @@ struct Args {
     /// ovsdb-server's socket, used for bridges that are not Linux bridges.
     #[arg(long, default_value = ovs::DEFAULT_SOCKET, value_name = "PATH")]
     ovsdb: PathBuf,
+    /// The NoXS backends' socket (what chaos attaches NoXS guests on).
+    #[arg(long, default_value = xendevd_api::DEFAULT_SOCKET, value_name = "PATH")]
+    noxs_socket: PathBuf,
+    /// chaos's NoXS guest records (in chaos's runtime directory).
+    #[arg(long, default_value = "/run/chaos/noxs", value_name = "DIR")]
+    noxs_records: PathBuf,
+    /// Where NoXS guests' console logs go (guest-NAME.log, as xenconsoled).
+    #[arg(long, default_value = xendevd::noxs::LOG_DIR, value_name = "DIR")]
+    console_log_dir: PathBuf,
+    /// Do not serve NoXS guests (vifs of Xenstore guests only).
+    #[arg(long)]
+    no_noxs: bool,
     /// Log every uevent considered, not only actions.
     #[arg(short, long)]
     verbose: bool,
@@ -165,14 +178,52 @@ fn run(args: Args) -> Result<(), String> {
     let pool =
         Pool::new(args.workers, handler, None).map_err(|e| format!("cannot start workers: {e}"))?;
     log::info!("listening for vif uevents with {} workers", args.workers);
+    let noxs = if args.no_noxs {
+        None
+    } else {
+        start_noxs(xendevd::noxs::Settings {
+            socket: args.noxs_socket,
+            records: args.noxs_records,
+            log_dir: args.console_log_dir,
+        })?
+    };
 
     let result = event_loop(&mut sock, &signals, &pool);
     log::info!("stopping: finishing queued events");
     pool.shutdown();
+    if let Some((stop, thread)) = noxs {
+        stop.store(true, Ordering::SeqCst);
+        if thread.join().is_err() {
+            log::error!("the NoXS backends' thread panicked");
+        }
+    }
     if let Some(p) = &pid_file {
         let _ = std::fs::remove_file(p);
     }
     result
+}
+
+/// The NoXS backends' thread and the flag that stops it.
+type NoxsThread = (Arc<AtomicBool>, std::thread::JoinHandle<()>);
+
+/// Starts the NoXS backends in their own thread; `None` on a host without the Xen devices
+/// they need (not dom0), which is not an error for the vif side.
+fn start_noxs(settings: xendevd::noxs::Settings) -> Result<Option<NoxsThread>, String> {
+    if !Path::new(xen_dev::evtchn::EVTCHN_PATH).exists() {
+        log::warn!("no {}: NoXS guests are not served", xen_dev::evtchn::EVTCHN_PATH);
+        return Ok(None);
+    }
+    let socket = settings.socket.clone();
+    let mut service =
+        xendevd::noxs::Service::start(settings).map_err(|e| format!("NoXS backends: {e}"))?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    let thread = std::thread::Builder::new()
+        .name("xendevd-noxs".into())
+        .spawn(move || service.run(&flag))
+        .map_err(|e| format!("cannot start the NoXS backends: {e}"))?;
+    log::info!("serving NoXS guests on {}", socket.display());
+    Ok(Some((stop, thread)))
 }
 
 /// Hands vif events to the pool until SIGTERM or SIGINT.
