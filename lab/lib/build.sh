@@ -72,10 +72,22 @@ setup() {
 	ensure_host_tools
 	exec 9>"$CACHE/.lock"
 	flock 9
+	cached_package_versions
+	if [ "$XEN_FLAVOUR" = noxs ]; then
+		choose_xen_source
+		pin_xen_packages
+	fi
 	ensure_base
 	# shellcheck disable=SC2034 # the hypervisor QEMU boots (boot.sh)
 	XEN_IMAGE=$BASE/xen
 	flock -u 9
 	exec 9>&-
+	if [ "$XEN_FLAVOUR" = noxs ]; then
+		# a build takes minutes: its own lock, so other checkouts' stock runs need not wait
+		exec 9>"$CACHE/.xen-build.lock"
+		flock 9
+		ensure_noxs_xen
+		exec 9>&-
+	fi
 	build_project
 }
