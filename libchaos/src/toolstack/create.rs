@@ -12,7 +12,7 @@ use super::{
 };
 use crate::build::{self, BuildParams, BuiltGuest, NoxsDevice, StorePage};
 use crate::config::{DomainConfig, GuestSpec, PlaneKind};
-use crate::hypervisor::{CreateDomain, DomId, GuestKind, Uuid, PAGE_SIZE};
+use crate::hypervisor::{CreateDomain, DomId, GuestKind, NoxsFlavour, Uuid, PAGE_SIZE};
 use crate::image::KernelImage;
 use crate::plane::{Device, DeviceKind, Guest, Ring};
 
@@ -232,6 +232,8 @@ impl Toolstack {
                 noxs_devices(shell)
             }
         };
+        let hypervisor_page = cfg.control_plane == PlaneKind::Noxs
+            && self.hv.noxs_flavour() == NoxsFlavour::Hypervisor;
         let store = match cfg.control_plane {
             PlaneKind::Xenstore => StorePage::Xenstore {
                 evtchn: shell.plane_evtchn,
@@ -239,6 +241,7 @@ impl Toolstack {
             },
             PlaneKind::Noxs => StorePage::Noxs {
                 devices: &noxs_devices,
+                hypervisor_page,
             },
         };
         let t = Instant::now();
@@ -257,6 +260,21 @@ impl Toolstack {
             },
         )?;
         timings.record("build", t);
+        if hypervisor_page {
+            // Xen owns the device page: list the devices in it.
+            let t = Instant::now();
+            for (d, pfn) in noxs_devices.iter().zip(&built.ctrl_pfns) {
+                let ctrl = u32::try_from(*pfn).map_err(|_| {
+                    ToolstackError::Unsupported(format!("control page pfn {pfn:#x} above 2^32"))
+                })?;
+                let entry =
+                    noxs::DevPageEntry::guest_owned(d.ty, d.id, d.backend.0, ctrl, d.evtchn);
+                self.hv
+                    .devctl_add(domid, &entry)
+                    .map_err(hv_step("listing a device in Xen's device page"))?;
+            }
+            timings.record("devctl", t);
+        }
         let devices: Vec<Device> = noxs_devices
             .iter()
             .zip(&built.ctrl_mfns)
@@ -289,7 +307,8 @@ impl Toolstack {
             evtchn: shell.console_evtchn,
         };
         let store = Ring {
-            frame: built.store_mfn,
+            // No page of ours in the store slot when Xen owns the device page.
+            frame: if hypervisor_page { 0 } else { built.store_mfn },
             evtchn: match cfg.control_plane {
                 PlaneKind::Xenstore => shell.plane_evtchn,
                 PlaneKind::Noxs => 0,

@@ -223,3 +223,57 @@ fn vifs_on_noxs_are_refused_until_the_userspace_backend_exists() {
     );
     assert_eq!(leftovers(&w), before);
 }
+
+#[test]
+fn on_xen_with_the_devctl_patch_the_devices_go_in_xens_page() {
+    let w = world("noxs-devctl");
+    w.sim.set_devctl(true);
+    let before = leftovers(&w);
+    let created =
+        w.ts.create(&noxs_config(&w, "nx", ""), true)
+            .expect("create");
+    let dom = created.domid;
+    assert!(created.timings.get("devctl").is_some());
+    let record = w.ts.state().load(dom).expect("load").expect("record");
+    let sysctl = record.devices[0];
+    let page = w.sim.devctl_enum(dom).expect("Xen's page");
+    assert_eq!(page.dev_count, 1);
+    let e = page.devs[0];
+    assert_eq!(e.dev_type, ::noxs::DevType::Sysctl as u32);
+    assert_eq!(
+        e.flags,
+        ::noxs::ENTRY_GUEST_FRAME | ::noxs::ENTRY_GUEST_PORT
+    );
+    assert_eq!(
+        Some(u64::from(e.comm.grant)),
+        w.sim.gfn_of(dom, sysctl.frame)
+    );
+    assert_eq!(e.comm.evtchn, sysctl.evtchn);
+    // No page of the toolstack's: no SIF_NOXS, nothing in the store slot.
+    assert_eq!(record.store.frame, 0);
+    let ctrl_pfn = w.sim.gfn_of(dom, sysctl.frame).unwrap();
+    // start_info is 3 pages before the first control page (start_info, store, console).
+    let si = w.sim.guest_frame(dom, ctrl_pfn - 3).expect("start_info");
+    assert_eq!(&si[..14], b"xen-3.0-x86_64");
+    assert_eq!(u32_at(&si, 48) & ::noxs::SIF_NOXS, 0);
+    assert_eq!(
+        (u32_at(&si, 56), u32_at(&si, 60), u32_at(&si, 64)),
+        (0, 0, 0)
+    );
+    w.ts.destroy(dom).expect("destroy");
+    assert_eq!(leftovers(&w), before);
+
+    // Any failure, the hypercall's included, rolls back.
+    let cfg = noxs_config(&w, "fragile", "");
+    w.sim.arm(Fault::Call(u64::MAX));
+    let ok = w.ts.create(&cfg, false).expect("create");
+    let calls = w.sim.calls();
+    w.ts.destroy(ok.domid).expect("destroy");
+    for n in 0..calls {
+        w.sim.arm(Fault::Call(n));
+        let result = w.ts.create(&cfg, false);
+        w.sim.disarm();
+        assert!(result.is_err(), "creation survived a failure at call {n}");
+        assert_eq!(leftovers(&w), before, "after a failure at call {n}");
+    }
+}
