@@ -64,9 +64,7 @@ impl Toolstack {
             })
             .map_err(hv_step("create domain"))?;
         timings.record("create_domain", t);
-        let filled = self.fill_shell(domid, flavor, &mut timings);
-        self.hv.checkpoint();
-        match filled {
+        match self.fill_shell(domid, flavor, &mut timings) {
             Ok((p2m, console_evtchn, plane_evtchn)) => Ok(Shell {
                 domid,
                 flavor: flavor.clone(),

@@ -122,7 +122,6 @@ impl Toolstack {
     pub fn clean_up(&self) -> Result<()> {
         let infos = self.hv.list_domains().map_err(hv_step("list domains"))?;
         self.clean_up_pending(&infos)?;
-        self.hv.checkpoint();
         for r in self.state.all()? {
             match infos.iter().find(|i| i.domid == r.domid) {
                 Some(i) if i.handle == r.uuid => {}
@@ -165,6 +164,7 @@ impl Toolstack {
                         Ok(()) | Err(HypervisorError::NoSuchDomain(_)) => {}
                         Err(e) => return Err(hv_step("destroy")(e)),
                     }
+                    self.hv.checkpoint();
                     if let Some(xs) = self.xenstore_plane() {
                         xs.unpublish(info.domid, Some(p.uuid))?;
                     }
