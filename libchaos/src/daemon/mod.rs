@@ -296,7 +296,10 @@ impl Daemon {
             log::warn!("destroyed {reclaimed} shell(s) left by an earlier chaosd");
         }
         // Creations an earlier daemon (or a chaos command) died in, stale records and names.
-        ts.clean_up().map_err(DaemonError::Reclaim)?;
+        // What cannot be cleaned now (xenstored away, say) is tried again by the next list.
+        if let Err(e) = ts.clean_up() {
+            log::warn!("cleaning up after processes that died: {e}");
+        }
         let pool = Arc::new(Pool::new(ts.clone(), &cfg.flavors, cfg.reserve_mib));
         let core = Arc::new(Core {
             ts,

@@ -123,12 +123,15 @@ impl Toolstack {
         let infos = self.hv.list_domains().map_err(hv_step("list domains"))?;
         self.clean_up_pending(&infos)?;
         for r in self.state.all()? {
-            match infos.iter().find(|i| i.domid == r.domid) {
-                Some(i) if i.handle == r.uuid => {}
+            let cleaned = match infos.iter().find(|i| i.domid == r.domid) {
+                Some(i) if i.handle == r.uuid => Ok(()),
                 // The domid belongs to another domain now: the record's Xenstore entries went
                 // with its domain's; only the record and the name are ours to remove.
-                Some(_) => self.state.forget(&r)?,
-                None => self.clean_up_after(&r)?,
+                Some(_) => self.state.forget(&r).map_err(Into::into),
+                None => self.clean_up_after(&r),
+            };
+            if let Err(e) = cleaned {
+                log::warn!("cleaning up after domain {} ({:?}): {e}", r.domid, r.name);
             }
         }
         for (path, e) in self.state.name_entries()? {
@@ -149,31 +152,51 @@ impl Toolstack {
             if super::state::process_alive(p.pid) {
                 continue;
             }
-            let found = infos
-                .iter()
-                .find(|i| i.handle == p.uuid && p.domid.is_none_or(|d| d == i.domid));
-            if let Some(info) = found {
-                let record = self.state.load(info.domid)?;
-                if record.as_ref().is_none_or(|r| r.uuid != p.uuid) {
-                    log::warn!(
-                        "domain {}: half-made by process {} that died; destroying it",
-                        info.domid,
-                        p.pid
-                    );
-                    match self.hv.destroy_domain(info.domid) {
-                        Ok(()) | Err(HypervisorError::NoSuchDomain(_)) => {}
-                        Err(e) => return Err(hv_step("destroy")(e)),
-                    }
-                    self.hv.checkpoint();
-                    if let Some(xs) = self.xenstore_plane() {
-                        xs.unpublish(info.domid, Some(p.uuid))?;
-                    }
-                    self.state.release_name(&p.name, info.domid)?;
-                }
+            // One that cannot be undone now is tried again next time; the others go on.
+            if let Err(e) = self.undo_pending(&p, infos) {
+                log::warn!(
+                    "undoing the creation of {:?} by process {}: {e}",
+                    p.name,
+                    p.pid
+                );
             }
-            self.state.remove_pending(&p.uuid)?;
         }
         Ok(())
+    }
+
+    fn undo_pending(&self, p: &super::PendingCreation, infos: &[DomainInfo]) -> Result<()> {
+        let found = infos
+            .iter()
+            .find(|i| i.handle == p.uuid && p.domid.is_none_or(|d| d == i.domid));
+        if let Some(info) = found {
+            let record = self.state.load(info.domid)?;
+            if record.as_ref().is_none_or(|r| r.uuid != p.uuid) {
+                log::warn!(
+                    "domain {}: half-made by process {} that died; destroying it",
+                    info.domid,
+                    p.pid
+                );
+                match self.hv.destroy_domain(info.domid) {
+                    Ok(()) | Err(HypervisorError::NoSuchDomain(_)) => {}
+                    Err(e) => return Err(hv_step("destroy")(e)),
+                }
+                self.hv.checkpoint();
+                // Whichever plane it was published on, if it got that far.
+                if let Some(xs) = self.xenstore_plane() {
+                    xs.unpublish(info.domid, Some(p.uuid))?;
+                }
+                let noxs_record = self
+                    .state
+                    .root()
+                    .join(xendevd_api::RECORDS_SUBDIR)
+                    .join(format!("{}.json", info.domid.0));
+                if noxs_record.exists() {
+                    crate::plane::ControlPlane::unpublish(&self.noxs, info.domid, Some(p.uuid))?;
+                }
+                self.state.release_name(&p.name, info.domid)?;
+            }
+        }
+        Ok(self.state.remove_pending(&p.uuid)?)
     }
 
     /// The part of [`clean_up`](Self::clean_up) a creation runs: creations that a killed
