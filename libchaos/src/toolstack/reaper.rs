@@ -9,9 +9,10 @@
 //! What wakes it, best first:
 //! - VIRQ_DOM_EXC, bound through /dev/xen/evtchn, when no other process has it (on a host
 //!   without xenstored: one binding per domain, and xenstored takes it when it runs);
-//! - else Xenstore's `@releaseDomain` watch, which xenstored fires when an introduced domain
-//!   (a Xenstore-plane guest) shuts down or dies; NoXS guests are not introduced, so a slow
-//!   poll covers them;
+//! - else, once a Xenstore-plane guest exists, Xenstore's `@releaseDomain` watch, which
+//!   xenstored fires when an introduced domain shuts down or dies; NoXS guests are not
+//!   introduced, so a look every second covers them (and with only NoXS guests the reaper
+//!   never talks to xenstored);
 //! - else a poll.
 //!
 //! On a wake-up it makes one hypercall (the domain list) and reads the records of only the
@@ -56,6 +57,16 @@ enum Waker {
     Virq(Box<dyn DomainEvents>),
     ReleaseWatch,
     Poll,
+}
+
+impl Waker {
+    fn source(&self) -> Source {
+        match self {
+            Waker::Virq(_) => Source::Virq,
+            Waker::ReleaseWatch => Source::ReleaseWatch,
+            Waker::Poll => Source::Poll,
+        }
+    }
 }
 
 /// Takes the reaper's lock if nobody holds it; `None` when another process reaps.
@@ -120,14 +131,9 @@ impl Toolstack {
         mut reaped: impl FnMut(&[(DomId, Action)]),
     ) -> Source {
         let mut waker = self.waker();
-        let source = match waker {
-            Waker::Virq(_) => Source::Virq,
-            Waker::ReleaseWatch => Source::ReleaseWatch,
-            Waker::Poll => Source::Poll,
-        };
-        log::info!("reaper: woken by {source:?}");
         let mut preserved = HashSet::new();
-        let mut last_sweep = Instant::now();
+        // Sweep at once (None): it also says whether a Xenstore guest wants the watch.
+        let mut last_sweep: Option<Instant> = None;
         let mut idle_since: Option<Instant> = None;
         while !stop.load(Ordering::Acquire) {
             self.wait(&mut waker, poll);
@@ -136,10 +142,12 @@ impl Toolstack {
                 Ok(_) => {}
                 Err(e) => log::warn!("reaping: {e}"),
             }
-            if last_sweep.elapsed() >= SWEEP {
-                last_sweep = Instant::now();
-                if let Err(e) = self.forget_vanished() {
-                    log::warn!("reaper sweep: {e}");
+            if last_sweep.is_none_or(|t| t.elapsed() >= SWEEP) {
+                last_sweep = Some(Instant::now());
+                match self.forget_vanished() {
+                    Ok(true) if matches!(waker, Waker::Poll) => waker = self.release_watch(),
+                    Ok(_) => {}
+                    Err(e) => log::warn!("reaper sweep: {e}"),
                 }
             }
             if let Some(limit) = exit_when_idle {
@@ -152,6 +160,7 @@ impl Toolstack {
                 }
             }
         }
+        let source = waker.source();
         if let (Waker::ReleaseWatch, Some(xs)) = (&waker, &self.xenstore) {
             let _ = xs.unwatch_releases(RELEASE_TOKEN);
         }
@@ -160,13 +169,26 @@ impl Toolstack {
 
     fn waker(&self) -> Waker {
         match self.hv.domain_events() {
-            Ok(Some(events)) => return Waker::Virq(events),
-            Ok(None) => {}
-            Err(e) => log::info!("reaper: no domain exception events: {e}"),
+            Ok(Some(events)) => {
+                log::info!("reaper: woken by VIRQ_DOM_EXC");
+                Waker::Virq(events)
+            }
+            Ok(None) => Waker::Poll,
+            Err(e) => {
+                log::info!("reaper: no domain exception events: {e}");
+                Waker::Poll
+            }
         }
+    }
+
+    /// xenstored's relay of VIRQ_DOM_EXC, for Xenstore-plane guests.
+    fn release_watch(&self) -> Waker {
         if let Some(xs) = &self.xenstore {
             match xs.watch_releases(RELEASE_TOKEN) {
-                Ok(()) => return Waker::ReleaseWatch,
+                Ok(()) => {
+                    log::info!("reaper: woken by @releaseDomain");
+                    return Waker::ReleaseWatch;
+                }
                 Err(e) => log::info!("reaper: no @releaseDomain watch: {e}"),
             }
         }
@@ -220,14 +242,18 @@ impl Toolstack {
         Ok(done)
     }
 
-    /// Forgets the records of guests whose domain is gone.
-    fn forget_vanished(&self) -> Result<()> {
+    /// Forgets the records of guests whose domain is gone; says whether a Xenstore-plane
+    /// guest is left.
+    fn forget_vanished(&self) -> Result<bool> {
         let infos = self.hv.list_domains().map_err(hv_step("list domains"))?;
+        let mut xenstore_guests = false;
         for r in self.state.all()? {
             if !infos.iter().any(|i| i.domid == r.domid) {
                 self.forget_gone(&r)?;
+            } else if r.config.control_plane == crate::config::PlaneKind::Xenstore {
+                xenstore_guests = true;
             }
         }
-        Ok(())
+        Ok(xenstore_guests)
     }
 }
