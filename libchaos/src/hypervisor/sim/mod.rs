@@ -53,6 +53,8 @@ pub struct SimHypervisor {
     state: Mutex<SimState>,
     /// Where [`Hypervisor::checkpoint`](super::Hypervisor::checkpoint) saves the host.
     autosave: Option<std::path::PathBuf>,
+    /// Domain exceptions so far (shutdowns, destructions), for `domain_events`.
+    exceptions: std::sync::Arc<(Mutex<u64>, std::sync::Condvar)>,
 }
 
 impl SimHypervisor {
@@ -85,6 +87,7 @@ impl SimHypervisor {
                 devctl: false,
             }),
             autosave: None,
+            exceptions: Default::default(),
         }
     }
 
@@ -226,7 +229,16 @@ impl SimHypervisor {
         let mut s = self.lock();
         let d = domain_mut(&mut s, dom)?;
         d.shutdown = Some(reason);
+        drop(s);
+        self.exception();
         Ok(())
+    }
+
+    /// Counts a domain exception and wakes the waiters, as VIRQ_DOM_EXC would.
+    pub(crate) fn exception(&self) {
+        let (count, cv) = &*self.exceptions;
+        *count.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+        cv.notify_all();
     }
 
     fn lock(&self) -> MutexGuard<'_, SimState> {

@@ -74,6 +74,7 @@ impl SimHypervisor {
                 Ok(SimHypervisor {
                     state: Mutex::new(state),
                     autosave: None,
+                    exceptions: Default::default(),
                 })
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Self::new(config)),
