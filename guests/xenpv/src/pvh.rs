@@ -13,7 +13,7 @@
 //! page hides vmcall/vmmcall), same console and Xenstore code; only where the rings are
 //! found differs (HVM params instead of start_info).
 
-use crate::hypercall;
+#[cfg(not(test))]
 use core::arch::{asm, global_asm, x86_64::__cpuid};
 
 /// `hvm_start_info.magic` (XEN_HVM_START_MAGIC_VALUE).
@@ -33,13 +33,19 @@ fn identity_mapped(addr: u64, len: u64) -> bool {
 }
 
 // Page tables and stack live in .bss (no file bytes): PML4, PDPT, 4 page directories, 8 KiB stack.
+// Host unit tests (`cargo test -p xenpv --lib`) leave the stub out: it is 32-bit code that needs
+// the guest's linker script.
+#[cfg(not(test))]
 global_asm!(
     ".pushsection .xen_pvh_bss, \"aw\", @nobits",
     ".balign 4096",
     "xenpv_pvh_pml4: .skip 4096",
     "xenpv_pvh_pdpt: .skip 4096",
     "xenpv_pvh_pd: .skip 4 * 4096",
-    "xenpv_pvh_stack: .skip 8192",
+    // The stack of both entries (PV switches to it too: its bootstrap stack is one page).
+    ".globl xenpv_stack_top",
+    "xenpv_stack: .skip 8192",
+    "xenpv_stack_top:",
     ".popsection",
     // GDT: null, 64-bit code (selector 8), flat data (selector 16); accessed bits preset.
     ".pushsection .rodata.xenpv_pvh_gdt, \"a\"",
@@ -106,7 +112,7 @@ global_asm!(
     "xor %eax, %eax",
     "mov %eax, %fs",
     "mov %eax, %gs",
-    "mov $(xenpv_pvh_stack + 8192), %esp",
+    "mov $xenpv_stack_top, %esp",
     "mov %esi, %edi",
     "call xenpv_pvh_main",
     "ud2",
@@ -116,6 +122,7 @@ global_asm!(
     options(att_syntax)
 );
 
+#[cfg(not(test))]
 /// Asks Xen to write the hypercall stubs into HYPERCALL_PAGE (identity mapped, so its virtual
 /// address is its physical one). Returns false when no Xen CPUID leaves are found.
 pub fn setup_hypercall_page() -> bool {
@@ -126,7 +133,7 @@ pub fn setup_hypercall_page() -> bool {
         {
             let msr = __cpuid(base + 2).ebx;
             // Xen wants the physical address; the page is linked PHYS_SHIFT above it.
-            let page = hypercall::page_address() - crate::PHYS_SHIFT;
+            let page = crate::hypercall::page_address() - crate::PHYS_SHIFT;
             // SAFETY: writing the page's physical address to Xen's hypercall MSR makes Xen fill
             // that page of our image with stubs; nothing else is affected.
             unsafe {
@@ -166,6 +173,50 @@ pub fn cmdline(info: u64) -> &'static [u8] {
         unsafe { core::slice::from_raw_parts(addr as *const u8, MAX_CMDLINE) };
     let len = bytes.iter().position(|&b| b == 0).unwrap_or(MAX_CMDLINE);
     &bytes[..len]
+}
+
+/// `hvm_start_info.flags` at physical `info` (0 when the structure is not valid).
+pub fn flags(info: u64) -> u32 {
+    if phys::<u32>(info) != Some(START_MAGIC) {
+        return 0;
+    }
+    phys::<u32>(info + 8).unwrap_or(0)
+}
+
+/// Most memory map entries we look at.
+const MAX_MEMMAP_ENTRIES: u32 = 128;
+/// E820 types a toolstack gives guest memory or its special pages.
+const E820_RAM: u32 = 1;
+const E820_RESERVED: u32 = 2;
+
+/// True if guest-physical `addr` is memory of ours according to `hvm_start_info`'s memory map
+/// (a RAM or reserved entry: chaos marks the special pages reserved), or if there is no map
+/// (version 0 of the structure). False when the structure is not valid.
+pub fn in_memory_map(info: u64, addr: u64) -> bool {
+    if phys::<u32>(info) != Some(START_MAGIC) {
+        return false;
+    }
+    // Version 1 adds memmap_paddr (offset 40) and memmap_entries (48); entries are
+    // { addr: u64, size: u64, type: u32, reserved: u32 }.
+    let (Some(version), Some(map), Some(count)) = (
+        phys::<u32>(info + 4),
+        phys::<u64>(info + 40),
+        phys::<u32>(info + 48),
+    ) else {
+        return false;
+    };
+    if version < 1 || map == 0 || count == 0 {
+        return true;
+    }
+    (0..u64::from(count.min(MAX_MEMMAP_ENTRIES))).any(|i| {
+        let e = map + i * 24;
+        match (phys::<u64>(e), phys::<u64>(e + 8), phys::<u32>(e + 16)) {
+            (Some(start), Some(size), Some(kind)) => {
+                (kind == E820_RAM || kind == E820_RESERVED) && addr >= start && addr - start < size
+            }
+            _ => false,
+        }
+    })
 }
 
 /// Identity-mapped address of guest frame `pfn`, if it is in the identity map.
