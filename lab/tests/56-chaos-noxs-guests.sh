@@ -1,0 +1,97 @@
+# chaos creates the test unikernels on the NoXS plane (chaos_control_plane = "noxs": no
+# Xenstore entries, a device page instead): hello prints one line per device of its device
+# page (its sysctl device at least), then its greeting, and powers off; noop listens on its
+# sysctl device (fe_state Connected) and powers off or reboots when `chaos shutdown` asks.
+# The console log is written by chaos's own console backend (same path as xenconsoled's).
+#
+# Written before the toolstack side of NoXS existed (guests/ implements ABI.md's frontend, the
+# lead the rest): adjust the backend start-up (if chaos needs a resident backend for console
+# and sysctl) and the expectations marked ADJUST once it lands.
+. "$XENLAB_TESTS/lib.sh"
+
+chaos reap --watch >reaper.log 2>&1 &
+reaper=$!
+trap 'kill $reaper 2>/dev/null; for n in nx-hello nx-hellopvh nx-noop; do chaos destroy $n >/dev/null 2>&1; done' EXIT
+
+# noxs_cfg NAME KERNEL TYPE EXTRA: writes ./NAME.cfg and prints its path.
+noxs_cfg() {
+	cat >"$PWD/$1.cfg" <<-EOF2
+	name = "$1"
+	type = "$3"
+	kernel = "$GUEST/$2"
+	extra = "$4"
+	memory = 2
+	chaos_control_plane = "noxs"
+	on_poweroff = "destroy"
+	on_reboot = "destroy"
+	on_crash = "preserve"
+	EOF2
+	echo "$PWD/$1.cfg"
+}
+
+# no_xenstore DOMID: chaos wrote nothing for the guest in Xenstore.
+no_xenstore() {
+	if xenstore-exists /local/domain/$1 2>/dev/null; then
+		fail "xenstore: expected no /local/domain/$1 for a NoXS guest, got: $(xenstore-ls /local/domain/$1 2>&1 | head -n 5)"
+	fi
+}
+
+# hello NAME TYPE: its device lines (sysctl, id 0, backend dom0), its greeting (domid unknown
+# without Xenstore), poweroff.
+hello() {
+	out=$(chaos create "$(noxs_cfg "$1" hello "$2" "noxs words")" 2>&1) || fail "chaos create $1 (NoXS, $2): expected success, got: $out"
+	domid=$(xl domid "$1") || fail "xl domid $1: expected a domid"
+	no_xenstore "$domid"
+	log=$(console_log "$1")
+	wait_for_line "$log" 'hello from chaos test guest' 60 ||
+		fail "$1 console: expected the hello line within 60s, got: $(tail -n 5 "$log" 2>&1 | tr -d '\r'); xl list: $(xl list 2>&1)"
+	tr -d '\r' <"$log" | grep -E 'hello' | sed "s/^/$1: /"
+	grep -q 'noxs device page refused' "$log" && fail "$1: the guest refused its device page: $(grep refused "$log" | tr -d '\r')"
+	# ADJUST if chaos numbers or places devices differently (ABI.md section 5: sysctl first).
+	grep -qE 'hello: noxs device type=sysctl id=0 backend=0 ctrl=0x[0-9a-f]+ port=[1-9][0-9]*' "$log" ||
+		fail "$1 console: expected a line for its sysctl device, got: $(grep 'noxs' "$log" | tr -d '\r')"
+	line=$(grep 'hello from chaos test guest' "$log" | tail -n 1 | tr -d '\r')
+	expect_contains "$1 greeting" 'domid=? cmdline="noxs words"' "$line"
+	wait_gone "$1" 30 || fail "$1: expected the reaper to destroy it after poweroff, still there: $(xl list)"
+}
+
+# ADJUST: remove once chaos creates NoXS guests. Until then the test says so and passes, so the
+# suite stays green (chaos refuses with "not implemented yet").
+out=$(chaos create -p "$(noxs_cfg nx-hello hello pv "")" 2>&1) || {
+	case "$out" in
+	*"not implemented yet"*)
+		echo "SKIP: chaos does not create NoXS guests yet: $out"
+		exit 0
+		;;
+	esac
+	fail "chaos create -p nx-hello (NoXS): expected success, got: $out"
+}
+chaos destroy nx-hello || fail "chaos destroy nx-hello: expected success"
+
+hello nx-hello pv
+hello nx-hellopvh pvh
+
+# noop: idle, then a poweroff request through the sysctl device.
+out=$(chaos create "$(noxs_cfg nx-noop noop pv "")" 2>&1) || fail "chaos create nx-noop (NoXS): expected success, got: $out"
+domid=$(xl domid nx-noop) || fail "xl domid nx-noop: expected a domid"
+no_xenstore "$domid"
+sleep 2
+t1=$(xl list nx-noop | awk 'NR == 2 { print $6 }')
+sleep 4
+t2=$(xl list nx-noop | awk 'NR == 2 { print $6 }')
+state=$(xl list nx-noop | awk 'NR == 2 { print $5 }')
+echo "nx-noop: state $state, cpu time $t1 s -> $t2 s over 4 s"
+expect_eq "nx-noop state" "-b----" "$state"
+awk -v a="$t1" -v b="$t2" 'BEGIN { exit !(b - a < 0.5) }' || fail "nx-noop cpu time: expected idle (<0.5 s over 4 s), got $t1 -> $t2"
+start=$(now)
+out=$(chaos shutdown -w --timeout 60 nx-noop 2>&1) || fail "chaos shutdown -w nx-noop: expected the guest to obey its sysctl request, got: $out"
+echo "nx-noop: powered off on request in $(elapsed "$start")s"
+wait_gone nx-noop 30 || fail "nx-noop: expected the reaper to destroy it after poweroff, still there: $(xl list)"
+
+# reboot request: with on_reboot = "destroy" the domain goes away as well.
+out=$(chaos create "$(noxs_cfg nx-noop noop pvh "")" 2>&1) || fail "chaos create nx-noop (NoXS, PVH): expected success, got: $out"
+sleep 2
+out=$(chaos shutdown -R -w --timeout 60 nx-noop 2>&1) || fail "chaos shutdown -R -w nx-noop: expected the guest to obey its reboot request, got: $out"
+wait_gone nx-noop 30 || fail "nx-noop (PVH): expected gone after the reboot request (on_reboot = destroy), still there: $(xl list)"
+echo "nx-noop (PVH): rebooted on request"
+[ -z "$(ls /run/chaos/domains/)" ] || fail "state dir: expected empty after reaping, got: $(ls /run/chaos/domains/)"
