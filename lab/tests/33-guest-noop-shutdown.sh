@@ -1,11 +1,15 @@
 # noop (guests/) watches control/shutdown on the Xenstore plane, as a PV kernel does: `xl
-# shutdown` powers it off (PV), `xl shutdown -R` reboots it (PVH: reason code 1), and `chaos
+# shutdown` powers it off (PV), `xl reboot` reboots it (PVH: reason code 1), and `chaos
 # shutdown -w` powers off a noop chaos created. Each request is seen by the guest's watch
 # (it sleeps in SCHEDOP_poll on its Xenstore channel), not by a timeout.
 . "$XENLAB_TESTS/lib.sh"
 
 reaper=
-trap '[ -n "$reaper" ] && kill $reaper 2>/dev/null' EXIT
+cleanup() {
+	for n in nooppv nooppvh c-noop-down; do xl destroy $n >/dev/null 2>&1; done
+	[ -n "$reaper" ] && kill $reaper 2>/dev/null
+}
+trap cleanup EXIT
 
 # noop_cfg NAME TYPE MEMORY: writes ./NAME.cfg and prints its path.
 noop_cfg() {
@@ -23,8 +27,8 @@ noop_cfg() {
 	echo "$PWD/$1.cfg"
 }
 
-# xl_case NAME TYPE MEMORY FLAG REASON: xl creates noop, `xl shutdown FLAG` must make it shut
-# down with reason code REASON (xl's log) and go away.
+# xl_case NAME TYPE MEMORY COMMAND REASON: xl creates noop, `xl COMMAND` (shutdown or reboot)
+# must make it shut down with reason code REASON (xl's log) and go away.
 xl_case() {
 	xl_log=/var/log/xen/xl-$1.log
 	rm -f "$xl_log"
@@ -33,15 +37,15 @@ xl_case() {
 	feature() { [ "$(xenstore-read /local/domain/$domid/control/feature-poweroff 2>/dev/null)" = 1 ]; }
 	wait_until 30 feature || fail "$1: expected control/feature-poweroff = 1 written by noop within 30s"
 	start=$(now)
-	out=$(xl shutdown $4 "$1" 2>&1) || fail "xl shutdown $4 $1: expected success, got: $out"
+	out=$(xl $4 "$1" 2>&1) || fail "xl $4 $1: expected success, got: $out"
 	wait_for_line "$xl_log" "Domain $domid has shut down, reason code $5 " 60 ||
-		fail "$1: expected xl to see domain $domid shut down with reason code $5 after xl shutdown $4, xl log: $(grep 'shut down' "$xl_log" 2>&1); xl list: $(xl list 2>&1)"
+		fail "$1: expected xl to see domain $domid shut down with reason code $5 after xl $4, xl log: $(grep 'shut down' "$xl_log" 2>&1); xl list: $(xl list 2>&1)"
 	wait_gone "$1" 30 || fail "$1: expected gone after shutting down, still there: $(xl list)"
-	echo "$1 ($2): xl shutdown $4 -> reason code $5 in $(elapsed "$start")s"
+	echo "$1 ($2): xl $4 -> reason code $5 in $(elapsed "$start")s"
 }
 
-xl_case nooppv pv "${NOOP_MEMORY:-1}" "" 0
-xl_case nooppvh pvh "${PVH_MEMORY:-2}" -R 1
+xl_case nooppv pv "${NOOP_MEMORY:-1}" shutdown 0
+xl_case nooppvh pvh "${PVH_MEMORY:-2}" reboot 1
 
 # chaos: shutdown --wait returns once the domain shut down; the reaper applies on_poweroff.
 chaos reap --watch >reaper.log 2>&1 &
