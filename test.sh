@@ -14,8 +14,9 @@ for a in "$@"; do
 done
 step() { printf '\n== %s\n' "$*"; }
 
-step "Debian's xl example configs (parser tests read them)"
+step "Debian's xl example configs and kernel (parser and image tests read them)"
 scripts/fetch-xlexamples.sh
+scripts/fetch-vmlinuz.sh
 
 step "test guests: build and check"
 guests/build.sh

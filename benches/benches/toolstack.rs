@@ -52,7 +52,7 @@ fn cycle(c: &mut Criterion) {
         let (b, cfg) = setup(memory);
         c.bench_function(&format!("sim/create+destroy/{memory}MiB"), |bench| {
             bench.iter(|| {
-                let created = b.ts.create(&cfg, None, false).expect("create");
+                let created = b.ts.create(&cfg, false).expect("create");
                 b.ts.destroy(created.domid).expect("destroy");
             })
         });

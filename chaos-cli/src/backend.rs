@@ -7,8 +7,9 @@ use std::sync::Arc;
 
 use libchaos::hypervisor::sim::{SimConfig, SimHypervisor};
 use libchaos::hypervisor::xen::XenHypervisor;
+use libchaos::runtime::{self, HostKind};
 use libchaos::toolstack::{StateDir, Toolstack};
-use libchaos::xenstore::{MemStore, Xenstore, XsClient};
+use libchaos::xenstore::{LazyClient, MemStore, Xenstore};
 
 /// Which hypervisor to drive: real Xen, or the in-memory simulation (dry runs).
 #[derive(Copy, Clone, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -17,17 +18,22 @@ pub enum HypervisorKind {
     Sim,
 }
 
-/// The runtime directory a command uses: the flag, else CHAOS_RUN_DIR, else /run/chaos (Xen)
-/// or $TMPDIR/chaos-sim (sim).
-pub fn run_root(kind: HypervisorKind, run_dir: Option<PathBuf>) -> PathBuf {
-    match kind {
-        HypervisorKind::Xen => run_dir.unwrap_or_else(StateDir::default_root),
-        HypervisorKind::Sim => run_dir
-            .or_else(|| std::env::var_os("CHAOS_RUN_DIR").map(PathBuf::from))
-            .unwrap_or_else(|| std::env::temp_dir().join("chaos-sim")),
+impl HypervisorKind {
+    pub fn host(self) -> HostKind {
+        match self {
+            HypervisorKind::Xen => HostKind::Xen,
+            HypervisorKind::Sim => HostKind::Sim,
+        }
     }
 }
 
+/// The runtime directory a command uses (libchaos's policy: the flag, else CHAOS_RUN_DIR,
+/// else the host kind's default).
+pub fn run_root(kind: HypervisorKind, run_dir: Option<PathBuf>) -> PathBuf {
+    runtime::run_dir(kind.host(), run_dir)
+}
+
+#[derive(Debug)]
 pub struct Backend {
     ts: Arc<Toolstack>,
     /// The simulated host, where it is saved, and the lock that keeps other commands out.
@@ -41,14 +47,9 @@ impl Backend {
                 let hv = XenHypervisor::open().map_err(|e| e.to_string())?;
                 let root = run_root(kind, run_dir);
                 let state = StateDir::open(root).map_err(|e| e.to_string())?;
-                // Listing and destroying work without xenstored; creating says it needs it.
-                let xs: Option<Arc<dyn Xenstore>> = match XsClient::open() {
-                    Ok(c) => Some(Arc::new(c)),
-                    Err(e) => {
-                        log::info!("no xenstore: {e}");
-                        None
-                    }
-                };
+                // Connected when first needed: NoXS guests and hosts without xenstored never
+                // talk to it; a Xenstore guest's creation says when it is not there.
+                let xs: Option<Arc<dyn Xenstore>> = Some(Arc::new(LazyClient::default()));
                 Ok(Backend {
                     ts: Arc::new(Toolstack::new(Arc::new(hv), xs, state)),
                     sim: None,
@@ -80,7 +81,6 @@ impl Backend {
     }
 
     /// The toolstack, to share with threads (chaosd).
-    #[allow(dead_code)] // used by chaosd only
     pub fn shared(&self) -> Arc<Toolstack> {
         self.ts.clone()
     }

@@ -2,7 +2,9 @@
 
 use log::{Level, LevelFilter, Log, Metadata, Record};
 
-struct Stderr;
+struct Stderr {
+    program: std::sync::OnceLock<&'static str>,
+}
 
 impl Log for Stderr {
     fn enabled(&self, metadata: &Metadata<'_>) -> bool {
@@ -18,17 +20,22 @@ impl Log for Stderr {
                 Level::Debug => "debug",
                 Level::Trace => "trace",
             };
-            eprintln!("{}: {level}: {}", env!("CARGO_BIN_NAME"), record.args());
+            let program = self.program.get().copied().unwrap_or("chaos");
+            eprintln!("{program}: {level}: {}", record.args());
         }
     }
 
     fn flush(&self) {}
 }
 
-static LOGGER: Stderr = Stderr;
+static LOGGER: Stderr = Stderr {
+    program: std::sync::OnceLock::new(),
+};
 
-/// Warnings and errors by default; -v adds info, -vv debug, -vvv trace.
-pub fn init(verbose: u8) {
+/// Logs as `program: level: message`: warnings and errors by default; -v adds info, -vv
+/// debug, -vvv trace.
+pub fn init(program: &'static str, verbose: u8) {
+    let _ = LOGGER.program.set(program);
     let level = match verbose {
         0 => LevelFilter::Warn,
         1 => LevelFilter::Info,

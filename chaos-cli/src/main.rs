@@ -3,22 +3,18 @@
 //! This crate holds no toolstack logic: it parses arguments, calls libchaos and prints tables or
 //! JSON.
 
-mod backend;
-mod console;
-mod logger;
-mod output;
-
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
+use chaos_cli::backend::{self, Backend, HypervisorKind};
+use chaos_cli::{console, logger, output};
 use libchaos::config::DomainConfig;
 use libchaos::daemon::Client;
 use libchaos::toolstack::{Created, ShutdownKind};
-
-use backend::{Backend, HypervisorKind};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -134,7 +130,7 @@ enum PoolCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    logger::init(cli.verbose);
+    logger::init("chaos", cli.verbose);
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -222,19 +218,23 @@ fn run(cli: Cli) -> Result<(), String> {
             json,
             watch,
             interval_ms,
-        } => loop {
+        } if watch => {
+            let never = AtomicBool::new(false);
+            ts.reap_watch(Duration::from_millis(interval_ms), &never, |done| {
+                if let Err(e) = output::reaped(done, json) {
+                    log::error!("{e}");
+                }
+            });
+            Ok(())
+        }
+        Command::Reap { json, .. } => {
             let reaped = ts.reap().map_err(|e| e.to_string())?;
-            if !watch {
-                break output::reaped(&reaped, json);
-            }
-            if !reaped.is_empty() {
-                output::reaped(&reaped, json)?;
-            }
-            std::thread::sleep(Duration::from_millis(interval_ms));
-        },
+            output::reaped(&reaped, json)
+        }
         Command::Console { domain } => {
             let dom = ts.resolve(&domain).map_err(|e| e.to_string())?;
-            Err(console::attach(dom))
+            let server = ts.console_server(dom).map_err(|e| e.to_string())?;
+            console::attach(dom, &server)
         }
         Command::Info { json } => {
             let phys = ts.hypervisor().physinfo().map_err(|e| e.to_string())?;
@@ -251,21 +251,7 @@ fn run(cli: Cli) -> Result<(), String> {
 /// chaosd's connection, or `None` (use the local path) when no daemon listens and none is
 /// required.
 fn connect(socket: &std::path::Path, required: bool) -> Result<Option<Client>, String> {
-    match Client::connect(socket) {
-        Ok(c) => Ok(Some(c)),
-        Err(e) if required => Err(format!("chaosd ({}): {e}", socket.display())),
-        Err(e) => {
-            if e.kind() != std::io::ErrorKind::NotFound
-                && e.kind() != std::io::ErrorKind::ConnectionRefused
-            {
-                eprintln!(
-                    "chaos: warning: chaosd ({}): {e}; creating locally",
-                    socket.display()
-                );
-            }
-            Ok(None)
-        }
-    }
+    Client::connect_if_running(socket, required).map_err(|e| e.to_string())
 }
 
 /// The config file with its overrides, warnings printed.
@@ -279,14 +265,16 @@ fn load_config(file: &std::path::Path, overrides: &[String]) -> Result<DomainCon
 
 /// The config as chaos parsed it, with its paths made absolute for the daemon.
 fn load_for_daemon(file: &std::path::Path, overrides: &[String]) -> Result<DomainConfig, String> {
-    let mut cfg = load_config(file, overrides)?;
+    let cfg = load_config(file, overrides)?;
     let abs =
         |p: &std::path::Path| std::path::absolute(p).map_err(|e| format!("{}: {e}", p.display()));
-    cfg.kernel = abs(&cfg.kernel)?;
-    if let Some(r) = &cfg.ramdisk {
-        cfg.ramdisk = Some(abs(r)?);
-    }
-    Ok(cfg)
+    let kernel = abs(&cfg.kernel)?;
+    let ramdisk = cfg.ramdisk.as_deref().map(abs).transpose()?;
+    cfg.with(|spec| {
+        spec.kernel = kernel;
+        spec.ramdisk = ramdisk;
+    })
+    .map_err(|e| e.to_string())
 }
 
 /// Creates `count` guests from one config (names get -1 .. -N when there are several) with
@@ -298,10 +286,7 @@ fn create_each(
     mut make: impl FnMut(&DomainConfig) -> Result<Created, String>,
 ) -> Result<(), String> {
     for i in 1..=count {
-        let mut cfg = base.clone();
-        if count > 1 {
-            cfg.name = format!("{}-{i}", cfg.name);
-        }
+        let cfg = base.numbered(i, count).map_err(|e| e.to_string())?;
         let created = make(&cfg).map_err(|e| {
             if count > 1 {
                 format!("guest {i} of {count} ({}): {e}", cfg.name)
@@ -341,6 +326,6 @@ fn create(
 ) -> Result<(), String> {
     let base = load_config(file, overrides)?;
     create_each(&base, count, json, |cfg| {
-        ts.create(cfg, None, paused).map_err(|e| e.to_string())
+        ts.create(cfg, paused).map_err(|e| e.to_string())
     })
 }

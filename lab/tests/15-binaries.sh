@@ -9,6 +9,6 @@ for bin in chaos xendevd chaosd; do
 	case "$out" in
 	*"error while loading shared libraries"*) fail "$bin: expected to load, got: $out" ;;
 	esac
-	[ $rc -ne 126 ] && [ $rc -ne 127 ] || fail "$bin --help: expected to run, got rc=$rc: $out"
+	if [ $rc -eq 126 ] || [ $rc -eq 127 ]; then fail "$bin --help: expected to run, got rc=$rc: $out"; fi
 	echo "$bin runs (--help rc=$rc)"
 done

@@ -11,6 +11,9 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# feature_written: noop wrote control/feature-poweroff (its watch is set up next) in domain $domid.
+feature_written() { [ "$(xenstore-read "/local/domain/$domid/control/feature-poweroff" 2>/dev/null)" = 1 ]; }
+
 # noop_cfg NAME TYPE MEMORY: writes ./NAME.cfg and prints its path.
 noop_cfg() {
 	cat >"$PWD/$1.cfg" <<-EOF2
@@ -34,10 +37,9 @@ xl_case() {
 	rm -f "$xl_log"
 	out=$(xl create -q "$(noop_cfg "$1" "$2" "$3")" 2>&1) || fail "xl create $1: expected success, got: $out"
 	domid=$(xl domid "$1") || fail "xl domid $1: expected a domid"
-	feature() { [ "$(xenstore-read /local/domain/$domid/control/feature-poweroff 2>/dev/null)" = 1 ]; }
-	wait_until 30 feature || fail "$1: expected control/feature-poweroff = 1 written by noop within 30s"
+	wait_until 30 feature_written || fail "$1: expected control/feature-poweroff = 1 written by noop within 30s"
 	start=$(now)
-	out=$(xl $4 "$1" 2>&1) || fail "xl $4 $1: expected success, got: $out"
+	out=$(xl "$4" "$1" 2>&1) || fail "xl $4 $1: expected success, got: $out"
 	wait_for_line "$xl_log" "Domain $domid has shut down, reason code $5 " 60 ||
 		fail "$1: expected xl to see domain $domid shut down with reason code $5 after xl $4, xl log: $(grep 'shut down' "$xl_log" 2>&1); xl list: $(xl list 2>&1)"
 	wait_gone "$1" 30 || fail "$1: expected gone after shutting down, still there: $(xl list)"
@@ -58,8 +60,7 @@ on_poweroff = "destroy"
 EOF2
 out=$(chaos create noop.cfg 2>&1) || fail "chaos create noop: expected success, got: $out"
 domid=$(xl domid c-noop-down) || fail "xl domid c-noop-down: expected a domid"
-feature() { [ "$(xenstore-read /local/domain/$domid/control/feature-poweroff 2>/dev/null)" = 1 ]; }
-wait_until 30 feature || fail "c-noop-down: expected control/feature-poweroff = 1 written by noop within 30s"
+wait_until 30 feature_written || fail "c-noop-down: expected control/feature-poweroff = 1 written by noop within 30s"
 start=$(now)
 out=$(chaos shutdown -w --timeout 60 c-noop-down 2>&1) || fail "chaos shutdown -w c-noop-down: expected success, got: $out"
 echo "c-noop-down: chaos shutdown -w in $(elapsed "$start")s"

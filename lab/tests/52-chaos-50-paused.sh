@@ -11,12 +11,12 @@ chaos_view() { chaos list | awk 'NR > 1 { print $2, $1 }' | sort; }
 agree() {
 	a=$(xl_view)
 	b=$(chaos_view)
-	[ "$a" = "$b" ] || fail "$1: xl list and chaos list differ: xl: $(echo $a) / chaos: $(echo $b)"
+	[ "$a" = "$b" ] || fail "$1: xl list and chaos list differ: xl: $(echo "$a" | tr '\n' ' ') / chaos: $(echo "$b" | tr '\n' ' ')"
 }
 
 start=$(now)
 i=1
-while [ $i -le $n ]; do
+while [ $i -le "$n" ]; do
 	out=$(chaos create -p p.cfg "name=\"p$i\"" 2>&1) || fail "create p$i: expected success, got: $out"
 	agree "after creating p$i"
 	i=$((i + 1))
@@ -27,7 +27,7 @@ expect_eq "paused guests in xl list" "$n" "$(xl list | awk 'NR > 2 && $5 ~ /p/' 
 
 start=$(now)
 i=1
-while [ $i -le $n ]; do
+while [ $i -le "$n" ]; do
 	out=$(chaos destroy "p$i" 2>&1) || fail "destroy p$i: expected success, got: $out"
 	agree "after destroying p$i"
 	i=$((i + 1))

@@ -4,6 +4,7 @@
 # after one uncounted warm-up each, for 2 MiB (the LightVM noop) and 32 MiB (more memory to
 # populate, which the pool does ahead of time); a killed chaosd's shells are reclaimed by the
 # next one; a stopped chaosd leaves only Domain-0.
+# shellcheck shell=bash # (it runs itself in bash, the line below)
 [ -n "$BASH_VERSION" ] || exec bash "$0" "$@" # for $EPOCHREALTIME (µs)
 . "$XENLAB_TESTS/lib.sh"
 
@@ -49,6 +50,7 @@ echo "chaosd: pool of $target filled in $(elapsed "$start")s"
 all=$((target * nflavors))
 expect_eq "shells in xl list" "$all" "$(guest_count)"
 expect_eq "shells in chaos list" "$all" "$(chaos list | grep -c '(shell)')"
+# shellcheck disable=SC2012 # counting files chaosd names (domids)
 expect_eq "shell records" "$all" "$(ls /run/chaos/shells | wc -l)"
 
 # chaos create -n through the pool

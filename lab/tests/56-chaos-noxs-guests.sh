@@ -11,7 +11,11 @@
 
 chaos reap --watch >reaper.log 2>&1 &
 reaper=$!
-trap 'kill $reaper 2>/dev/null; for n in nx-hello nx-hellopvh nx-noop; do chaos destroy $n >/dev/null 2>&1; done' EXIT
+cleanup() {
+	for n in nx-hello nx-hellopvh nx-noop; do chaos destroy "$n" >/dev/null 2>&1; done
+	kill "$reaper" 2>/dev/null
+}
+trap cleanup EXIT
 
 # noxs_cfg NAME KERNEL TYPE EXTRA: writes ./NAME.cfg and prints its path.
 noxs_cfg() {
@@ -31,8 +35,8 @@ noxs_cfg() {
 
 # no_xenstore DOMID: chaos wrote nothing for the guest in Xenstore.
 no_xenstore() {
-	if xenstore-exists /local/domain/$1 2>/dev/null; then
-		fail "xenstore: expected no /local/domain/$1 for a NoXS guest, got: $(xenstore-ls /local/domain/$1 2>&1 | head -n 5)"
+	if xenstore-exists "/local/domain/$1" 2>/dev/null; then
+		fail "xenstore: expected no /local/domain/$1 for a NoXS guest, got: $(xenstore-ls "/local/domain/$1" 2>&1 | head -n 5)"
 	fi
 }
 

@@ -29,19 +29,19 @@ domid=$(xl domid $name) || fail "xl domid $name: expected a domid"
 vif=vif$domid.0
 be=/local/domain/0/backend/vif/$domid/0
 
-connected() { [ "$(xenstore-read $be/hotplug-status 2>/dev/null)" = connected ]; }
+connected() { [ "$(xenstore-read "$be/hotplug-status" 2>/dev/null)" = connected ]; }
 wait_until 30 connected ||
-	fail "$be/hotplug-status: expected connected, got '$(xenstore-read $be/hotplug-status 2>&1)' (hotplug-error: '$(xenstore-read $be/hotplug-error 2>&1)'); xendevd log: $(cat xendevd.log)"
+	fail "$be/hotplug-status: expected connected, got '$(xenstore-read "$be/hotplug-status" 2>&1)' (hotplug-error: '$(xenstore-read "$be/hotplug-error" 2>&1)'); xendevd log: $(cat xendevd.log)"
 echo "hotplug-status connected: $(elapsed "$start")s"
-[ -e /sys/class/net/xenbr0/brif/$vif ] ||
+[ -e "/sys/class/net/xenbr0/brif/$vif" ] ||
 	fail "xenbr0 ports: expected $vif, got '$(ls /sys/class/net/xenbr0/brif)'"
-flags=$(cat /sys/class/net/$vif/flags)
+flags=$(cat "/sys/class/net/$vif/flags")
 [ $((flags & 1)) -eq 1 ] || fail "$vif flags: expected IFF_UP set, got $flags"
 expect_contains "xendevd log" "$vif online: attached to xenbr0" "$(cat xendevd.log)"
 grep "$vif online" xendevd.log
 
 xl destroy $name || fail "xl destroy $name: expected success"
-gone() { [ ! -e /sys/class/net/xenbr0/brif/$vif ]; }
+gone() { [ ! -e "/sys/class/net/xenbr0/brif/$vif" ]; }
 wait_until 10 gone || fail "xenbr0 ports after destroy: expected no $vif, got '$(ls /sys/class/net/xenbr0/brif)'"
 echo "port gone after destroy: $(elapsed "$start")s"
 

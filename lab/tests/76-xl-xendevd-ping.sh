@@ -22,8 +22,8 @@ out=$(xl create "$cfg" 2>&1) || fail "xl create: expected success, got: $out; xe
 domid=$(xl domid $name) || fail "xl domid $name: expected a domid"
 echo "xl create: $(elapsed "$start")s, domain $domid"
 be=/local/domain/0/backend/vif/$domid/0
-expect_eq "$be/hotplug-status (xl waited for it)" connected "$(xenstore-read $be/hotplug-status 2>&1)"
-[ -e /sys/class/net/xenbr0/brif/vif$domid.0 ] ||
+expect_eq "$be/hotplug-status (xl waited for it)" connected "$(xenstore-read "$be/hotplug-status" 2>&1)"
+[ -e "/sys/class/net/xenbr0/brif/vif$domid.0" ] ||
 	fail "xenbr0 ports: expected vif$domid.0, got '$(ls /sys/class/net/xenbr0/brif)'"
 log=$(console_log $name)
 wait_for_line "$log" 'PING-OK|PING-FAIL' 240 ||
@@ -31,7 +31,7 @@ wait_for_line "$log" 'PING-OK|PING-FAIL' 240 ||
 grep -E 'GUEST-NET|packets|round-trip|PING-' "$log" | tr -d '\r'
 grep -q PING-OK "$log" || fail "guest ping: expected PING-OK, got: $(grep PING-FAIL "$log" | tr -d '\r')"
 wait_gone $name 60 || fail "domain $name: expected gone after poweroff, still there: $(xl list)"
-gone() { [ ! -e /sys/class/net/vif$domid.0 ]; }
+gone() { [ ! -e "/sys/class/net/vif$domid.0" ]; }
 wait_until 30 gone || fail "/sys/class/net: expected no vif$domid.0 after the guest is gone, still there"
 echo "guest gone, vif$domid.0 gone: $(elapsed "$start")s"
 grep "vif$domid.0" xendevd.log

@@ -42,23 +42,23 @@ latency() {
 # run TOOL LABEL: RUNS paused creations with one vif each; prints each latency and the median.
 run() {
 	_tool=$1 _label=$2 _all=
-	for i in $(seq 1 $RUNS); do
+	for i in $(seq 1 "$RUNS"); do
 		_n=lat$i
-		_cfg=$(pv_linux_cfg $_n "vif = ['bridge=xenbr0']")
+		_cfg=$(pv_linux_cfg "$_n" "vif = ['bridge=xenbr0']")
 		_out=$($_tool create -p "$_cfg" 2>&1) || fail "$_tool create -p: expected success, got: $_out"
-		_d=$(xl domid $_n) || fail "xl domid $_n: expected a domid"
+		_d=$(xl domid "$_n") || fail "xl domid $_n: expected a domid"
 		_be=/local/domain/0/backend/vif/$_d/0
-		_ok() { [ "$(xenstore-read $_be/hotplug-status 2>/dev/null)" = connected ]; }
+		_ok() { [ "$(xenstore-read "$_be/hotplug-status" 2>/dev/null)" = connected ]; }
 		wait_until 30 _ok || fail "$_label: $_be/hotplug-status never became connected"
-		expect_eq "$_label: $_be/state (InitWait: the guest is paused)" 2 "$(xenstore-read $_be/state)"
+		expect_eq "$_label: $_be/state (InitWait: the guest is paused)" 2 "$(xenstore-read "$_be/state")"
 		sleep 0.3
-		_l=$(latency $_d)
+		_l=$(latency "$_d")
 		[ "$_l" != none ] || fail "$_label: no state=2/connected events for domain $_d in: $(grep "/$_d/0/" events.log)"
 		_all="$_all $_l"
-		$_tool destroy $_n >/dev/null 2>&1 || xl destroy $_n
-		wait_gone $_n 30 || fail "$_n: not gone after destroy"
+		$_tool destroy "$_n" >/dev/null 2>&1 || xl destroy "$_n"
+		wait_gone "$_n" 30 || fail "$_n: not gone after destroy"
 	done
-	_med=$(echo $_all | tr ' ' '\n' | sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }')
+	_med=$(echo "${_all# }" | tr ' ' '\n' | sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }')
 	echo "VIF-LATENCY $_label: median ${_med} ms (runs:$_all ms)"
 }
 

@@ -39,7 +39,7 @@ ping_cfg() {
 answers() {
 	log=$(console_log "$1")
 	wait_for_line "$log" 'ping: vif 0 up' 120 ||
-		fail "$1 console: expected 'ping: vif 0 up' within 120s, got: $(tail -n 3 "$log" 2>&1 | tr -d '\r'); backend state $(xenstore-read /local/domain/0/backend/vif/$3/0/state 2>&1); xl list: $(xl list 2>&1)"
+		fail "$1 console: expected 'ping: vif 0 up' within 120s, got: $(tail -n 3 "$log" 2>&1 | tr -d '\r'); backend state $(xenstore-read "/local/domain/0/backend/vif/$3/0/state" 2>&1); xl list: $(xl list 2>&1)"
 	echo "$1: $(grep 'ping: vif 0 up' "$log" | tr -d '\r')"
 	start=$(now)
 	out=$(ping -c 3 -W 10 "$2" 2>&1) ||
@@ -50,7 +50,9 @@ answers() {
 
 # vif_gone DOMID: no vifDOMID.0 interface or bridge port left.
 vif_gone() {
-	_gone() { [ ! -e /sys/class/net/vif$1.0 ]; }
+	# (wait_until calls _gone without arguments: the name goes through a variable)
+	_vif=/sys/class/net/vif$1.0
+	_gone() { [ ! -e "$_vif" ]; }
 	wait_until 30 _gone || fail "/sys/class/net: expected no vif$1.0 after the guest is gone, still there"
 }
 

@@ -113,6 +113,7 @@ wait_until() {
 start_xendevd() {
 	command -v xendevd >/dev/null || fail "xendevd: expected in PATH, not found"
 	xendevd -v >"$1" 2>&1 &
+	# shellcheck disable=SC2034 # for the tests that source this file
 	XENDEVD_PID=$!
 	wait_until 5 grep -q 'listening for vif uevents' "$1" ||
 		fail "xendevd: expected to start listening, log: $(cat "$1")"
@@ -135,3 +136,32 @@ xl_hotplug_scripts() {
 	} >/etc/xen/xl.conf
 }
 xl_conf_restore() { [ -f xl.conf.orig ] && cp xl.conf.orig /etc/xen/xl.conf; }
+
+# Xenstore request counts, from xenstored's trace (boot with XENLAB_XS_TRACE=1). The trace has a
+# line "CREATE connection 0xADDR" per new client connection and "IN 0xADDR DATE TIME TYPE (ARGS)"
+# per request; the kernel's own connection (and, through /dev/xen/xenbus, its users') and
+# xenconsoled's were opened at boot. Addresses are reused after a connection closes.
+#   m=$(xs_trace_mark); xl create -p guest.cfg; xs_trace_count_since "$m" new
+XS_TRACE_LOG=/var/log/xenstored-trace.log
+
+# xs_trace_mark: prints a mark (the trace's length in lines) for the functions below.
+xs_trace_mark() {
+	[ -f "$XS_TRACE_LOG" ] || fail "xenstored trace: expected $XS_TRACE_LOG (boot with XENLAB_XS_TRACE=1), none"
+	wc -l <"$XS_TRACE_LOG"
+}
+
+# xs_trace_by_conn_since MARK: one line per connection that made requests since MARK:
+# "0xADDR REQUESTS new|old" (new: opened after MARK, i.e. by a process started since).
+xs_trace_by_conn_since() {
+	awk -v mark="$1" '
+		$1 == "CREATE" && $2 == "connection" { key[$3] = $3 (NR > mark ? " new " NR : " old"); next }
+		NR > mark && $1 == "IN" { k = ($2 in key) ? key[$2] : $2 " old"; n[k]++; if (!(k in seen)) { seen[k] = 1; order[++c] = k } }
+		END { for (i = 1; i <= c; i++) { split(order[i], f, " "); print f[1], n[order[i]], f[2] } }
+	' "$XS_TRACE_LOG"
+}
+
+# xs_trace_count_since MARK [new]: the number of Xenstore requests since MARK; with `new`, only
+# those on connections opened since MARK (not the kernel's or xenconsoled's).
+xs_trace_count_since() {
+	xs_trace_by_conn_since "$1" | awk -v only="${2:-}" 'only == "" || $3 == only { s += $2 } END { print s + 0 }'
+}

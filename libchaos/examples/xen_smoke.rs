@@ -71,7 +71,7 @@ fn main() -> ExitCode {
 fn create_args(handle: u8) -> CreateDomain {
     CreateDomain {
         kind: GuestKind::Pv,
-        handle: [handle; 16],
+        handle: libchaos::hypervisor::Uuid([handle; 16]),
         max_vcpus: 1,
         max_evtchn_port: 1023,
         max_grant_frames: 32,

@@ -5,9 +5,10 @@
 pub mod build;
 pub mod config;
 pub mod daemon;
-pub mod devices;
 pub mod hypervisor;
 pub mod image;
+pub mod plane;
+pub mod runtime;
 #[cfg(test)]
 mod testing;
 pub mod toolstack;

@@ -2,10 +2,11 @@
 
 use libchaos::config::syntax::{parse_settings, render, Op, Setting, Value};
 use libchaos::config::{
-    parse_json, parse_xl, Action, ControlPlane, DomainConfig, TscMode, VifConfig,
+    parse_json, parse_xl, Action, DomainConfig, GuestSpec, PlaneKind, TscMode, VifConfig,
 };
-use libchaos::hypervisor::GuestKind;
+use libchaos::hypervisor::{GuestKind, Uuid};
 use proptest::prelude::*;
+use xen_types::Mac;
 
 /// Text made mostly of characters that mean something to xl.cfg, so the parser gets deep.
 fn xlish() -> impl Strategy<Value = String> {
@@ -139,11 +140,11 @@ fn action() -> impl Strategy<Value = Action> {
     prop::sample::select(Action::ALL.to_vec())
 }
 
-fn mac() -> impl Strategy<Value = Option<[u8; 6]>> {
+fn mac() -> impl Strategy<Value = Option<Mac>> {
     prop::option::of(any::<[u8; 6]>().prop_map(|mut m| {
         m[0] &= 0xfe; // unicast
         m[5] |= 1; // not all zero
-        m
+        Mac(m)
     }))
 }
 
@@ -197,29 +198,33 @@ fn domain_config() -> impl Strategy<Value = DomainConfig> {
             |(
                 (name, pvh, kernel, ramdisk, cmdline, memory, extra_mem, vcpus),
                 (extra_vcpus, on_poweroff, on_reboot, on_crash, vifs, noxs, tsc_mode, uuid),
-            )| DomainConfig {
-                name,
-                kind: if pvh { GuestKind::Pvh } else { GuestKind::Pv },
-                kernel: kernel.into(),
-                ramdisk: ramdisk.map(Into::into),
-                cmdline,
-                memory_mib: memory,
-                maxmem_mib: memory + extra_mem,
-                vcpus,
-                max_vcpus: (vcpus + extra_vcpus).min(128),
-                on_poweroff,
-                on_reboot,
-                on_crash,
-                vifs,
-                control_plane: if noxs {
-                    ControlPlane::Noxs
-                } else {
-                    ControlPlane::Xenstore
-                },
-                tsc_mode,
-                uuid,
-                paused: false,
-                disks: Vec::new(),
+            )| {
+                GuestSpec {
+                    name,
+                    kind: if pvh { GuestKind::Pvh } else { GuestKind::Pv },
+                    kernel: kernel.into(),
+                    ramdisk: ramdisk.map(Into::into),
+                    cmdline,
+                    memory_mib: memory,
+                    maxmem_mib: memory + extra_mem,
+                    vcpus,
+                    max_vcpus: (vcpus + extra_vcpus).min(128),
+                    on_poweroff,
+                    on_reboot,
+                    on_crash,
+                    vifs,
+                    control_plane: if noxs {
+                        PlaneKind::Noxs
+                    } else {
+                        PlaneKind::Xenstore
+                    },
+                    tsc_mode,
+                    uuid: uuid.map(Uuid),
+                    paused: false,
+                    disks: Vec::new(),
+                }
+                .validate()
+                .expect("generated configs are valid")
             },
         )
 }
@@ -257,18 +262,7 @@ fn to_xl(c: &DomainConfig) -> String {
         out.push(s("ramdisk", &r.to_string_lossy()));
     }
     if let Some(u) = &c.uuid {
-        let h: String = u.iter().map(|b| format!("{b:02x}")).collect();
-        out.push(s(
-            "uuid",
-            &format!(
-                "{}-{}-{}-{}-{}",
-                &h[0..8],
-                &h[8..12],
-                &h[12..16],
-                &h[16..20],
-                &h[20..32]
-            ),
-        ));
+        out.push(s("uuid", &u.to_string()));
     }
     let vifs = c
         .vifs
@@ -276,7 +270,7 @@ fn to_xl(c: &DomainConfig) -> String {
         .map(|v| {
             let mut parts = vec![format!("bridge={}", v.bridge)];
             if let Some(m) = v.mac {
-                parts.push(format!("mac={}", libchaos::config::vif::format_mac(&m)));
+                parts.push(format!("mac={m}"));
             }
             for (k, o) in [
                 ("ip", &v.ip),

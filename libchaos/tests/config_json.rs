@@ -1,6 +1,6 @@
 //! LightVM JSON configs through the public API.
 
-use libchaos::config::{parse_json, ConfigError, ControlPlane, Location, VifConfig};
+use libchaos::config::{parse_json, ConfigError, Location, PlaneKind, VifConfig};
 use libchaos::hypervisor::GuestKind;
 use std::path::PathBuf;
 
@@ -45,12 +45,12 @@ fn full_lightvm_config() {
     assert_eq!((c.memory_mib, c.maxmem_mib), (8, 8));
     assert_eq!((c.vcpus, c.max_vcpus), (2, 2));
     assert_eq!(c.kind, GuestKind::Pv);
-    assert_eq!(c.control_plane, ControlPlane::Noxs);
+    assert_eq!(c.control_plane, PlaneKind::Noxs);
     assert!(c.paused);
     assert_eq!(
         c.vifs,
         vec![VifConfig {
-            mac: Some([0xde, 0xad, 0xbe, 0xef, 0, 2]),
+            mac: Some(xen_types::Mac([0xde, 0xad, 0xbe, 0xef, 0, 2])),
             bridge: "xenbr".into(),
             ip: Some("10.128.0.2".into()),
             ..VifConfig::default()
@@ -68,7 +68,7 @@ fn minimal_and_pvh() {
     let c = parse_json(&format!("{{{BASE}}}"), "g.json").unwrap().config;
     assert_eq!(
         (c.kind, c.control_plane, c.paused, c.vifs.len()),
-        (GuestKind::Pv, ControlPlane::Xenstore, false, 0)
+        (GuestKind::Pv, PlaneKind::Xenstore, false, 0)
     );
     let c = parse_json(
         &format!("{{{BASE}, \"xen\": {{\"pvh\": true}}, \"vifs\": [{{}}]}}"),

@@ -1,7 +1,8 @@
 //! xl.cfg parsing and validation through the public API.
 
 use libchaos::config::{
-    self, parse_xl, Action, ConfigError, ControlPlane, DomainConfig, Location, TscMode, VifConfig,
+    self, parse_xl, Action, ConfigError, DomainConfig, GuestSpec, Location, PlaneKind, TscMode,
+    VifConfig,
 };
 use libchaos::hypervisor::GuestKind;
 use std::path::{Path, PathBuf};
@@ -50,15 +51,15 @@ fn full_config_uses_every_syntax_feature() {
         )
     );
     assert_eq!(c.tsc_mode, TscMode::Native);
-    assert_eq!(c.control_plane, ControlPlane::Noxs);
+    assert_eq!(c.control_plane, PlaneKind::Noxs);
     let uuid = c.uuid.unwrap();
-    assert_eq!((uuid[0], uuid[15]), (0x6f, 0xab));
+    assert_eq!((uuid.0[0], uuid.0[15]), (0x6f, 0xab));
     assert!(!c.paused);
     assert_eq!(c.vifs.len(), 3);
     assert_eq!(
         c.vifs[0],
         VifConfig {
-            mac: Some([0, 0x16, 0x3e, 0, 0, 1]),
+            mac: Some(xen_types::Mac([0, 0x16, 0x3e, 0, 0, 1])),
             bridge: "br0".into(),
             ip: Some("10.0.0.2".into()),
             ..VifConfig::default()
@@ -83,8 +84,8 @@ fn full_config_uses_every_syntax_feature() {
 #[test]
 fn defaults_are_xls() {
     let c = ok(MIN).config;
-    let mut want = DomainConfig::new("g", "/k");
-    assert_eq!(c, want);
+    let mut want = GuestSpec::new("g", "/k");
+    assert_eq!(*c.spec(), want);
     assert_eq!(
         (c.memory_mib, c.maxmem_mib, c.vcpus, c.max_vcpus),
         (32, 32, 1, 1)
@@ -94,20 +95,22 @@ fn defaults_are_xls() {
         (c.on_poweroff, c.on_reboot, c.on_crash),
         (Action::Destroy, Action::Restart, Action::Destroy)
     );
-    assert_eq!(c.control_plane, ControlPlane::Xenstore);
+    assert_eq!(c.control_plane, PlaneKind::Xenstore);
     // memory defaults to maxmem when only maxmem is given (libxl).
     want.memory_mib = 64;
     want.maxmem_mib = 64;
-    assert_eq!(ok(&format!("{MIN}maxmem = 64")).config, want);
-    assert_eq!(ok(&format!("{MIN}memory = 64")).config, want);
+    assert_eq!(*ok(&format!("{MIN}maxmem = 64")).config.spec(), want);
+    assert_eq!(*ok(&format!("{MIN}memory = 64")).config.spec(), want);
 }
 
 #[test]
 fn cmdline_composition_matches_xl() {
-    let c = |extra: &str| ok(&format!("{MIN}{extra}")).config.cmdline;
+    let c = |extra: &str| ok(&format!("{MIN}{extra}")).config.cmdline.clone();
     assert_eq!(c(""), "");
     assert_eq!(c("root = '/dev/xvda'"), "root=/dev/xvda");
     assert_eq!(c("extra = 'quiet'"), "quiet");
+    // `+=` with no earlier value assigns, as xl.
+    assert_eq!(c("extra += 'quiet'"), "quiet");
     assert_eq!(
         c("root = '/dev/xvda'\nextra = 'quiet'"),
         "root=/dev/xvda quiet"

@@ -134,6 +134,33 @@ pub struct DevPage {
     pub devs: [DevPageEntry; DEV_COUNT_MAX],
 }
 
+/// Little-endian field access in a page of bytes; every read is bounds-checked, so a page a
+/// guest scribbled on can only give wrong numbers, never a panic.
+mod bytes {
+    pub fn get_u32(b: &[u8], at: usize) -> u32 {
+        b.get(at..at + 4)
+            .map_or(0, |s| u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
+    }
+    pub fn get_u16(b: &[u8], at: usize) -> u16 {
+        b.get(at..at + 2)
+            .map_or(0, |s| u16::from_le_bytes([s[0], s[1]]))
+    }
+    pub fn put_u32(b: &mut [u8], at: usize, v: u32) {
+        if let Some(s) = b.get_mut(at..at + 4) {
+            s.copy_from_slice(&v.to_le_bytes());
+        }
+    }
+    pub fn put_u16(b: &mut [u8], at: usize, v: u16) {
+        if let Some(s) = b.get_mut(at..at + 2) {
+            s.copy_from_slice(&v.to_le_bytes());
+        }
+    }
+}
+
+/// Offsets of the device page (ABI section 3).
+const PAGE_DEVS: usize = 8;
+const ENTRY_SIZE: usize = 20;
+
 /// Why adding a device to a page failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DevPageError {
@@ -164,6 +191,46 @@ impl DevPage {
     /// The listed devices of one type, in slot order.
     pub fn devices(&self, ty: DevType) -> impl Iterator<Item = &DevPageEntry> {
         self.devs.iter().filter(move |e| e.dev_type == ty as u32)
+    }
+
+    /// Writes the page's bytes (ABI section 3) at the start of `page` (4096 bytes); the rest
+    /// of `page` is left as it is.
+    pub fn write_to(&self, page: &mut [u8]) {
+        bytes::put_u32(page, 0, self.version);
+        bytes::put_u32(page, 4, self.dev_count);
+        for (i, e) in self.devs.iter().enumerate() {
+            let at = PAGE_DEVS + i * ENTRY_SIZE;
+            bytes::put_u32(page, at, e.dev_type);
+            bytes::put_u32(page, at + 4, e.id);
+            bytes::put_u16(page, at + 8, e.be_id);
+            bytes::put_u16(page, at + 10, e.flags);
+            bytes::put_u32(page, at + 12, e.comm.grant);
+            bytes::put_u32(page, at + 16, e.comm.evtchn);
+        }
+    }
+
+    /// Reads a page from its bytes. Nothing is checked beyond the length: a reader checks what
+    /// it uses (types, counts, frames) against its own bounds.
+    pub fn read_from(page: &[u8]) -> DevPage {
+        let mut p = DevPage {
+            version: bytes::get_u32(page, 0),
+            dev_count: bytes::get_u32(page, 4),
+            devs: [DevPageEntry::EMPTY; DEV_COUNT_MAX],
+        };
+        for (i, e) in p.devs.iter_mut().enumerate() {
+            let at = PAGE_DEVS + i * ENTRY_SIZE;
+            *e = DevPageEntry {
+                dev_type: bytes::get_u32(page, at),
+                id: bytes::get_u32(page, at + 4),
+                be_id: bytes::get_u16(page, at + 8),
+                flags: bytes::get_u16(page, at + 10),
+                comm: DevComm {
+                    grant: bytes::get_u32(page, at + 12),
+                    evtchn: bytes::get_u32(page, at + 16),
+                },
+            };
+        }
+        p
     }
 }
 
@@ -204,6 +271,26 @@ pub struct CtrlHdr {
     pub be_watch_state: u32,
 }
 
+impl CtrlHdr {
+    fn write_to(&self, b: &mut [u8]) {
+        bytes::put_u32(b, 0, self.devid as u32);
+        bytes::put_u32(b, 4, self.be_state as u32);
+        bytes::put_u32(b, 8, self.fe_state as u32);
+        bytes::put_u32(b, 12, self.fe_watch_state);
+        bytes::put_u32(b, 16, self.be_watch_state);
+    }
+
+    fn read_from(b: &[u8]) -> CtrlHdr {
+        CtrlHdr {
+            devid: bytes::get_u32(b, 0) as i32,
+            be_state: bytes::get_u32(b, 4) as i32,
+            fe_state: bytes::get_u32(b, 8) as i32,
+            fe_watch_state: bytes::get_u32(b, 12),
+            be_watch_state: bytes::get_u32(b, 16),
+        }
+    }
+}
+
 /// sysctl `fe_features` / `request` bits.
 pub mod sysctl {
     pub const POWEROFF: u32 = 1 << 0;
@@ -236,6 +323,32 @@ pub struct SysctlCtrl {
     pub request: u32,
 }
 
+impl SysctlCtrl {
+    /// Offset of `request`, which the toolstack writes alone.
+    pub const REQUEST_OFFSET: usize = 24;
+
+    /// Posts a request in a sysctl page as the toolstack does (ABI 4.1): `request`, then
+    /// `be_watch_state = updated`; the guest's own fields are not touched.
+    pub fn post_request(page: &mut [u8], request: u32) {
+        bytes::put_u32(page, Self::REQUEST_OFFSET, request);
+        bytes::put_u32(page, 16, WatchState::Updated as u32);
+    }
+
+    pub fn write_to(&self, b: &mut [u8]) {
+        self.hdr.write_to(b);
+        bytes::put_u32(b, 20, self.fe_features);
+        bytes::put_u32(b, 24, self.request);
+    }
+
+    pub fn read_from(b: &[u8]) -> SysctlCtrl {
+        SysctlCtrl {
+            hdr: CtrlHdr::read_from(b),
+            fe_features: bytes::get_u32(b, 20),
+            request: bytes::get_u32(b, 24),
+        }
+    }
+}
+
 /// vif `be_features` / `fe_features` bit: the backend copies into rx buffers / the frontend
 /// asks it to.
 pub const VIF_RX_COPY: u32 = 1 << 0;
@@ -247,8 +360,8 @@ pub struct VifCtrl {
     pub hdr: CtrlHdr,
     pub mac: [u8; 6],
     pub mtu: u16,
-    /// Network byte order; 0 = none.
-    pub ipv4: u32,
+    /// The address's four bytes in network order (10.0.0.2 is `[10, 0, 0, 2]`); zeros = none.
+    pub ipv4: [u8; 4],
     pub ipv4_prefix: u8,
     pub _pad: [u8; 3],
     pub be_features: u32,
@@ -257,6 +370,53 @@ pub struct VifCtrl {
     pub evtchn_tx: EvtchnPort,
     pub evtchn_rx: EvtchnPort,
     pub fe_features: u32,
+}
+
+impl VifCtrl {
+    pub fn write_to(&self, b: &mut [u8]) {
+        self.hdr.write_to(b);
+        if let Some(m) = b.get_mut(20..26) {
+            m.copy_from_slice(&self.mac);
+        }
+        bytes::put_u16(b, 26, self.mtu);
+        if let Some(a) = b.get_mut(28..32) {
+            a.copy_from_slice(&self.ipv4);
+        }
+        if let Some(p) = b.get_mut(32) {
+            *p = self.ipv4_prefix;
+        }
+        bytes::put_u32(b, 36, self.be_features);
+        bytes::put_u32(b, 40, self.tx_ring_ref);
+        bytes::put_u32(b, 44, self.rx_ring_ref);
+        bytes::put_u32(b, 48, self.evtchn_tx);
+        bytes::put_u32(b, 52, self.evtchn_rx);
+        bytes::put_u32(b, 56, self.fe_features);
+    }
+
+    pub fn read_from(b: &[u8]) -> VifCtrl {
+        let mut mac = [0u8; 6];
+        if let Some(m) = b.get(20..26) {
+            mac.copy_from_slice(m);
+        }
+        let mut ipv4 = [0u8; 4];
+        if let Some(a) = b.get(28..32) {
+            ipv4.copy_from_slice(a);
+        }
+        VifCtrl {
+            hdr: CtrlHdr::read_from(b),
+            mac,
+            mtu: bytes::get_u16(b, 26),
+            ipv4,
+            ipv4_prefix: b.get(32).copied().unwrap_or(0),
+            _pad: [0; 3],
+            be_features: bytes::get_u32(b, 36),
+            tx_ring_ref: bytes::get_u32(b, 40),
+            rx_ring_ref: bytes::get_u32(b, 44),
+            evtchn_tx: bytes::get_u32(b, 48),
+            evtchn_rx: bytes::get_u32(b, 52),
+            fe_features: bytes::get_u32(b, 56),
+        }
+    }
 }
 
 // The layouts are ABI shared with guests and backends built elsewhere: pin their sizes.
@@ -288,6 +448,54 @@ mod tests {
         assert_eq!(page.add(vif(99)), Err(DevPageError::Full));
         assert_eq!(page.devices(DevType::Vif).count(), DEV_COUNT_MAX);
         assert_eq!(page.devices(DevType::Vbd).count(), 0);
+    }
+
+    #[test]
+    fn pages_round_trip_through_their_bytes_and_short_buffers_do_not_panic() {
+        let mut page = DevPage::new();
+        page.add(DevPageEntry::guest_owned(DevType::Sysctl, 0, 0, 9, 3))
+            .unwrap();
+        page.add(DevPageEntry::guest_owned(DevType::Vif, 0, 0, 10, 5))
+            .unwrap();
+        let mut b = [0xffu8; 4096];
+        page.write_to(&mut b);
+        assert_eq!(DevPage::read_from(&b), page);
+        assert_eq!(&b[..8], &[2, 0, 0, 0, 2, 0, 0, 0]);
+        // Entry 1 at offset 28: type 2, id 0, be 0, flags 3, ctrl 10, evtchn 5.
+        assert_eq!(
+            &b[28..48],
+            &[2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 3, 0, 10, 0, 0, 0, 5, 0, 0, 0]
+        );
+        let s = SysctlCtrl {
+            hdr: CtrlHdr {
+                devid: 0,
+                be_state: state::CONNECTED,
+                ..CtrlHdr::default()
+            },
+            fe_features: sysctl::POWEROFF,
+            request: sysctl::REBOOT,
+        };
+        let mut b = [0u8; 64];
+        s.write_to(&mut b);
+        assert_eq!(SysctlCtrl::read_from(&b), s);
+        assert_eq!(b[SysctlCtrl::REQUEST_OFFSET], 2);
+        let v = VifCtrl {
+            mac: [0, 0x16, 0x3e, 1, 2, 3],
+            mtu: 1500,
+            ipv4: [10, 0, 0, 2],
+            ipv4_prefix: 24,
+            tx_ring_ref: 8,
+            evtchn_rx: 7,
+            ..VifCtrl::default()
+        };
+        let mut b = [0u8; 64];
+        v.write_to(&mut b);
+        assert_eq!(VifCtrl::read_from(&b), v);
+        // A short page reads as zeros past its end and takes writes without panicking.
+        assert_eq!(DevPage::read_from(&[2, 0]).version, 0);
+        DevPage::new().write_to(&mut [0u8; 10]);
+        assert_eq!(&b[28..32], &[10, 0, 0, 2]);
+        assert_eq!(VifCtrl::read_from(&b[..30]).ipv4, [0; 4]);
     }
 
     #[test]

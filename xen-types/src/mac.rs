@@ -3,7 +3,8 @@
 use core::fmt;
 use core::str::FromStr;
 
-/// A unicast, non-zero Ethernet address, printed `00:16:3e:01:02:03` as xl does.
+/// An Ethernet address, printed `00:16:3e:01:02:03` as xl does. Parsing checks the syntax;
+/// [`Mac::check`] whether it can be an interface's own address.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[repr(transparent)]
 pub struct Mac(pub [u8; 6]);
@@ -38,7 +39,7 @@ impl Mac {
         Mac([0x00, 0x16, 0x3e, r[0] & 0x7f, r[1], r[2]])
     }
 
-    /// Checks what [`FromStr`] checks beyond the syntax (unicast, non-zero).
+    /// Whether an interface can have this address: unicast and not all zeros.
     pub fn check(&self) -> Result<(), MacError> {
         if self.0[0] & 1 != 0 {
             return Err(MacError::Multicast);
@@ -66,9 +67,7 @@ impl FromStr for Mac {
         if parts.next().is_some() {
             return Err(MacError::Syntax);
         }
-        let mac = Mac(mac);
-        mac.check()?;
-        Ok(mac)
+        Ok(Mac(mac))
     }
 }
 
@@ -124,7 +123,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn parses_unicast_addresses_only() {
+    fn parses_the_colon_form_and_checks_interface_addresses() {
         let m: Mac = "00:16:3e:0A:ff:01".parse().unwrap();
         assert_eq!(m.0, [0, 0x16, 0x3e, 0x0a, 0xff, 1]);
         assert_eq!(m.to_string(), "00:16:3e:0a:ff:01");
@@ -139,8 +138,11 @@ mod tests {
         ] {
             assert_eq!(bad.parse::<Mac>(), Err(MacError::Syntax), "{bad}");
         }
-        assert_eq!("01:00:5e:00:00:01".parse::<Mac>(), Err(MacError::Multicast));
-        assert_eq!("00:00:00:00:00:00".parse::<Mac>(), Err(MacError::Zero));
+        let multicast: Mac = "01:00:5e:00:00:01".parse().unwrap();
+        assert_eq!(multicast.check(), Err(MacError::Multicast));
+        let zero: Mac = "00:00:00:00:00:00".parse().unwrap();
+        assert_eq!(zero.check(), Err(MacError::Zero));
+        assert_eq!(m.check(), Ok(()));
     }
 
     #[test]

@@ -6,14 +6,17 @@
 
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use nix::errno::Errno;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+
 use crate::wire::{first_str, join_nul, perm_from_str, perm_to_string, split_nul, Msg, MsgType};
-use crate::{Perm, Result, TxId, TxOutcome, WatchEvent, Xenstore, XenstoreError, XsOp};
 use crate::DomId;
+use crate::{Perm, Result, TxId, TxOutcome, WatchEvent, Xenstore, XenstoreError, XsOp};
 
 /// Where xenstored listens, in the order tried (libxenstore also honours `XENSTORED_PATH`).
 pub const SOCKET_PATHS: [&str; 2] = ["/run/xenstored/socket", "/var/run/xenstored/socket"];
@@ -36,10 +39,18 @@ struct Conn {
 /// A connection to xenstored. See the module documentation.
 pub struct XsClient {
     conn: Mutex<Conn>,
-    /// The descriptor inside `conn`, to sleep on without the lock; open as long as `self` is.
-    fd: RawFd,
+    /// A duplicate of the descriptor inside `conn`, to sleep on without the lock.
+    poll_fd: OwnedFd,
     /// What we connected to, for error messages.
     endpoint: String,
+}
+
+impl std::fmt::Debug for XsClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("XsClient")
+            .field("endpoint", &self.endpoint)
+            .finish()
+    }
 }
 
 impl XsClient {
@@ -73,7 +84,7 @@ impl XsClient {
             path: path.to_string(),
             source,
         })?;
-        Ok(Self::from_stream(stream, path))
+        Self::from_stream(stream, path)
     }
 
     /// Opens the xenbus device at `path` (normally [`XENBUS_DEVICE`]).
@@ -86,17 +97,24 @@ impl XsClient {
                 path: path.to_string(),
                 source,
             })?;
-        Ok(Self::from_file(file, path))
+        Self::from_file(file, path)
     }
 
     /// Uses an already connected stream (tests, socket activation).
-    pub fn from_stream(stream: UnixStream, endpoint: &str) -> XsClient {
+    pub fn from_stream(stream: UnixStream, endpoint: &str) -> Result<XsClient> {
         Self::from_file(File::from(OwnedFd::from(stream)), endpoint)
     }
 
-    fn from_file(io: File, endpoint: &str) -> XsClient {
-        XsClient {
-            fd: io.as_raw_fd(),
+    fn from_file(io: File, endpoint: &str) -> Result<XsClient> {
+        let poll_fd = io
+            .as_fd()
+            .try_clone_to_owned()
+            .map_err(|source| XenstoreError::Connect {
+                path: endpoint.to_string(),
+                source,
+            })?;
+        Ok(XsClient {
+            poll_fd,
             conn: Mutex::new(Conn {
                 io,
                 next_req: 1,
@@ -104,7 +122,7 @@ impl XsClient {
                 broken: None,
             }),
             endpoint: endpoint.to_string(),
-        }
+        })
     }
 
     /// What this client is connected to.
@@ -311,23 +329,14 @@ fn parse_watch_event(payload: &[u8]) -> Result<WatchEvent> {
 }
 
 /// Waits up to `timeout` for `fd` to become readable.
-fn wait_readable(fd: RawFd, timeout: Duration) -> Result<bool> {
-    let mut pfd = libc::pollfd {
-        fd,
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
-    // SAFETY: `pfd` is a valid pollfd for the duration of the call and nfds is 1.
-    let rc = unsafe { libc::poll(&mut pfd, 1, ms) };
-    if rc < 0 {
-        let err = std::io::Error::last_os_error();
-        if err.kind() == std::io::ErrorKind::Interrupted {
-            return Ok(false);
-        }
-        return Err(err.into());
+fn wait_readable(fd: &OwnedFd, timeout: Duration) -> Result<bool> {
+    let ms = timeout.as_millis().min(u128::from(u16::MAX)) as u16;
+    let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
+    match poll(&mut fds, PollTimeout::from(ms)) {
+        Ok(n) => Ok(n > 0),
+        Err(Errno::EINTR) => Ok(false),
+        Err(e) => Err(std::io::Error::from(e).into()),
     }
-    Ok(rc > 0)
 }
 
 impl Xenstore for XsClient {
@@ -466,7 +475,7 @@ impl Xenstore for XsClient {
                 }
                 // No request is in flight while we hold the lock, so whatever is readable now
                 // is a watch event.
-                if wait_readable(self.fd, Duration::ZERO)? {
+                if wait_readable(&self.poll_fd, Duration::ZERO)? {
                     let msg = match Msg::read_from(&mut conn.io) {
                         Ok(m) => m,
                         Err(e) => {
@@ -494,7 +503,7 @@ impl Xenstore for XsClient {
                 }
                 slice = slice.min(left);
             }
-            wait_readable(self.fd, slice)?;
+            wait_readable(&self.poll_fd, slice)?;
         }
     }
 
@@ -506,8 +515,7 @@ impl Xenstore for XsClient {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::fake::client_for;
-    use crate::wire::perm_from_str;
+    use crate::fake::{client_for, serve};
     use crate::{Access, MemStore};
     use std::io::Write;
     use std::sync::Arc;
@@ -669,7 +677,7 @@ pub(crate) mod tests {
     #[test]
     fn read_watch_reads_an_unsolicited_event_off_the_socket() {
         let (a, mut b) = UnixStream::pair().unwrap();
-        let xs = XsClient::from_stream(a, "scripted");
+        let xs = XsClient::from_stream(a, "scripted").unwrap();
         let ev = Msg::new(
             MsgType::WatchEvent,
             0,
@@ -690,7 +698,7 @@ pub(crate) mod tests {
     #[test]
     fn mismatched_reply_breaks_the_connection_cleanly() {
         let (a, mut b) = UnixStream::pair().unwrap();
-        let xs = XsClient::from_stream(a, "scripted");
+        let xs = XsClient::from_stream(a, "scripted").unwrap();
         let server = std::thread::spawn(move || {
             let req = Msg::read_from(&mut b).unwrap();
             Msg::new(MsgType::Read, req.req_id + 100, 0, b"x".to_vec())
@@ -707,7 +715,7 @@ pub(crate) mod tests {
     #[test]
     fn oversized_reply_length_is_a_protocol_error() {
         let (a, mut b) = UnixStream::pair().unwrap();
-        let xs = XsClient::from_stream(a, "scripted");
+        let xs = XsClient::from_stream(a, "scripted").unwrap();
         let server = std::thread::spawn(move || {
             let req = Msg::read_from(&mut b).unwrap();
             let mut hdr = Vec::new();
@@ -737,7 +745,7 @@ pub(crate) mod tests {
     fn closed_connection_is_an_io_error() {
         let (a, b) = UnixStream::pair().unwrap();
         drop(b);
-        let xs = XsClient::from_stream(a, "closed");
+        let xs = XsClient::from_stream(a, "closed").unwrap();
         assert!(matches!(xs.read(NO, "/a"), Err(XenstoreError::Io(_))));
     }
 

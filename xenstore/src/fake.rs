@@ -164,5 +164,5 @@ pub fn client_for(store: &Arc<MemStore>) -> crate::XsClient {
     let (a, b) = UnixStream::pair().expect("socketpair");
     let store = store.clone();
     std::thread::spawn(move || serve(store, b));
-    crate::XsClient::from_stream(a, "fake")
+    crate::XsClient::from_stream(a, "fake").expect("client")
 }

@@ -5,10 +5,12 @@
 
 mod client;
 pub mod fake;
+mod lazy;
 mod mem;
 pub mod wire;
 
 pub use client::XsClient;
+pub use lazy::LazyClient;
 pub use mem::MemStore;
 
 use std::time::Duration;
@@ -91,6 +93,10 @@ pub type Result<T> = std::result::Result<T, XenstoreError>;
 
 /// The Xenstore operations a toolstack needs. Shared between threads.
 pub trait Xenstore: Send + Sync {
+    /// Makes sure xenstored is reachable (a lazy client connects now); the others are.
+    fn ensure_connected(&self) -> Result<()> {
+        Ok(())
+    }
     fn transaction_start(&self) -> Result<TxId>;
     /// Applies writes, mkdirs and permission changes in order. The wire client sends them all
     /// before reading any reply (one round trip instead of one per operation); the first

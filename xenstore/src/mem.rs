@@ -11,8 +11,8 @@ use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use crate::wire::{valid_path, PAYLOAD_MAX};
-use crate::{Access, Perm, Result, TxId, TxOutcome, WatchEvent, Xenstore, XenstoreError};
 use crate::DomId;
+use crate::{Access, Perm, Result, TxId, TxOutcome, WatchEvent, Xenstore, XenstoreError};
 
 #[derive(Debug, Clone)]
 struct Node {
@@ -326,6 +326,12 @@ fn root_perms() -> Vec<Perm> {
         dom: DomId::DOM0,
         access: Access::None,
     }]
+}
+
+impl std::fmt::Debug for MemStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MemStore")
+    }
 }
 
 impl MemStore {

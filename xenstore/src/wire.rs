@@ -3,8 +3,8 @@
 
 use std::io::{Read, Write};
 
-use crate::{Access, Perm, Result, XenstoreError};
 use crate::DomId;
+use crate::{Access, Perm, Result, XenstoreError};
 
 /// Largest payload either side may send; xenstored drops connections that exceed it.
 pub const PAYLOAD_MAX: usize = 4096;

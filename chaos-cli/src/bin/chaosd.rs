@@ -2,10 +2,8 @@
 //! `chaos create`, and reaps guests that shut down. All logic is in `libchaos::daemon`; this
 //! parses flags, opens the hypervisor and waits for SIGTERM or SIGINT.
 
-#[path = "../backend.rs"]
-mod backend;
-#[path = "../logger.rs"]
-mod logger;
+use chaos_cli::backend::{self, Backend, HypervisorKind};
+use chaos_cli::logger;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -15,8 +13,6 @@ use clap::Parser;
 
 use libchaos::daemon::signals::TermSignals;
 use libchaos::daemon::{flavors, Daemon, DaemonConfig};
-
-use backend::{Backend, HypervisorKind};
 
 /// Free host memory refills leave alone unless told otherwise (MiB).
 const DEFAULT_RESERVE_MIB: u64 = 256;
@@ -69,7 +65,7 @@ fn main() -> ExitCode {
         }
     };
     let cli = Cli::parse();
-    logger::init(cli.verbose.max(1));
+    logger::init("chaosd", cli.verbose.max(1));
     match run(cli, &signals) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -509,7 +509,7 @@ mod tests {
         // SAFETY: the test's own page, written as the toolstack would.
         unsafe {
             (*ctrl).mac = [0, 0x16, 0x3e, 1, 2, 3];
-            (*ctrl).ipv4 = u32::from_ne_bytes([10, 0, 0, 2]);
+            (*ctrl).ipv4 = [10, 0, 0, 2];
             (*ctrl).hdr.be_state = abi::state::INIT_WAIT;
         }
         // SAFETY: a private page standing in for the control page.
@@ -526,7 +526,7 @@ mod tests {
         assert_eq!(c.hdr.fe_watch_state, abi::WatchState::Requested as u32);
         assert_eq!(c.hdr.fe_state, abi::state::CONNECTED);
         // SAFETY: as above.
-        unsafe { (*ctrl).ipv4 = 0 };
+        unsafe { (*ctrl).ipv4 = [0; 4] };
         assert_eq!(vif.ipv4(), None);
     }
 

@@ -1,6 +1,7 @@
 //! Where a 64-bit PV guest's boot data goes, in the order libxc allocates it
 //! (xg_dom_core.c / xg_dom_x86.c): kernel segments, ramdisk, p2m list, start_info, xenstore
-//! ring, console ring, bootstrap page tables, boot stack. Guest pfn `n` is mapped at virtual
+//! ring (or the NoXS device page), console ring, [NoXS control pages,] bootstrap page tables,
+//! boot stack. Guest pfn `n` is mapped at virtual
 //! `virt_base + n * 4096`; the bootstrap page tables map every page from pfn 0 up to a 4 MiB
 //! aligned virtual end that leaves at least 512 KiB of slack past the boot stack (Linux and
 //! Mini-OS build their own tables from pages in that slack), clamped to the guest's memory.
@@ -46,8 +47,11 @@ pub struct PvLayout {
     /// The p2m list (`mfn_list`): one 64-bit mfn per guest pfn.
     pub p2m: PfnRange,
     pub start_info_pfn: u64,
-    pub xenstore_pfn: u64,
+    /// The Xenstore ring, or the NoXS device page.
+    pub store_pfn: u64,
     pub console_pfn: u64,
+    /// NoXS control pages (none on the Xenstore plane).
+    pub ctrl: PfnRange,
     /// Bootstrap page tables: the L4, then the L3s, the L2s and the L1s.
     pub page_tables: PfnRange,
     /// Number of tables per level, `[L1, L2, L3, L4]`.
@@ -86,13 +90,15 @@ impl PvLayout {
         }
     }
 
-    /// Places a kernel with `pv` addresses, an optional ramdisk of `ramdisk_len` bytes, in a
-    /// guest of `nr_pages` pages. `name` is the kernel's, for messages.
+    /// Places a kernel with `pv` addresses, an optional ramdisk of `ramdisk_len` bytes and
+    /// `ctrl_pages` NoXS control pages, in a guest of `nr_pages` pages. `name` is the kernel's,
+    /// for messages.
     pub fn compute(
         name: &str,
         pv: &PvAddrs,
         nr_pages: u64,
         ramdisk_len: Option<usize>,
+        ctrl_pages: u64,
     ) -> Result<PvLayout, BuildError> {
         let too_small = |needed_pages: u64| BuildError::GuestTooSmall {
             name: name.to_string(),
@@ -118,8 +124,9 @@ impl PvLayout {
         let ramdisk = ramdisk_len.map(|len| alloc((len as u64).div_ceil(PAGE)));
         let p2m = alloc((nr_pages * 8).div_ceil(PAGE));
         let start_info_pfn = alloc(1).start;
-        let xenstore_pfn = alloc(1).start;
+        let store_pfn = alloc(1).start;
         let console_pfn = alloc(1).start;
+        let ctrl = alloc(ctrl_pages);
         let tables_start = next;
 
         // The tables must map themselves and the stack after them: grow until stable.
@@ -151,8 +158,9 @@ impl PvLayout {
             ramdisk,
             p2m,
             start_info_pfn,
-            xenstore_pfn,
+            store_pfn,
             console_pfn,
+            ctrl,
             page_tables,
             tables,
             stack_pfn,
@@ -211,10 +219,10 @@ mod tests {
     #[test]
     fn small_unikernel_in_2_mib() {
         // 16 KiB kernel at pfn 0, 512 pages of memory: the mapping is clamped to memory.
-        let l = PvLayout::compute("k", &addrs(0x40_0000, 0, 0x4000), 512, None).unwrap();
+        let l = PvLayout::compute("k", &addrs(0x40_0000, 0, 0x4000), 512, None, 0).unwrap();
         assert_eq!(l.kernel, PfnRange { start: 0, count: 4 });
         assert_eq!(l.p2m, PfnRange { start: 4, count: 1 });
-        assert_eq!((l.start_info_pfn, l.xenstore_pfn, l.console_pfn), (5, 6, 7));
+        assert_eq!((l.start_info_pfn, l.store_pfn, l.console_pfn), (5, 6, 7));
         assert_eq!(l.tables, [1, 1, 1, 1]);
         assert_eq!(l.page_tables, PfnRange { start: 8, count: 4 });
         assert_eq!(l.stack_pfn, 12);
@@ -230,6 +238,7 @@ mod tests {
             &addrs(base, 0x100_0000, 0x240_0000),
             32768,
             Some(1 << 20),
+            0,
         )
         .unwrap();
         assert_eq!(
@@ -273,22 +282,34 @@ mod tests {
     }
 
     #[test]
+    fn noxs_control_pages_follow_the_console_ring() {
+        let l = PvLayout::compute("k", &addrs(0x40_0000, 0, 0x4000), 512, None, 2).unwrap();
+        assert_eq!((l.store_pfn, l.console_pfn), (6, 7));
+        assert_eq!(l.ctrl, PfnRange { start: 8, count: 2 });
+        assert_eq!(l.page_tables.start, 10);
+        assert!(
+            l.ctrl.end() <= l.mapped_pages,
+            "the guest reaches them at boot"
+        );
+    }
+
+    #[test]
     fn too_small_guest_says_how_much_is_needed() {
-        let e = PvLayout::compute("vmlinuz", &addrs(0, 0, 9 << 20), 2048, None).unwrap_err();
+        let e = PvLayout::compute("vmlinuz", &addrs(0, 0, 9 << 20), 2048, None, 0).unwrap_err();
         assert_eq!(
             e.to_string(),
             "vmlinuz needs 9 MiB of guest memory, the guest has 8 MiB"
         );
         // The kernel fits but its boot data does not.
-        let e = PvLayout::compute("k", &addrs(0, 0, 8 << 20), 2048, None).unwrap_err();
+        let e = PvLayout::compute("k", &addrs(0, 0, 8 << 20), 2048, None, 0).unwrap_err();
         assert!(e.to_string().contains("the guest has 8 MiB"), "{e}");
     }
 
     #[test]
     fn mapping_leaving_the_address_space_is_refused() {
         // A 2 MiB kernel 1 MiB below the top of the lower half.
-        let e =
-            PvLayout::compute("k", &addrs(0x7fff_fff0_0000, 0, 0x20_0000), 4096, None).unwrap_err();
+        let e = PvLayout::compute("k", &addrs(0x7fff_fff0_0000, 0, 0x20_0000), 4096, None, 0)
+            .unwrap_err();
         assert!(e.to_string().contains("canonical"), "{e}");
     }
 }

@@ -9,8 +9,77 @@ pub use layout::{PfnRange, PvLayout};
 pub use pv::build_pv;
 pub use pvh::{build_pvh, BuiltPvhGuest, PvhLayout};
 
-use crate::hypervisor::{DomId, HypervisorError};
+use crate::hypervisor::{DomId, HypervisorError, PAGE_SIZE};
 use crate::image::ImageProblem;
+
+/// What goes in the control plane's page (start_info's "store" slot).
+#[derive(Debug, Clone, Copy)]
+pub enum StorePage<'a> {
+    /// A Xenstore ring (zeroed), its channel in start_info, granted to `backend`.
+    Xenstore { evtchn: u32, backend: DomId },
+    /// A NoXS device page listing `devices` (noxs/ABI.md): SIF_NOXS set, no store channel, and
+    /// each device's control page right after the console ring.
+    Noxs { devices: &'a [NoxsDevice] },
+}
+
+/// One NoXS device: its entry in the device page and its control page's first bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NoxsDevice {
+    pub ty: noxs::DevType,
+    pub id: u32,
+    pub backend: DomId,
+    /// The guest's port toward the backend.
+    pub evtchn: u32,
+    /// The control page's initial contents (the rest of the page is zero).
+    pub ctrl: Vec<u8>,
+}
+
+/// Writes the device page for `devices`, whose control pages are at `ctrl_pfns`.
+pub(crate) fn write_device_page(page: &mut [u8], devices: &[NoxsDevice], ctrl_pfns: &[u64]) {
+    let mut dp = noxs::DevPage::new();
+    for (d, pfn) in devices.iter().zip(ctrl_pfns) {
+        // Checked by the caller: at most DEV_COUNT_MAX devices, frames below 2^32.
+        let _ = dp.add(noxs::DevPageEntry::guest_owned(
+            d.ty,
+            d.id,
+            d.backend.0,
+            *pfn as u32,
+            d.evtchn,
+        ));
+    }
+    page.fill(0);
+    dp.write_to(page);
+}
+
+/// Refuses device lists the device page cannot hold.
+pub(crate) fn check_devices(devices: &[NoxsDevice]) -> Result<(), BuildError> {
+    if devices.len() > noxs::DEV_COUNT_MAX {
+        return Err(BuildError::Params(format!(
+            "{} NoXS devices; a device page lists at most {}",
+            devices.len(),
+            noxs::DEV_COUNT_MAX
+        )));
+    }
+    if let Some(d) = devices.iter().find(|d| d.ctrl.len() > PAGE_SIZE) {
+        return Err(BuildError::Params(format!(
+            "the control page of {:?} {} is {} bytes",
+            d.ty,
+            d.id,
+            d.ctrl.len()
+        )));
+    }
+    Ok(())
+}
+
+impl StorePage<'_> {
+    /// Control pages to place after the console ring.
+    pub fn ctrl_pages(&self) -> u64 {
+        match self {
+            StorePage::Xenstore { .. } => 0,
+            StorePage::Noxs { devices } => devices.len() as u64,
+        }
+    }
+}
 
 /// Everything the builder needs besides the image.
 #[derive(Debug, Clone, Copy)]
@@ -24,8 +93,8 @@ pub struct BuildParams<'a> {
     pub vcpus: u32,
     pub console_evtchn: u32,
     pub console_backend: DomId,
-    pub xenstore_evtchn: u32,
-    pub xenstore_backend: DomId,
+    /// The Xenstore ring or the NoXS device page.
+    pub store: StorePage<'a>,
 }
 
 /// What the toolstack needs to know about a built guest.
@@ -34,8 +103,11 @@ pub struct BuiltGuest {
     pub start_info_pfn: u64,
     pub console_pfn: u64,
     pub console_mfn: u64,
-    pub xenstore_pfn: u64,
-    pub xenstore_mfn: u64,
+    /// The Xenstore ring, or the NoXS device page.
+    pub store_pfn: u64,
+    pub store_mfn: u64,
+    /// The NoXS control pages (machine frames), in device order; empty on the Xenstore plane.
+    pub ctrl_mfns: Vec<u64>,
     /// Virtual entry point vcpu 0 starts at.
     pub entry: u64,
     /// Virtual address of start_info (vcpu 0's rsi).

@@ -8,8 +8,8 @@ use crate::image::KernelImage;
 
 use super::layout::PvLayout;
 use super::{
-    hv_step, BuildError, BuildParams, BuiltGuest, GNTTAB_RESERVED_CONSOLE,
-    GNTTAB_RESERVED_XENSTORE, MAX_GUEST_CMDLINE,
+    check_devices, hv_step, write_device_page, BuildError, BuildParams, BuiltGuest, StorePage,
+    GNTTAB_RESERVED_CONSOLE, GNTTAB_RESERVED_XENSTORE, MAX_GUEST_CMDLINE,
 };
 
 const PAGE: u64 = PAGE_SIZE as u64;
@@ -63,6 +63,7 @@ pub fn build_pv(
         pv,
         p2m.len() as u64,
         params.ramdisk.map(<[u8]>::len),
+        params.store.ctrl_pages(),
     )?;
     let dom = params.domid;
     let shared_info_frame = hv
@@ -94,8 +95,17 @@ pub fn build_pv(
             area.fill(r.start, r.count, data);
         }
         write_p2m(&mut area, &layout, p2m);
-        area.fill(layout.xenstore_pfn, 1, &[]);
         area.fill(layout.console_pfn, 1, &[]);
+        match params.store {
+            StorePage::Xenstore { .. } => area.fill(layout.store_pfn, 1, &[]),
+            StorePage::Noxs { devices } => {
+                let pfns: Vec<u64> = (layout.ctrl.start..layout.ctrl.end()).collect();
+                write_device_page(area.pages(layout.store_pfn, 1), devices, &pfns);
+                for (d, pfn) in devices.iter().zip(&pfns) {
+                    area.fill(*pfn, 1, &d.ctrl);
+                }
+            }
+        }
         area.fill(layout.stack_pfn, 1, &[]);
         write_page_tables(&mut area, &layout, p2m);
         write_start_info(&mut area, &layout, params, shared_info_frame << 12);
@@ -113,22 +123,20 @@ pub fn build_pv(
     let l4_mfn = p2m[layout.page_tables.start as usize];
     hv.pin_page_table(dom, PageTableLevel::L4, l4_mfn)
         .map_err(hv_step("pinning the L4 page table"))?;
-    hv.seed_grant_table(
-        dom,
-        &[
-            GrantEntry {
-                gref: GNTTAB_RESERVED_CONSOLE,
-                backend: params.console_backend,
-                frame: frame(layout.console_pfn),
-            },
-            GrantEntry {
-                gref: GNTTAB_RESERVED_XENSTORE,
-                backend: params.xenstore_backend,
-                frame: frame(layout.xenstore_pfn),
-            },
-        ],
-    )
-    .map_err(hv_step("seeding the grant table"))?;
+    let mut grants = vec![GrantEntry {
+        gref: GNTTAB_RESERVED_CONSOLE,
+        backend: params.console_backend,
+        frame: frame(layout.console_pfn),
+    }];
+    if let StorePage::Xenstore { backend, .. } = params.store {
+        grants.push(GrantEntry {
+            gref: GNTTAB_RESERVED_XENSTORE,
+            backend,
+            frame: frame(layout.store_pfn),
+        });
+    }
+    hv.seed_grant_table(dom, &grants)
+        .map_err(hv_step("seeding the grant table"))?;
 
     let start_info_vaddr = layout.vaddr(layout.start_info_pfn);
     let stack_top = layout.vaddr(layout.stack_pfn + 1);
@@ -148,8 +156,11 @@ pub fn build_pv(
         start_info_pfn: layout.start_info_pfn,
         console_pfn: layout.console_pfn,
         console_mfn: p2m[layout.console_pfn as usize],
-        xenstore_pfn: layout.xenstore_pfn,
-        xenstore_mfn: p2m[layout.xenstore_pfn as usize],
+        store_pfn: layout.store_pfn,
+        store_mfn: p2m[layout.store_pfn as usize],
+        ctrl_mfns: (layout.ctrl.start..layout.ctrl.end())
+            .map(|pfn| p2m[pfn as usize])
+            .collect(),
         entry: pv.virt_entry,
         start_info_vaddr,
         stack_top,
@@ -172,6 +183,9 @@ fn check_params(p: &BuildParams) -> Result<(), BuildError> {
     }
     if p.vcpus == 0 {
         return bad("a guest needs at least one vcpu".into());
+    }
+    if let StorePage::Noxs { devices } = p.store {
+        check_devices(devices)?;
     }
     Ok(())
 }
@@ -291,9 +305,14 @@ fn write_start_info(area: &mut BootArea, layout: &PvLayout, p: &BuildParams, sha
     si[SI_MAGIC..SI_MAGIC + START_INFO_MAGIC.len()].copy_from_slice(START_INFO_MAGIC);
     put_u64(si, SI_NR_PAGES, layout.nr_pages);
     put_u64(si, SI_SHARED_INFO, shared_info);
-    put_u32(si, SI_FLAGS, SIF_VIRT_P2M_4TOOLS);
-    put_u64(si, SI_STORE_MFN, p2m[layout.xenstore_pfn as usize]);
-    put_u32(si, SI_STORE_EVTCHN, p.xenstore_evtchn);
+    let (flags, store_evtchn) = match p.store {
+        StorePage::Xenstore { evtchn, .. } => (SIF_VIRT_P2M_4TOOLS, evtchn),
+        // The device page is in the store slot; port 0 is never a real channel (ABI section 2).
+        StorePage::Noxs { .. } => (SIF_VIRT_P2M_4TOOLS | noxs::SIF_NOXS, 0),
+    };
+    put_u32(si, SI_FLAGS, flags);
+    put_u64(si, SI_STORE_MFN, p2m[layout.store_pfn as usize]);
+    put_u32(si, SI_STORE_EVTCHN, store_evtchn);
     put_u64(si, SI_CONSOLE_MFN, p2m[layout.console_pfn as usize]);
     put_u32(si, SI_CONSOLE_EVTCHN, p.console_evtchn);
     put_u64(si, SI_PT_BASE, layout.vaddr(layout.page_tables.start));

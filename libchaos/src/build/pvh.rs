@@ -3,15 +3,19 @@
 //! PHYS32_ENTRY note in flat 32-bit mode with `ebx` pointing at the start info.
 //!
 //! Unlike libxc, which puts the xenstore and console rings in special pages near 4 GiB, this
-//! builder uses the guest's last two pages (so prepare's populate of pfns 0..nr_pages is
-//! enough) and marks them reserved in the memory map; the guest finds them through HVM params
-//! as usual. No ACPI tables are provided (`rsdp_paddr` is 0).
+//! builder uses the guest's last pages (so prepare's populate of pfns 0..nr_pages is enough)
+//! and marks them reserved in the memory map: the NoXS control pages if any, then the store
+//! page (Xenstore ring or NoXS device page) and the console ring; the guest finds them through
+//! HVM params as usual. No ACPI tables are provided (`rsdp_paddr` is 0).
 
 use crate::hypervisor::{GrantEntry, Hypervisor, VcpuContext, PAGE_SIZE};
 use crate::image::{ImageProblem, KernelImage};
 
 use super::layout::PfnRange;
-use super::{hv_step, BuildError, BuildParams, GNTTAB_RESERVED_CONSOLE, GNTTAB_RESERVED_XENSTORE};
+use super::{
+    check_devices, hv_step, write_device_page, BuildError, BuildParams, StorePage,
+    GNTTAB_RESERVED_CONSOLE, GNTTAB_RESERVED_XENSTORE,
+};
 
 const PAGE: u64 = PAGE_SIZE as u64;
 const XEN_HVM_START_MAGIC_VALUE: u32 = 0x336e_c578;
@@ -36,7 +40,10 @@ pub struct PvhLayout {
     pub ramdisk: Option<PfnRange>,
     /// hvm_start_info, then the module list, the memory map and the command line.
     pub start_info: PfnRange,
-    pub xenstore_pfn: u64,
+    /// NoXS control pages (none on the Xenstore plane), just below the store page.
+    pub ctrl: PfnRange,
+    /// The Xenstore ring, or the NoXS device page.
+    pub store_pfn: u64,
     pub console_pfn: u64,
 }
 
@@ -47,7 +54,7 @@ pub struct BuiltPvhGuest {
     pub start_info_paddr: u64,
     pub entry: u32,
     pub console_pfn: u64,
-    pub xenstore_pfn: u64,
+    pub store_pfn: u64,
     pub layout: PvhLayout,
 }
 
@@ -73,6 +80,9 @@ pub fn build_pvh(
     }
     if params.vcpus == 0 {
         return Err(BuildError::Params("a guest needs at least one vcpu".into()));
+    }
+    if let StorePage::Noxs { devices } = params.store {
+        check_devices(devices)?;
     }
     let nr_pages = params.p2m.len() as u64;
     let cmdline = params.cmdline.as_bytes();
@@ -110,9 +120,10 @@ pub fn build_pvh(
         start: next,
         count: (info_len as u64).div_ceil(PAGE),
     };
-    // Two ring pages at the top, and everything below 4 GiB (ebx is 32 bits, paging is off).
-    if start_info.end() + 2 > nr_pages {
-        return Err(too_small(start_info.end() + 2));
+    // The special pages at the top, and everything below 4 GiB (ebx is 32 bits, paging is off).
+    let special = 2 + params.store.ctrl_pages();
+    if start_info.end() + special > nr_pages {
+        return Err(too_small(start_info.end() + special));
     }
     if start_info.end() * PAGE > 1 << 32 {
         return Err(BuildError::Layout(
@@ -124,7 +135,11 @@ pub fn build_pvh(
         kernel,
         ramdisk,
         start_info,
-        xenstore_pfn: nr_pages - 2,
+        ctrl: PfnRange {
+            start: nr_pages - special,
+            count: special - 2,
+        },
+        store_pfn: nr_pages - 2,
         console_pfn: nr_pages - 1,
     };
     let dom = params.domid;
@@ -162,6 +177,10 @@ pub fn build_pvh(
         let put64 = |b: &mut [u8], o: usize, v: u64| b[o..o + 8].copy_from_slice(&v.to_le_bytes());
         put32(si, 0, XEN_HVM_START_MAGIC_VALUE);
         put32(si, 4, START_INFO_VERSION);
+        if let StorePage::Noxs { .. } = params.store {
+            // hvm_start_info.flags: the device page is in the store slot (ABI section 2).
+            put32(si, 8, noxs::SIF_NOXS);
+        }
         put32(si, 12, nr_modules as u32);
         if let (Some(r), Some(data)) = (ramdisk, params.ramdisk) {
             put64(si, 16, si_paddr + modlist_off as u64);
@@ -171,10 +190,13 @@ pub fn build_pvh(
         put64(si, 24, si_paddr + cmdline_off as u64);
         put64(si, 40, si_paddr + memmap_off as u64);
         put32(si, 48, 2);
-        let ram_end = layout.xenstore_pfn * PAGE;
-        for (i, (addr, size, kind)) in [(0, ram_end, E820_RAM), (ram_end, 2 * PAGE, E820_RESERVED)]
-            .into_iter()
-            .enumerate()
+        let ram_end = layout.ctrl.start * PAGE;
+        for (i, (addr, size, kind)) in [
+            (0, ram_end, E820_RAM),
+            (ram_end, special * PAGE, E820_RESERVED),
+        ]
+        .into_iter()
+        .enumerate()
         {
             let o = memmap_off + i * MEMMAP_ENTRY_SIZE;
             put64(si, o, addr);
@@ -183,33 +205,50 @@ pub fn build_pvh(
         }
         si[cmdline_off..cmdline_off + cmdline.len()].copy_from_slice(cmdline);
     }
-    // The rings start zeroed.
+    // The special pages: rings zeroed, the NoXS pages written.
     {
+        let pfns: Vec<u64> = (layout.ctrl.start..nr_pages).collect();
         let mut m = hv
-            .map_foreign(dom, &[layout.xenstore_pfn, layout.console_pfn])
+            .map_foreign(dom, &pfns)
             .map_err(hv_step("mapping the ring pages"))?;
-        m.bytes_mut().fill(0);
+        let bytes = m.bytes_mut();
+        bytes.fill(0);
+        if let StorePage::Noxs { devices } = params.store {
+            let ctrl_pfns: Vec<u64> = (layout.ctrl.start..layout.ctrl.end()).collect();
+            for (i, d) in devices.iter().enumerate() {
+                let at = i * PAGE_SIZE;
+                if let Some(page) = bytes.get_mut(at..at + d.ctrl.len()) {
+                    page.copy_from_slice(&d.ctrl);
+                }
+            }
+            let at = (layout.store_pfn - layout.ctrl.start) as usize * PAGE_SIZE;
+            if let Some(page) = bytes.get_mut(at..at + PAGE_SIZE) {
+                write_device_page(page, devices, &ctrl_pfns);
+            }
+        }
     }
 
-    hv.seed_grant_table(
-        dom,
-        &[
-            GrantEntry {
-                gref: GNTTAB_RESERVED_CONSOLE,
-                backend: params.console_backend,
-                frame: layout.console_pfn,
-            },
-            GrantEntry {
+    let mut grants = vec![GrantEntry {
+        gref: GNTTAB_RESERVED_CONSOLE,
+        backend: params.console_backend,
+        frame: layout.console_pfn,
+    }];
+    let store_evtchn = match params.store {
+        StorePage::Xenstore { evtchn, backend } => {
+            grants.push(GrantEntry {
                 gref: GNTTAB_RESERVED_XENSTORE,
-                backend: params.xenstore_backend,
-                frame: layout.xenstore_pfn,
-            },
-        ],
-    )
-    .map_err(hv_step("seeding the grant table"))?;
+                backend,
+                frame: layout.store_pfn,
+            });
+            evtchn
+        }
+        StorePage::Noxs { .. } => 0,
+    };
+    hv.seed_grant_table(dom, &grants)
+        .map_err(hv_step("seeding the grant table"))?;
     for (param, value) in [
-        (HVM_PARAM_STORE_PFN, layout.xenstore_pfn),
-        (HVM_PARAM_STORE_EVTCHN, u64::from(params.xenstore_evtchn)),
+        (HVM_PARAM_STORE_PFN, layout.store_pfn),
+        (HVM_PARAM_STORE_EVTCHN, u64::from(store_evtchn)),
         (HVM_PARAM_CONSOLE_PFN, layout.console_pfn),
         (HVM_PARAM_CONSOLE_EVTCHN, u64::from(params.console_evtchn)),
     ] {
@@ -230,7 +269,7 @@ pub fn build_pvh(
         start_info_paddr: si_paddr,
         entry,
         console_pfn: layout.console_pfn,
-        xenstore_pfn: layout.xenstore_pfn,
+        store_pfn: layout.store_pfn,
         layout,
     })
 }

@@ -15,6 +15,10 @@ pub enum Location {
     },
     /// A `KEY=VALUE` override given on the command line, as typed.
     CommandLine { text: String },
+    /// A config that arrived over chaosd's socket.
+    Request,
+    /// A config built by a program, from no file.
+    Unknown,
 }
 
 impl Location {
@@ -52,6 +56,8 @@ impl fmt::Display for Location {
                 column: Some(c),
             } => write!(f, "{source}:{l}:{c}"),
             Location::CommandLine { text } => write!(f, "command line: {text}"),
+            Location::Request => f.write_str("request"),
+            Location::Unknown => f.write_str("config"),
         }
     }
 }

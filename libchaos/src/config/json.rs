@@ -10,16 +10,15 @@
 //! required. Values are checked while they are read, so every error carries line:column.
 
 use super::error::{ConfigError, Location, Warning};
-use super::vif::{check_ifname, check_ip, parse_mac};
-use super::xl::check_name;
-use super::{
-    Action, ControlPlane, DomainConfig, Loaded, TscMode, VifConfig, MAX_MEMORY_MIB, MAX_VCPUS,
-};
+use super::validate::{check_ifname, check_ip, check_name};
+use super::vif::parse_mac;
+use super::{GuestSpec, Loaded, PlaneKind, VifConfig, MAX_MEMORY_MIB, MAX_VCPUS};
 use crate::hypervisor::GuestKind;
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde::Deserialize;
 use std::fmt;
 use std::path::PathBuf;
+use xen_types::Mac;
 
 /// Drops serde_json's " at line N column M" suffix (the position is reported separately).
 fn strip_pos(msg: &str) -> &str {
@@ -119,10 +118,10 @@ fn de_pvh<'de, D: Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Error> {
     keyed("xen.pvh", d)
 }
 
-fn de_dev_method<'de, D: Deserializer<'de>>(d: D) -> Result<Option<ControlPlane>, D::Error> {
+fn de_dev_method<'de, D: Deserializer<'de>>(d: D) -> Result<Option<PlaneKind>, D::Error> {
     match keyed::<D, Option<String>>("xen.dev_method", d)? {
         None => Ok(None),
-        Some(s) => ControlPlane::from_name(&s).map(Some).ok_or_else(|| {
+        Some(s) => PlaneKind::from_name(&s).map(Some).ok_or_else(|| {
             de::Error::custom(format!(
                 "xen.dev_method: unknown method {s:?} (expected \"xenstore\" or \"noxs\")"
             ))
@@ -130,7 +129,7 @@ fn de_dev_method<'de, D: Deserializer<'de>>(d: D) -> Result<Option<ControlPlane>
     }
 }
 
-fn de_mac<'de, D: Deserializer<'de>>(d: D) -> Result<Option<[u8; 6]>, D::Error> {
+fn de_mac<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Mac>, D::Error> {
     match keyed::<D, Option<String>>("vifs.mac", d)? {
         None => Ok(None),
         Some(s) => parse_mac(&s)
@@ -220,7 +219,7 @@ struct JsonVif {
     #[serde(default, deserialize_with = "de_ip")]
     ip: Option<String>,
     #[serde(default, deserialize_with = "de_mac")]
-    mac: Option<[u8; 6]>,
+    mac: Option<Mac>,
     #[serde(default, deserialize_with = "de_bridge")]
     bridge: Option<String>,
 }
@@ -231,7 +230,7 @@ struct JsonXen {
     #[serde(default, deserialize_with = "de_pvh")]
     pvh: Option<bool>,
     #[serde(default, deserialize_with = "de_dev_method")]
-    dev_method: Option<ControlPlane>,
+    dev_method: Option<PlaneKind>,
 }
 
 #[derive(Deserialize)]
@@ -336,29 +335,21 @@ pub(crate) fn parse(text: &str, source: &str) -> Result<Loaded, ConfigError> {
             ..VifConfig::default()
         })
         .collect();
-    let config = DomainConfig {
-        name: j.name,
-        kind: if xen.pvh.unwrap_or(false) {
-            GuestKind::Pvh
-        } else {
-            GuestKind::Pv
-        },
-        kernel: PathBuf::from(j.kernel),
-        ramdisk: j.ramdisk.filter(|r| !r.is_empty()).map(PathBuf::from),
-        cmdline: j.cmdline.unwrap_or_default(),
-        memory_mib: j.memory,
-        maxmem_mib: j.memory,
-        vcpus: j.vcpus.count,
-        max_vcpus: j.vcpus.count,
-        on_poweroff: Action::Destroy,
-        on_reboot: Action::Restart,
-        on_crash: Action::Destroy,
-        vifs,
-        control_plane: xen.dev_method.unwrap_or(ControlPlane::Xenstore),
-        tsc_mode: TscMode::Default,
-        uuid: None,
-        paused: j.paused.unwrap_or(false),
-        disks: Vec::new(),
+    let mut spec = GuestSpec::new(j.name, j.kernel);
+    spec.kind = if xen.pvh.unwrap_or(false) {
+        GuestKind::Pvh
+    } else {
+        GuestKind::Pv
     };
+    spec.ramdisk = j.ramdisk.filter(|r| !r.is_empty()).map(PathBuf::from);
+    spec.cmdline = j.cmdline.unwrap_or_default();
+    spec.memory_mib = j.memory;
+    spec.maxmem_mib = j.memory;
+    spec.vcpus = j.vcpus.count;
+    spec.max_vcpus = j.vcpus.count;
+    spec.vifs = vifs;
+    spec.control_plane = xen.dev_method.unwrap_or(PlaneKind::Xenstore);
+    spec.paused = j.paused.unwrap_or(false);
+    let config = spec.validate_at(&Location::file(source))?;
     Ok(Loaded { config, warnings })
 }

@@ -1,6 +1,9 @@
 //! Guest configuration: xl.cfg files (and LightVM's JSON) -> one validated [`DomainConfig`].
 //!
-//! Parsing never touches Xen. An xl.cfg file goes through two layers:
+//! Parsing never touches Xen. Both parsers produce a [`GuestSpec`] (plain data, also chaosd's
+//! wire format) and turn it into a [`DomainConfig`] through [`validate`], the one owner of the
+//! rules; chaosd and the runtime records go through the same door. An xl.cfg file goes through
+//! two layers first:
 //! 1. [`syntax`]: a lexer and parser for xl's grammar (`KEY = VALUE` separated by newlines or `;`,
 //!    quoted strings, numbers, nested lists, `#` comments, `+=`) into raw [`syntax::Setting`]s;
 //! 2. validation ([`xl`]): the effective settings (later keys override earlier ones, then the
@@ -16,239 +19,20 @@
 pub mod error;
 pub mod json;
 pub mod syntax;
+mod types;
+pub mod validate;
 pub mod vif;
 pub mod xl;
+mod xl_keys;
 
 pub use error::{ConfigError, Location, Warning};
+pub use types::{
+    Action, DomainConfig, GuestSpec, Loaded, PlaneKind, TscMode, VifConfig, DEFAULT_BRIDGE,
+    DEFAULT_MEMORY_MIB, MAX_MEMORY_MIB, MAX_VCPUS,
+};
+pub use xl_keys::{treatment, Treatment, HANDLED_KEYS, OTHER_KEYS};
 
-use crate::hypervisor::GuestKind;
-use serde::{Deserialize, Serialize};
-use std::fmt;
-use std::path::{Path, PathBuf};
-
-/// libxl's memory default when neither `memory` nor `maxmem` is given (MiB).
-pub const DEFAULT_MEMORY_MIB: u64 = 32;
-/// Upper bound for `memory`/`maxmem`: 16 TiB, the most RAM Xen 4.17 supports on x86 (with
-/// CONFIG_BIGMEM). Anything above is a typo (e.g. KiB written for MiB).
-pub const MAX_MEMORY_MIB: u64 = 16 * 1024 * 1024;
-/// Upper bound for `vcpus`/`maxvcpus`: Xen 4.17 caps HVM-container guests (PVH) at 128
-/// (HVM_MAX_VCPUS) and LightVM's toolstack keeps a 128-entry vcpu map; PV could go higher but a
-/// single limit keeps a config valid for both guest types.
-pub const MAX_VCPUS: u32 = 128;
-/// Default bridge for a vif, as xl.
-pub const DEFAULT_BRIDGE: &str = "xenbr0";
-
-/// A validated guest configuration.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DomainConfig {
-    pub name: String,
-    /// xl `type`: "pv" (default on x86) or "pvh".
-    pub kind: GuestKind,
-    pub kernel: PathBuf,
-    pub ramdisk: Option<PathBuf>,
-    /// As xl composes it: `cmdline` if given, else "root=<root> <extra>" / "<extra>".
-    pub cmdline: String,
-    pub memory_mib: u64,
-    /// At least `memory_mib`.
-    pub maxmem_mib: u64,
-    pub vcpus: u32,
-    /// At least `vcpus`.
-    pub max_vcpus: u32,
-    pub on_poweroff: Action,
-    pub on_reboot: Action,
-    pub on_crash: Action,
-    /// vif N has devid N.
-    pub vifs: Vec<VifConfig>,
-    /// chaos extension `chaos_control_plane = "xenstore" | "noxs"`.
-    pub control_plane: ControlPlane,
-    pub tsc_mode: TscMode,
-    pub uuid: Option<[u8; 16]>,
-    /// Create paused (JSON `paused`; xl uses `xl create -p` instead, so false for xl.cfg).
-    pub paused: bool,
-    /// xl `disk` specs, kept as written. The parser accepts them so that ordinary configs
-    /// (Debian's xlexample.pvlinux has one) load; creating a guest with disks is refused until
-    /// chaos has block devices.
-    #[serde(default)]
-    pub disks: Vec<String>,
-}
-
-impl DomainConfig {
-    /// A config with xl's defaults for everything but the name and the kernel.
-    pub fn new(name: impl Into<String>, kernel: impl Into<PathBuf>) -> Self {
-        DomainConfig {
-            name: name.into(),
-            kind: GuestKind::Pv,
-            kernel: kernel.into(),
-            ramdisk: None,
-            cmdline: String::new(),
-            memory_mib: DEFAULT_MEMORY_MIB,
-            maxmem_mib: DEFAULT_MEMORY_MIB,
-            vcpus: 1,
-            max_vcpus: 1,
-            on_poweroff: Action::Destroy,
-            on_reboot: Action::Restart,
-            on_crash: Action::Destroy,
-            vifs: Vec::new(),
-            control_plane: ControlPlane::Xenstore,
-            tsc_mode: TscMode::Default,
-            uuid: None,
-            paused: false,
-            disks: Vec::new(),
-        }
-    }
-}
-
-/// What to do when the guest powers off, reboots or crashes (xl's names).
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Action {
-    Destroy,
-    Restart,
-    RenameRestart,
-    Preserve,
-    CoredumpDestroy,
-    CoredumpRestart,
-    SoftReset,
-}
-
-impl Action {
-    pub const ALL: [Action; 7] = [
-        Action::Destroy,
-        Action::Restart,
-        Action::RenameRestart,
-        Action::Preserve,
-        Action::CoredumpDestroy,
-        Action::CoredumpRestart,
-        Action::SoftReset,
-    ];
-
-    /// xl's name for the action.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Action::Destroy => "destroy",
-            Action::Restart => "restart",
-            Action::RenameRestart => "rename-restart",
-            Action::Preserve => "preserve",
-            Action::CoredumpDestroy => "coredump-destroy",
-            Action::CoredumpRestart => "coredump-restart",
-            Action::SoftReset => "soft-reset",
-        }
-    }
-
-    /// Parses xl's name (exact match, as xl).
-    pub fn from_name(s: &str) -> Option<Action> {
-        Action::ALL.into_iter().find(|a| a.as_str() == s)
-    }
-}
-
-impl fmt::Display for Action {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// One network interface. Its devid is its index in [`DomainConfig::vifs`].
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct VifConfig {
-    /// None: the toolstack picks one (xl: 00:16:3e:xx:xx:xx).
-    pub mac: Option<[u8; 6]>,
-    pub bridge: String,
-    pub ip: Option<String>,
-    pub vifname: Option<String>,
-    pub script: Option<String>,
-    pub backend: Option<String>,
-}
-
-impl Default for VifConfig {
-    fn default() -> Self {
-        VifConfig {
-            mac: None,
-            bridge: DEFAULT_BRIDGE.to_string(),
-            ip: None,
-            vifname: None,
-            script: None,
-            backend: None,
-        }
-    }
-}
-
-/// How devices are described to the guest.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ControlPlane {
-    /// Xenstore, for unmodified guests.
-    Xenstore,
-    /// NoXS device page, no Xenstore.
-    Noxs,
-}
-
-impl ControlPlane {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ControlPlane::Xenstore => "xenstore",
-            ControlPlane::Noxs => "noxs",
-        }
-    }
-
-    pub fn from_name(s: &str) -> Option<ControlPlane> {
-        match s {
-            "xenstore" => Some(ControlPlane::Xenstore),
-            "noxs" => Some(ControlPlane::Noxs),
-            _ => None,
-        }
-    }
-}
-
-impl fmt::Display for ControlPlane {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// xl `tsc_mode` (libxl's names; the numeric values are xl's deprecated integer forms).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum TscMode {
-    Default = 0,
-    AlwaysEmulate = 1,
-    Native = 2,
-    NativeParavirt = 3,
-}
-
-impl TscMode {
-    pub const ALL: [TscMode; 4] = [
-        TscMode::Default,
-        TscMode::AlwaysEmulate,
-        TscMode::Native,
-        TscMode::NativeParavirt,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            TscMode::Default => "default",
-            TscMode::AlwaysEmulate => "always_emulate",
-            TscMode::Native => "native",
-            TscMode::NativeParavirt => "native_paravirt",
-        }
-    }
-
-    pub fn from_name(s: &str) -> Option<TscMode> {
-        TscMode::ALL.into_iter().find(|m| m.as_str() == s)
-    }
-}
-
-impl fmt::Display for TscMode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// A validated config and what was ignored on the way.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Loaded {
-    pub config: DomainConfig,
-    pub warnings: Vec<Warning>,
-}
+use std::path::Path;
 
 /// Largest config file read: real ones are a few KiB; LightVM caps them at 64 KiB.
 pub const MAX_FILE_SIZE: u64 = 1 << 20;

@@ -420,26 +420,6 @@ pub fn parse_settings(text: &str) -> Result<Vec<Setting>, SyntaxError> {
     p.file()
 }
 
-/// Applies one setting on top of `effective` (last assignment wins; `+=` concatenates with the
-/// previous value of the same key, as xl does). Returns an error message for `+=` across types.
-pub fn merge(effective: &mut Vec<Setting>, s: Setting) -> Result<(), String> {
-    let prev = effective.iter().position(|e| e.key == s.key);
-    let value = match (s.op, prev) {
-        (Op::Append, Some(i)) => append(&effective[i].value, s.value)?,
-        (_, _) => s.value,
-    };
-    if let Some(i) = prev {
-        effective.remove(i);
-    }
-    effective.push(Setting {
-        key: s.key,
-        value,
-        line: s.line,
-        op: Op::Assign,
-    });
-    Ok(())
-}
-
 /// The value of `prev += new`: strings concatenate, lists extend (xl's rules).
 pub fn append(prev: &Value, new: Value) -> Result<Value, String> {
     match (prev, new) {
@@ -597,20 +577,17 @@ mod tests {
 
     #[test]
     fn append_concatenates_like_xl() {
-        let mut eff = Vec::new();
-        for s in parse_settings("e = 'a'\ne += 'b'\nl = [1]\nl += [2]\nn += 'new'").unwrap() {
-            merge(&mut eff, s).unwrap();
-        }
-        let get = |k: &str| eff.iter().find(|s| s.key == k).unwrap().value.clone();
-        assert_eq!(get("e"), Value::Str("ab".into()));
-        assert_eq!(get("l"), Value::List(vec![Value::Num(1), Value::Num(2)]));
-        assert_eq!(get("n"), Value::Str("new".into()));
-        let mut eff = Vec::new();
-        for s in parse_settings("e = 'a'").unwrap() {
-            merge(&mut eff, s).unwrap();
-        }
-        let bad = parse_settings("e += [1]").unwrap().remove(0);
-        assert!(merge(&mut eff, bad).is_err());
+        let str = |s: &str| Value::Str(s.into());
+        assert_eq!(append(&str("a"), str("b")), Ok(str("ab")));
+        assert_eq!(
+            append(
+                &Value::List(vec![Value::Num(1)]),
+                Value::List(vec![Value::Num(2)])
+            ),
+            Ok(Value::List(vec![Value::Num(1), Value::Num(2)]))
+        );
+        assert!(append(&str("a"), Value::List(vec![Value::Num(1)])).is_err());
+        assert!(append(&Value::Num(1), Value::Num(2)).is_err());
     }
 
     #[test]

@@ -1,84 +1,17 @@
-//! vif specs (`'mac=00:16:3e:01:02:03,bridge=xenbr0'`), MAC addresses and interface names.
+//! vif specs (`'mac=00:16:3e:01:02:03,bridge=xenbr0'`) and MAC addresses as xl writes them.
 
+use super::validate::{check_ifname, check_ip};
 use super::VifConfig;
-use std::net::IpAddr;
+use xen_types::Mac;
 
 /// Parses a MAC written `xx:xx:xx:xx:xx:xx` (hex). It must be a unicast, non-zero address: a
 /// multicast source address would make the guest's frames undeliverable.
-pub fn parse_mac(s: &str) -> Result<[u8; 6], String> {
-    let bad = || format!("invalid MAC address {s:?} (expected xx:xx:xx:xx:xx:xx in hex)");
-    let mut mac = [0u8; 6];
-    let mut parts = s.split(':');
-    for b in mac.iter_mut() {
-        let p = parts.next().ok_or_else(bad)?;
-        if p.len() != 2 || !p.chars().all(|c| c.is_ascii_hexdigit()) {
-            return Err(bad());
-        }
-        *b = u8::from_str_radix(p, 16).map_err(|_| bad())?;
-    }
-    if parts.next().is_some() {
-        return Err(bad());
-    }
-    if mac[0] & 1 != 0 {
-        return Err(format!(
-            "MAC address {s} is a multicast address (the low bit of the first byte must be 0)"
-        ));
-    }
-    if mac == [0; 6] {
-        return Err("MAC address 00:00:00:00:00:00 is not a valid interface address".into());
-    }
+pub fn parse_mac(s: &str) -> Result<Mac, String> {
+    let mac = s
+        .parse::<Mac>()
+        .map_err(|_| format!("invalid MAC address {s:?} (expected xx:xx:xx:xx:xx:xx in hex)"))?;
+    mac.check().map_err(|e| format!("MAC address {s} is {e}"))?;
     Ok(mac)
-}
-
-/// Formats a MAC as xl does (`00:16:3e:01:02:03`).
-pub fn format_mac(mac: &[u8; 6]) -> String {
-    mac.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
-}
-
-/// A Linux network interface name (bridge or vif): 1..=15 bytes (IFNAMSIZ - 1), no '/', no
-/// whitespace or control characters, not "." or "..".
-pub fn check_ifname(what: &str, s: &str) -> Result<(), String> {
-    if s.is_empty() || s.len() > 15 {
-        return Err(format!("{what} {s:?}: interface names are 1 to 15 bytes"));
-    }
-    if s == "."
-        || s == ".."
-        || s.chars()
-            .any(|c| c == '/' || c == ':' || c.is_whitespace() || c.is_control())
-    {
-        return Err(format!("{what} {s:?}: not a valid interface name"));
-    }
-    Ok(())
-}
-
-/// `ip=`: one or more addresses separated by spaces (xl passes them to the hotplug script),
-/// each IPv4 or IPv6, optionally with a /prefix.
-pub fn check_ip(s: &str) -> Result<(), String> {
-    let mut n = 0;
-    for part in s.split_whitespace() {
-        n += 1;
-        let (addr, prefix) = match part.split_once('/') {
-            Some((a, p)) => (a, Some(p)),
-            None => (part, None),
-        };
-        let ip: IpAddr = addr
-            .parse()
-            .map_err(|_| format!("invalid IP address {part:?}"))?;
-        if let Some(p) = prefix {
-            let max = if ip.is_ipv4() { 32 } else { 128 };
-            match p.parse::<u8>() {
-                Ok(len) if len <= max => {}
-                _ => return Err(format!("invalid prefix length in {part:?}")),
-            }
-        }
-    }
-    if n == 0 {
-        return Err("empty IP address".into());
-    }
-    Ok(())
 }
 
 /// Result of one vif spec: the vif and notes about ignored options.
@@ -177,10 +110,10 @@ mod tests {
     fn macs() {
         assert_eq!(
             parse_mac("00:16:3e:0A:ff:01").unwrap(),
-            [0, 0x16, 0x3e, 0x0a, 0xff, 1]
+            Mac([0, 0x16, 0x3e, 0x0a, 0xff, 1])
         );
         assert_eq!(
-            format_mac(&[0, 0x16, 0x3e, 0x0a, 0xff, 1]),
+            Mac([0, 0x16, 0x3e, 0x0a, 0xff, 1]).to_string(),
             "00:16:3e:0a:ff:01"
         );
         for bad in [
@@ -205,7 +138,7 @@ mod tests {
         assert_eq!(v, VifConfig::default());
         let p = parse_vif_spec(" mac=00:16:3e:00:00:01, bridge=br0,ip=10.0.0.2 ,vifname=web0,script=vif-bridge,backend=netvm,devid=1,rate=10Mb/s", 1)
             .unwrap();
-        assert_eq!(p.vif.mac, Some([0, 0x16, 0x3e, 0, 0, 1]));
+        assert_eq!(p.vif.mac, Some(Mac([0, 0x16, 0x3e, 0, 0, 1])));
         assert_eq!(p.vif.bridge, "br0");
         assert_eq!(p.vif.ip.as_deref(), Some("10.0.0.2"));
         assert_eq!(p.vif.vifname.as_deref(), Some("web0"));

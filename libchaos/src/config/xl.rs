@@ -8,363 +8,16 @@
 
 use super::error::{ConfigError, Location, Warning};
 use super::syntax::{self, parse_c_number, Setting, Value};
+use super::validate::{check_name, check_path};
 use super::vif::parse_vif_spec;
+use super::xl_keys::{suggest, treatment, Treatment, HANDLED_KEYS};
 use super::{
-    Action, ControlPlane, DomainConfig, Loaded, TscMode, DEFAULT_MEMORY_MIB, MAX_MEMORY_MIB,
-    MAX_VCPUS,
+    Action, DomainConfig, GuestSpec, Loaded, PlaneKind, TscMode, DEFAULT_MEMORY_MIB,
+    MAX_MEMORY_MIB, MAX_VCPUS,
 };
-use crate::hypervisor::GuestKind;
+use crate::hypervisor::{GuestKind, Uuid};
 use std::collections::HashMap;
 use std::path::PathBuf;
-
-/// Keys validated into [`DomainConfig`].
-pub const HANDLED_KEYS: &[&str] = &[
-    "name",
-    "type",
-    "builder",
-    "kernel",
-    "ramdisk",
-    "cmdline",
-    "root",
-    "extra",
-    "memory",
-    "maxmem",
-    "vcpus",
-    "maxvcpus",
-    "on_poweroff",
-    "on_reboot",
-    "on_crash",
-    "vif",
-    "uuid",
-    "tsc_mode",
-    "chaos_control_plane",
-    "disk",
-];
-
-/// How a key chaos does not carry is treated.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Treatment {
-    /// Refused whatever its value: it changes the guest and chaos cannot honour it yet.
-    Refuse(&'static str),
-    /// Refused unless "off" (0, "", or an empty list), which changes nothing.
-    RefuseIfSet(&'static str),
-    /// Accepted and ignored, with a warning.
-    Warn(&'static str),
-}
-
-const NO_DM: &str = "not supported by chaos yet (no device model: chaos runs no QEMU)";
-const HVM_ONLY: &str = "ignored (only used for HVM guests)";
-const ARM_ONLY: &str = "ignored (only used on Arm)";
-const SCHED: &str = "ignored (chaos does not set scheduler parameters yet)";
-const AFFINITY: &str = "ignored (chaos does not pin vcpus yet)";
-const LIMITS: &str = "ignored (chaos uses its own per-domain limits)";
-
-/// The refused and warned keys. Lookups also match key prefixes ending in '_' or '*'.
-pub const OTHER_KEYS: &[(&str, Treatment)] = &[
-    // Devices chaos has no backend for.
-    (
-        "pci",
-        Treatment::RefuseIfSet("not supported by chaos yet (no PCI passthrough)"),
-    ),
-    (
-        "dtdev",
-        Treatment::RefuseIfSet("not supported by chaos yet (no device tree passthrough)"),
-    ),
-    (
-        "device_tree",
-        Treatment::Refuse("not supported by chaos yet (no device tree passthrough)"),
-    ),
-    (
-        "iomem",
-        Treatment::RefuseIfSet("not supported by chaos yet (no I/O memory passthrough)"),
-    ),
-    (
-        "ioports",
-        Treatment::RefuseIfSet("not supported by chaos yet (no I/O port passthrough)"),
-    ),
-    (
-        "irqs",
-        Treatment::RefuseIfSet("not supported by chaos yet (no IRQ passthrough)"),
-    ),
-    (
-        "gfx_passthru",
-        Treatment::RefuseIfSet("not supported by chaos yet (no PCI passthrough)"),
-    ),
-    (
-        "rdm",
-        Treatment::RefuseIfSet("not supported by chaos yet (no PCI passthrough)"),
-    ),
-    (
-        "usb",
-        Treatment::RefuseIfSet("not supported by chaos yet (no USB devices)"),
-    ),
-    (
-        "usbctrl",
-        Treatment::RefuseIfSet("not supported by chaos yet (no USB devices)"),
-    ),
-    (
-        "usbdev",
-        Treatment::RefuseIfSet("not supported by chaos yet (no USB devices)"),
-    ),
-    (
-        "usbdevice",
-        Treatment::RefuseIfSet("not supported by chaos yet (no USB devices)"),
-    ),
-    (
-        "vfb",
-        Treatment::RefuseIfSet("not supported by chaos yet (no framebuffer devices)"),
-    ),
-    (
-        "vkb",
-        Treatment::RefuseIfSet("not supported by chaos yet (no keyboard devices)"),
-    ),
-    (
-        "channel",
-        Treatment::RefuseIfSet("not supported by chaos yet (no channel devices)"),
-    ),
-    (
-        "vtpm",
-        Treatment::RefuseIfSet("not supported by chaos yet (no vTPM devices)"),
-    ),
-    (
-        "p9",
-        Treatment::RefuseIfSet("not supported by chaos yet (no 9pfs devices)"),
-    ),
-    (
-        "pvcalls",
-        Treatment::RefuseIfSet("not supported by chaos yet (no PV calls backend)"),
-    ),
-    (
-        "vdispl",
-        Treatment::RefuseIfSet("not supported by chaos yet (no PV display devices)"),
-    ),
-    (
-        "vsnd",
-        Treatment::RefuseIfSet("not supported by chaos yet (no PV sound devices)"),
-    ),
-    (
-        "virtio",
-        Treatment::RefuseIfSet("not supported by chaos yet (no virtio devices)"),
-    ),
-    (
-        "soundhw",
-        Treatment::RefuseIfSet("not supported by chaos yet (no emulated sound)"),
-    ),
-    (
-        "vnuma",
-        Treatment::RefuseIfSet("not supported by chaos yet (no virtual NUMA)"),
-    ),
-    // Boot paths other than a direct kernel.
-    (
-        "bootloader",
-        Treatment::Refuse("not supported by chaos yet (no bootloaders: give kernel= instead)"),
-    ),
-    (
-        "firmware",
-        Treatment::Refuse("not supported by chaos yet (no firmware boot: give kernel= instead)"),
-    ),
-    (
-        "bios",
-        Treatment::Refuse("not supported by chaos yet (no firmware boot: give kernel= instead)"),
-    ),
-    (
-        "pvshim",
-        Treatment::RefuseIfSet("not supported by chaos yet (no PV shim)"),
-    ),
-    (
-        "pvshim_",
-        Treatment::Refuse("not supported by chaos yet (no PV shim)"),
-    ),
-    ("device_model", Treatment::Refuse(NO_DM)),
-    ("device_model_", Treatment::Refuse(NO_DM)),
-    ("stubdomain_", Treatment::Refuse(NO_DM)),
-    // Changes to what the guest sees or may do.
-    (
-        "cpuid",
-        Treatment::Refuse("not supported by chaos yet (no CPUID policy changes)"),
-    ),
-    (
-        "e820_host",
-        Treatment::RefuseIfSet("not supported by chaos yet (no host memory map)"),
-    ),
-    (
-        "driver_domain",
-        Treatment::RefuseIfSet("not supported by chaos yet (no driver domains)"),
-    ),
-    (
-        "seclabel",
-        Treatment::Refuse("not supported by chaos yet (no XSM/FLASK labels)"),
-    ),
-    (
-        "init_seclabel",
-        Treatment::Refuse("not supported by chaos yet (no XSM/FLASK labels)"),
-    ),
-    (
-        "vif2",
-        Treatment::RefuseIfSet("not supported (netchannel2 is deprecated; use vif)"),
-    ),
-    // No effect on the guest's contents, or left to chaos' own choices.
-    (
-        "bootloader_args",
-        Treatment::Warn("ignored (no bootloader)"),
-    ),
-    (
-        "bootloader_user",
-        Treatment::Warn("ignored (no bootloader)"),
-    ),
-    (
-        "bootloader_restrict",
-        Treatment::Warn("ignored (no bootloader)"),
-    ),
-    ("cpus", Treatment::Warn(AFFINITY)),
-    ("cpus_soft", Treatment::Warn(AFFINITY)),
-    ("cpu_weight", Treatment::Warn(SCHED)),
-    ("cap", Treatment::Warn(SCHED)),
-    ("period", Treatment::Warn(SCHED)),
-    ("slice", Treatment::Warn(SCHED)),
-    ("latency", Treatment::Warn(SCHED)),
-    ("extratime", Treatment::Warn(SCHED)),
-    (
-        "pool",
-        Treatment::Warn("ignored (chaos creates domains in the default CPU pool)"),
-    ),
-    (
-        "on_watchdog",
-        Treatment::Warn("ignored (chaos has no watchdog handling yet)"),
-    ),
-    (
-        "on_soft_reset",
-        Treatment::Warn("ignored (chaos has no soft reset yet)"),
-    ),
-    (
-        "localtime",
-        Treatment::Warn("ignored (chaos does not set the guest's time offset)"),
-    ),
-    (
-        "rtc_timeoffset",
-        Treatment::Warn("ignored (chaos does not set the guest's time offset)"),
-    ),
-    (
-        "nomigrate",
-        Treatment::Warn("ignored (chaos does not migrate guests yet)"),
-    ),
-    ("max_grant_frames", Treatment::Warn(LIMITS)),
-    ("max_maptrack_frames", Treatment::Warn(LIMITS)),
-    ("max_grant_version", Treatment::Warn(LIMITS)),
-    ("max_event_channels", Treatment::Warn(LIMITS)),
-    ("xenstore_quota", Treatment::Warn(LIMITS)),
-    ("xenstore_feature_mask", Treatment::Warn(LIMITS)),
-    ("vmtrace_buf_kb", Treatment::Warn("ignored (no vmtrace)")),
-    (
-        "vpmu",
-        Treatment::Warn("ignored (chaos leaves the vPMU at Xen's default)"),
-    ),
-    (
-        "xend_suspend_evtchn_compat",
-        Treatment::Warn("ignored (xend compatibility)"),
-    ),
-    ("oos", Treatment::Warn("ignored (shadow paging option)")),
-    (
-        "hap",
-        Treatment::Warn("ignored (chaos lets Xen choose hardware-assisted paging)"),
-    ),
-    (
-        "shadow_memory",
-        Treatment::Warn("ignored (shadow paging option)"),
-    ),
-    (
-        "passthrough",
-        Treatment::Warn("ignored (no passthrough devices)"),
-    ),
-    (
-        "pci_msitranslate",
-        Treatment::Warn("ignored (no PCI passthrough)"),
-    ),
-    (
-        "pci_power_mgmt",
-        Treatment::Warn("ignored (no PCI passthrough)"),
-    ),
-    (
-        "pci_permissive",
-        Treatment::Warn("ignored (no PCI passthrough)"),
-    ),
-    ("pci_seize", Treatment::Warn("ignored (no PCI passthrough)")),
-    (
-        "vkb_device",
-        Treatment::Warn("ignored (no keyboard devices)"),
-    ),
-    ("vncviewer", Treatment::Warn("ignored (xl ignores it too)")),
-    ("dm_restrict", Treatment::Warn("ignored (no device model)")),
-    ("llc_colors", Treatment::Warn(ARM_ONLY)),
-    ("vuart", Treatment::Warn(ARM_ONLY)),
-    ("gic_version", Treatment::Warn(ARM_ONLY)),
-    ("tee", Treatment::Warn(ARM_ONLY)),
-    ("nr_spis", Treatment::Warn(ARM_ONLY)),
-    ("sve", Treatment::Warn(ARM_ONLY)),
-    ("arm_sci", Treatment::Warn(ARM_ONLY)),
-    ("trap_unmapped_accesses", Treatment::Warn(ARM_ONLY)),
-    // HVM-only (xl ignores them for PV and PVH guests too).
-    (
-        "acpi",
-        Treatment::Warn("ignored (chaos builds no ACPI tables)"),
-    ),
-    ("acpi_", Treatment::Warn(HVM_ONLY)),
-    ("apic", Treatment::Warn(HVM_ONLY)),
-    ("pae", Treatment::Warn(HVM_ONLY)),
-    ("hpet", Treatment::Warn(HVM_ONLY)),
-    ("nx", Treatment::Warn(HVM_ONLY)),
-    ("viridian", Treatment::Warn(HVM_ONLY)),
-    ("nestedhvm", Treatment::Warn(HVM_ONLY)),
-    ("altp2m", Treatment::Warn(HVM_ONLY)),
-    ("altp2mhvm", Treatment::Warn(HVM_ONLY)),
-    ("altp2m_count", Treatment::Warn(HVM_ONLY)),
-    ("timer_mode", Treatment::Warn(HVM_ONLY)),
-    ("vpt_align", Treatment::Warn(HVM_ONLY)),
-    ("hvm_pirq", Treatment::Warn(HVM_ONLY)),
-    ("mmio_hole", Treatment::Warn(HVM_ONLY)),
-    ("rdm_mem_boundary", Treatment::Warn(HVM_ONLY)),
-    ("mca_caps", Treatment::Warn(HVM_ONLY)),
-    ("msr_relaxed", Treatment::Warn(HVM_ONLY)),
-    ("ms_vm_genid", Treatment::Warn(HVM_ONLY)),
-    ("smbios", Treatment::Warn(HVM_ONLY)),
-    ("smbios_firmware", Treatment::Warn(HVM_ONLY)),
-    ("vendor_device", Treatment::Warn(HVM_ONLY)),
-    ("xen_platform_pci", Treatment::Warn(HVM_ONLY)),
-    ("xen_platform_pci_bar_uc", Treatment::Warn(HVM_ONLY)),
-    ("hdtype", Treatment::Warn(HVM_ONLY)),
-    ("boot", Treatment::Warn(HVM_ONLY)),
-    ("serial", Treatment::Warn(HVM_ONLY)),
-    ("vga", Treatment::Warn(HVM_ONLY)),
-    ("stdvga", Treatment::Warn(HVM_ONLY)),
-    ("videoram", Treatment::Warn(HVM_ONLY)),
-    ("vnc", Treatment::Warn(HVM_ONLY)),
-    ("vnc_", Treatment::Warn(HVM_ONLY)),
-    ("vncdisplay", Treatment::Warn(HVM_ONLY)),
-    ("vnclisten", Treatment::Warn(HVM_ONLY)),
-    ("vncpasswd", Treatment::Warn(HVM_ONLY)),
-    ("vncunused", Treatment::Warn(HVM_ONLY)),
-    ("keymap", Treatment::Warn(HVM_ONLY)),
-    ("sdl", Treatment::Warn(HVM_ONLY)),
-    ("opengl", Treatment::Warn(HVM_ONLY)),
-    ("display", Treatment::Warn(HVM_ONLY)),
-    ("xauthority", Treatment::Warn(HVM_ONLY)),
-    ("nographic", Treatment::Warn(HVM_ONLY)),
-    ("spice", Treatment::Warn(HVM_ONLY)),
-    ("spice*", Treatment::Warn(HVM_ONLY)),
-    ("usbversion", Treatment::Warn(HVM_ONLY)),
-];
-
-/// How chaos treats a key it does not carry; `None` for handled and unknown keys.
-pub fn treatment(key: &str) -> Option<Treatment> {
-    OTHER_KEYS.iter().find_map(|(k, t)| {
-        let hit = match k.strip_suffix('*') {
-            Some(prefix) => key.starts_with(prefix),
-            None if k.ends_with('_') => key.starts_with(k),
-            None => key == *k,
-        };
-        hit.then_some(*t)
-    })
-}
 
 /// An effective setting and where it was last assigned.
 struct Entry {
@@ -690,8 +343,8 @@ impl Ctx<'_> {
         let disks = self.disks()?;
 
         let control_plane = match self.string("chaos_control_plane")? {
-            None => ControlPlane::Xenstore,
-            Some((s, e)) => ControlPlane::from_name(&s).ok_or_else(|| {
+            None => PlaneKind::Xenstore,
+            Some((s, e)) => PlaneKind::from_name(&s).ok_or_else(|| {
                 self.invalid(
                     e,
                     format!("unknown control plane {s:?} (expected \"xenstore\" or \"noxs\")"),
@@ -703,7 +356,7 @@ impl Ctx<'_> {
 
         let uuid = match self.string("uuid")? {
             None => None,
-            Some((s, e)) => Some(parse_uuid(&s).ok_or_else(|| {
+            Some((s, e)) => Some(s.parse::<Uuid>().map_err(|_| {
                 self.invalid(
                     e,
                     format!("invalid UUID {s:?} (expected xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx)"),
@@ -711,7 +364,7 @@ impl Ctx<'_> {
             })?),
         };
 
-        Ok(DomainConfig {
+        let spec = GuestSpec {
             name,
             kind,
             kernel,
@@ -730,6 +383,19 @@ impl Ctx<'_> {
             uuid,
             paused: false,
             disks,
+        };
+        // The rules are validate's: a broken one is reported at the line of its key (the
+        // checks above already gave the common mistakes their line).
+        spec.validate_located(|key| {
+            let keys: &[&str] = match key {
+                "cmdline" => &["cmdline", "extra", "root"],
+                "maxmem" => &["maxmem", "memory"],
+                "maxvcpus" => &["maxvcpus", "vcpus"],
+                k => &[k][..],
+            };
+            keys.iter()
+                .find_map(|k| self.get(k))
+                .map_or_else(|| Location::file(source), |e| e.at.clone())
         })
     }
 
@@ -868,134 +534,5 @@ fn is_off(v: &Value) -> bool {
         Value::Num(n) => *n == 0,
         Value::Str(s) => s.is_empty() || parse_c_number(s) == Some(0),
         Value::List(items) => items.is_empty(),
-    }
-}
-
-/// Domain names: what xl and Xenstore accept, minus what breaks paths and terminals.
-pub fn check_name(name: &str) -> Result<(), String> {
-    if name.is_empty() {
-        return Err("must not be empty".into());
-    }
-    if name.len() > 255 {
-        return Err(format!("{} bytes is too long (max 255)", name.len()));
-    }
-    if name.contains('/') {
-        return Err(format!("{name:?} must not contain '/'"));
-    }
-    if name.chars().any(char::is_control) {
-        return Err(format!("{name:?} must not contain control characters"));
-    }
-    if name == "Domain-0" {
-        return Err("\"Domain-0\" is the control domain's name".into());
-    }
-    Ok(())
-}
-
-fn check_path(p: &str) -> Result<(), String> {
-    if p.is_empty() {
-        return Err("empty path".into());
-    }
-    if p.contains('\0') {
-        return Err("path contains a NUL character".into());
-    }
-    Ok(())
-}
-
-/// Parses `xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx` (hex, either case).
-pub fn parse_uuid(s: &str) -> Option<[u8; 16]> {
-    let groups: Vec<&str> = s.split('-').collect();
-    let lens: Vec<usize> = groups.iter().map(|g| g.len()).collect();
-    if lens != [8, 4, 4, 4, 12] {
-        return None;
-    }
-    let hex: String = groups.concat();
-    if !hex.chars().all(|c| c.is_ascii_hexdigit()) {
-        return None;
-    }
-    let mut out = [0u8; 16];
-    for (i, b) in out.iter_mut().enumerate() {
-        *b = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
-    Some(out)
-}
-
-/// The handled key closest to a misspelt one, if close enough to be a typo.
-fn suggest(key: &str) -> Option<&'static str> {
-    HANDLED_KEYS
-        .iter()
-        .filter(|k| k.len().abs_diff(key.len()) <= 2)
-        .map(|k| (edit_distance(key, k), *k))
-        .filter(|(d, k)| *d <= 2 && *d < k.len())
-        .min_by_key(|(d, _)| *d)
-        .map(|(_, k)| k)
-}
-
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut row: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut prev = row[0];
-        row[0] = i + 1;
-        for (j, cb) in b.iter().enumerate() {
-            let cur = row[j + 1];
-            row[j + 1] = if ca == *cb {
-                prev
-            } else {
-                1 + prev.min(cur).min(row[j])
-            };
-            prev = cur;
-        }
-    }
-    row[b.len()]
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn treatments() {
-        assert_eq!(
-            treatment("disk"),
-            None,
-            "disk is handled (kept for the toolstack)"
-        );
-        assert!(matches!(treatment("pci"), Some(Treatment::RefuseIfSet(_))));
-        assert!(matches!(
-            treatment("device_model_version"),
-            Some(Treatment::Refuse(_))
-        ));
-        assert!(matches!(treatment("spicehost"), Some(Treatment::Warn(_))));
-        assert!(matches!(treatment("cpu_weight"), Some(Treatment::Warn(_))));
-        assert_eq!(treatment("memroy"), None);
-        for k in HANDLED_KEYS {
-            assert_eq!(treatment(k), None, "{k} is both handled and treated");
-        }
-    }
-
-    #[test]
-    fn suggestions() {
-        assert_eq!(suggest("memroy"), Some("memory"));
-        assert_eq!(suggest("vcpu"), Some("vcpus"));
-        assert_eq!(suggest("completely_different"), None);
-    }
-
-    #[test]
-    fn uuids() {
-        let u = parse_uuid("00112233-4455-6677-8899-aAbBcCdDeEfF").unwrap();
-        assert_eq!(u[0], 0x00);
-        assert_eq!(u[15], 0xff);
-        assert!(parse_uuid("00112233445566778899aabbccddeeff").is_none());
-        assert!(parse_uuid("0011223-34455-6677-8899-aabbccddeeff").is_none());
-        assert!(parse_uuid("g0112233-4455-6677-8899-aabbccddeeff").is_none());
-    }
-
-    #[test]
-    fn names() {
-        assert!(check_name("web-1.example").is_ok());
-        assert!(check_name("").is_err());
-        assert!(check_name("a/b").is_err());
-        assert!(check_name("a\u{1b}b").is_err());
-        assert!(check_name("Domain-0").is_err());
     }
 }

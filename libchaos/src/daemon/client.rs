@@ -5,7 +5,7 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 
 use super::protocol::{PoolStatus, Request, Response, MAX_LINE};
-use crate::config::DomainConfig;
+use crate::config::{DomainConfig, GuestSpec};
 use crate::toolstack::Created;
 
 /// Replies can be larger than requests (status of many flavors), but not unbounded.
@@ -28,6 +28,7 @@ pub enum ClientError {
     Refused(String),
 }
 
+#[derive(Debug)]
 pub struct Client {
     path: PathBuf,
     reader: BufReader<UnixStream>,
@@ -35,6 +36,28 @@ pub struct Client {
 }
 
 impl Client {
+    /// chaosd's connection, or `None` when no daemon listens at `path` and `required` is
+    /// false: the caller then creates in its own process. This is the one place that decides
+    /// between the daemon and the local path.
+    pub fn connect_if_running(path: &Path, required: bool) -> Result<Option<Client>, ClientError> {
+        match Client::connect(path) {
+            Ok(c) => Ok(Some(c)),
+            Err(source) if required => Err(ClientError::Io {
+                path: path.to_path_buf(),
+                source,
+            }),
+            Err(e) => {
+                if !matches!(
+                    e.kind(),
+                    std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
+                ) {
+                    log::warn!("chaosd ({}): {e}; creating locally", path.display());
+                }
+                Ok(None)
+            }
+        }
+    }
+
     /// Connects; fails (NotFound, ConnectionRefused) when no daemon listens there.
     pub fn connect(path: &Path) -> std::io::Result<Client> {
         let writer = UnixStream::connect(path)?;
@@ -93,8 +116,18 @@ impl Client {
         paused: bool,
         pool_only: bool,
     ) -> Result<Created, ClientError> {
+        self.create_spec(cfg.spec(), paused, pool_only)
+    }
+
+    /// Creates a guest from a spec the daemon validates (as it would any client's).
+    pub fn create_spec(
+        &mut self,
+        spec: &GuestSpec,
+        paused: bool,
+        pool_only: bool,
+    ) -> Result<Created, ClientError> {
         match self.request(&Request::Create {
-            config: Some(Box::new(cfg.clone())),
+            config: Some(Box::new(spec.clone())),
             file: None,
             overrides: Vec::new(),
             paused,

@@ -16,7 +16,7 @@ mod stats;
 #[cfg(test)]
 mod tests;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -27,19 +27,13 @@ pub use flavors::{FlavorError, FlavorTarget};
 pub use pool::describe as describe_flavor;
 pub use protocol::{FlavorStatus, Percentiles, PoolStatus, Request, Response, MAX_LINE};
 
-use crate::config::DomainConfig;
+use crate::config::{DomainConfig, Location};
 use crate::hypervisor::PAGE_SIZE;
 use crate::toolstack::{Created, Flavor, Toolstack, ToolstackError, Via};
 use pool::Pool;
 use stats::Samples;
 
-/// Socket name inside the runtime directory (/run/chaos/chaosd.sock by default).
-pub const SOCKET_NAME: &str = "chaosd.sock";
-
-/// The daemon's socket in a runtime directory.
-pub fn socket_in(run_dir: &Path) -> PathBuf {
-    run_dir.join(SOCKET_NAME)
-}
+pub use crate::runtime::{socket_in, SOCKET_NAME};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -116,11 +110,21 @@ impl Core {
                 pool_only,
             } => {
                 let cfg = match (config, file) {
-                    (Some(cfg), None) => {
+                    (Some(spec), None) => {
                         if !overrides.is_empty() {
                             return Response::error("overrides go with a file, not a config");
                         }
-                        *cfg
+                        // A config from the socket passes the same rules as a parsed file.
+                        match spec.validate_at(&Location::Request) {
+                            Ok(cfg) => cfg,
+                            Err(e) => return Response::error(e.to_string()),
+                        }
+                    }
+                    (None, Some(file)) if !file.is_absolute() => {
+                        return Response::error(format!(
+                            "file {}: chaosd needs an absolute path",
+                            file.display()
+                        ))
                     }
                     (None, Some(file)) => match crate::config::load(&file, &overrides) {
                         Ok(loaded) => loaded.config,
@@ -146,8 +150,7 @@ impl Core {
     }
 
     fn create(&self, cfg: &DomainConfig, paused: bool, pool_only: bool) -> Result<Created, String> {
-        // A config that came over the wire skipped the parser's checks.
-        check_config(cfg)?;
+        check_paths(cfg)?;
         let flavor = Flavor::of(cfg);
         let start = Instant::now();
         // Missing kernels and unsupported features must not cost a shell.
@@ -172,10 +175,7 @@ impl Core {
                 });
             }
             None => {
-                let created = self
-                    .ts
-                    .create(cfg, None, paused)
-                    .map_err(|e| e.to_string())?;
+                let created = self.ts.create(cfg, paused).map_err(|e| e.to_string())?;
                 lock(&self.direct_times).add(start.elapsed());
                 created
             }
@@ -209,17 +209,11 @@ impl Core {
     }
 
     fn reaper(&self, interval: Duration) {
-        while !self.stopping.load(Ordering::Acquire) {
-            match self.ts.reap() {
-                Ok(done) => {
-                    for (dom, action) in done {
-                        log::info!("reaped domain {dom}: {action:?}");
-                    }
-                }
-                Err(e) => log::warn!("reaping: {e}"),
+        self.ts.reap_watch(interval, &self.stopping, |done| {
+            for (dom, action) in done {
+                log::info!("reaped domain {dom}: {action:?}");
             }
-            std::thread::sleep(interval);
-        }
+        });
     }
 }
 
@@ -227,38 +221,18 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// What the parser would have refused, for configs that arrive as JSON.
-fn check_config(cfg: &DomainConfig) -> Result<(), String> {
-    use crate::config::{MAX_MEMORY_MIB, MAX_VCPUS};
-    if cfg.name.is_empty() || cfg.name.len() > 256 || cfg.name.contains(['/', '\0', '\n']) {
-        return Err(format!(
-            "name {:?}: expected 1..256 characters without '/'",
-            cfg.name
-        ));
-    }
+/// The daemon resolves no relative path: it has its own working directory, not the client's.
+fn check_paths(cfg: &DomainConfig) -> Result<(), String> {
     if !cfg.kernel.is_absolute() {
         return Err(format!(
             "kernel {}: chaosd needs an absolute path",
             cfg.kernel.display()
         ));
     }
-    if cfg.ramdisk.as_deref().is_some_and(|r| !r.is_absolute()) {
-        return Err("ramdisk: chaosd needs an absolute path".into());
-    }
-    if cfg.memory_mib == 0 || cfg.memory_mib > MAX_MEMORY_MIB || cfg.maxmem_mib < cfg.memory_mib {
+    if let Some(r) = cfg.ramdisk.as_deref().filter(|r| !r.is_absolute()) {
         return Err(format!(
-            "memory {} MiB / maxmem {} MiB out of range",
-            cfg.memory_mib, cfg.maxmem_mib
-        ));
-    }
-    if cfg.max_vcpus == 0
-        || cfg.max_vcpus > MAX_VCPUS
-        || cfg.vcpus == 0
-        || cfg.vcpus > cfg.max_vcpus
-    {
-        return Err(format!(
-            "vcpus {} / maxvcpus {} out of range",
-            cfg.vcpus, cfg.max_vcpus
+            "ramdisk {}: chaosd needs an absolute path",
+            r.display()
         ));
     }
     Ok(())
@@ -273,6 +247,15 @@ pub struct Daemon {
     reaper: Option<JoinHandle<()>>,
     /// One daemon per runtime directory: another one would reclaim this one's shells.
     _lock: std::fs::File,
+}
+
+impl std::fmt::Debug for Daemon {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Daemon")
+            .field("workers", &self.workers.len())
+            .field("reclaimed", &self.core.reclaimed)
+            .finish()
+    }
 }
 
 impl Daemon {

@@ -3,25 +3,30 @@
 //! later daemon reclaim the shells of one that died.
 
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+
+use crossbeam_channel::{Receiver, Sender};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::flavors::FlavorTarget;
 use super::protocol::FlavorStatus;
 use super::stats::{Rate, Samples};
+use crate::hypervisor::Uuid;
 use crate::hypervisor::{DomId, HypervisorError, PAGE_SIZE};
-use crate::toolstack::{format_uuid, random_uuid, Flavor, Shell, ShellRecord, Toolstack};
+use crate::toolstack::{random_uuid, Flavor, Shell, ShellRecord, Toolstack};
 
 /// How long an idle worker sleeps before it looks at host memory again (another process may
 /// have freed some), and how long it waits after a failed prepare before trying again.
 const RECHECK: Duration = Duration::from_millis(500);
+/// How long a worker with nothing to do sleeps before it looks again anyway.
+const IDLE: Duration = Duration::from_secs(5);
 
 const MIB_PAGES: u64 = 1024 * 1024 / PAGE_SIZE as u64;
 
 /// A ready shell and the name of its record.
 pub struct Ready {
     pub shell: Shell,
-    pub uuid: String,
+    pub uuid: Uuid,
 }
 
 struct Slot {
@@ -37,6 +42,8 @@ struct Slot {
 struct Inner {
     slots: Vec<Slot>,
     stopping: bool,
+    /// Refill threads started, for waking them all at stop.
+    workers: usize,
     held_by_reserve: bool,
     prepare_times: Samples,
     refills: Rate,
@@ -45,8 +52,10 @@ struct Inner {
 pub struct Pool {
     ts: Arc<Toolstack>,
     inner: Mutex<Inner>,
-    /// Wakes workers: a shell was taken, or the daemon is stopping.
-    wake: Condvar,
+    /// The workers' queue of wake-ups: a shell was taken, or the daemon is stopping. Each
+    /// worker takes one and looks at what the flavors need (a wake-up sent while every worker
+    /// is busy waits in the queue, so none is lost).
+    kicks: (Sender<()>, Receiver<()>),
     /// Wakes `wait_filled`: a shell became ready.
     filled: Condvar,
     reserve_pages: u64,
@@ -75,11 +84,12 @@ impl Pool {
             inner: Mutex::new(Inner {
                 slots,
                 stopping: false,
+                workers: 0,
                 held_by_reserve: false,
                 prepare_times: Samples::default(),
                 refills: Rate::new(Duration::from_secs(60)),
             }),
-            wake: Condvar::new(),
+            kicks: crossbeam_channel::unbounded(),
             filled: Condvar::new(),
             reserve_pages: reserve_mib * MIB_PAGES,
         }
@@ -103,12 +113,12 @@ impl Pool {
         let ready = slot.ready.pop()?;
         slot.taken += 1;
         drop(inner);
-        self.wake.notify_one();
+        self.kick(1);
         Some(ready)
     }
 
     /// Forgets the record of a shell that was taken, once it is a guest (or destroyed).
-    pub fn forget(&self, uuid: &str) {
+    pub fn forget(&self, uuid: &Uuid) {
         if let Err(e) = self.ts.state().remove_shell(uuid) {
             log::warn!("removing shell record {uuid}: {e}");
         }
@@ -116,6 +126,7 @@ impl Pool {
 
     /// Starts `n` refill workers.
     pub fn spawn_workers(self: &Arc<Self>, n: usize) -> std::io::Result<Vec<JoinHandle<()>>> {
+        self.lock().workers = n.max(1);
         (0..n.max(1))
             .map(|i| {
                 let pool = Arc::clone(self);
@@ -128,8 +139,12 @@ impl Pool {
 
     /// Asks the workers to stop after the shell they are preparing.
     pub fn stop(&self) {
-        self.lock().stopping = true;
-        self.wake.notify_all();
+        let workers = {
+            let mut inner = self.lock();
+            inner.stopping = true;
+            inner.workers
+        };
+        self.kick(workers);
         self.filled.notify_all();
     }
 
@@ -161,7 +176,8 @@ impl Pool {
                     log::warn!("refilling {}: {e}", describe(&flavor));
                     inner.slots[idx].last_error = Some(e);
                     // Back off, so a failing flavor does not spin.
-                    let _ = self.wake.wait_timeout(inner, RECHECK);
+                    drop(inner);
+                    self.wait_kick(RECHECK);
                 }
             }
         }
@@ -196,15 +212,29 @@ impl Pool {
                     Ok(false) => inner.held_by_reserve = true,
                     Err(e) => inner.slots[idx].last_error = Some(format!("host memory: {e}")),
                 }
-                inner = match self.wake.wait_timeout(inner, RECHECK) {
-                    Ok((g, _)) => g,
-                    Err(e) => e.into_inner().0,
-                };
+                drop(inner);
+                self.wait_kick(RECHECK);
+                inner = self.lock();
             } else {
                 inner.held_by_reserve = false;
-                inner = self.wake.wait(inner).unwrap_or_else(|e| e.into_inner());
+                drop(inner);
+                self.wait_kick(IDLE);
+                inner = self.lock();
             }
         }
+    }
+
+    /// Wakes `n` workers.
+    fn kick(&self, n: usize) {
+        for _ in 0..n {
+            // The pool owns the receiver too, so the queue is never disconnected.
+            let _ = self.kicks.0.send(());
+        }
+    }
+
+    /// Sleeps until a wake-up comes or `limit` passes.
+    fn wait_kick(&self, limit: Duration) {
+        let _ = self.kicks.1.recv_timeout(limit);
     }
 
     /// Whether `pages` more can be taken from the host and leave the reserve free.
@@ -218,8 +248,7 @@ impl Pool {
     fn prepare_recorded(&self, flavor: &Flavor) -> Result<Ready, String> {
         let handle = random_uuid();
         let mut record = ShellRecord {
-            uuid: format_uuid(&handle),
-            handle,
+            uuid: handle,
             domid: None,
             flavor: flavor.clone(),
             pid: std::process::id(),
@@ -322,14 +351,7 @@ impl Pool {
 pub fn describe(f: &Flavor) -> String {
     format!(
         "{} {} MiB (max {}), {} vcpu(s), {}",
-        f.kind,
-        f.memory_mib,
-        f.maxmem_mib,
-        f.max_vcpus,
-        match f.control_plane {
-            crate::config::ControlPlane::Xenstore => "xenstore",
-            crate::config::ControlPlane::Noxs => "noxs",
-        }
+        f.kind, f.memory_mib, f.maxmem_mib, f.max_vcpus, f.control_plane
     )
 }
 
@@ -355,7 +377,7 @@ pub fn reclaim(ts: &Toolstack) -> Result<usize, crate::toolstack::ToolstackError
         // Domain ids are reused: only the handle says it is still our shell.
         let found = live
             .iter()
-            .find(|i| r.domid.is_none_or(|d| d == i.domid) && i.handle == r.handle);
+            .find(|i| r.domid.is_none_or(|d| d == i.domid) && i.handle == r.uuid);
         if let Some(info) = found {
             let is_guest = state.load(info.domid)?.is_some();
             if info.domid != DomId::DOM0 && info.paused && info.shutdown.is_none() && !is_guest {

@@ -2,7 +2,7 @@
 //! order. Requests are tagged by `op`, replies by `result`.
 //!
 //! ```text
-//! {"op":"create","config":{...DomainConfig...},"paused":false}
+//! {"op":"create","config":{...GuestSpec...},"paused":false}
 //! {"op":"create","file":"/etc/chaos/noop.cfg","overrides":["memory=4"]}
 //! {"op":"status"}
 //! {"op":"destroy","domain":"noop-1"}
@@ -12,7 +12,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::DomainConfig;
+use crate::config::GuestSpec;
 use crate::hypervisor::DomId;
 use crate::toolstack::{Created, Flavor};
 
@@ -26,8 +26,9 @@ pub enum Request {
     /// Create a guest: from a parsed config, or from a config file the daemon reads (absolute
     /// path) with xl-style overrides.
     Create {
+        /// Checked by chaosd as a parsed file would be ([`GuestSpec::validate`]).
         #[serde(default)]
-        config: Option<Box<DomainConfig>>,
+        config: Option<Box<GuestSpec>>,
         #[serde(default)]
         file: Option<PathBuf>,
         #[serde(default)]

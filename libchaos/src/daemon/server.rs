@@ -3,7 +3,6 @@
 //! everyone else.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -11,6 +10,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
+
+use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
+use nix::unistd::geteuid;
 
 use super::protocol::{Request, Response, MAX_LINE};
 use super::{Core, DaemonError};
@@ -168,36 +170,13 @@ fn reply(w: &mut UnixStream, response: &Response) -> std::io::Result<()> {
 
 /// Root, or the user the daemon runs as (tests run unprivileged), may talk to chaosd.
 fn check_peer(stream: &UnixStream) -> Result<(), String> {
-    let uid = peer_uid(stream).map_err(|e| format!("SO_PEERCRED: {e}"))?;
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    let own = unsafe { libc::geteuid() };
+    let uid = getsockopt(stream, PeerCredentials)
+        .map_err(|e| format!("SO_PEERCRED: {e}"))?
+        .uid();
+    let own = geteuid().as_raw();
     if uid == 0 || uid == own {
         Ok(())
     } else {
         Err(format!("uid {uid} may not use chaosd (root only)"))
     }
-}
-
-fn peer_uid(stream: &UnixStream) -> std::io::Result<u32> {
-    let mut cred = libc::ucred {
-        pid: 0,
-        uid: u32::MAX,
-        gid: u32::MAX,
-    };
-    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
-    // SAFETY: the fd is a live unix socket owned by `stream`; `cred` and `len` are valid for
-    // writes of the size passed, which is the size SO_PEERCRED fills.
-    let rc = unsafe {
-        libc::getsockopt(
-            stream.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_PEERCRED,
-            (&mut cred as *mut libc::ucred).cast(),
-            &mut len,
-        )
-    };
-    if rc != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(cred.uid)
 }

@@ -87,7 +87,7 @@ fn flavor(memory_mib: u64) -> Flavor {
         memory_mib,
         maxmem_mib: memory_mib,
         max_vcpus: 1,
-        control_plane: crate::config::ControlPlane::Xenstore,
+        control_plane: crate::config::PlaneKind::Xenstore,
     }
 }
 
@@ -236,8 +236,7 @@ fn a_new_daemon_reclaims_the_shells_of_one_that_crashed() {
     let pending_dom = pending.domid();
     w.ts.state()
         .save_shell(&ShellRecord {
-            uuid: crate::toolstack::format_uuid(&handle),
-            handle,
+            uuid: handle,
             domid: None,
             flavor: flavor(4),
             pid: 1,
@@ -247,8 +246,7 @@ fn a_new_daemon_reclaims_the_shells_of_one_that_crashed() {
     // A record whose domain id now belongs to a guest (handle differs): the guest must stay.
     w.ts.state()
         .save_shell(&ShellRecord {
-            uuid: "reused".into(),
-            handle: [7; 16],
+            uuid: crate::hypervisor::Uuid([7; 16]),
             domid: Some(guest.domid),
             flavor: flavor(4),
             pid: 1,
@@ -258,8 +256,7 @@ fn a_new_daemon_reclaims_the_shells_of_one_that_crashed() {
     // A record of a domain that is gone.
     w.ts.state()
         .save_shell(&ShellRecord {
-            uuid: "gone".into(),
-            handle: [9; 16],
+            uuid: crate::hypervisor::Uuid([9; 16]),
             domid: Some(DomId(999)),
             flavor: flavor(4),
             pid: 1,
@@ -353,22 +350,23 @@ fn bad_requests_get_error_replies_and_the_daemon_keeps_serving() {
     let mut c = w.client();
     // A kernel that does not exist, a relative path, a hostile config: refused before a shell
     // is spent.
-    let mut cfg = w.config("nokernel", 16);
+    let spec = |name: &str| w.config(name, 16).into_spec();
+    let mut cfg = spec("nokernel");
     cfg.kernel = "/nonexistent/kernel".into();
-    let err = c.create(&cfg, false, false).unwrap_err();
+    let err = c.create_spec(&cfg, false, false).unwrap_err();
     assert!(err.to_string().contains("/nonexistent/kernel"), "{err}");
     cfg.kernel = "relative/kernel".into();
-    let err = c.create(&cfg, false, false).unwrap_err();
+    let err = c.create_spec(&cfg, false, false).unwrap_err();
     assert!(err.to_string().contains("absolute"), "{err}");
-    let mut cfg = w.config("zero", 16);
+    let mut cfg = spec("zero");
     cfg.max_vcpus = 0;
-    assert!(c.create(&cfg, false, false).is_err());
-    let mut cfg = w.config("huge", 16);
+    assert!(c.create_spec(&cfg, false, false).is_err());
+    let mut cfg = spec("huge");
     cfg.memory_mib = u64::MAX;
-    assert!(c.create(&cfg, false, false).is_err());
-    let mut cfg = w.config("slash", 16);
+    assert!(c.create_spec(&cfg, false, false).is_err());
+    let mut cfg = spec("slash");
     cfg.name = "../../etc".into();
-    assert!(c.create(&cfg, false, false).is_err());
+    assert!(c.create_spec(&cfg, false, false).is_err());
     assert_eq!(ready(&d, 16), 2, "no shell was spent on refused requests");
 
     // A flavor without a pool, when only the pool may serve.
@@ -469,6 +467,8 @@ fn flavor_specs_and_files_parse_and_refuse_nonsense() {
     assert_eq!(t.flavor.memory_mib, 4);
     assert_eq!(t.flavor.maxmem_mib, 4);
     assert_eq!(t.flavor.max_vcpus, 2);
+    let t = flavors::parse_spec("memory=4,count=3,control_plane=noxs").expect("noxs");
+    assert_eq!(t.flavor.control_plane, crate::config::PlaneKind::Noxs);
     for bad in [
         "memory=4",
         "count=3",
@@ -476,7 +476,7 @@ fn flavor_specs_and_files_parse_and_refuse_nonsense() {
         "memory=4,count=1,colour=blue",
         "memory=4,count=x",
         "memory=4,count=1,memory=8",
-        "memory=4,count=1,control_plane=noxs",
+        "memory=4,count=1,control_plane=pigeon",
         "memory=4,count=1,type=hvm",
         "memory=8,maxmem=4,count=1",
         "memory=4,count=1000000",
@@ -508,4 +508,120 @@ fn flavor_specs_and_files_parse_and_refuse_nonsense() {
     std::fs::write(&file, r#"{"flavors": [{"memory": 4}]}"#).expect("write");
     let err = flavors::load_file(&file).unwrap_err();
     assert!(err.to_string().contains("count"), "{err}");
+}
+
+#[test]
+fn configs_from_the_socket_pass_the_parsers_rules_with_the_parsers_messages() {
+    let w = world("rules");
+    let d = w.start(&[(16, 1)], 0);
+    assert!(d.wait_filled(FILL));
+    let mut c = w.client();
+    let good = w.config("ok", 16).into_spec();
+    let multicast = crate::config::VifConfig {
+        mac: Some(xen_types::Mac([0x01, 0, 0x5e, 0, 0, 1])),
+        ..crate::config::VifConfig::default()
+    };
+    type Change = Box<dyn Fn(&mut crate::config::GuestSpec)>;
+    let cases: Vec<(&str, Change, String)> = vec![
+        (
+            "name",
+            Box::new(|s| s.name = "Domain-0".into()),
+            "name = \"Domain-0\"".into(),
+        ),
+        (
+            "name",
+            Box::new(|s| s.name = "tab\there".into()),
+            "name = \"tab\\there\"".into(),
+        ),
+        (
+            "name",
+            Box::new(|s| s.name = "n".repeat(256)),
+            format!("name = \"{}\"", "n".repeat(256)),
+        ),
+        (
+            "vif",
+            Box::new(move |s| s.vifs = vec![multicast.clone()]),
+            "vif = ['mac=01:00:5e:00:00:01']".into(),
+        ),
+        (
+            "vif",
+            Box::new(|s| {
+                s.vifs = vec![crate::config::VifConfig {
+                    bridge: String::new(),
+                    ..crate::config::VifConfig::default()
+                }]
+            }),
+            "vif = ['bridge=']".into(),
+        ),
+    ];
+    for (key, change, xl_line) in cases {
+        let mut spec = good.clone();
+        change(&mut spec);
+        let err = c.create_spec(&spec, false, false).unwrap_err().to_string();
+        // The file parser refuses the same config, with the same message after the location.
+        let text = format!(
+            "{xl_line}\nkernel = \"{}\"\nmemory = 16\n{}",
+            w.kernel.display(),
+            if key == "name" { "" } else { "name = \"ok\"\n" }
+        );
+        let parsed = parse_xl(&text, "g.cfg", &[]).unwrap_err().to_string();
+        let tail = |m: &str| {
+            m.split_once(": ")
+                .map(|(_, t)| t.to_string())
+                .unwrap_or_default()
+        };
+        assert!(err.starts_with("request: "), "{err}");
+        assert!(err.contains(key), "{err}");
+        if key == "name" {
+            assert_eq!(tail(&err), tail(&parsed), "daemon: {err}\nparser: {parsed}");
+        } else {
+            assert!(parsed.contains("vif"), "{parsed}");
+        }
+    }
+    assert_eq!(ready(&d, 16), 1, "no shell was spent on refused requests");
+    assert_eq!(d.shutdown(), 1);
+}
+
+#[test]
+fn noxs_shells_are_kept_and_executed() {
+    let h = sim_host("chaosd-noxs", SimConfig::default());
+    let w = World {
+        scratch: h.scratch,
+        sim: h.sim,
+        ts: Arc::new(h.ts),
+        kernel: h.noxs_kernel,
+    };
+    let noxs_flavor = Flavor {
+        control_plane: crate::config::PlaneKind::Noxs,
+        ..flavor(16)
+    };
+    let d = Daemon::start(
+        w.ts.clone(),
+        DaemonConfig {
+            socket: w.socket(),
+            flavors: vec![FlavorTarget {
+                flavor: noxs_flavor.clone(),
+                target: 2,
+            }],
+            reserve_mib: 0,
+            workers: 1,
+            reap_interval: None,
+        },
+    )
+    .expect("daemon starts");
+    assert!(d.wait_filled(FILL));
+    let text = format!(
+        "name = \"nx\"\nkernel = \"{}\"\nmemory = 16\nchaos_control_plane = \"noxs\"\n",
+        w.kernel.display()
+    );
+    let cfg = parse_xl(&text, "nx.cfg", &[]).expect("config").config;
+    let created = w
+        .client()
+        .create(&cfg, true, true)
+        .expect("from a NoXS shell");
+    assert_eq!(created.path, CreationPath::Pool);
+    let record = w.ts.state().load(created.domid).unwrap().expect("record");
+    assert_eq!(record.devices.len(), 1, "the sysctl device");
+    assert!(d.wait_filled(FILL), "refilled");
+    assert_eq!(d.shutdown(), 2);
 }

@@ -32,7 +32,7 @@ impl fmt::Display for GuestKind {
 pub struct CreateDomain {
     pub kind: GuestKind,
     /// Domain handle (the UUID xl shows).
-    pub handle: [u8; 16],
+    pub handle: Uuid,
     pub max_vcpus: u32,
     pub max_evtchn_port: u32,
     pub max_grant_frames: u32,
@@ -94,7 +94,7 @@ pub struct DomainInfo {
     pub cpu_time_ns: u64,
     pub online_vcpus: u32,
     pub max_vcpu_id: u32,
-    pub handle: [u8; 16],
+    pub handle: Uuid,
 }
 
 /// What `XEN_SYSCTL_physinfo` reports about the host.
@@ -200,7 +200,7 @@ pub trait Hypervisor: Send + Sync {
     /// `XEN_DOMCTL_destroydomain`: releases the domain's memory, event channels and grants.
     fn destroy_domain(&self, dom: DomId) -> Result<()>;
     /// `XEN_DOMCTL_setdomainhandle`: the UUID, known only once a shell meets its config.
-    fn set_domain_handle(&self, dom: DomId, handle: [u8; 16]) -> Result<()>;
+    fn set_domain_handle(&self, dom: DomId, handle: Uuid) -> Result<()>;
     fn pause_domain(&self, dom: DomId) -> Result<()>;
     fn unpause_domain(&self, dom: DomId) -> Result<()>;
     /// `SCHEDOP_remote_shutdown`: mark the domain shut down with `reason` (what a guest that
@@ -251,4 +251,8 @@ pub trait Hypervisor: Send + Sync {
 
     /// `EVTCHNOP_alloc_unbound`: a port in `dom` that `remote` may bind.
     fn evtchn_alloc_unbound(&self, dom: DomId, remote: DomId) -> Result<u32>;
+
+    /// Signals the guest's port `port` (allocated toward dom0) once: binds it, notifies and
+    /// unbinds, leaving it unbound for the next time (NoXS sysctl requests).
+    fn notify_guest(&self, dom: DomId, port: EvtchnPort) -> Result<()>;
 }

@@ -70,6 +70,9 @@ pub struct XenNotes {
     pub bsd_symtab: bool,
     /// PVH entry point (32-bit physical address).
     pub phys32_entry: Option<u32>,
+    /// chaos's own note (owner "chaos"): the NoXS ABI version the kernel implements
+    /// (noxs/ABI.md section 1).
+    pub chaos_noxs: Option<u32>,
 }
 
 fn string(desc: &[u8]) -> String {
@@ -124,6 +127,14 @@ impl XenNotes {
         let mut x = XenNotes::default();
         for note in notes {
             let name = note.name.strip_suffix(&[0]).unwrap_or(note.name);
+            if name == noxs::NOTE_OWNER && note.kind == noxs::NOTE_NOXS {
+                let v = numeric("chaos NOXS", note.desc)?;
+                x.chaos_noxs = Some(u32::try_from(v).map_err(|_| ImageProblem::BadNote {
+                    name: "chaos NOXS",
+                    reason: format!("version {v} is not a 32-bit number"),
+                })?);
+                continue;
+            }
             if name != b"Xen" {
                 continue;
             }

@@ -2,6 +2,7 @@
 
 use super::notes::*;
 
+#[derive(Debug)]
 pub struct TestSegment {
     pub paddr: u64,
     pub vaddr: u64,
@@ -9,6 +10,7 @@ pub struct TestSegment {
     pub memsz: u64,
 }
 
+#[derive(Debug)]
 pub struct TestElf {
     pub entry: u64,
     pub segments: Vec<TestSegment>,
@@ -16,6 +18,8 @@ pub struct TestElf {
     pub notes: Vec<(u32, Vec<u8>)>,
     /// Put the notes in an SHT_NOTE section instead of a PT_NOTE segment.
     pub notes_in_section: bool,
+    /// Carry chaos's NoXS note (owner "chaos", type 1) with this ABI version.
+    pub noxs: Option<u32>,
 }
 
 pub fn num(kind: u32, v: u64) -> (u32, Vec<u8>) {
@@ -61,6 +65,7 @@ impl TestElf {
                 ),
             ],
             notes_in_section: false,
+            noxs: None,
         }
     }
 
@@ -71,12 +76,22 @@ impl TestElf {
 
     pub fn build(&self) -> Vec<u8> {
         let mut notes = Vec::new();
-        for (kind, desc) in &self.notes {
-            notes.extend_from_slice(&4u32.to_le_bytes());
+        let chaos = self
+            .noxs
+            .map(|v| (&b"chaos\0"[..], noxs::NOTE_NOXS, v.to_le_bytes().to_vec()));
+        let xen = self
+            .notes
+            .iter()
+            .map(|(k, d)| (&b"Xen\0"[..], *k, d.clone()));
+        for (name, kind, desc) in xen.chain(chaos) {
+            notes.extend_from_slice(&(name.len() as u32).to_le_bytes());
             notes.extend_from_slice(&(desc.len() as u32).to_le_bytes());
             notes.extend_from_slice(&kind.to_le_bytes());
-            notes.extend_from_slice(b"Xen\0");
-            notes.extend_from_slice(desc);
+            notes.extend_from_slice(name);
+            while notes.len() % 4 != 0 {
+                notes.push(0);
+            }
+            notes.extend_from_slice(&desc);
             while notes.len() % 4 != 0 {
                 notes.push(0);
             }

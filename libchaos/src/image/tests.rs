@@ -356,13 +356,10 @@ fn parses_test_unikernels_if_built() {
     }
 }
 
-/// Debian's vmlinuz (bzImage + xz/BCJ), if the developer points CHAOS_TEST_VMLINUZ at one.
+/// Debian's vmlinuz (bzImage + xz/BCJ).
 #[test]
-fn parses_debian_vmlinuz_if_available() {
-    let Some(p) = std::env::var_os("CHAOS_TEST_VMLINUZ").map(PathBuf::from) else {
-        eprintln!("skipping: set CHAOS_TEST_VMLINUZ to a Debian vmlinuz to run this test");
-        return;
-    };
+fn parses_debian_vmlinuz() {
+    let p = crate::testing::debian_vmlinuz();
     let t = std::time::Instant::now();
     let k = KernelImage::from_file(&p).unwrap();
     eprintln!("parsed {} in {:?}", p.display(), t.elapsed());

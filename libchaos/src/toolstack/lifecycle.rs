@@ -1,13 +1,14 @@
 //! Lifecycle of existing guests: find, list, pause, unpause, shutdown, destroy, and reaping
 //! guests that stopped according to their on_poweroff / on_reboot / on_crash actions.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use super::{hv_step, DomainRecord, Result, Toolstack, ToolstackError};
+use super::error::hv_step;
+use super::{DomainRecord, Result, Toolstack, ToolstackError};
 use crate::config::Action;
-use crate::devices::xenstore as xs_devices;
 use crate::hypervisor::{DomId, DomainInfo, HypervisorError, ShutdownReason, PAGE_SIZE};
 
 /// How often `shutdown --wait` looks at the domain.
@@ -22,12 +23,21 @@ pub enum ShutdownKind {
 
 impl ShutdownKind {
     /// The word written to `control/shutdown`.
-    fn word(self) -> &'static str {
+    pub(crate) fn word(self) -> &'static str {
         match self {
             ShutdownKind::Poweroff => "poweroff",
             ShutdownKind::Reboot => "reboot",
         }
     }
+}
+
+/// Who serves a guest's console.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConsoleServer {
+    /// xenconsoled (Xenstore-plane guests, and xl's): attach with Xen's `xenconsole` client.
+    Xenconsoled,
+    /// xendevd (NoXS guests): its socket streams the console.
+    Xendevd(std::path::PathBuf),
 }
 
 /// One line of `chaos list`.
@@ -100,9 +110,9 @@ impl Toolstack {
         if let Some(dom) = self.find_chaos_guest(name)? {
             return Ok(Some(dom));
         }
-        if let Some(xs) = self.xs.as_deref() {
+        if let Some(xs) = self.xenstore_plane() {
             for info in self.hv.list_domains().map_err(hv_step("list domains"))? {
-                if xs_devices::name_of(xs, info.domid)?.as_deref() == Some(name) {
+                if xs.name_of(info.domid)?.as_deref() == Some(name) {
                     return Ok(Some(info.domid));
                 }
             }
@@ -134,8 +144,8 @@ impl Toolstack {
                 Some(r) => r.name.clone(),
                 None if info.domid == DomId::DOM0 => "Domain-0".to_string(),
                 None if shells.contains(&info.domid) => "(shell)".to_string(),
-                None => match self.xs.as_deref() {
-                    Some(xs) => xs_devices::name_of(xs, info.domid)?,
+                None => match self.xenstore_plane() {
+                    Some(xs) => xs.name_of(info.domid)?,
                     None => None,
                 }
                 .unwrap_or_else(|| "(unnamed)".to_string()),
@@ -152,6 +162,16 @@ impl Toolstack {
             });
         }
         Ok(out)
+    }
+
+    /// Who serves the console of `dom`.
+    pub fn console_server(&self, dom: DomId) -> Result<ConsoleServer> {
+        Ok(match self.state.load(dom)? {
+            Some(r) if r.config.control_plane == crate::config::PlaneKind::Noxs => {
+                ConsoleServer::Xendevd(self.noxs.socket().to_path_buf())
+            }
+            _ => ConsoleServer::Xenconsoled,
+        })
     }
 
     pub fn pause(&self, dom: DomId) -> Result<()> {
@@ -177,8 +197,13 @@ impl Toolstack {
     fn destroy_with(&self, dom: DomId, record: Option<&DomainRecord>) -> Result<()> {
         let destroyed = self.hv.destroy_domain(dom);
         // Clean up even when the domain was already gone: the leftovers are ours to remove.
-        if let Some(xs) = self.xs.as_deref() {
-            xs_devices::remove(xs, dom, record.map(|r| r.uuid.as_str()))?;
+        // A domain chaos has no record of may be xl's: its Xenstore entries go too, as with xl.
+        let plane = match record {
+            Some(r) => Some(self.plane(r.config.control_plane)?),
+            None => self.xenstore_plane(),
+        };
+        if let Some(plane) = plane {
+            plane.unpublish(dom, record.map(|r| r.uuid))?;
         }
         match record {
             Some(r) => self.state.forget(r)?,
@@ -198,8 +223,16 @@ impl Toolstack {
                 "chaos does not shut down domain 0".into(),
             ));
         }
-        let xs = self.xenstore()?;
-        xs_devices::request_shutdown(xs, dom, kind.word())?;
+        let record = self.state.load(dom)?;
+        match &record {
+            Some(r) => {
+                self.plane(r.config.control_plane)?
+                    .request_shutdown(dom, Some(&r.guest()), kind)?
+            }
+            None => self
+                .plane(crate::config::PlaneKind::Xenstore)?
+                .request_shutdown(dom, None, kind)?,
+        }
         let Some(limit) = wait else {
             return Ok(());
         };
@@ -232,6 +265,25 @@ impl Toolstack {
             }
         }
         Ok(done)
+    }
+
+    /// Reaps every `interval` until `stop` is set: this process is then the reaper of chaos's
+    /// guests (`chaos reap --watch`, chaosd's reaper thread). `reaped` hears of every action
+    /// taken; errors are logged and the next round tries again.
+    pub fn reap_watch(
+        &self,
+        interval: Duration,
+        stop: &AtomicBool,
+        mut reaped: impl FnMut(&[(DomId, Action)]),
+    ) {
+        while !stop.load(Ordering::Acquire) {
+            match self.reap() {
+                Ok(done) if !done.is_empty() => reaped(&done),
+                Ok(_) => {}
+                Err(e) => log::warn!("reaping: {e}"),
+            }
+            std::thread::sleep(interval);
+        }
     }
 
     /// Applies the action for one domain if it has shut down; `None` if it is still running,
@@ -280,7 +332,7 @@ impl Toolstack {
             action,
             Action::Restart | Action::RenameRestart | Action::CoredumpRestart
         ) {
-            self.create(cfg, None, false)?;
+            self.create(cfg, false)?;
         }
         if matches!(action, Action::CoredumpDestroy | Action::CoredumpRestart) {
             log::warn!("domain {dom}: core dumps are not supported; no dump was written");

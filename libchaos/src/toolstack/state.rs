@@ -9,10 +9,8 @@ use serde::{Deserialize, Serialize};
 
 use super::Flavor;
 use crate::config::DomainConfig;
-use crate::hypervisor::DomId;
-
-/// Default runtime directory; `CHAOS_RUN_DIR` overrides it.
-pub const DEFAULT_RUN_DIR: &str = "/run/chaos";
+use crate::hypervisor::{DomId, Uuid};
+use crate::plane::{Device, Guest, Ring};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
@@ -44,14 +42,31 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StateError + '_ {
 pub struct DomainRecord {
     pub domid: DomId,
     pub name: String,
-    pub uuid: String,
+    pub uuid: Uuid,
+    /// The config, with the MACs chosen at creation.
     pub config: DomainConfig,
-    pub console_evtchn: u32,
-    pub console_mfn: u64,
-    pub xenstore_evtchn: u32,
-    pub xenstore_mfn: u64,
+    pub console: Ring,
+    /// The Xenstore ring, or the NoXS device page.
+    pub store: Ring,
+    /// NoXS devices (none on the Xenstore plane).
+    #[serde(default)]
+    pub devices: Vec<Device>,
     /// Milliseconds since the Unix epoch.
     pub created_ms: u64,
+}
+
+impl DomainRecord {
+    /// The guest as its control plane published it.
+    pub fn guest(&self) -> Guest<'_> {
+        Guest {
+            domid: self.domid,
+            uuid: self.uuid,
+            config: &self.config,
+            console: self.console,
+            store: self.store,
+            devices: &self.devices,
+        }
+    }
 }
 
 /// A shell chaosd prepared and has not handed out yet, recorded so that a later chaosd can
@@ -59,9 +74,8 @@ pub struct DomainRecord {
 /// its handle) and again once it does.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ShellRecord {
-    /// The domain handle the shell was created with, as a UUID string; names the file.
-    pub uuid: String,
-    pub handle: [u8; 16],
+    /// The domain handle the shell was created with; names the file.
+    pub uuid: Uuid,
     pub domid: Option<DomId>,
     pub flavor: Flavor,
     /// Process id of the daemon that made it.
@@ -122,13 +136,6 @@ impl StateDir {
         Ok(())
     }
 
-    /// The directory from `CHAOS_RUN_DIR`, or /run/chaos.
-    pub fn default_root() -> PathBuf {
-        std::env::var_os("CHAOS_RUN_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from(DEFAULT_RUN_DIR))
-    }
-
     pub fn root(&self) -> &Path {
         &self.root
     }
@@ -153,7 +160,7 @@ impl StateDir {
         write_atomic(&self.record_path(record.domid), record)
     }
 
-    fn shell_path(&self, uuid: &str) -> PathBuf {
+    fn shell_path(&self, uuid: &Uuid) -> PathBuf {
         self.root.join("shells").join(format!("{uuid}.json"))
     }
 
@@ -163,7 +170,7 @@ impl StateDir {
     }
 
     /// Removes a shell record; a missing one is not an error.
-    pub fn remove_shell(&self, uuid: &str) -> Result<()> {
+    pub fn remove_shell(&self, uuid: &Uuid) -> Result<()> {
         remove_file(&self.shell_path(uuid))
     }
 

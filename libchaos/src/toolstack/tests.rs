@@ -2,10 +2,11 @@
 //! when any step fails.
 
 use super::*;
-use crate::config::{parse_xl, Action};
+use crate::config::{parse_xl, Action, DomainConfig};
 use crate::hypervisor::sim::{Fault, SimConfig};
 use crate::hypervisor::ShutdownReason;
 
+mod noxs;
 mod vif;
 
 use crate::testing::{sim_host, SimHost};
@@ -40,6 +41,8 @@ struct Leftovers {
     introduced: usize,
     records: usize,
     names: usize,
+    noxs_records: usize,
+    attached: usize,
 }
 
 fn leftovers(w: &World) -> Leftovers {
@@ -53,6 +56,8 @@ fn leftovers(w: &World) -> Leftovers {
         names: std::fs::read_dir(w.ts.state().root().join("names"))
             .expect("name index")
             .count(),
+        noxs_records: std::fs::read_dir(w.ts.state().root().join("noxs")).map_or(0, |d| d.count()),
+        attached: w.backend.attached.lock().expect("lock").len(),
     }
 }
 
@@ -66,7 +71,7 @@ fn read(w: &World, path: &str) -> Option<String> {
 fn create_runs_a_guest_with_its_xenstore_entries_record_and_timings() {
     let w = world("create");
     let cfg = config(&w, "web", "");
-    let created = w.ts.create(&cfg, None, false).expect("create");
+    let created = w.ts.create(&cfg, false).expect("create");
     assert_eq!(created.name, "web");
     assert_eq!(created.path, CreationPath::Direct);
     for phase in [
@@ -111,9 +116,7 @@ fn create_runs_a_guest_with_its_xenstore_entries_record_and_timings() {
 #[test]
 fn paused_creation_stays_paused_until_unpaused() {
     let w = world("paused");
-    let created =
-        w.ts.create(&config(&w, "p", ""), None, true)
-            .expect("create");
+    let created = w.ts.create(&config(&w, "p", ""), true).expect("create");
     assert!(created.paused);
     assert!(w.sim.domain_info(created.domid).expect("info").paused);
     assert!(created.timings.get("unpause").is_none());
@@ -127,9 +130,7 @@ fn paused_creation_stays_paused_until_unpaused() {
 fn destroy_leaves_nothing_behind() {
     let w = world("destroy");
     let before = leftovers(&w);
-    let created =
-        w.ts.create(&config(&w, "gone", ""), None, false)
-            .expect("create");
+    let created = w.ts.create(&config(&w, "gone", ""), false).expect("create");
     assert_ne!(leftovers(&w), before);
     w.ts.destroy(created.domid).expect("destroy");
     assert_eq!(leftovers(&w), before);
@@ -146,14 +147,14 @@ fn a_failure_at_any_hypervisor_call_rolls_back_everything() {
     // Count the calls of one successful creation, then fail each of them in turn.
     let before = leftovers(&w);
     w.sim.arm(Fault::Call(u64::MAX));
-    let ok = w.ts.create(&cfg, None, false).expect("create");
+    let ok = w.ts.create(&cfg, false).expect("create");
     let calls = w.sim.calls();
     w.ts.destroy(ok.domid).expect("destroy");
     assert_eq!(leftovers(&w), before);
     assert!(calls > 10, "a creation makes more than {calls} calls");
     for n in 0..calls {
         w.sim.arm(Fault::Call(n));
-        let result = w.ts.create(&cfg, None, false);
+        let result = w.ts.create(&cfg, false);
         w.sim.disarm();
         match result {
             Err(_) => assert_eq!(leftovers(&w), before, "after a failure at call {n}"),
@@ -175,7 +176,7 @@ fn running_out_of_host_memory_is_a_clean_error() {
     );
     let before = leftovers(&w);
     let err =
-        w.ts.create(&config(&w, "big", "memory = 48"), None, false)
+        w.ts.create(&config(&w, "big", "memory = 48"), false)
             .unwrap_err();
     assert!(
         matches!(
@@ -189,19 +190,16 @@ fn running_out_of_host_memory_is_a_clean_error() {
     );
     assert_eq!(leftovers(&w), before);
     // What fits still works afterwards.
-    w.ts.create(&config(&w, "small", "memory = 16"), None, false)
+    w.ts.create(&config(&w, "small", "memory = 16"), false)
         .expect("fits");
 }
 
 #[test]
 fn names_are_unique_and_a_clash_creates_nothing() {
     let w = world("names");
-    w.ts.create(&config(&w, "same", ""), None, false)
-        .expect("first");
+    w.ts.create(&config(&w, "same", ""), false).expect("first");
     let before = leftovers(&w);
-    let err =
-        w.ts.create(&config(&w, "same", ""), None, false)
-            .unwrap_err();
+    let err = w.ts.create(&config(&w, "same", ""), false).unwrap_err();
     assert!(
         matches!(err, ToolstackError::NameInUse(ref n) if n == "same"),
         "{err}"
@@ -215,9 +213,10 @@ fn a_kernel_that_is_not_an_image_is_refused_and_rolled_back() {
     let bad = w.scratch.0.join("not-a-kernel");
     std::fs::write(&bad, b"#!/bin/sh\necho hello\n").expect("write");
     let before = leftovers(&w);
-    let mut cfg = config(&w, "bad", "");
-    cfg.kernel = bad.clone();
-    let err = w.ts.create(&cfg, None, false).unwrap_err();
+    let cfg = config(&w, "bad", "")
+        .with(|s| s.kernel = bad.clone())
+        .expect("valid");
+    let err = w.ts.create(&cfg, false).unwrap_err();
     assert!(matches!(err, ToolstackError::Image(_)), "{err}");
     assert!(
         err.to_string().contains("not-a-kernel"),
@@ -227,30 +226,24 @@ fn a_kernel_that_is_not_an_image_is_refused_and_rolled_back() {
 }
 
 #[test]
-fn the_pool_hands_out_shells_of_the_right_flavor() {
+fn a_prepared_shell_runs_only_execute() {
     let w = world("pool");
-    let pool = ShellPool::new();
     let cfg = config(&w, "fast", "");
-    let flavor = Flavor::of(&cfg);
-    assert_eq!(pool.fill(&w.ts, &flavor, 3).expect("fill"), 3);
-    assert_eq!(pool.ready(&flavor), 3);
-    assert_eq!(w.sim.guest_count(), 3);
+    let shell = w.ts.prepare(&Flavor::of(&cfg)).expect("prepare");
+    assert_eq!(w.sim.guest_count(), 1);
 
-    let created = w.ts.create(&cfg, Some(&pool), false).expect("create");
+    let created = w.ts.execute_pooled(shell, &cfg, false).expect("execute");
     assert_eq!(created.path, CreationPath::Pool);
     assert!(
         created.timings.get("populate").is_none(),
         "prepare ran before, not now"
     );
-    assert_eq!(pool.ready(&flavor), 2);
 
-    // Another flavor finds no shell and goes the direct way.
+    // Without a shell, a creation goes the direct way.
     let other = config(&w, "other", "memory = 32");
-    let created = w.ts.create(&other, Some(&pool), false).expect("create");
+    let created = w.ts.create(&other, false).expect("create");
     assert_eq!(created.path, CreationPath::Direct);
-
-    assert_eq!(pool.drain(&w.ts).expect("drain"), 2);
-    assert_eq!(w.sim.guest_count(), 2, "only the two guests are left");
+    assert_eq!(w.sim.guest_count(), 2, "the two guests");
 }
 
 #[test]
@@ -272,18 +265,12 @@ fn a_shell_of_another_flavor_is_refused_and_destroyed() {
 #[test]
 fn shutdown_asks_the_guest_and_reap_applies_the_configured_action() {
     let w = world("reap");
-    let gone =
-        w.ts.create(&config(&w, "gone", ""), None, false)
-            .expect("create");
+    let gone = w.ts.create(&config(&w, "gone", ""), false).expect("create");
     let kept =
-        w.ts.create(
-            &config(&w, "kept", "on_poweroff = \"preserve\""),
-            None,
-            false,
-        )
-        .expect("create");
+        w.ts.create(&config(&w, "kept", "on_poweroff = \"preserve\""), false)
+            .expect("create");
     let again =
-        w.ts.create(&config(&w, "again", "on_reboot = \"restart\""), None, false)
+        w.ts.create(&config(&w, "again", "on_reboot = \"restart\""), false)
             .expect("create");
 
     w.ts.shutdown(gone.domid, ShutdownKind::Poweroff, None)
@@ -329,12 +316,8 @@ fn shutdown_asks_the_guest_and_reap_applies_the_configured_action() {
 #[test]
 fn list_shows_dom0_and_guests_with_xl_state_letters() {
     let w = world("list");
-    let a =
-        w.ts.create(&config(&w, "a", ""), None, false)
-            .expect("create");
-    let b =
-        w.ts.create(&config(&w, "b", ""), None, true)
-            .expect("create");
+    let a = w.ts.create(&config(&w, "a", ""), false).expect("create");
+    let b = w.ts.create(&config(&w, "b", ""), true).expect("create");
     let list = w.ts.list().expect("list");
     let names: Vec<&str> = list.iter().map(|d| d.name.as_str()).collect();
     assert_eq!(names, ["Domain-0", "a", "b"]);
@@ -349,7 +332,7 @@ fn list_shows_dom0_and_guests_with_xl_state_letters() {
 fn the_same_kernel_is_parsed_once() {
     let w = world("cache");
     for i in 0..5 {
-        w.ts.create(&config(&w, &format!("g{i}"), ""), None, true)
+        w.ts.create(&config(&w, &format!("g{i}"), ""), true)
             .expect("create");
     }
     assert_eq!(w.ts.images.len(), 1);
@@ -360,33 +343,24 @@ fn unsupported_features_are_refused_before_touching_xen() {
     let w = world("unsupported");
     let before = leftovers(&w);
     let err =
-        w.ts.create(&config(&w, "net", "vif = ['backend=netvm']"), None, false)
+        w.ts.create(&config(&w, "net", "vif = ['backend=netvm']"), false)
             .unwrap_err();
     assert!(err.to_string().contains("backend=netvm"), "{err}");
     let err =
-        w.ts.create(
-            &config(&w, "net", "vif = ['', 'vifname=web0']"),
-            None,
-            false,
-        )
-        .unwrap_err();
+        w.ts.create(&config(&w, "net", "vif = ['', 'vifname=web0']"), false)
+            .unwrap_err();
     assert!(err.to_string().contains("vif 1: vifname=web0"), "{err}");
     let err =
         w.ts.create(
             &config(&w, "disk", "disk = ['/dev/vg/g,raw,xvda,rw']"),
-            None,
             false,
         )
         .unwrap_err();
     assert!(err.to_string().contains("disk"), "{err}");
     let err =
-        w.ts.create(
-            &config(&w, "nx", "chaos_control_plane = \"noxs\""),
-            None,
-            false,
-        )
-        .unwrap_err();
-    assert!(err.to_string().contains("noxs"), "{err}");
+        w.ts.create(&config(&w, "nx", "chaos_control_plane = \"noxs\""), false)
+            .unwrap_err();
+    assert!(err.to_string().contains("no chaos NoXS note"), "{err}");
     assert_eq!(leftovers(&w), before);
 }
 
@@ -394,14 +368,14 @@ fn unsupported_features_are_refused_before_touching_xen() {
 fn a_name_whose_domain_died_behind_chaos_is_free_again() {
     let w = world("stalename");
     let first =
-        w.ts.create(&config(&w, "again", ""), None, false)
+        w.ts.create(&config(&w, "again", ""), false)
             .expect("create");
     // The domain goes away without chaos (xl destroy, a crash of the host's toolstack...).
     w.sim
         .destroy_domain(first.domid)
         .expect("destroy behind chaos's back");
     let second =
-        w.ts.create(&config(&w, "again", ""), None, false)
+        w.ts.create(&config(&w, "again", ""), false)
             .expect("name is free");
     assert_eq!(w.ts.resolve("again").expect("resolve"), second.domid);
     w.ts.destroy(second.domid).expect("destroy");
@@ -413,7 +387,7 @@ fn a_name_whose_domain_died_behind_chaos_is_free_again() {
 fn a_guest_claimed_by_another_reaper_is_left_to_it() {
     let w = world("reapclaim");
     let g =
-        w.ts.create(&config(&w, "once", "on_reboot = \"restart\""), None, false)
+        w.ts.create(&config(&w, "once", "on_reboot = \"restart\""), false)
             .expect("create");
     w.sim
         .guest_shutdown(g.domid, ShutdownReason::Reboot)

@@ -1,5 +1,6 @@
 //! Host-side tests (no Xen needed): encodings against the C layouts, error paths.
 
+use super::ops::pv_context;
 use super::privcmd::{BufAlloc, Privcmd};
 use super::*;
 
@@ -18,7 +19,7 @@ fn u64_at(b: &[u8], at: usize) -> u64 {
 fn args(kind: GuestKind) -> CreateDomain {
     CreateDomain {
         kind,
-        handle: *b"0123456789abcdef",
+        handle: crate::hypervisor::Uuid(*b"0123456789abcdef"),
         max_vcpus: 2,
         max_evtchn_port: 1023,
         max_grant_frames: 32,

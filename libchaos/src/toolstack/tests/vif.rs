@@ -5,7 +5,8 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use super::*;
-use crate::devices::xenstore::{vif_backend_path, vif_frontend_path};
+use crate::hypervisor::DomId;
+use crate::plane::xenstore::{vif_backend_path, vif_frontend_path};
 use crate::xenstore::{
     Access, MemStore, Perm, TxId, TxOutcome, WatchEvent, Xenstore, XenstoreError,
 };
@@ -130,7 +131,7 @@ fn p(dom: DomId, access: Access) -> Perm {
 fn vifs_get_libxl_entries_and_permissions() {
     let w = world("vif-entries");
     let created =
-        w.ts.create(&config(&w, "net", TWO_VIFS), None, true)
+        w.ts.create(&config(&w, "net", TWO_VIFS), true)
             .expect("create");
     let d = created.domid;
     let be0 = vif_backend_path(d, 0);
@@ -144,7 +145,7 @@ fn vifs_get_libxl_entries_and_permissions() {
     assert!(mac0.starts_with("00:16:3e:"), "{mac0}");
     let tail = crate::config::vif::parse_mac(&mac0).expect("valid MAC");
     assert!(
-        tail[3] < 0x80,
+        tail.0[3] < 0x80,
         "libxl keeps the 4th byte below 0x80: {mac0}"
     );
     assert_eq!(get(format!("{fe0}/mac")), mac0);
@@ -201,8 +202,11 @@ fn vifs_get_libxl_entries_and_permissions() {
 
     // The chosen MAC is in the record, so a restart keeps it.
     let record = w.ts.state().load(d).expect("load").expect("record");
-    let macs: Vec<Option<[u8; 6]>> = record.config.vifs.iter().map(|v| v.mac).collect();
-    assert_eq!(macs, vec![Some(tail), Some([0, 0x16, 0x3e, 1, 2, 3])]);
+    let macs: Vec<Option<xen_types::Mac>> = record.config.vifs.iter().map(|v| v.mac).collect();
+    assert_eq!(
+        macs,
+        vec![Some(tail), Some(xen_types::Mac([0, 0x16, 0x3e, 1, 2, 3]))]
+    );
 }
 
 #[test]
@@ -211,7 +215,7 @@ fn generated_macs_differ_between_guests() {
     let mut macs = Vec::new();
     for i in 0..4 {
         let c =
-            w.ts.create(&config(&w, &format!("n{i}"), "vif = ['']"), None, true)
+            w.ts.create(&config(&w, &format!("n{i}"), "vif = ['']"), true)
                 .expect("create");
         macs.push(read(&w, &format!("{}/mac", vif_backend_path(c.domid, 0))).expect("mac"));
     }
@@ -224,7 +228,7 @@ fn generated_macs_differ_between_guests() {
 fn vif_entries_are_written_in_the_creations_single_transaction() {
     let (w, rec) = recorded_world("vif-tx");
     let created =
-        w.ts.create(&config(&w, "net", TWO_VIFS), None, true)
+        w.ts.create(&config(&w, "net", TWO_VIFS), true)
             .expect("create");
     let d = created.domid;
     let guest = rec.changes_under(&format!("/local/domain/{}/", d.0));
@@ -256,7 +260,7 @@ fn vif_entries_are_written_in_the_creations_single_transaction() {
 fn warmed_up(tag: &str) -> World {
     let w = world(tag);
     let c =
-        w.ts.create(&config(&w, "warmup", "vif = ['']"), None, true)
+        w.ts.create(&config(&w, "warmup", "vif = ['']"), true)
             .expect("create");
     w.ts.destroy(c.domid).expect("destroy");
     w
@@ -267,7 +271,7 @@ fn destroy_removes_the_vif_entries() {
     let w = warmed_up("vif-destroy");
     let before = leftovers(&w);
     let created =
-        w.ts.create(&config(&w, "net", TWO_VIFS), None, false)
+        w.ts.create(&config(&w, "net", TWO_VIFS), false)
             .expect("create");
     let d = created.domid;
     assert!(read(&w, &vif_backend_path(d, 1)).is_some());
@@ -289,13 +293,13 @@ fn a_failed_creation_with_vifs_leaves_no_vif_entries() {
     let cfg = config(&w, "fragile", TWO_VIFS);
     let before = leftovers(&w);
     w.sim.arm(Fault::Call(u64::MAX));
-    let ok = w.ts.create(&cfg, None, false).expect("create");
+    let ok = w.ts.create(&cfg, false).expect("create");
     let calls = w.sim.calls();
     w.ts.destroy(ok.domid).expect("destroy");
     assert_eq!(leftovers(&w), before);
     for n in 0..calls {
         w.sim.arm(Fault::Call(n));
-        let result = w.ts.create(&cfg, None, false);
+        let result = w.ts.create(&cfg, false);
         w.sim.disarm();
         assert!(result.is_err(), "creation survived a failure at call {n}");
         assert_eq!(leftovers(&w), before, "after a failure at call {n}");
@@ -305,7 +309,7 @@ fn a_failed_creation_with_vifs_leaves_no_vif_entries() {
         name: "XEN_DOMCTL_unpausedomain",
         nth: 0,
     });
-    let err = w.ts.create(&cfg, None, false).unwrap_err();
+    let err = w.ts.create(&cfg, false).unwrap_err();
     w.sim.disarm();
     assert!(err.to_string().contains("unpause"), "{err}");
     assert_eq!(leftovers(&w), before);

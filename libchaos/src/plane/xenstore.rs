@@ -2,8 +2,15 @@
 //! and the front/back directories of its vifs, written in ONE transaction, then the domain
 //! introduced to xenstored.
 
-use crate::hypervisor::DomId;
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::{ControlPlane, Guest, Result};
+use crate::config::PlaneKind;
+use crate::hypervisor::{DomId, Uuid};
+use crate::toolstack::{ShutdownKind, Timings};
 use crate::xenstore::{Access, Perm, TxId, TxOutcome, Xenstore, XenstoreError, XsOp};
+use xen_types::Mac;
 
 /// Transactions lost to concurrent writers are retried this many times before giving up.
 const MAX_TX_ATTEMPTS: u32 = 16;
@@ -23,7 +30,7 @@ const VIF_MTU: &str = "1500";
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VifEntry {
     pub devid: u32,
-    pub mac: [u8; 6],
+    pub mac: Mac,
     pub bridge: String,
     pub ip: Option<String>,
     /// Recorded for tools that read it (netback requires the key); chaos runs no script.
@@ -100,7 +107,7 @@ impl VifNodes {
     fn new(domid: DomId, vif: &VifEntry) -> VifNodes {
         let frontend = vif_frontend_path(domid, vif.devid);
         let backend = vif_backend_path(domid, vif.devid);
-        let mac = crate::config::vif::format_mac(&vif.mac);
+        let mac = vif.mac.to_string();
         let handle = vif.devid.to_string();
         let fe = |k: &str, v: &str| (format!("{frontend}/{k}"), v.to_string());
         let be = |k: &str, v: &str| (format!("{backend}/{k}"), v.to_string());
@@ -186,8 +193,8 @@ impl VifNodes {
 /// Runs `body` inside a transaction, retrying when another writer got in first.
 fn in_transaction(
     xs: &dyn Xenstore,
-    mut body: impl FnMut(TxId) -> Result<(), XenstoreError>,
-) -> Result<(), XenstoreError> {
+    mut body: impl FnMut(TxId) -> std::result::Result<(), XenstoreError>,
+) -> std::result::Result<(), XenstoreError> {
     for _ in 0..MAX_TX_ATTEMPTS {
         let tx = xs.transaction_start()?;
         if let Err(e) = body(tx) {
@@ -205,7 +212,10 @@ fn in_transaction(
 }
 
 /// Writes the guest's entries in one transaction; [`introduce`] comes next.
-pub fn publish(xs: &dyn Xenstore, g: &GuestEntries<'_>) -> Result<(), XenstoreError> {
+fn publish_entries(
+    xs: &dyn Xenstore,
+    g: &GuestEntries<'_>,
+) -> std::result::Result<(), XenstoreError> {
     let dom = domain_path(g.domid);
     let vm = vm_path(g.uuid);
     // dom0 owns everything; the guest may read its own directory...
@@ -279,12 +289,16 @@ pub fn publish(xs: &dyn Xenstore, g: &GuestEntries<'_>) -> Result<(), XenstoreEr
 
 /// Introduces the domain to xenstored, which maps its ring and tells xenconsoled (through the
 /// @introduceDomain watch) that there is a new console to serve.
-pub fn introduce(xs: &dyn Xenstore, g: &GuestEntries<'_>) -> Result<(), XenstoreError> {
+fn introduce(xs: &dyn Xenstore, g: &GuestEntries<'_>) -> std::result::Result<(), XenstoreError> {
     xs.introduce_domain(g.domid, g.store_mfn, g.store_evtchn)
 }
 
 /// Asks the guest to shut down (`control/shutdown`), as `xl shutdown` does.
-pub fn request_shutdown(xs: &dyn Xenstore, domid: DomId, what: &str) -> Result<(), XenstoreError> {
+fn request_shutdown(
+    xs: &dyn Xenstore,
+    domid: DomId,
+    what: &str,
+) -> std::result::Result<(), XenstoreError> {
     xs.write(
         TxId::NONE,
         &format!("{}/control/shutdown", domain_path(domid)),
@@ -293,7 +307,7 @@ pub fn request_shutdown(xs: &dyn Xenstore, domid: DomId, what: &str) -> Result<(
 }
 
 /// The guest's name as Xenstore knows it (also for domains xl created).
-pub fn name_of(xs: &dyn Xenstore, domid: DomId) -> Result<Option<String>, XenstoreError> {
+fn name_of(xs: &dyn Xenstore, domid: DomId) -> std::result::Result<Option<String>, XenstoreError> {
     Ok(xs
         .read(TxId::NONE, &format!("{}/name", domain_path(domid)))?
         .map(|v| String::from_utf8_lossy(&v).into_owned()))
@@ -305,7 +319,11 @@ pub fn name_of(xs: &dyn Xenstore, domid: DomId) -> Result<Option<String>, Xensto
 /// Removing a vif's backend directory is what makes Linux netback tear the device down
 /// (unmap the guest's rings, unregister vifD.N, which leaves its bridge); this is the forced
 /// removal libxl does on `xl destroy`, without the Closing/Closed handshake of a hot unplug.
-pub fn remove(xs: &dyn Xenstore, domid: DomId, uuid: Option<&str>) -> Result<(), XenstoreError> {
+fn remove(
+    xs: &dyn Xenstore,
+    domid: DomId,
+    uuid: Option<&str>,
+) -> std::result::Result<(), XenstoreError> {
     let dom = domain_path(domid);
     let backends = vif_backends_path(domid);
     in_transaction(xs, |tx| {
@@ -321,5 +339,101 @@ pub fn remove(xs: &dyn Xenstore, domid: DomId, uuid: Option<&str>) -> Result<(),
             Ok(())
         }
         other => other,
+    }
+}
+
+/// The Xenstore control plane over a connection to xenstored.
+pub struct XenstorePlane {
+    xs: Arc<dyn Xenstore>,
+}
+
+impl std::fmt::Debug for XenstorePlane {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("XenstorePlane")
+    }
+}
+
+impl XenstorePlane {
+    pub fn new(xs: Arc<dyn Xenstore>) -> XenstorePlane {
+        XenstorePlane { xs }
+    }
+
+    /// The vifs as published: devid = position, the MACs the toolstack chose, the script path
+    /// libxl would record.
+    fn vifs(g: &Guest<'_>) -> Vec<VifEntry> {
+        g.config
+            .vifs
+            .iter()
+            .enumerate()
+            .map(|(devid, vif)| VifEntry {
+                devid: devid as u32,
+                // The toolstack chooses every MAC before publishing (they stay in the record).
+                mac: vif.mac.unwrap_or(Mac([0x00, 0x16, 0x3e, 0, 0, 0])),
+                bridge: vif.bridge.clone(),
+                ip: vif.ip.clone(),
+                script: script_path(vif.script.as_deref()),
+            })
+            .collect()
+    }
+}
+
+impl ControlPlane for XenstorePlane {
+    fn kind(&self) -> PlaneKind {
+        PlaneKind::Xenstore
+    }
+
+    fn publish(&self, g: &Guest<'_>, timings: &mut Timings) -> Result<()> {
+        let t = Instant::now();
+        let uuid = g.uuid.to_string();
+        let vifs = Self::vifs(g);
+        let entries = GuestEntries {
+            domid: g.domid,
+            name: &g.config.name,
+            uuid: &uuid,
+            target_kib: g.config.memory_mib * 1024,
+            max_kib: g.config.maxmem_mib * 1024,
+            vcpus: g.config.vcpus,
+            console_mfn: g.console.frame,
+            console_evtchn: g.console.evtchn,
+            store_mfn: g.store.frame,
+            store_evtchn: g.store.evtchn,
+            vifs: &vifs,
+        };
+        publish_entries(self.xs.as_ref(), &entries)?;
+        timings.record("devices", t);
+        let t = Instant::now();
+        introduce(self.xs.as_ref(), &entries)?;
+        timings.record("introduce", t);
+        Ok(())
+    }
+
+    fn ready(&self) -> Result<()> {
+        Ok(self.xs.ensure_connected()?)
+    }
+
+    fn unpublish(&self, domid: DomId, uuid: Option<Uuid>) -> Result<()> {
+        let uuid = uuid.map(|u| u.to_string());
+        match remove(self.xs.as_ref(), domid, uuid.as_deref()) {
+            // No xenstored: nothing of this domain is in Xenstore.
+            Err(e) if e.is_unreachable() => Ok(()),
+            other => Ok(other?),
+        }
+    }
+
+    fn request_shutdown(
+        &self,
+        domid: DomId,
+        _guest: Option<&Guest<'_>>,
+        kind: ShutdownKind,
+    ) -> Result<()> {
+        Ok(request_shutdown(self.xs.as_ref(), domid, kind.word())?)
+    }
+
+    fn name_of(&self, domid: DomId) -> Result<Option<String>> {
+        match name_of(self.xs.as_ref(), domid) {
+            // No xenstored: it knows no names.
+            Err(e) if e.is_unreachable() => Ok(None),
+            other => Ok(other?),
+        }
     }
 }

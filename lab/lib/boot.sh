@@ -1,0 +1,231 @@
+# shellcheck shell=bash
+# xenlab, the machine: its options, one boot at a time per host (a lock), QEMU's command line,
+# booting it with a watchdog, reading its serial console, and stopping whatever is left.
+
+# is_uint VALUE: true if VALUE is a decimal number.
+is_uint() { [[ $1 =~ ^[0-9]+$ ]]; }
+
+# Reads and checks the machine's options (see the table in lab/README.md).
+read_options() {
+	MEM=${XENLAB_MEM:-6144}
+	SMP=${XENLAB_SMP:-2}
+	DOM0_MEM=${XENLAB_DOM0_MEM:-1024}
+	DOM0_XENSTORED=${XENLAB_XENSTORED:-1}
+	DOM0_XS_TRACE=${XENLAB_XS_TRACE:-0}
+	LAB_LOCK=${XENLAB_LOCK:-/tmp/chaos-lab.lock}
+	local v
+	for v in MEM SMP DOM0_MEM; do
+		is_uint "${!v}" || die "XENLAB_$v=${!v}: expected a number"
+	done
+	[[ $DOM0_XENSTORED =~ ^[01]$ ]] || die "XENLAB_XENSTORED=$DOM0_XENSTORED: expected 0 or 1"
+	[[ $DOM0_XS_TRACE =~ ^[01]$ ]] || die "XENLAB_XS_TRACE=$DOM0_XS_TRACE: expected 0 or 1"
+	[ "$DOM0_XS_TRACE" = 0 ] || [ "$DOM0_XENSTORED" = 1 ] || die "XENLAB_XS_TRACE=1 needs xenstored (XENLAB_XENSTORED=1)"
+	[ "$DOM0_MEM" -ge 256 ] || die "XENLAB_DOM0_MEM=$DOM0_MEM: dom0 needs at least 256 MiB"
+	[ $((DOM0_MEM + 256)) -le "$MEM" ] ||
+		die "XENLAB_DOM0_MEM=$DOM0_MEM does not fit in XENLAB_MEM=$MEM (Xen and guests need the rest; raise XENLAB_MEM)"
+	# smap=0: dom0 crashes at once under TCG with -cpu max otherwise. bootscrub=0: do not make idle
+	# emulated CPUs scrub all of RAM in the background (host CPU time, host memory).
+	XEN_CMDLINE="dom0_mem=${DOM0_MEM}M,max:${DOM0_MEM}M console=com1 com1=115200,8n1 smap=0 bootscrub=0"
+	# rodata=off skips the W+X page-table check (~1.7 s under TCG); quiet keeps the console for the script.
+	DOM0_CMDLINE="console=hvc0 quiet loglevel=3 rodata=off"
+	# -nrip-save: PVH guests (tsc_mode="native") need it under TCG's nested SVM.
+	QEMU_CPU="max,-nrip-save"
+}
+
+# What dom0's /init reads from /etc/xenlab/options (sh syntax).
+dom0_options() {
+	echo "XENLAB_XENSTORED=$DOM0_XENSTORED"
+	echo "XENLAB_XS_TRACE=$DOM0_XS_TRACE"
+}
+
+# ------------------------------------------------------------------------------------ the lock
+# One QEMU per machine: a boot holds an exclusive flock on $LAB_LOCK, the same file people lock by
+# hand (`flock /tmp/chaos-lab.lock lab/xenlab ...`). A caller that holds it already passes its
+# open file to us (flock(1) does): locking that same open file again succeeds at once, where a
+# second open of the file would wait for ourselves forever. XENLAB_LOCK_HELD=1 says the caller
+# holds it without passing it (flock -o). QEMU inherits the lock, so it is held while QEMU runs.
+LOCK_FD=""
+lab_lock() {
+	[ "${XENLAB_LOCK_HELD:-0}" = 1 ] && return
+	[ -z "$LOCK_FD" ] || return 0
+	local want fd
+	want=$(stat -L -c '%d:%i' "$LAB_LOCK" 2>/dev/null || true)
+	if [ -n "$want" ]; then
+		for fd in "/proc/$$/fd"/*; do
+			fd=${fd##*/}
+			[ "$fd" -gt 2 ] || continue
+			[ "$(stat -L -c '%d:%i' "/proc/$$/fd/$fd" 2>/dev/null)" = "$want" ] || continue
+			if ! flock -n "$fd"; then
+				say "waiting for another lab run (lock $LAB_LOCK)"
+				flock "$fd"
+			fi
+			LOCK_FD=inherited
+			return
+		done
+	fi
+	exec {LOCK_FD}>>"$LAB_LOCK" || die "cannot open the lab lock $LAB_LOCK"
+	if ! flock -n "$LOCK_FD"; then
+		say "waiting for another lab run (lock $LAB_LOCK)"
+		flock "$LOCK_FD"
+	fi
+}
+
+# Releases the lock unless a caller holds it for us.
+lab_unlock() {
+	case $LOCK_FD in
+	"" | inherited) ;;
+	*)
+		exec {LOCK_FD}>&-
+		LOCK_FD=""
+		;;
+	esac
+}
+
+# ------------------------------------------------------------------------------------------- boot
+# Kills what a previous xenlab left behind (e.g. after SIGKILL): qemu processes whose pid file is in
+# $WORK and whose xenlab is gone.
+reap_stale() {
+	local pf owner pid
+	for pf in "$WORK"/qemu-*.pid; do
+		owner=${pf##*/qemu-}
+		owner=${owner%.pid}
+		kill -0 "$owner" 2>/dev/null && continue
+		pid=$(cat "$pf" 2>/dev/null || true)
+		if [ -n "$pid" ] && grep -qF "$pf" "/proc/$pid/cmdline" 2>/dev/null; then
+			say "killing stale qemu $pid"
+			kill -KILL "$pid" 2>/dev/null || true
+		fi
+		rm -f "$pf"
+	done
+	for pf in "$WORK"/run.* "$WORK"/base.*; do
+		kill -0 "${pf##*.}" 2>/dev/null || rm -rf "$pf"
+	done
+}
+
+# QEMU command line into QEMU; $1 = the serial console's backend (stdio, or mon:stdio interactively)
+qemu_args() {
+	QEMU=(qemu-system-x86_64 -nodefaults -no-user-config -machine q35 -accel tcg -cpu "$QEMU_CPU"
+		-m "$MEM" -smp "$SMP" -display none -serial "$1" -no-reboot -pidfile "$WORK/qemu-$$.pid"
+		-kernel "$XEN_IMAGE" -append "$XEN_CMDLINE"
+		-initrd "$BASE/dom0-vmlinux $DOM0_CMDLINE,$RUN/initrd.img")
+}
+
+QEMU_PID="" WATCHDOG_PID="" RUN=""
+cleanup() {
+	local rc=$?
+	trap - EXIT INT TERM HUP
+	if [ -n "$WATCHDOG_PID" ]; then kill -TERM -- "-$WATCHDOG_PID" 2>/dev/null || true; fi
+	[ -n "$QEMU_PID" ] || QEMU_PID=$(cat "$WORK/qemu-$$.pid" 2>/dev/null || true)
+	if [ -n "$QEMU_PID" ] && kill -0 "$QEMU_PID" 2>/dev/null; then
+		say "stopping qemu (pid $QEMU_PID)"
+		kill -TERM -- "-$QEMU_PID" 2>/dev/null || kill -TERM "$QEMU_PID" 2>/dev/null || true
+		for _ in 1 2 3 4 5 6 7 8 9 10; do kill -0 "$QEMU_PID" 2>/dev/null || break; sleep 0.2; done
+		kill -KILL -- "-$QEMU_PID" 2>/dev/null || kill -KILL "$QEMU_PID" 2>/dev/null || true
+	fi
+	rm -rf "$WORK/qemu-$$.pid" "$WORK/base.$$"
+	[ -z "$RUN" ] || rm -rf "$RUN"
+	exit "$rc"
+}
+
+new_run_dir() {
+	RUN=$WORK/run.$$
+	rm -rf "$RUN"
+	mkdir -p "$RUN" "$WORK/logs"
+}
+
+# Boots with $1 as /lab/cmd and streams the serial console (see stream_console). Sets SCRIPT_RC
+# (empty if the script never finished) and BOOT_OUTCOME (ok, timeout, crashed).
+# shellcheck disable=SC2034 # BOOT_OUTCOME is read by the commands (commands.sh)
+boot_and_run() {
+	local cmd=$1 timeout=$2 name=$3
+	build_initrd "$cmd"
+	qemu_args stdio
+	LOG=$WORK/logs/$name-$(date +%Y%m%d-%H%M%S).log
+	ln -sfn "${LOG##*/}" "$WORK/logs/last.log"
+	mkfifo "$RUN/console"
+	lab_lock
+	say "boot: qemu (TCG, ${MEM} MiB, ${SMP} CPUs, dom0 ${DOM0_MEM} MiB), log $LOG"
+	T_QEMU=${EPOCHREALTIME/./}
+	# own session and process group: a Ctrl-C reaches xenlab, which then stops the whole group
+	setsid "${QEMU[@]}" </dev/null >"$RUN/console" 2>&1 &
+	QEMU_PID=$!
+	# the watchdog outlives xenlab if xenlab is SIGKILLed, so a hung machine is always stopped
+	# shellcheck disable=SC2016 # the script's $1..$3 are its arguments, expanded by that bash
+	setsid bash -c 'sleep "$1"; grep -q qemu "/proc/$2/cmdline" 2>/dev/null || exit; touch "$3";
+		kill -TERM -- "-$2"; sleep 3; kill -KILL -- "-$2"' watchdog "$timeout" "$QEMU_PID" "$RUN/timed-out" \
+		</dev/null >/dev/null 2>&1 &
+	WATCHDOG_PID=$!
+	stream_console <"$RUN/console"
+	local qrc=0
+	wait "$QEMU_PID" || qrc=$?
+	QEMU_PID=""
+	lab_unlock
+	kill -TERM -- "-$WATCHDOG_PID" 2>/dev/null || true
+	WATCHDOG_PID=""
+	local t
+	secs_since "$T_QEMU" t
+	if [ -e "$RUN/timed-out" ]; then
+		BOOT_OUTCOME=timeout
+		say "timeout: machine stopped after ${timeout}s (XENLAB_TIMEOUT)"
+	elif [ -z "$SCRIPT_RC" ]; then
+		BOOT_OUTCOME=crashed
+		say "machine stopped (qemu rc=$qrc) before the script finished; last console lines:"
+		tail -n 25 "$LOG" >&2
+	else
+		BOOT_OUTCOME=ok
+		say "done: machine off after ${t}s"
+	fi
+}
+
+# Reads the serial console: writes every line, time-stamped, to $LOG; shows boot progress on stderr
+# and the script's output on stdout; records the script's exit code and test results.
+stream_console() {
+	local line t state=boot name rc uptime
+	SCRIPT_RC="" TESTS_DONE=() TESTS_FAILED=() CURRENT_TEST=""
+	exec 4>"$LOG"
+	while IFS= read -r line || [ -n "$line" ]; do
+		line=${line//$'\r'/}
+		secs_since "$T_QEMU" t
+		printf '[%7s] %s\n' "$t" "$line" >&4
+		case $line in
+		*@@XENLAB-PHASE\ *)
+			read -r name uptime _ <<<"${line##*@@XENLAB-PHASE }"
+			say "dom0: $name (uptime ${uptime:-?}s)"
+			continue
+			;;
+		*@@XENLAB-WARN\ *) say "dom0 warning: ${line##*@@XENLAB-WARN }" ;;
+		*@@XENLAB-BEGIN*)
+			state=script
+			continue
+			;;
+		*@@XENLAB-END\ rc=*)
+			SCRIPT_RC=${line##*rc=}
+			SCRIPT_RC=${SCRIPT_RC%% *}
+			state=after
+			continue
+			;;
+		*@@XENLAB-TEST-BEGIN\ *)
+			CURRENT_TEST=${line##*TEST-BEGIN }
+			say "test: $CURRENT_TEST"
+			continue
+			;;
+		*@@XENLAB-TEST-END\ *)
+			read -r name rc _ <<<"${line##*TEST-END }"
+			TESTS_DONE+=("$name")
+			[ "$rc" = rc=0 ] || TESTS_FAILED+=("$name")
+			CURRENT_TEST=""
+			continue
+			;;
+		*@@XENLAB-RESULT*) continue ;;
+		"(XEN) Xen version"*) say "xen: ${line#(XEN) }" ;;
+		*"*** LOADING DOMAIN 0 ***"*) say "xen: building dom0" ;;
+		*"Scrubbing"* | *"Std. Loglevel"*) ;;
+		esac
+		if [ "$state" = script ]; then
+			printf '[%7s] %s\n' "$t" "$line"
+		elif [ "${XENLAB_VERBOSE:-0}" = 1 ]; then
+			printf '[%7s] %s\n' "$t" "$line" >&2
+		fi
+	done
+	exec 4>&-
+}

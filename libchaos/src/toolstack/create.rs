@@ -1,0 +1,443 @@
+//! Creating a guest: `prepare` makes a shell (everything that does not depend on the image),
+//! `execute` turns a shell into a running guest, `create` does both. A failure anywhere rolls
+//! back what exists by then.
+
+use std::time::Instant;
+
+use super::error::hv_step;
+use super::random::{now_ms, random_mac, random_uuid};
+use super::{
+    Created, CreationPath, DomainRecord, Flavor, Result, Shell, Timings, Toolstack, ToolstackError,
+    Via,
+};
+use crate::build::{self, BuildParams, BuiltGuest, NoxsDevice, StorePage};
+use crate::config::{DomainConfig, GuestSpec, PlaneKind};
+use crate::hypervisor::{CreateDomain, DomId, GuestKind, Uuid, PAGE_SIZE};
+use crate::image::KernelImage;
+use crate::plane::{Device, DeviceKind, Guest, Ring};
+
+/// Event channels a guest may open (xl's default `max_event_channels`).
+const MAX_EVTCHN_PORT: u32 = 1023;
+/// Grant frames and maptrack frames (xl's defaults for a guest).
+const MAX_GRANT_FRAMES: u32 = 32;
+const MAX_MAPTRACK_FRAMES: u32 = 1024;
+/// Slack above maxmem that libxl also grants (LIBXL_MAXMEM_CONSTANT), for the special pages.
+const MAXMEM_SLACK_KIB: u64 = 1024;
+
+impl Toolstack {
+    /// Creates a shell: domain, memory, event channels. Nothing here depends on the image.
+    pub fn prepare(&self, flavor: &Flavor) -> Result<Shell> {
+        self.prepare_tagged(flavor, Uuid::NIL)
+    }
+
+    /// [`prepare`](Self::prepare) with the domain handle set to `handle`, so that the shell can
+    /// be recognised later (chaosd reclaims the shells of a daemon that crashed by it; `execute`
+    /// replaces it with the guest's UUID).
+    pub fn prepare_tagged(&self, flavor: &Flavor, handle: Uuid) -> Result<Shell> {
+        // The plane must be there before a shell is spent on it.
+        self.plane(flavor.control_plane)?.ready()?;
+        let mut timings = Timings::default();
+        let t = Instant::now();
+        // Asking first costs one hypercall and turns a failure deep in populate_physmap into
+        // an error that says what is short.
+        let free = self
+            .hv
+            .physinfo()
+            .map_err(hv_step("read host memory"))?
+            .free_pages;
+        if free < flavor.nr_pages() {
+            let mib = |pages: u64| pages * PAGE_SIZE as u64 / (1024 * 1024);
+            return Err(ToolstackError::HostMemory {
+                needed_mib: flavor.memory_mib,
+                free_mib: mib(free),
+            });
+        }
+        let domid = self
+            .hv
+            .create_domain(&CreateDomain {
+                kind: flavor.kind,
+                handle,
+                max_vcpus: flavor.max_vcpus,
+                max_evtchn_port: MAX_EVTCHN_PORT,
+                max_grant_frames: MAX_GRANT_FRAMES,
+                max_maptrack_frames: MAX_MAPTRACK_FRAMES,
+            })
+            .map_err(hv_step("create domain"))?;
+        timings.record("create_domain", t);
+        match self.fill_shell(domid, flavor, &mut timings) {
+            Ok((p2m, console_evtchn, plane_evtchn)) => Ok(Shell {
+                domid,
+                flavor: flavor.clone(),
+                p2m,
+                console_evtchn,
+                plane_evtchn,
+                timings,
+            }),
+            Err(e) => {
+                // Destroying the domain frees its memory and event channels with it.
+                if let Err(d) = self.hv.destroy_domain(domid) {
+                    log::error!("rollback: destroying domain {domid} failed: {d}");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    fn fill_shell(
+        &self,
+        domid: DomId,
+        flavor: &Flavor,
+        timings: &mut Timings,
+    ) -> Result<(Vec<u64>, u32, u32)> {
+        let t = Instant::now();
+        self.hv
+            .set_max_mem(domid, flavor.maxmem_mib * 1024 + MAXMEM_SLACK_KIB)
+            .map_err(hv_step("set max memory"))?;
+        if flavor.kind == GuestKind::Pv {
+            self.hv
+                .set_address_size(domid, 64)
+                .map_err(hv_step("set address size"))?;
+        }
+        let gfns: Vec<u64> = (0..flavor.nr_pages()).collect();
+        let p2m = self
+            .hv
+            .populate_physmap(domid, &gfns)
+            .map_err(hv_step("populate guest memory"))?;
+        timings.record("populate", t);
+        let t = Instant::now();
+        let console = self
+            .hv
+            .evtchn_alloc_unbound(domid, DomId::DOM0)
+            .map_err(hv_step("console event channel"))?;
+        let plane = self
+            .hv
+            .evtchn_alloc_unbound(domid, DomId::DOM0)
+            .map_err(hv_step("control plane event channel"))?;
+        timings.record("evtchn", t);
+        Ok((p2m, console, plane))
+    }
+
+    /// Destroys a shell nobody will execute.
+    pub fn discard(&self, shell: Shell) -> Result<()> {
+        self.hv
+            .destroy_domain(shell.domid)
+            .map_err(hv_step("destroy shell"))
+    }
+
+    /// Turns a shell into a guest: load the image, build, publish devices, unpause. On failure
+    /// the shell's domain is destroyed and everything written for it removed.
+    pub fn execute(&self, shell: Shell, cfg: &DomainConfig, paused: bool) -> Result<Created> {
+        let wanted = Flavor::of(cfg);
+        if shell.flavor != wanted {
+            let err = ToolstackError::FlavorMismatch {
+                domid: shell.domid,
+                shell: Box::new(shell.flavor.clone()),
+                wanted: Box::new(wanted),
+            };
+            // The shell is untouched: give it back to its owner's accounting by destroying it,
+            // since execute consumed it.
+            self.discard(shell)?;
+            return Err(err);
+        }
+        let domid = shell.domid;
+        let mut timings = shell.timings.clone();
+        let mut published = None;
+        match self.execute_steps(&shell, cfg, paused, &mut timings, &mut published) {
+            Ok(()) => Ok(Created {
+                domid,
+                name: cfg.name.clone(),
+                paused: paused || cfg.paused,
+                path: CreationPath::Direct,
+                via: Via::Local,
+                timings,
+            }),
+            Err(e) => {
+                self.rollback(domid, cfg, published);
+                Err(e)
+            }
+        }
+    }
+
+    fn execute_steps(
+        &self,
+        shell: &Shell,
+        cfg: &DomainConfig,
+        paused: bool,
+        timings: &mut Timings,
+        published: &mut Option<Uuid>,
+    ) -> Result<()> {
+        let domid = shell.domid;
+        check_supported(cfg)?;
+        let plane = self.plane(cfg.control_plane)?;
+        let t = Instant::now();
+        let image = self.images.load(&cfg.kernel)?;
+        let ramdisk = match &cfg.ramdisk {
+            Some(path) => Some(self.images.load_ramdisk(path)?),
+            None => None,
+        };
+        timings.record("load_image", t);
+
+        let noxs_devices = match cfg.control_plane {
+            PlaneKind::Xenstore => Vec::new(),
+            PlaneKind::Noxs => {
+                check_noxs_kernel(&image)?;
+                noxs_devices(shell)
+            }
+        };
+        let store = match cfg.control_plane {
+            PlaneKind::Xenstore => StorePage::Xenstore {
+                evtchn: shell.plane_evtchn,
+                backend: DomId::DOM0,
+            },
+            PlaneKind::Noxs => StorePage::Noxs {
+                devices: &noxs_devices,
+            },
+        };
+        let t = Instant::now();
+        let built: BuiltGuest = build::build_pv(
+            self.hv.as_ref(),
+            &image,
+            &BuildParams {
+                domid,
+                p2m: &shell.p2m,
+                cmdline: &cfg.cmdline,
+                ramdisk: ramdisk.as_ref().map(|r| r.as_slice()),
+                vcpus: cfg.vcpus,
+                console_evtchn: shell.console_evtchn,
+                console_backend: DomId::DOM0,
+                store,
+            },
+        )?;
+        timings.record("build", t);
+        let devices: Vec<Device> = noxs_devices
+            .iter()
+            .zip(&built.ctrl_mfns)
+            .map(|(d, mfn)| Device {
+                kind: match d.ty {
+                    noxs::DevType::Vif => DeviceKind::Vif,
+                    _ => DeviceKind::Sysctl,
+                },
+                id: d.id,
+                frame: *mfn,
+                evtchn: d.evtchn,
+            })
+            .collect();
+
+        {
+            // Check and claim under the lock, so two creations cannot take one name.
+            let _lock = self.state.lock()?;
+            self.check_name_free(&cfg.name)?;
+            self.state.claim_name(&cfg.name, domid)?;
+        }
+        let uuid = cfg.uuid.unwrap_or_else(random_uuid);
+        self.hv
+            .set_domain_handle(domid, uuid)
+            .map_err(hv_step("set domain handle"))?;
+        // MACs are chosen now and kept in the record, so a restarted guest keeps its MACs.
+        let config = with_macs(cfg)?;
+        let console = Ring {
+            frame: built.console_mfn,
+            evtchn: shell.console_evtchn,
+        };
+        let store = Ring {
+            frame: built.store_mfn,
+            evtchn: match cfg.control_plane {
+                PlaneKind::Xenstore => shell.plane_evtchn,
+                PlaneKind::Noxs => 0,
+            },
+        };
+        *published = Some(uuid);
+        plane.publish(
+            &Guest {
+                domid,
+                uuid,
+                config: &config,
+                console,
+                store,
+                devices: &devices,
+            },
+            timings,
+        )?;
+
+        let t = Instant::now();
+        self.state.save(&DomainRecord {
+            domid,
+            name: cfg.name.clone(),
+            uuid,
+            config,
+            console,
+            store,
+            devices,
+            created_ms: now_ms(),
+        })?;
+        timings.record("record", t);
+
+        if !(paused || cfg.paused) {
+            let t = Instant::now();
+            self.hv.unpause_domain(domid).map_err(hv_step("unpause"))?;
+            timings.record("unpause", t);
+        }
+        Ok(())
+    }
+
+    /// Undoes a failed execute: record, the plane's entries, domain (with its memory and event
+    /// channels). Errors here are logged: the original error is the one to report.
+    fn rollback(&self, domid: DomId, cfg: &DomainConfig, published: Option<Uuid>) {
+        if let Err(e) = self.state.remove(domid) {
+            log::error!("rollback: removing the record of domain {domid}: {e}");
+        }
+        if let Err(e) = self.state.release_name(&cfg.name, domid) {
+            log::error!(
+                "rollback: freeing the name {:?} of domain {domid}: {e}",
+                cfg.name
+            );
+        }
+        if let (Some(uuid), Ok(plane)) = (published, self.plane(cfg.control_plane)) {
+            if let Err(e) = plane.unpublish(domid, Some(uuid)) {
+                log::error!("rollback: removing the devices of domain {domid}: {e}");
+            }
+        }
+        if let Err(e) = self.hv.destroy_domain(domid) {
+            log::error!("rollback: destroying domain {domid}: {e}");
+        }
+    }
+
+    /// Creates a guest by prepare + execute.
+    pub fn create(&self, cfg: &DomainConfig, paused: bool) -> Result<Created> {
+        // Refuse what cannot work before making anything, so mistakes cost nothing.
+        self.check_creatable(cfg)?;
+        self.check_name_free(&cfg.name)?;
+        let shell = self.prepare(&Flavor::of(cfg))?;
+        self.execute(shell, cfg, paused)
+    }
+
+    /// Executes a shell that was prepared ahead of time (path "pool"): only this creation's
+    /// own work is timed.
+    pub fn execute_pooled(
+        &self,
+        shell: Shell,
+        cfg: &DomainConfig,
+        paused: bool,
+    ) -> Result<Created> {
+        let shell = Shell {
+            timings: Timings::default(),
+            ..shell
+        };
+        let mut created = self.execute(shell, cfg, paused)?;
+        created.path = CreationPath::Pool;
+        Ok(created)
+    }
+
+    /// Refuses, before a shell is spent on it, a config that cannot be created: unsupported
+    /// features, a kernel or ramdisk that cannot be read or parsed. The kernel lands in the
+    /// image cache, so `execute` does not read it again.
+    pub fn check_creatable(&self, cfg: &DomainConfig) -> Result<()> {
+        check_supported(cfg)?;
+        self.plane(cfg.control_plane)?.ready()?;
+        let image = self.images.load(&cfg.kernel)?;
+        if cfg.control_plane == PlaneKind::Noxs {
+            check_noxs_kernel(&image)?;
+        }
+        if let Some(path) = &cfg.ramdisk {
+            std::fs::metadata(path).map_err(|e| {
+                ToolstackError::Unsupported(format!("ramdisk {}: {e}", path.display()))
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Names are unique among chaos's guests (checked through the name index, so the check
+    /// costs the same with ten guests or ten thousand). Guests xl created are not scanned here.
+    pub(super) fn check_name_free(&self, name: &str) -> Result<()> {
+        if self.find_chaos_guest(name)?.is_some() {
+            return Err(ToolstackError::NameInUse(name.to_string()));
+        }
+        Ok(())
+    }
+}
+
+/// A NoXS guest must say it implements the frontend (noxs/ABI.md section 1): a kernel that
+/// does not would wait for a Xenstore that never answers.
+fn check_noxs_kernel(image: &KernelImage) -> Result<()> {
+    match image.notes.chaos_noxs {
+        Some(v) if v >= noxs::ABI_VERSION => Ok(()),
+        Some(v) => Err(ToolstackError::Unsupported(format!(
+            "{}: implements NoXS ABI version {v}; chaos needs {} (chaos_control_plane = \"noxs\")",
+            image.name,
+            noxs::ABI_VERSION
+        ))),
+        None => Err(ToolstackError::Unsupported(format!(
+            "{}: the kernel has no chaos NoXS note, so it does not implement NoXS; use chaos_control_plane = \"xenstore\"",
+            image.name
+        ))),
+    }
+}
+
+/// A NoXS guest's devices: the sysctl device (always, on the shell's plane channel).
+fn noxs_devices(shell: &Shell) -> Vec<NoxsDevice> {
+    let mut ctrl = vec![0u8; std::mem::size_of::<noxs::SysctlCtrl>()];
+    noxs::SysctlCtrl {
+        hdr: noxs::CtrlHdr {
+            devid: 0,
+            // The toolstack is the sysctl backend, there from the start.
+            be_state: noxs::state::CONNECTED,
+            ..noxs::CtrlHdr::default()
+        },
+        ..noxs::SysctlCtrl::default()
+    }
+    .write_to(&mut ctrl);
+    vec![NoxsDevice {
+        ty: noxs::DevType::Sysctl,
+        id: 0,
+        backend: DomId::DOM0,
+        evtchn: shell.plane_evtchn,
+        ctrl,
+    }]
+}
+
+/// What chaos cannot build yet, refused before anything is made.
+fn check_supported(cfg: &DomainConfig) -> Result<()> {
+    if !cfg.disks.is_empty() {
+        return Err(ToolstackError::Unsupported(
+            "disk: block devices are not supported by chaos yet".into(),
+        ));
+    }
+    for (devid, vif) in cfg.vifs.iter().enumerate() {
+        if let Some(backend) = vif.backend.as_deref() {
+            if !matches!(backend, "0" | "Domain-0") {
+                return Err(ToolstackError::Unsupported(format!(
+                    "vif {devid}: backend={backend}: driver domains are not supported yet (the backend is dom0)"
+                )));
+            }
+        }
+        if let Some(name) = &vif.vifname {
+            return Err(ToolstackError::Unsupported(format!(
+                "vif {devid}: vifname={name}: renaming the backend interface is not supported yet (it is vif<domid>.{devid})"
+            )));
+        }
+    }
+    if cfg.control_plane == PlaneKind::Noxs && !cfg.vifs.is_empty() {
+        return Err(ToolstackError::Unsupported(
+            "vif: NoXS guests cannot have vifs yet (the userspace net backend is not there); use chaos_control_plane = \"xenstore\"".into(),
+        ));
+    }
+    if cfg.kind != GuestKind::Pv {
+        return Err(ToolstackError::Unsupported(format!(
+            "type = \"{}\": only PV guests can be built so far",
+            cfg.kind
+        )));
+    }
+    Ok(())
+}
+
+/// The config with a random Xen MAC for every vif that names none.
+fn with_macs(cfg: &DomainConfig) -> Result<DomainConfig> {
+    if cfg.vifs.iter().all(|v| v.mac.is_some()) {
+        return Ok(cfg.clone());
+    }
+    Ok(cfg.with(|spec: &mut GuestSpec| {
+        for vif in &mut spec.vifs {
+            vif.mac.get_or_insert_with(random_mac);
+        }
+    })?)
+}

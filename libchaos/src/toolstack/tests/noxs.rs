@@ -1,0 +1,225 @@
+//! NoXS guests: created, shut down and destroyed with no Xenstore entry, the device page and
+//! the sysctl control page written as noxs/ABI.md says, rolled back at any failure.
+
+use super::*;
+use crate::hypervisor::{DomId, Hypervisor};
+use crate::plane::DeviceKind;
+use crate::testing::RecordingBackend;
+
+fn noxs_config(w: &World, name: &str, extra: &str) -> DomainConfig {
+    let text = format!(
+        "name = \"{name}\"\nkernel = \"{}\"\nmemory = 16\nchaos_control_plane = \"noxs\"\n{extra}\n",
+        w.noxs_kernel.display()
+    );
+    parse_xl(&text, "test.cfg", &[])
+        .expect("valid config")
+        .config
+}
+
+fn u32_at(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+
+fn attached(b: &RecordingBackend) -> Vec<DomId> {
+    b.attached.lock().expect("lock").clone()
+}
+
+/// Writes into a guest frame (by mfn) as the guest would.
+fn guest_writes(w: &World, dom: DomId, mfn: u64, f: impl FnOnce(&mut [u8])) {
+    let mut m = w.sim.map_foreign(dom, &[mfn]).expect("map");
+    f(m.bytes_mut());
+}
+
+/// The guest listens on its sysctl device for poweroff and reboot (ABI 4.1).
+fn listen(w: &World, dom: DomId) {
+    let record = w.ts.state().load(dom).expect("load").expect("record");
+    let sysctl = record.devices[0];
+    guest_writes(w, dom, sysctl.frame, |b| {
+        let mut c = ::noxs::SysctlCtrl::read_from(b);
+        c.fe_features = ::noxs::sysctl::POWEROFF | ::noxs::sysctl::REBOOT;
+        c.hdr.fe_state = ::noxs::state::CONNECTED;
+        c.write_to(b);
+    });
+}
+
+#[test]
+fn a_noxs_guest_has_a_device_page_and_no_xenstore_entry() {
+    let w = world("noxs-create");
+    let before = leftovers(&w);
+    let cfg = noxs_config(&w, "nx", "");
+    let created = w.ts.create(&cfg, true).expect("create");
+    let dom = created.domid;
+    assert_eq!(w.xs.paths(), before.xenstore_paths, "no Xenstore entry");
+    assert!(w.xs.introduced_domains().is_empty(), "no introduction");
+    assert!(created.timings.get("introduce").is_none());
+    assert_eq!(attached(&w.backend), vec![dom], "the backend was told");
+
+    let record = w.ts.state().load(dom).expect("load").expect("record");
+    assert_eq!(record.store.evtchn, 0);
+    assert_eq!(record.devices.len(), 1);
+    let sysctl = record.devices[0];
+    assert_eq!((sysctl.kind, sysctl.id), (DeviceKind::Sysctl, 0));
+
+    // The device page: version 2, one sysctl entry naming its control page's pfn and the
+    // guest's own port, with the guest-frame and guest-port flags.
+    let page = w
+        .sim
+        .machine_frame(dom, record.store.frame)
+        .expect("device page");
+    let dp = ::noxs::DevPage::read_from(&page);
+    assert_eq!((dp.version, dp.dev_count), (2, 1));
+    let e = dp.devs[0];
+    assert_eq!(e.dev_type, ::noxs::DevType::Sysctl as u32);
+    assert_eq!(
+        e.flags,
+        ::noxs::ENTRY_GUEST_FRAME | ::noxs::ENTRY_GUEST_PORT
+    );
+    assert_eq!(e.comm.evtchn, sysctl.evtchn);
+    assert_eq!(
+        Some(u64::from(e.comm.grant)),
+        w.sim.gfn_of(dom, sysctl.frame),
+        "ctrl is the control page's pfn"
+    );
+    assert_eq!(
+        w.sim.evtchns(dom).iter().find(|(p, _)| *p == sysctl.evtchn),
+        Some(&(sysctl.evtchn, DomId::DOM0)),
+        "the sysctl port is the guest's, toward dom0"
+    );
+    let ctrl = ::noxs::SysctlCtrl::read_from(&w.sim.machine_frame(dom, sysctl.frame).unwrap());
+    assert_eq!(ctrl.hdr.be_state, ::noxs::state::CONNECTED);
+    assert_eq!(ctrl.request, 0);
+
+    // start_info (the page before the device page): SIF_NOXS, the device page in the store
+    // slot, no store channel.
+    let pfn = w.sim.gfn_of(dom, record.store.frame).expect("pfn");
+    let si = w.sim.guest_frame(dom, pfn - 1).expect("start_info");
+    assert_eq!(&si[..14], b"xen-3.0-x86_64");
+    assert_ne!(u32_at(&si, 48) & ::noxs::SIF_NOXS, 0);
+    assert_eq!(
+        u64::from(u32_at(&si, 56)) | (u64::from(u32_at(&si, 60)) << 32),
+        record.store.frame
+    );
+    assert_eq!(u32_at(&si, 64), 0);
+    // No Xenstore grant: only the console ring is granted to dom0.
+    assert_eq!(w.sim.grant_entries(dom).len(), 1);
+
+    // The backend's record, for a xendevd that restarts.
+    let records = xendevd_api::RecordDir::open(w.ts.state().root().join("noxs")).unwrap();
+    let r = records.load(dom).unwrap().expect("backend record");
+    assert_eq!(
+        (r.name.as_str(), r.console.evtchn),
+        ("nx", record.console.evtchn)
+    );
+
+    w.ts.destroy(dom).expect("destroy");
+    assert_eq!(leftovers(&w), before);
+}
+
+#[test]
+fn shutdown_and_reboot_go_through_the_sysctl_page_and_its_channel() {
+    let w = world("noxs-shutdown");
+    let before = leftovers(&w);
+    let cfg = noxs_config(&w, "nx", "on_reboot = \"restart\"");
+    let dom = w.ts.create(&cfg, false).expect("create").domid;
+    let err =
+        w.ts.shutdown(dom, ShutdownKind::Poweroff, None)
+            .unwrap_err();
+    assert!(err.to_string().contains("does not listen"), "{err}");
+
+    listen(&w, dom);
+    let record = w.ts.state().load(dom).expect("load").expect("record");
+    let sysctl = record.devices[0];
+    w.ts.shutdown(dom, ShutdownKind::Reboot, None)
+        .expect("reboot");
+    let ctrl = ::noxs::SysctlCtrl::read_from(&w.sim.machine_frame(dom, sysctl.frame).unwrap());
+    assert_eq!(ctrl.request, ::noxs::sysctl::REBOOT);
+    assert_eq!(ctrl.hdr.be_watch_state, ::noxs::WatchState::Updated as u32);
+    assert_eq!(
+        ctrl.fe_features,
+        ::noxs::sysctl::POWEROFF | ::noxs::sysctl::REBOOT,
+        "untouched"
+    );
+    assert_eq!(w.sim.notifications(dom, sysctl.evtchn), 1);
+
+    // The guest obeys; the reaper restarts it (on_reboot = restart), as a NoXS guest again.
+    w.sim
+        .guest_shutdown(dom, ShutdownReason::Reboot)
+        .expect("guest shuts down");
+    assert_eq!(w.ts.reap().expect("reap"), vec![(dom, Action::Restart)]);
+    let again = w.ts.resolve("nx").expect("restarted");
+    assert_ne!(again, dom);
+    assert_eq!(attached(&w.backend), vec![again]);
+
+    listen(&w, again);
+    w.ts.shutdown(again, ShutdownKind::Poweroff, None)
+        .expect("poweroff");
+    w.sim
+        .guest_shutdown(again, ShutdownReason::Poweroff)
+        .expect("guest shuts down");
+    assert_eq!(w.ts.reap().expect("reap"), vec![(again, Action::Destroy)]);
+    assert_eq!(leftovers(&w), before);
+}
+
+#[test]
+fn a_failure_at_any_hypervisor_call_of_a_noxs_creation_rolls_back_everything() {
+    let w = world("noxs-rollback");
+    let cfg = noxs_config(&w, "fragile", "");
+    let before = leftovers(&w);
+    w.sim.arm(Fault::Call(u64::MAX));
+    let ok = w.ts.create(&cfg, false).expect("create");
+    let calls = w.sim.calls();
+    w.ts.destroy(ok.domid).expect("destroy");
+    assert_eq!(leftovers(&w), before);
+    for n in 0..calls {
+        w.sim.arm(Fault::Call(n));
+        let result = w.ts.create(&cfg, false);
+        w.sim.disarm();
+        match result {
+            Err(_) => assert_eq!(leftovers(&w), before, "after a failure at call {n}"),
+            Ok(c) => panic!("creation survived a failure at call {n}: {c:?}"),
+        }
+    }
+}
+
+#[test]
+fn a_backend_that_refuses_the_guest_rolls_the_creation_back() {
+    let w = world("noxs-refused");
+    let before = leftovers(&w);
+    *w.backend.refuse.lock().unwrap() = Some("xendevd is not running".into());
+    let err = w.ts.create(&noxs_config(&w, "nx", ""), false).unwrap_err();
+    assert!(err.to_string().contains("xendevd is not running"), "{err}");
+    assert_eq!(leftovers(&w), before);
+}
+
+#[test]
+fn noxs_guests_need_no_xenstored() {
+    let w = world("noxs-no-xs");
+    let ts = Toolstack::new(w.sim.clone(), None, w.ts.state().clone())
+        .with_noxs_backend(Box::new(crate::testing::SharedBackend(w.backend.clone())));
+    let dom = ts
+        .create(&noxs_config(&w, "alone", ""), true)
+        .expect("create")
+        .domid;
+    let listed = ts.list().expect("list");
+    assert!(listed.iter().any(|d| d.domid == dom && d.name == "alone"));
+    assert_eq!(ts.resolve("alone").expect("resolve"), dom);
+    // A Xenstore guest cannot be made here, and says why.
+    let err = ts.create(&config(&w, "xs", ""), true).unwrap_err();
+    assert!(err.to_string().contains("xenstored"), "{err}");
+    ts.destroy(dom).expect("destroy");
+    assert!(ts.list().expect("list").iter().all(|d| d.domid != dom));
+}
+
+#[test]
+fn vifs_on_noxs_are_refused_until_the_userspace_backend_exists() {
+    let w = world("noxs-vif");
+    let before = leftovers(&w);
+    let err =
+        w.ts.create(&noxs_config(&w, "nx", "vif = ['']"), false)
+            .unwrap_err();
+    assert!(
+        err.to_string().contains("NoXS guests cannot have vifs"),
+        "{err}"
+    );
+    assert_eq!(leftovers(&w), before);
+}

@@ -1,0 +1,189 @@
+//! The per-guest records: what a NoXS backend needs to serve a guest, written by the toolstack.
+
+use std::fs;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use xen_types::{DomId, EvtchnPort, GrantRef, Mac};
+
+/// A NoXS guest, as its backends see it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NoxsGuest {
+    pub domid: DomId,
+    pub name: String,
+    pub console: ConsoleRing,
+    #[serde(default)]
+    pub vifs: Vec<NoxsVif>,
+}
+
+/// The guest's PV console ring.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsoleRing {
+    /// The grant the toolstack seeded for dom0 (GNTTAB_RESERVED_CONSOLE, 0).
+    pub gref: GrantRef,
+    /// The ring's frame as Xen's foreign-mapping interface takes it (an MFN for PV).
+    pub frame: u64,
+    /// The guest's port, allocated toward dom0; the backend binds it.
+    pub evtchn: EvtchnPort,
+}
+
+/// One NoXS vif: its control page (in the guest's memory) and the guest's control channel.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NoxsVif {
+    pub id: u32,
+    /// The control page's frame (an MFN for PV), for foreign mapping.
+    pub ctrl_frame: u64,
+    pub evtchn: EvtchnPort,
+    pub mac: Mac,
+    pub bridge: String,
+    pub ip: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{path}: not a NoXS guest record: {source}")]
+    Corrupt {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+/// The directory of records.
+#[derive(Debug, Clone)]
+pub struct RecordDir {
+    dir: PathBuf,
+}
+
+impl RecordDir {
+    /// Opens (creating if needed) the directory.
+    pub fn open(dir: impl Into<PathBuf>) -> Result<RecordDir, RecordError> {
+        let dir = dir.into();
+        fs::create_dir_all(&dir).map_err(|source| RecordError::Io {
+            path: dir.clone(),
+            source,
+        })?;
+        Ok(RecordDir { dir })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.dir
+    }
+
+    fn file(&self, domid: DomId) -> PathBuf {
+        self.dir.join(format!("{}.json", domid.0))
+    }
+
+    /// Writes a record atomically (temporary file, then rename).
+    pub fn save(&self, guest: &NoxsGuest) -> Result<(), RecordError> {
+        let path = self.file(guest.domid);
+        let tmp = path.with_extension("json.tmp");
+        let json = serde_json::to_vec(guest).map_err(|source| RecordError::Corrupt {
+            path: path.clone(),
+            source,
+        })?;
+        fs::File::create(&tmp)
+            .and_then(|mut f| f.write_all(&json))
+            .and_then(|()| fs::rename(&tmp, &path))
+            .map_err(|source| RecordError::Io { path, source })
+    }
+
+    /// The record of `domid`, if there is one.
+    pub fn load(&self, domid: DomId) -> Result<Option<NoxsGuest>, RecordError> {
+        let path = self.file(domid);
+        match fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|source| RecordError::Corrupt { path, source }),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(RecordError::Io { path, source }),
+        }
+    }
+
+    /// Removes a record; a missing one is not an error.
+    pub fn remove(&self, domid: DomId) -> Result<(), RecordError> {
+        let path = self.file(domid);
+        match fs::remove_file(&path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                Err(RecordError::Io { path, source: e })
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Every readable record; corrupt ones are returned as errors beside the good ones, so
+    /// one bad file does not hide the other guests.
+    pub fn all(&self) -> Result<(Vec<NoxsGuest>, Vec<RecordError>), RecordError> {
+        let mut good = Vec::new();
+        let mut bad = Vec::new();
+        let entries = fs::read_dir(&self.dir).map_err(|source| RecordError::Io {
+            path: self.dir.clone(),
+            source,
+        })?;
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.extension().and_then(|e| e.to_str()) != Some("json") {
+                continue;
+            }
+            match fs::read(&path) {
+                Ok(bytes) => match serde_json::from_slice(&bytes) {
+                    Ok(g) => good.push(g),
+                    Err(source) => bad.push(RecordError::Corrupt { path, source }),
+                },
+                Err(source) => bad.push(RecordError::Io { path, source }),
+            }
+        }
+        good.sort_by_key(|g: &NoxsGuest| g.domid);
+        Ok((good, bad))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_round_trip_and_corrupt_ones_are_reported_apart() {
+        let dir = std::env::temp_dir().join(format!("xendevd-api-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        let records = RecordDir::open(&dir).unwrap();
+        let g = NoxsGuest {
+            domid: DomId(7),
+            name: "n".into(),
+            console: ConsoleRing {
+                gref: 0,
+                frame: 0x1234,
+                evtchn: 3,
+            },
+            vifs: vec![NoxsVif {
+                id: 0,
+                ctrl_frame: 0x99,
+                evtchn: 5,
+                mac: Mac([0, 0x16, 0x3e, 1, 2, 3]),
+                bridge: "xenbr0".into(),
+                ip: Some("10.0.0.2".into()),
+            }],
+        };
+        records.save(&g).unwrap();
+        assert_eq!(records.load(DomId(7)).unwrap(), Some(g.clone()));
+        assert_eq!(records.load(DomId(8)).unwrap(), None);
+        fs::write(dir.join("9.json"), b"{not json").unwrap();
+        let (good, bad) = records.all().unwrap();
+        assert_eq!(good, vec![g]);
+        assert_eq!(bad.len(), 1);
+        records.remove(DomId(7)).unwrap();
+        records.remove(DomId(7)).unwrap();
+        assert_eq!(records.load(DomId(7)).unwrap(), None);
+        let _ = fs::remove_dir_all(&dir);
+    }
+}
