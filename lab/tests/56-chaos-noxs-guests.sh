@@ -37,6 +37,15 @@ noxs_cfg() {
 	echo "$PWD/$1.cfg"
 }
 
+# pv_only OUTPUT: true (and says so) if chaos refused a PVH guest because it builds PV only.
+# ADJUST: drop once chaos builds PVH guests.
+pv_only() {
+	case "$1" in
+	*"only PV guests can be built"*) echo "SKIP (PVH case): $1" ;;
+	*) return 1 ;;
+	esac
+}
+
 # no_xenstore DOMID: chaos wrote nothing for the guest in Xenstore.
 no_xenstore() {
 	if xenstore-exists "/local/domain/$1" 2>/dev/null; then
@@ -47,7 +56,10 @@ no_xenstore() {
 # hello NAME TYPE: its device lines (sysctl, id 0, backend dom0), its greeting (domid unknown
 # without Xenstore), poweroff.
 hello() {
-	out=$(chaos create "$(noxs_cfg "$1" hello "$2" "noxs words")" 2>&1) || fail "chaos create $1 (NoXS, $2): expected success, got: $out"
+	out=$(chaos create "$(noxs_cfg "$1" hello "$2" "noxs words")" 2>&1) || {
+		pv_only "$out" && return 0
+		fail "chaos create $1 (NoXS, $2): expected success, got: $out"
+	}
 	domid=$(xl domid "$1") || fail "xl domid $1: expected a domid"
 	no_xenstore "$domid"
 	log=$(console_log "$1")
@@ -97,9 +109,12 @@ echo "nx-noop: powered off on request in $(elapsed "$start")s"
 wait_gone nx-noop 30 || fail "nx-noop: expected the reaper to destroy it after poweroff, still there: $(xl list)"
 
 # reboot request: with on_reboot = "destroy" the domain goes away as well.
-out=$(chaos create "$(noxs_cfg nx-noop noop pvh "")" 2>&1) || fail "chaos create nx-noop (NoXS, PVH): expected success, got: $out"
-sleep 2
-out=$(chaos shutdown -R -w --timeout 60 nx-noop 2>&1) || fail "chaos shutdown -R -w nx-noop: expected the guest to obey its reboot request, got: $out"
-wait_gone nx-noop 30 || fail "nx-noop (PVH): expected gone after the reboot request (on_reboot = destroy), still there: $(xl list)"
-echo "nx-noop (PVH): rebooted on request"
+if out=$(chaos create "$(noxs_cfg nx-noop noop pvh "")" 2>&1); then
+	sleep 2
+	out=$(chaos shutdown -R -w --timeout 60 nx-noop 2>&1) || fail "chaos shutdown -R -w nx-noop: expected the guest to obey its reboot request, got: $out"
+	wait_gone nx-noop 30 || fail "nx-noop (PVH): expected gone after the reboot request (on_reboot = destroy), still there: $(xl list)"
+	echo "nx-noop (PVH): rebooted on request"
+else
+	pv_only "$out" || fail "chaos create nx-noop (NoXS, PVH): expected success, got: $out"
+fi
 [ -z "$(ls /run/chaos/domains/)" ] || fail "state dir: expected empty after reaping, got: $(ls /run/chaos/domains/)"
