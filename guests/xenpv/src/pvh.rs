@@ -262,8 +262,16 @@ mod tests {
     #[test]
     fn physical_memory_is_reached_directly_or_through_the_alias() {
         assert_eq!(virt(0x10_0000, 4096), Some(0x10_0000));
-        assert_eq!(virt(0x5f_f000, 4096), Some(0x5f_f000), "just below the hole");
-        assert_eq!(virt(0x60_0000, 4096), Some(ALIAS + 0x60_0000), "in the hole");
+        assert_eq!(
+            virt(0x5f_f000, 4096),
+            Some(0x5f_f000),
+            "just below the hole"
+        );
+        assert_eq!(
+            virt(0x60_0000, 4096),
+            Some(ALIAS + 0x60_0000),
+            "in the hole"
+        );
         assert_eq!(virt(0x7f_f000, 4096), Some(ALIAS + 0x7f_f000));
         assert_eq!(virt(0x80_0000, 4096), Some(0x80_0000), "past it");
         assert_eq!(virt(0x5f_f800, 4096), None, "across its start");
