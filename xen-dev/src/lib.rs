@@ -7,5 +7,7 @@
 //! safe.
 
 pub mod evtchn;
+pub mod gntdev;
 
 pub use evtchn::EventChannels;
+pub use gntdev::{GrantDev, GrantMap};

@@ -2,15 +2,46 @@
 //! `SIOCBRDELIF`, `SIOCGIFFLAGS`/`SIOCSIFFLAGS`, and `SIOCETHTOOL` to recognise a bridge.
 //! Everything acts in the network namespace of the calling thread.
 
-use std::ffi::CString;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
+
+use nix::errno::Errno;
+use nix::sys::socket::{socket, AddressFamily, SockFlag, SockType};
+use xen_types::IFNAMSIZ;
 
 /// linux/sockios.h
 const SIOCBRADDIF: libc::c_ulong = 0x89a2;
 const SIOCBRDELIF: libc::c_ulong = 0x89a3;
 /// linux/ethtool.h
 const ETHTOOL_GDRVINFO: u32 = 0x3;
+
+/// `struct ifreq` (linux/if.h) as each request uses it: the name, then the one union member
+/// that request reads or writes, padded to the union's 24 bytes. One type per use keeps every
+/// field plain data (no union to read back).
+#[repr(C)]
+struct IfreqIndex {
+    name: [u8; IFNAMSIZ],
+    ifindex: libc::c_int,
+    _pad: [u8; 20],
+}
+
+#[repr(C)]
+struct IfreqFlags {
+    name: [u8; IFNAMSIZ],
+    flags: libc::c_short,
+    _pad: [u8; 22],
+}
+
+#[repr(C)]
+struct IfreqData {
+    name: [u8; IFNAMSIZ],
+    data: *mut EthtoolDrvinfo,
+    _pad: [u8; 16],
+}
+
+const _: () = assert!(std::mem::size_of::<IfreqIndex>() == std::mem::size_of::<libc::ifreq>());
+const _: () = assert!(std::mem::size_of::<IfreqFlags>() == std::mem::size_of::<libc::ifreq>());
+const _: () = assert!(std::mem::size_of::<IfreqData>() == std::mem::size_of::<libc::ifreq>());
 
 /// `struct ethtool_drvinfo` (linux/ethtool.h), 196 bytes.
 #[repr(C)]
@@ -30,6 +61,17 @@ struct EthtoolDrvinfo {
 }
 const _: () = assert!(std::mem::size_of::<EthtoolDrvinfo>() == 196);
 
+/// The ioctls, typed by nix (`unsafe fn(fd, *ifreq)`): the kernel reads and writes only the
+/// `ifreq` given (and, for SIOCETHTOOL, the `ethtool_drvinfo` it points to).
+mod ioctl {
+    use super::{IfreqData, IfreqFlags, IfreqIndex};
+    nix::ioctl_write_ptr_bad!(br_add_if, super::SIOCBRADDIF, IfreqIndex);
+    nix::ioctl_write_ptr_bad!(br_del_if, super::SIOCBRDELIF, IfreqIndex);
+    nix::ioctl_readwrite_bad!(get_flags, libc::SIOCGIFFLAGS, IfreqFlags);
+    nix::ioctl_write_ptr_bad!(set_flags, libc::SIOCSIFFLAGS, IfreqFlags);
+    nix::ioctl_readwrite_bad!(ethtool, libc::SIOCETHTOOL, IfreqData);
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum BridgeError {
     #[error("no network interface named {0}")]
@@ -46,72 +88,40 @@ pub enum BridgeError {
 }
 
 /// A socket to issue interface ioctls on; cheap to create, one per operation.
-struct CtlSocket(OwnedFd);
-
-impl CtlSocket {
-    fn open() -> Result<CtlSocket, BridgeError> {
-        // SAFETY: plain socket(2); checked below.
-        let fd = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
-        if fd < 0 {
-            return Err(BridgeError::Socket(io::Error::last_os_error()));
-        }
-        // SAFETY: `fd` is a fresh descriptor we own.
-        Ok(CtlSocket(unsafe { OwnedFd::from_raw_fd(fd) }))
-    }
-
-    fn ioctl(
-        &self,
-        op: &'static str,
-        req: libc::c_ulong,
-        ifr: &mut libc::ifreq,
-    ) -> Result<(), BridgeError> {
-        // SAFETY: `ifr` is a valid, initialised ifreq that outlives the call; the requests used
-        // here read and write only the ifreq (and, for SIOCETHTOOL, the buffer it points to,
-        // which the caller keeps alive).
-        let rc = unsafe { libc::ioctl(self.0.as_raw_fd(), req as _, ifr as *mut libc::ifreq) };
-        if rc < 0 {
-            let source = io::Error::last_os_error();
-            return Err(BridgeError::Ioctl {
-                op,
-                ifname: ifr_name(ifr),
-                source,
-            });
-        }
-        Ok(())
-    }
+fn ctl_socket() -> Result<OwnedFd, BridgeError> {
+    socket(
+        AddressFamily::Unix,
+        SockType::Datagram,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .map_err(|e| BridgeError::Socket(e.into()))
 }
 
-fn ifreq(name: &str) -> Result<libc::ifreq, BridgeError> {
-    if name.is_empty() || name.len() >= libc::IFNAMSIZ || name.contains('\0') {
+/// `name` as `ifr_name`: NUL-padded, at most IFNAMSIZ - 1 bytes.
+fn ifr_name(name: &str) -> Result<[u8; IFNAMSIZ], BridgeError> {
+    if name.is_empty() || name.len() >= IFNAMSIZ || name.contains('\0') {
         return Err(BridgeError::NoInterface(name.to_string()));
     }
-    // SAFETY: ifreq is plain data; all-zero is valid.
-    let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
-    for (dst, src) in ifr.ifr_name.iter_mut().zip(name.bytes()) {
-        *dst = src as libc::c_char;
-    }
-    Ok(ifr)
+    let mut out = [0u8; IFNAMSIZ];
+    out[..name.len()].copy_from_slice(name.as_bytes());
+    Ok(out)
 }
 
-fn ifr_name(ifr: &libc::ifreq) -> String {
-    let bytes: Vec<u8> = ifr
-        .ifr_name
-        .iter()
-        .take_while(|&&c| c != 0)
-        .map(|&c| c as u8)
-        .collect();
-    String::from_utf8_lossy(&bytes).into_owned()
+fn ioctl_error(op: &'static str, name: &str, errno: Errno) -> BridgeError {
+    BridgeError::Ioctl {
+        op,
+        ifname: name.to_string(),
+        source: errno.into(),
+    }
 }
 
 /// The interface index of `name`.
 pub fn ifindex(name: &str) -> Result<u32, BridgeError> {
-    let c = CString::new(name).map_err(|_| BridgeError::NoInterface(name.to_string()))?;
-    // SAFETY: `c` is a valid NUL-terminated string.
-    let idx = unsafe { libc::if_nametoindex(c.as_ptr()) };
-    if idx == 0 {
-        return Err(BridgeError::NoInterface(name.to_string()));
+    match nix::net::if_::if_nametoindex(name) {
+        Ok(idx) if idx != 0 => Ok(idx),
+        _ => Err(BridgeError::NoInterface(name.to_string())),
     }
-    Ok(idx)
 }
 
 /// Whether the interface exists.
@@ -119,27 +129,34 @@ pub fn exists(name: &str) -> bool {
     ifindex(name).is_ok()
 }
 
+type BridgeIoctl = unsafe fn(libc::c_int, *const IfreqIndex) -> nix::Result<libc::c_int>;
+
 fn bridge_port(
     op: &'static str,
-    req: libc::c_ulong,
+    request: BridgeIoctl,
     bridge: &str,
     port: &str,
 ) -> Result<(), BridgeError> {
-    let idx = ifindex(port)?;
-    let sock = CtlSocket::open()?;
-    let mut ifr = ifreq(bridge)?;
-    ifr.ifr_ifru.ifru_ifindex = idx as libc::c_int;
-    sock.ioctl(op, req, &mut ifr)
+    let port_index = ifindex(port)?;
+    let ifr = IfreqIndex {
+        name: ifr_name(bridge)?,
+        ifindex: port_index as libc::c_int,
+        _pad: [0; 20],
+    };
+    let sock = ctl_socket()?;
+    // SAFETY: `request` is SIOCBRADDIF or SIOCBRDELIF, which only read the ifreq passed.
+    unsafe { request(sock.as_raw_fd(), &ifr) }.map_err(|e| ioctl_error(op, bridge, e))?;
+    Ok(())
 }
 
 /// Makes `port` a port of the Linux bridge `bridge`. Already being its port is not an error.
 pub fn add_port(bridge: &str, port: &str) -> Result<(), BridgeError> {
-    match bridge_port("SIOCBRADDIF", SIOCBRADDIF, bridge, port) {
+    match bridge_port("SIOCBRADDIF", ioctl::br_add_if, bridge, port) {
         // EBUSY: the port already has a master. If that is this bridge (removing it from here
         // works), re-adding it makes the call idempotent; otherwise report the EBUSY.
         Err(e @ BridgeError::Ioctl { .. }) if is_errno(&e, libc::EBUSY) => {
             match del_port(bridge, port) {
-                Ok(()) => bridge_port("SIOCBRADDIF", SIOCBRADDIF, bridge, port),
+                Ok(()) => bridge_port("SIOCBRADDIF", ioctl::br_add_if, bridge, port),
                 Err(_) => Err(e),
             }
         }
@@ -149,7 +166,7 @@ pub fn add_port(bridge: &str, port: &str) -> Result<(), BridgeError> {
 
 /// Removes `port` from `bridge`.
 pub fn del_port(bridge: &str, port: &str) -> Result<(), BridgeError> {
-    bridge_port("SIOCBRDELIF", SIOCBRDELIF, bridge, port)
+    bridge_port("SIOCBRDELIF", ioctl::br_del_if, bridge, port)
 }
 
 /// Whether `e` is an ioctl failure with `errno`.
@@ -157,52 +174,74 @@ pub fn is_errno(e: &BridgeError, errno: i32) -> bool {
     matches!(e, BridgeError::Ioctl { source, .. } if source.raw_os_error() == Some(errno))
 }
 
+/// `SIOCGIFFLAGS` on `sock`; ENODEV (the interface is gone) is [`BridgeError::NoInterface`].
+fn get_flags(sock: &OwnedFd, name: &str) -> Result<libc::c_short, BridgeError> {
+    let mut ifr = IfreqFlags {
+        name: ifr_name(name)?,
+        flags: 0,
+        _pad: [0; 22],
+    };
+    // SAFETY: SIOCGIFFLAGS reads the name from and writes the flags into the ifreq passed.
+    unsafe { ioctl::get_flags(sock.as_raw_fd(), &mut ifr) }.map_err(|e| match e {
+        Errno::ENODEV => BridgeError::NoInterface(name.to_string()),
+        e => ioctl_error("SIOCGIFFLAGS", name, e),
+    })?;
+    Ok(ifr.flags)
+}
+
 /// The interface flags (`IFF_*`).
 pub fn flags(name: &str) -> Result<libc::c_short, BridgeError> {
-    let sock = CtlSocket::open()?;
-    let mut ifr = ifreq(name)?;
-    sock.ioctl("SIOCGIFFLAGS", libc::SIOCGIFFLAGS, &mut ifr)
-        .map_err(|e| no_such(e, name))?;
-    // SAFETY: SIOCGIFFLAGS filled in ifru_flags.
-    Ok(unsafe { ifr.ifr_ifru.ifru_flags })
+    get_flags(&ctl_socket()?, name)
 }
 
 /// Brings the interface up or down (`IFF_UP`), leaving its other flags alone.
 pub fn set_up(name: &str, up: bool) -> Result<(), BridgeError> {
-    let sock = CtlSocket::open()?;
-    let mut ifr = ifreq(name)?;
-    sock.ioctl("SIOCGIFFLAGS", libc::SIOCGIFFLAGS, &mut ifr)
-        .map_err(|e| no_such(e, name))?;
-    // SAFETY: SIOCGIFFLAGS filled in ifru_flags.
-    let old = unsafe { ifr.ifr_ifru.ifru_flags };
+    let sock = ctl_socket()?;
+    let old = get_flags(&sock, name)?;
     let up_flag = libc::IFF_UP as libc::c_short;
     let new = if up { old | up_flag } else { old & !up_flag };
     if new == old {
         return Ok(());
     }
-    ifr.ifr_ifru.ifru_flags = new;
-    sock.ioctl("SIOCSIFFLAGS", libc::SIOCSIFFLAGS, &mut ifr)
-}
-
-/// ENODEV from an ioctl means the interface is gone.
-fn no_such(e: BridgeError, name: &str) -> BridgeError {
-    if is_errno(&e, libc::ENODEV) {
-        BridgeError::NoInterface(name.to_string())
-    } else {
-        e
-    }
+    let ifr = IfreqFlags {
+        name: ifr_name(name)?,
+        flags: new,
+        _pad: [0; 22],
+    };
+    // SAFETY: SIOCSIFFLAGS only reads the ifreq passed.
+    unsafe { ioctl::set_flags(sock.as_raw_fd(), &ifr) }
+        .map_err(|e| ioctl_error("SIOCSIFFLAGS", name, e))?;
+    Ok(())
 }
 
 /// The driver behind an interface (`bridge`, `openvswitch`, `vif`, `veth`, ...), from ethtool.
 pub fn driver(name: &str) -> Result<String, BridgeError> {
-    let sock = CtlSocket::open()?;
-    let mut ifr = ifreq(name)?;
-    // SAFETY: EthtoolDrvinfo is plain data; all-zero is valid.
-    let mut info: EthtoolDrvinfo = unsafe { std::mem::zeroed() };
-    info.cmd = ETHTOOL_GDRVINFO;
-    ifr.ifr_ifru.ifru_data = (&mut info as *mut EthtoolDrvinfo).cast();
-    sock.ioctl("SIOCETHTOOL", libc::SIOCETHTOOL, &mut ifr)
-        .map_err(|e| no_such(e, name))?;
+    let mut info = EthtoolDrvinfo {
+        cmd: ETHTOOL_GDRVINFO,
+        driver: [0; 32],
+        version: [0; 32],
+        fw_version: [0; 32],
+        bus_info: [0; 32],
+        erom_version: [0; 32],
+        reserved2: [0; 12],
+        n_priv_flags: 0,
+        n_stats: 0,
+        testinfo_len: 0,
+        eedump_len: 0,
+        regdump_len: 0,
+    };
+    let mut ifr = IfreqData {
+        name: ifr_name(name)?,
+        data: &mut info,
+        _pad: [0; 16],
+    };
+    let sock = ctl_socket()?;
+    // SAFETY: SIOCETHTOOL with ETHTOOL_GDRVINFO reads the ifreq and fills in the
+    // ethtool_drvinfo it points to; `info` outlives the call.
+    unsafe { ioctl::ethtool(sock.as_raw_fd(), &mut ifr) }.map_err(|e| match e {
+        Errno::ENODEV => BridgeError::NoInterface(name.to_string()),
+        e => ioctl_error("SIOCETHTOOL", name, e),
+    })?;
     let end = info
         .driver
         .iter()
@@ -226,12 +265,13 @@ mod tests {
 
     #[test]
     fn names_are_checked_before_any_ioctl() {
-        assert!(matches!(ifreq(""), Err(BridgeError::NoInterface(_))));
+        assert!(matches!(ifr_name(""), Err(BridgeError::NoInterface(_))));
         assert!(matches!(
-            ifreq("sixteen_chars_xx"),
+            ifr_name("sixteen_chars_xx"),
             Err(BridgeError::NoInterface(_))
         ));
-        assert_eq!(ifr_name(&ifreq("vif1.0").unwrap()), "vif1.0");
+        assert_eq!(&ifr_name("vif1.0").unwrap()[..7], b"vif1.0\0");
+        assert_eq!(ifr_name("exactly15chars_").unwrap()[15], 0);
     }
 
     #[test]
@@ -249,6 +289,9 @@ mod tests {
     fn loopback_is_not_a_bridge() {
         assert!(exists("lo"));
         assert!(!is_linux_bridge("lo"));
-        assert!(flags("lo").is_ok());
+        assert_ne!(
+            flags("lo").unwrap() & libc::IFF_LOOPBACK as libc::c_short,
+            0
+        );
     }
 }

@@ -4,11 +4,12 @@
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use libchaos::xenstore::{TxId, Xenstore, XenstoreError};
+use xen_types::{check_ifname, IfnameError};
+use xenstore::{TxId, Xenstore, XenstoreError, XsClient};
 
 use crate::bridge::{self, BridgeError};
 use crate::ovs::{OvsError, Ovsdb};
-use crate::uevent::{valid_ifname, Action, Control, VifEvent};
+use crate::uevent::{Action, Control, VifEvent};
 
 #[derive(Debug, thiserror::Error)]
 pub enum HandleError {
@@ -22,35 +23,56 @@ pub enum HandleError {
     NoXenstore(String),
     #[error("bridge {0} is not a Linux bridge and there is no OVSDB socket at {1}")]
     UnknownBridge(String, String),
-    #[error("bad bridge name {0:?} in {1}")]
-    BadBridgeName(String, String),
+    #[error("bad bridge name {0:?} in {1}: {2}")]
+    BadBridgeName(String, String, IfnameError),
 }
+
+/// Opens a Xenstore connection: [`XsClient::open`] in the daemon, a given socket in tests.
+pub type Connector = Box<dyn Fn() -> xenstore::Result<XsClient> + Send + Sync>;
 
 /// Where the Xenstore connection comes from: fixed (tests), or opened on first use and
 /// reopened after failures (xendevd may start before xenstored, or outlive a restart of it).
 pub enum StoreSource {
     Fixed(Arc<dyn Xenstore>),
-    Connect(Mutex<Option<Arc<dyn Xenstore>>>),
+    Connect {
+        connect: Connector,
+        current: Mutex<Option<Arc<dyn Xenstore>>>,
+    },
+}
+
+impl std::fmt::Debug for StoreSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            StoreSource::Fixed(_) => "StoreSource::Fixed",
+            StoreSource::Connect { .. } => "StoreSource::Connect",
+        })
+    }
 }
 
 impl StoreSource {
+    /// Connects the way libxenstore does, when an event first needs it.
     pub fn connect_on_demand() -> StoreSource {
-        StoreSource::Connect(Mutex::new(None))
+        StoreSource::connect_with(Box::new(XsClient::open))
+    }
+
+    pub fn connect_with(connect: Connector) -> StoreSource {
+        StoreSource::Connect {
+            connect,
+            current: Mutex::new(None),
+        }
     }
 
     fn get(&self) -> Result<Arc<dyn Xenstore>, HandleError> {
         match self {
             StoreSource::Fixed(xs) => Ok(xs.clone()),
-            StoreSource::Connect(slot) => {
-                let mut slot = slot.lock().unwrap_or_else(|e| e.into_inner());
-                if let Some(xs) = slot.as_ref() {
+            StoreSource::Connect { connect, current } => {
+                let mut current = current.lock().unwrap_or_else(|e| e.into_inner());
+                if let Some(xs) = current.as_ref() {
                     return Ok(xs.clone());
                 }
-                let xs: Arc<dyn Xenstore> = Arc::new(
-                    libchaos::xenstore::XsClient::open()
-                        .map_err(|e| HandleError::NoXenstore(e.to_string()))?,
-                );
-                *slot = Some(xs.clone());
+                let xs: Arc<dyn Xenstore> =
+                    Arc::new(connect().map_err(|e| HandleError::NoXenstore(e.to_string()))?);
+                *current = Some(xs.clone());
                 Ok(xs)
             }
         }
@@ -58,12 +80,13 @@ impl StoreSource {
 
     /// Drops a connection that failed, so the next event reconnects.
     fn forget(&self) {
-        if let StoreSource::Connect(slot) = self {
-            *slot.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        if let StoreSource::Connect { current, .. } = self {
+            *current.lock().unwrap_or_else(|e| e.into_inner()) = None;
         }
     }
 }
 
+#[derive(Debug)]
 pub struct Config {
     /// Bridge used when neither Xenstore nor the event names one.
     pub default_bridge: String,
@@ -82,6 +105,7 @@ impl Default for Config {
     }
 }
 
+#[derive(Debug)]
 pub struct Handler {
     pub config: Config,
     pub store: StoreSource,
@@ -186,11 +210,11 @@ impl Handler {
             Some(v) => {
                 let name = String::from_utf8_lossy(&v).trim().to_string();
                 if name.is_empty() {
-                    Ok(self.config.default_bridge.clone())
-                } else if valid_ifname(&name) {
-                    Ok(name)
-                } else {
-                    Err(HandleError::BadBridgeName(name, path))
+                    return Ok(self.config.default_bridge.clone());
+                }
+                match check_ifname(&name) {
+                    Ok(()) => Ok(name),
+                    Err(why) => Err(HandleError::BadBridgeName(name, path, why)),
                 }
             }
         }
@@ -228,9 +252,11 @@ impl Handler {
                 bridge::set_up(vif, true)?;
             }
             Action::Offline => {
-                // A vanished interface has already left its bridge: nothing to undo.
+                // The interface may be gone already (netback unregisters it when the guest
+                // goes). It then has left a Linux bridge by itself, but Open vSwitch keeps its
+                // Port row, which is removed below all the same.
                 match bridge::set_up(vif, false) {
-                    Err(BridgeError::NoInterface(_)) if kind == SwitchKind::Linux => {}
+                    Err(BridgeError::NoInterface(_)) => {}
                     r => r?,
                 }
                 match kind {
@@ -254,7 +280,7 @@ impl Handler {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use libchaos::xenstore::MemStore;
+    use xenstore::MemStore;
 
     fn handler(xs: &Arc<MemStore>) -> Handler {
         let config = Config {
@@ -343,14 +369,50 @@ mod tests {
     }
 
     #[test]
-    fn missing_xenstore_is_an_error_not_a_panic() {
-        let h = Handler::new(Config::default(), StoreSource::connect_on_demand());
-        // Only meaningful where there is no xenstored (this build machine, CI).
-        if libchaos::xenstore::XsClient::open().is_err() {
-            assert!(matches!(
-                h.handle(&online("backend/vif/1/0", "vif1.0")),
-                Err(HandleError::NoXenstore(_))
-            ));
+    fn xenstore_is_connected_on_demand_and_retried_after_failure() {
+        let dir = std::env::temp_dir().join(format!("xendevd-xs-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let socket = dir.join("socket");
+        let _ = std::fs::remove_file(&socket);
+        let path = socket.to_str().unwrap().to_string();
+        let connect_to = path.clone();
+        let config = Config {
+            ovsdb_socket: PathBuf::from("/nonexistent/db.sock"),
+            ..Config::default()
+        };
+        let h = Handler::new(
+            config,
+            StoreSource::connect_with(Box::new(move || XsClient::connect_unix(&connect_to))),
+        );
+
+        // No xenstored yet: an error naming where it was looked for, not a panic.
+        match h.handle(&online("backend/vif/1/0", "vif1.0")) {
+            Err(HandleError::NoXenstore(msg)) => assert!(msg.contains(&path), "{msg}"),
+            other => panic!("{other:?}"),
         }
+
+        // A (fake) xenstored appears: the next event connects and reports through it.
+        let store = Arc::new(MemStore::new());
+        let be = "/local/domain/0/backend/vif/1/0";
+        store
+            .write(TxId::NONE, &format!("{be}/bridge"), b"no-such-br0")
+            .unwrap();
+        let listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+        let served = store.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let served = served.clone();
+                std::thread::spawn(move || xenstore::fake::serve(served, conn.unwrap()));
+            }
+        });
+        let err = h.handle(&online("backend/vif/1/0", "vif1.0")).unwrap_err();
+        assert!(matches!(err, HandleError::UnknownBridge(..)), "{err}");
+        assert_eq!(
+            read(&store, &format!("{be}/hotplug-status")).as_deref(),
+            Some("error")
+        );
+        let msg = read(&store, &format!("{be}/hotplug-error")).unwrap();
+        assert!(msg.contains("no-such-br0"), "{msg}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

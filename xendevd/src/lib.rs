@@ -7,6 +7,7 @@
 pub mod bridge;
 pub mod handler;
 pub mod logger;
+pub mod noxs;
 pub mod ovs;
 pub mod pool;
 pub mod uevent;

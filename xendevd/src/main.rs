@@ -1,5 +1,6 @@
 //! The xendevd daemon: kernel uevents in, bridge ports out. See the library docs.
 
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -7,6 +8,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
+use nix::errno::Errno;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::{kill, SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::unistd::{dup2_stdin, dup2_stdout, fork, setsid, ForkResult};
 use xendevd::handler::{Config, Handler, StoreSource};
 use xendevd::pool::Pool;
 use xendevd::uevent::{vif_event, Received, UeventSocket};
@@ -24,11 +30,17 @@ struct Args {
     /// Write the daemon's pid here (default with --daemon: /run/xendevd.pid).
     #[arg(long, value_name = "FILE")]
     pid_file: Option<PathBuf>,
-    /// Events handled in parallel.
-    #[arg(long, default_value_t = 4, value_name = "N")]
+    /// Events handled in parallel (1 to 256 threads).
+    #[arg(
+        long,
+        default_value_t = 4,
+        value_name = "N",
+        value_parser = parse_workers,
+        allow_negative_numbers = true
+    )]
     workers: usize,
     /// Bridge for vifs whose configuration names none.
-    #[arg(long, default_value = "xenbr0", value_name = "BRIDGE")]
+    #[arg(long, default_value = "xenbr0", value_name = "BRIDGE", value_parser = parse_bridge)]
     default_bridge: String,
     /// Xenstore home of this backend domain (relative XENBUS_PATHs are below it).
     #[arg(long, default_value = "/local/domain/0", value_name = "PATH")]
@@ -36,32 +48,52 @@ struct Args {
     /// ovsdb-server's socket, used for bridges that are not Linux bridges.
     #[arg(long, default_value = ovs::DEFAULT_SOCKET, value_name = "PATH")]
     ovsdb: PathBuf,
+    /// The NoXS backends' socket (what chaos attaches NoXS guests on).
+    #[arg(long, default_value = xendevd_api::DEFAULT_SOCKET, value_name = "PATH")]
+    noxs_socket: PathBuf,
+    /// chaos's NoXS guest records (in chaos's runtime directory).
+    #[arg(long, default_value = "/run/chaos/noxs", value_name = "DIR")]
+    noxs_records: PathBuf,
+    /// Where NoXS guests' console logs go (guest-NAME.log, as xenconsoled).
+    #[arg(long, default_value = xendevd::noxs::LOG_DIR, value_name = "DIR")]
+    console_log_dir: PathBuf,
+    /// Do not serve NoXS guests (vifs of Xenstore guests only).
+    #[arg(long)]
+    no_noxs: bool,
     /// Log every uevent considered, not only actions.
     #[arg(short, long)]
     verbose: bool,
 }
 
-static STOP: AtomicBool = AtomicBool::new(false);
+/// Most workers worth having: handling is short and the kernel serialises bridge changes
+/// anyway; beyond this a typo (`--workers 40000`) would only cost threads.
+const MAX_WORKERS: usize = 256;
 
-extern "C" fn on_signal(_: libc::c_int) {
-    STOP.store(true, Ordering::SeqCst);
+fn parse_workers(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if (1..=MAX_WORKERS).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "expected a number of threads from 1 to {MAX_WORKERS}"
+        )),
+    }
 }
 
-fn install_signal_handlers() -> std::io::Result<()> {
-    for sig in [libc::SIGTERM, libc::SIGINT] {
-        // SAFETY: the handler only stores to an atomic (async-signal-safe); `sa` is fully
-        // initialised. No SA_RESTART, so a blocked poll(2) returns EINTR at once.
-        let rc = unsafe {
-            let mut sa: libc::sigaction = std::mem::zeroed();
-            sa.sa_sigaction = on_signal as extern "C" fn(libc::c_int) as usize;
-            libc::sigemptyset(&mut sa.sa_mask);
-            libc::sigaction(sig, &sa, std::ptr::null_mut())
-        };
-        if rc != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-    }
-    Ok(())
+/// A bridge name as the kernel would accept it (clap prefixes the flag and the value).
+fn parse_bridge(s: &str) -> Result<String, String> {
+    xen_types::check_ifname(s)
+        .map(|()| s.to_string())
+        .map_err(|e| e.to_string())
+}
+
+/// SIGTERM and SIGINT, blocked and read from a signalfd that the main loop polls beside the
+/// uevent socket: no signal handler, and a stop request wakes the loop at once.
+fn block_stop_signals() -> nix::Result<SignalFd> {
+    let mut set = SigSet::empty();
+    set.add(Signal::SIGTERM);
+    set.add(Signal::SIGINT);
+    // Threads started later (the workers) inherit the mask, so the signals reach only the fd.
+    set.thread_block()?;
+    SignalFd::with_flags(&set, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
 }
 
 fn write_pid_file(path: &Path, pid: i32) -> std::io::Result<()> {
@@ -70,41 +102,44 @@ fn write_pid_file(path: &Path, pid: i32) -> std::io::Result<()> {
     std::fs::rename(&tmp, path)
 }
 
+/// Which side of [`daemonize`] we are on.
+enum Side {
+    /// The original process: it wrote the pid file and now exits.
+    Parent,
+    /// The daemon.
+    Child,
+}
+
 /// Forks into the background. The parent writes the child's pid file and exits, so a
 /// `Type=forking` unit sees the pid file once the parent is gone. Must run before any thread
 /// is started.
-fn daemonize(pid_file: &Path) -> std::io::Result<()> {
-    // SAFETY: called while the process is still single-threaded.
-    let pid = unsafe { libc::fork() };
-    if pid < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    if pid > 0 {
-        if let Err(e) = write_pid_file(pid_file, pid) {
-            eprintln!("xendevd: cannot write {}: {e}", pid_file.display());
-            // SAFETY: signalling the child we just created.
-            unsafe { libc::kill(pid, libc::SIGTERM) };
-            std::process::exit(1);
+fn daemonize(pid_file: &Path) -> Result<Side, String> {
+    // SAFETY: the process is still single-threaded (no worker started yet), so the child
+    // cannot inherit a lock held by another thread.
+    let fork = unsafe { fork() };
+    match fork.map_err(|e| format!("cannot fork: {e}"))? {
+        ForkResult::Parent { child } => {
+            if let Err(e) = write_pid_file(pid_file, child.as_raw()) {
+                let _ = kill(child, Signal::SIGTERM);
+                return Err(format!("cannot write {}: {e}", pid_file.display()));
+            }
+            Ok(Side::Parent)
         }
-        std::process::exit(0);
-    }
-    // SAFETY: setsid has no memory-safety preconditions.
-    if unsafe { libc::setsid() } < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    std::env::set_current_dir("/")?;
-    // stdin and stdout go to /dev/null; stderr stays, it carries the log (the journal).
-    let null = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/null")?;
-    for fd in [libc::STDIN_FILENO, libc::STDOUT_FILENO] {
-        // SAFETY: dup2 onto standard descriptors; `null` stays open for the call.
-        if unsafe { libc::dup2(std::os::fd::AsRawFd::as_raw_fd(&null), fd) } < 0 {
-            return Err(std::io::Error::last_os_error());
+        ForkResult::Child => {
+            setsid().map_err(|e| format!("setsid: {e}"))?;
+            std::env::set_current_dir("/").map_err(|e| format!("cd /: {e}"))?;
+            // stdin and stdout go to /dev/null; stderr stays, it carries the log (the journal).
+            let null = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open("/dev/null")
+                .map_err(|e| format!("/dev/null: {e}"))?;
+            dup2_stdin(&null)
+                .and_then(|()| dup2_stdout(&null))
+                .map_err(|e| format!("dup2 /dev/null: {e}"))?;
+            Ok(Side::Child)
         }
     }
-    Ok(())
 }
 
 fn run(args: Args) -> Result<(), String> {
@@ -117,13 +152,16 @@ fn run(args: Args) -> Result<(), String> {
         (None, false) => None,
     };
     if args.daemon {
-        daemonize(pid_file.as_deref().unwrap_or(Path::new(DEFAULT_PID_FILE)))
-            .map_err(|e| format!("cannot daemonize: {e}"))?;
+        let pid_file = pid_file.as_deref().unwrap_or(Path::new(DEFAULT_PID_FILE));
+        if let Side::Parent = daemonize(pid_file)? {
+            return Ok(());
+        }
     } else if let Some(p) = &pid_file {
         write_pid_file(p, std::process::id() as i32)
             .map_err(|e| format!("cannot write {}: {e}", p.display()))?;
     }
-    install_signal_handlers().map_err(|e| format!("cannot install signal handlers: {e}"))?;
+    let signals =
+        block_stop_signals().map_err(|e| format!("cannot set up signal handling: {e}"))?;
 
     let config = Config {
         default_bridge: args.default_bridge,
@@ -131,7 +169,7 @@ fn run(args: Args) -> Result<(), String> {
         ovsdb_socket: args.ovsdb,
     };
     let handler = Arc::new(Handler::new(config, StoreSource::connect_on_demand()));
-    match libchaos::xenstore::XsClient::open() {
+    match xenstore::XsClient::open() {
         Ok(xs) => log::info!("xenstore reachable at {}", xs.endpoint()),
         Err(e) => {
             log::warn!("xenstore not reachable yet ({e}); NoXS vifs work, Xenstore vifs will retry")
@@ -139,44 +177,93 @@ fn run(args: Args) -> Result<(), String> {
     }
     let pool =
         Pool::new(args.workers, handler, None).map_err(|e| format!("cannot start workers: {e}"))?;
-    log::info!(
-        "listening for vif uevents with {} workers",
-        args.workers.max(1)
-    );
+    log::info!("listening for vif uevents with {} workers", args.workers);
+    let noxs = if args.no_noxs {
+        None
+    } else {
+        start_noxs(xendevd::noxs::Settings {
+            socket: args.noxs_socket,
+            records: args.noxs_records,
+            log_dir: args.console_log_dir,
+        })?
+    };
 
-    let mut result = Ok(());
-    while !STOP.load(Ordering::SeqCst) {
-        match sock.recv(Duration::from_millis(500)) {
-            Ok(Received::Event(ev)) => {
-                let received = Instant::now();
-                match vif_event(&ev) {
-                    Ok(Some(vif)) => {
-                        log::debug!("{} {} ({})", vif.vif, vif.action, ev.devpath);
-                        pool.submit_at(vif, received);
-                    }
-                    Ok(None) => log::trace!("ignored {}@{}", ev.action, ev.devpath),
-                    Err(e) => log::warn!("{e}"),
-                }
-            }
-            Ok(Received::Timeout) => {}
-            Ok(Received::Overrun) => {
-                log::warn!(
-                    "the kernel dropped uevents (receive buffer full); some vifs may need a replug"
-                )
-            }
-            Ok(Received::Ignored(why)) => log::debug!("ignored a netlink message: {why}"),
-            Err(e) => {
-                result = Err(format!("reading uevents: {e}"));
-                break;
-            }
-        }
-    }
+    let result = event_loop(&mut sock, &signals, &pool);
     log::info!("stopping: finishing queued events");
     pool.shutdown();
+    if let Some((stop, thread)) = noxs {
+        stop.store(true, Ordering::SeqCst);
+        if thread.join().is_err() {
+            log::error!("the NoXS backends' thread panicked");
+        }
+    }
     if let Some(p) = &pid_file {
         let _ = std::fs::remove_file(p);
     }
     result
+}
+
+/// The NoXS backends' thread and the flag that stops it.
+type NoxsThread = (Arc<AtomicBool>, std::thread::JoinHandle<()>);
+
+/// Starts the NoXS backends in their own thread; `None` on a host without the Xen devices
+/// they need (not dom0), which is not an error for the vif side.
+fn start_noxs(settings: xendevd::noxs::Settings) -> Result<Option<NoxsThread>, String> {
+    if !Path::new(xen_dev::evtchn::EVTCHN_PATH).exists() {
+        log::warn!("no {}: NoXS guests are not served", xen_dev::evtchn::EVTCHN_PATH);
+        return Ok(None);
+    }
+    let socket = settings.socket.clone();
+    let mut service =
+        xendevd::noxs::Service::start(settings).map_err(|e| format!("NoXS backends: {e}"))?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    let thread = std::thread::Builder::new()
+        .name("xendevd-noxs".into())
+        .spawn(move || service.run(&flag))
+        .map_err(|e| format!("cannot start the NoXS backends: {e}"))?;
+    log::info!("serving NoXS guests on {}", socket.display());
+    Ok(Some((stop, thread)))
+}
+
+/// Hands vif events to the pool until SIGTERM or SIGINT.
+fn event_loop(sock: &mut UeventSocket, signals: &SignalFd, pool: &Pool) -> Result<(), String> {
+    loop {
+        let mut fds = [
+            PollFd::new(sock.as_fd(), PollFlags::POLLIN),
+            PollFd::new(signals.as_fd(), PollFlags::POLLIN),
+        ];
+        match poll(&mut fds, PollTimeout::NONE) {
+            Ok(_) | Err(Errno::EINTR) => {}
+            Err(e) => return Err(format!("waiting for uevents: {e}")),
+        }
+        if let Ok(Some(sig)) = signals.read_signal() {
+            log::info!("signal {} received", sig.ssi_signo);
+            return Ok(());
+        }
+        // Drain what is queued; `recv` says Timeout once the socket is empty.
+        loop {
+            match sock.recv(Duration::ZERO) {
+                Ok(Received::Event(ev)) => {
+                    let received = Instant::now();
+                    match vif_event(&ev) {
+                        Ok(Some(vif)) => {
+                            log::debug!("{} {} ({})", vif.vif, vif.action, ev.devpath);
+                            pool.submit_at(vif, received);
+                        }
+                        Ok(None) => log::trace!("ignored {}@{}", ev.action, ev.devpath),
+                        Err(e) => log::warn!("{e}"),
+                    }
+                }
+                Ok(Received::Timeout) => break,
+                Ok(Received::Overrun) => log::warn!(
+                    "the kernel dropped uevents (receive buffer full); some vifs may need a replug"
+                ),
+                Ok(Received::Ignored(why)) => log::debug!("ignored a netlink message: {why}"),
+                Err(e) => return Err(format!("reading uevents: {e}")),
+            }
+        }
+    }
 }
 
 fn main() -> ExitCode {

@@ -93,6 +93,7 @@ pub fn transact_results(reply: &Value) -> Result<Vec<Value>, OvsError> {
 }
 
 /// A short-lived OVSDB connection.
+#[derive(Debug)]
 pub struct Ovsdb {
     path: String,
     stream: UnixStream,

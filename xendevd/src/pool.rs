@@ -7,10 +7,11 @@
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 use std::panic::AssertUnwindSafe;
-use std::sync::mpsc::{channel, Sender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+
+use crossbeam_channel::{unbounded, Sender};
 
 use crate::handler::{Done, Handler};
 use crate::uevent::VifEvent;
@@ -31,6 +32,7 @@ struct Job {
     received: Instant,
 }
 
+#[derive(Debug)]
 pub struct Pool {
     shards: Vec<Sender<Job>>,
     workers: Vec<JoinHandle<()>>,
@@ -47,7 +49,7 @@ impl Pool {
         let mut shards = Vec::new();
         let mut handles = Vec::new();
         for i in 0..workers.max(1) {
-            let (tx, rx) = channel::<Job>();
+            let (tx, rx) = unbounded::<Job>();
             let handler = handler.clone();
             let report = report.clone();
             let handle = std::thread::Builder::new()
@@ -138,7 +140,7 @@ mod tests {
     use super::*;
     use crate::handler::{Config, StoreSource};
     use crate::uevent::{Action, Control};
-    use libchaos::xenstore::{MemStore, Xenstore};
+    use xenstore::{MemStore, TxId, Xenstore};
 
     #[test]
     fn every_event_gets_an_outcome_and_shutdown_drains_the_queue() {
@@ -148,7 +150,7 @@ mod tests {
             ..Config::default()
         };
         let handler = Arc::new(Handler::new(config, StoreSource::Fixed(xs.clone())));
-        let (tx, rx) = channel();
+        let (tx, rx) = unbounded();
         let pool = Pool::new(3, handler, Some(tx)).unwrap();
         for i in 0..50 {
             pool.submit(VifEvent {
@@ -166,10 +168,54 @@ mod tests {
         assert!(outcomes.iter().all(|o| o.result.is_err()));
         for i in 0..50 {
             let status = xs.read(
-                libchaos::xenstore::TxId::NONE,
+                TxId::NONE,
                 &format!("/local/domain/0/backend/vif/{i}/0/hotplug-status"),
             );
             assert_eq!(status.unwrap().as_deref(), Some(&b"error"[..]));
+        }
+    }
+
+    #[test]
+    fn events_of_one_vif_are_handled_in_order() {
+        let config = Config {
+            ovsdb_socket: "/nonexistent".into(),
+            ..Config::default()
+        };
+        let handler = Arc::new(Handler::new(
+            config,
+            StoreSource::Fixed(Arc::new(MemStore::new())),
+        ));
+        let (tx, rx) = unbounded();
+        let pool = Pool::new(4, handler, Some(tx)).unwrap();
+        // Five vifs, fifty events each, interleaved; the bridge name tags each event with its
+        // rank (no such bridge exists, so each fails at once, which is all the test needs).
+        for seq in 0..50 {
+            for vif in 0..5 {
+                pool.submit(VifEvent {
+                    action: if seq % 2 == 0 {
+                        Action::Online
+                    } else {
+                        Action::Offline
+                    },
+                    vif: format!("vif{vif}.0"),
+                    control: Control::Noxs {
+                        bridge: Some(format!("br{seq}")),
+                    },
+                });
+            }
+        }
+        pool.shutdown();
+        let mut seen: std::collections::HashMap<String, Vec<String>> = Default::default();
+        for o in rx.iter() {
+            let Control::Noxs { bridge: Some(b) } = o.event.control else {
+                panic!("unexpected event {:?}", o.event)
+            };
+            seen.entry(o.event.vif).or_default().push(b);
+        }
+        let want: Vec<String> = (0..50).map(|seq| format!("br{seq}")).collect();
+        assert_eq!(seen.len(), 5);
+        for (vif, order) in seen {
+            assert_eq!(order, want, "{vif}");
         }
     }
 }

@@ -3,13 +3,22 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::time::Duration;
+
+use nix::errno::Errno;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::socket::{
+    bind, recvfrom, setsockopt, socket, sockopt, AddressFamily, NetlinkAddr, SockFlag,
+    SockProtocol, SockType,
+};
+
+use xen_types::{check_ifname, IfnameError};
 
 /// The multicast group the kernel sends uevents to (udevd re-broadcasts on group 2).
 const KERNEL_GROUP: u32 = 1;
 /// Large enough for a burst of thousands of events while workers are busy.
-const RECV_BUFFER: libc::c_int = 16 << 20;
+const RECV_BUFFER: usize = 16 << 20;
 
 /// One parsed uevent.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -93,26 +102,16 @@ pub enum FilterError {
         action: String,
         devpath: String,
     },
-    #[error("{subsystem} {action} event for {devpath}: bad interface name {vif:?}")]
+    #[error("{subsystem} {action} event for {devpath}: bad interface name {vif:?}: {reason}")]
     BadVif {
         subsystem: String,
         action: String,
         devpath: String,
         vif: String,
+        reason: IfnameError,
     },
     #[error("xen-backend {action} event for {devpath} has no XENBUS_PATH")]
     NoXenbusPath { action: String, devpath: String },
-}
-
-/// Whether `name` can be a Linux network interface name (what `dev_valid_name` accepts).
-pub fn valid_ifname(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() < libc::IFNAMSIZ
-        && name != "."
-        && name != ".."
-        && !name
-            .bytes()
-            .any(|b| b == b'/' || b == b':' || b.is_ascii_whitespace() || b == 0)
 }
 
 /// Picks the events xendevd acts on: `online`/`offline` of vif backends. `Ok(None)` for
@@ -166,25 +165,19 @@ pub fn vif_event(ev: &Uevent) -> Result<Option<VifEvent>, FilterError> {
             devpath,
         }
     })?;
-    if !valid_ifname(vif) {
+    let bad = |name: &String, reason| {
         let (subsystem, action, devpath) = ctx();
-        return Err(FilterError::BadVif {
+        FilterError::BadVif {
             subsystem,
             action,
             devpath,
-            vif: vif.clone(),
-        });
-    }
-    if let Control::Noxs { bridge: Some(b) } = &control {
-        if !valid_ifname(b) {
-            let (subsystem, action, devpath) = ctx();
-            return Err(FilterError::BadVif {
-                subsystem,
-                action,
-                devpath,
-                vif: b.clone(),
-            });
+            vif: name.clone(),
+            reason,
         }
+    };
+    check_ifname(vif).map_err(|why| bad(vif, why))?;
+    if let Control::Noxs { bridge: Some(b) } = &control {
+        check_ifname(b).map_err(|why| bad(b, why))?;
     }
     Ok(Some(VifEvent {
         action,
@@ -211,114 +204,64 @@ pub enum Received {
     Ignored(String),
 }
 
+impl std::fmt::Debug for UeventSocket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UeventSocket")
+            .field("fd", &self.fd)
+            .finish_non_exhaustive()
+    }
+}
+
 impl UeventSocket {
     /// Opens and binds the socket to the kernel's uevent group. Needs root (or CAP_NET_ADMIN
     /// for the large receive buffer; without it the default size is kept).
     pub fn open() -> io::Result<UeventSocket> {
-        // SAFETY: plain socket(2) call; the result is checked before use.
-        let fd = unsafe {
-            libc::socket(
-                libc::AF_NETLINK,
-                libc::SOCK_DGRAM | libc::SOCK_CLOEXEC,
-                libc::NETLINK_KOBJECT_UEVENT,
-            )
-        };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: `fd` is a fresh descriptor we own.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        let size = RECV_BUFFER;
-        // SAFETY: the option value points to a c_int of the given length. Failure (no
-        // CAP_NET_ADMIN) is fine: the default buffer just overflows sooner.
-        unsafe {
-            libc::setsockopt(
-                fd.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_RCVBUFFORCE,
-                (&size as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            );
-        }
-        // SAFETY: sockaddr_nl is plain data; all-zero is a valid starting value.
-        let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
-        addr.nl_family = libc::AF_NETLINK as libc::sa_family_t;
-        addr.nl_groups = KERNEL_GROUP;
-        // SAFETY: `addr` is a valid sockaddr_nl and the length matches it.
-        let rc = unsafe {
-            libc::bind(
-                fd.as_raw_fd(),
-                (&addr as *const libc::sockaddr_nl).cast(),
-                std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
-            )
-        };
-        if rc < 0 {
-            return Err(io::Error::last_os_error());
-        }
+        let fd = socket(
+            AddressFamily::Netlink,
+            SockType::Datagram,
+            SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+            SockProtocol::NetlinkKObjectUEvent,
+        )?;
+        // Failure (no CAP_NET_ADMIN) is fine: the default buffer just overflows sooner.
+        let _ = setsockopt(&fd, sockopt::RcvBufForce, &RECV_BUFFER);
+        bind(fd.as_raw_fd(), &NetlinkAddr::new(0, KERNEL_GROUP))?;
         Ok(UeventSocket {
             fd,
             buf: vec![0u8; 64 * 1024],
         })
     }
 
-    pub fn as_raw_fd(&self) -> RawFd {
-        self.fd.as_raw_fd()
-    }
-
     /// Waits up to `timeout` for one message.
     pub fn recv(&mut self, timeout: Duration) -> io::Result<Received> {
-        let mut pfd = libc::pollfd {
-            fd: self.fd.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
+        let mut fds = [PollFd::new(self.fd.as_fd(), PollFlags::POLLIN)];
+        let timeout = PollTimeout::try_from(timeout).unwrap_or(PollTimeout::MAX);
+        match poll(&mut fds, timeout) {
+            Ok(0) | Err(Errno::EINTR) => return Ok(Received::Timeout),
+            Ok(_) => {}
+            Err(e) => return Err(e.into()),
+        }
+        let (n, from) = match recvfrom::<NetlinkAddr>(self.fd.as_raw_fd(), &mut self.buf) {
+            Ok(r) => r,
+            Err(Errno::ENOBUFS) => return Ok(Received::Overrun),
+            Err(Errno::EAGAIN | Errno::EINTR) => return Ok(Received::Timeout),
+            Err(e) => return Err(e.into()),
         };
-        let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
-        // SAFETY: one valid pollfd.
-        let rc = unsafe { libc::poll(&mut pfd, 1, ms) };
-        if rc < 0 {
-            let e = io::Error::last_os_error();
-            return if e.kind() == io::ErrorKind::Interrupted {
-                Ok(Received::Timeout)
-            } else {
-                Err(e)
-            };
-        }
-        if rc == 0 {
-            return Ok(Received::Timeout);
-        }
-        // SAFETY: sockaddr_nl is plain data.
-        let mut from: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
-        let mut from_len = std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t;
-        // SAFETY: `buf` and `from` are valid for the lengths given.
-        let n = unsafe {
-            libc::recvfrom(
-                self.fd.as_raw_fd(),
-                self.buf.as_mut_ptr().cast(),
-                self.buf.len(),
-                libc::MSG_DONTWAIT,
-                (&mut from as *mut libc::sockaddr_nl).cast(),
-                &mut from_len,
-            )
-        };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            return match e.raw_os_error() {
-                Some(libc::ENOBUFS) => Ok(Received::Overrun),
-                Some(libc::EAGAIN) | Some(libc::EINTR) => Ok(Received::Timeout),
-                _ => Err(e),
-            };
-        }
         // Only the kernel (port id 0) sends real uevents; anything else could be forged.
-        if from.nl_pid != 0 {
-            return Ok(Received::Ignored(format!(
-                "message from port {}",
-                from.nl_pid
-            )));
+        match from.map(|a| a.pid()) {
+            Some(0) => {}
+            Some(pid) => return Ok(Received::Ignored(format!("message from port {pid}"))),
+            None => return Ok(Received::Ignored("message without a sender".into())),
         }
-        match parse(&self.buf[..n as usize]) {
+        match parse(&self.buf[..n]) {
             Ok(ev) => Ok(Received::Event(ev)),
             Err(e) => Ok(Received::Ignored(e.to_string())),
         }
+    }
+}
+
+impl AsFd for UeventSocket {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
     }
 }
 
@@ -524,13 +467,5 @@ mod tests {
             vif_event(&parse(&bad_bridge).unwrap()),
             Err(FilterError::BadVif { .. })
         ));
-    }
-
-    #[test]
-    fn interface_names() {
-        assert!(valid_ifname("vif12.0"));
-        assert!(valid_ifname("exactly15chars_"));
-        assert!(!valid_ifname("sixteen_chars_xx"));
-        assert!(!valid_ifname(".."));
     }
 }

@@ -2,116 +2,51 @@
 //! a Linux bridge and veth interfaces standing in for vifs, events injected into the handler
 //! pool (not from netback), hotplug-status written to a MemStore.
 //!
-//! Needs root and `ip` (iproute2). The namespace is deleted whatever happens.
+//! Needs root and `ip` (iproute2); skipped, saying why, without them. The namespace is
+//! deleted whatever happens.
 
+// An integration-test crate: every test lives at its top level.
+#![allow(clippy::tests_outside_test_module)]
+
+mod common;
+
+use crossbeam_channel::unbounded;
 use std::collections::BTreeSet;
-use std::os::fd::AsRawFd;
 use std::process::Command;
-use std::sync::mpsc::channel;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use libchaos::xenstore::{MemStore, TxId, Xenstore};
-use xendevd::bridge;
-use xendevd::handler::{Config, Handler, StoreSource};
+use xendevd::handler::{Config, Done, Handler, StoreSource, SwitchKind};
 use xendevd::pool::{Outcome, Pool};
 use xendevd::uevent::{Action, Control, Received, UeventSocket, VifEvent};
+use xenstore::{MemStore, TxId, Xenstore};
+
+use common::{cannot_run, ip, is_up, Netns};
 
 const BRIDGE: &str = "xdtbr0";
 
-fn require_root_and_ip() {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        panic!("this test creates network namespaces and bridges: run it as root (CI does)");
-    }
-    if Command::new("ip").arg("-V").output().is_err() {
-        panic!("this test needs the `ip` command (Debian package iproute2)");
-    }
-}
-
-fn ip(args: &[&str]) -> Result<String, String> {
+/// Ports of the bridge as sysfs shows them inside the namespace (`ip netns exec` mounts a
+/// sysfs for it).
+fn bridge_ports(ns: &Netns) -> BTreeSet<String> {
     let out = Command::new("ip")
-        .args(args)
+        .args([
+            "netns",
+            "exec",
+            &ns.name,
+            "ls",
+            &format!("/sys/class/net/{BRIDGE}/brif"),
+        ])
         .output()
-        .map_err(|e| format!("ip {args:?}: {e}"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "ip {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-/// A named network namespace, deleted on drop (also when the test panics).
-struct Netns {
-    name: String,
-}
-
-impl Netns {
-    fn create(tag: &str) -> Netns {
-        let name = format!("xdt-{}-{tag}", std::process::id());
-        let _ = ip(&["netns", "del", &name]);
-        ip(&["netns", "add", &name]).unwrap();
-        Netns { name }
-    }
-
-    /// Runs `ip -batch` inside the namespace.
-    fn batch(&self, cmds: &str) {
-        use std::io::Write;
-        let mut child = Command::new("ip")
-            .args(["-n", &self.name, "-batch", "-"])
-            .stdin(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(cmds.as_bytes())
-            .unwrap();
-        assert!(child.wait().unwrap().success(), "ip -batch failed");
-    }
-
-    /// Moves the calling thread (and threads it starts later) into the namespace.
-    fn enter(&self) {
-        let f = std::fs::File::open(format!("/run/netns/{}", self.name)).unwrap();
-        // SAFETY: setns on a valid namespace fd; it only affects this thread.
-        let rc = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
-        assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
-    }
-
-    /// Ports of the bridge as sysfs shows them inside the namespace (`ip netns exec` mounts
-    /// a sysfs for it).
-    fn bridge_ports(&self) -> BTreeSet<String> {
-        let out = Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &self.name,
-                "ls",
-                &format!("/sys/class/net/{BRIDGE}/brif"),
-            ])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout)
-            .split_whitespace()
-            .map(str::to_string)
-            .collect()
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        if let Err(e) = ip(&["netns", "del", &self.name]) {
-            eprintln!("cleanup: {e}");
-        }
-    }
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .map(str::to_string)
+        .collect()
 }
 
 fn backend(i: usize) -> String {
@@ -139,10 +74,6 @@ fn read(xs: &MemStore, path: &str) -> Option<String> {
         .map(|v| String::from_utf8_lossy(&v).into_owned())
 }
 
-fn is_up(name: &str) -> bool {
-    bridge::flags(name).unwrap() & libc::IFF_UP as libc::c_short != 0
-}
-
 fn percentiles(mut v: Vec<Duration>) -> (f64, f64, f64) {
     v.sort();
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
@@ -150,14 +81,16 @@ fn percentiles(mut v: Vec<Duration>) -> (f64, f64, f64) {
     (ms(v[v.len() / 2]), ms(v[p99]), ms(v[v.len() - 1]))
 }
 
-fn wait(rx: &std::sync::mpsc::Receiver<Outcome>) -> Outcome {
+fn wait(rx: &crossbeam_channel::Receiver<Outcome>) -> Outcome {
     rx.recv_timeout(Duration::from_secs(30))
         .expect("no outcome within 30 s")
 }
 
 #[test]
 fn vifs_are_attached_brought_up_and_detached() {
-    require_root_and_ip();
+    if cannot_run("vifs_are_attached_brought_up_and_detached") {
+        return;
+    }
     const N: usize = 100;
     let ns = Netns::create("attach");
     let mut cmds = format!("link add {BRIDGE} type bridge\nlink set {BRIDGE} up\n");
@@ -182,7 +115,7 @@ fn vifs_are_attached_brought_up_and_detached() {
         ..Config::default()
     };
     let handler = Arc::new(Handler::new(config, StoreSource::Fixed(xs.clone())));
-    let (tx, rx) = channel();
+    let (tx, rx) = unbounded();
     let pool = Pool::new(4, handler, Some(tx)).unwrap();
 
     // One at a time: event in -> port on the bridge, up, hotplug-status written.
@@ -194,7 +127,7 @@ fn vifs_are_attached_brought_up_and_detached() {
         one_by_one.push(t0.elapsed());
         assert!(o.result.is_ok(), "{}: {:?}", o.event.vif, o.result);
     }
-    let ports = ns.bridge_ports();
+    let ports = bridge_ports(&ns);
     for i in 0..N {
         assert!(ports.contains(&vif(i)), "{} not in {BRIDGE}/brif", vif(i));
         assert!(is_up(&vif(i)), "{} is down", vif(i));
@@ -207,8 +140,8 @@ fn vifs_are_attached_brought_up_and_detached() {
 
     // A second online for an attached vif changes nothing and still succeeds.
     pool.submit(xs_event(Action::Online, 0));
-    assert!(wait(&rx).result.is_ok());
-    assert!(ns.bridge_ports().contains(&vif(0)));
+    assert_eq!(wait(&rx).result.unwrap().bridge, BRIDGE);
+    assert!(bridge_ports(&ns).contains(&vif(0)));
 
     // Offline, as a burst: detached and down, and Xenstore keeps what the toolstack owns.
     let before = xs.paths();
@@ -220,9 +153,9 @@ fn vifs_are_attached_brought_up_and_detached() {
         assert!(o.result.is_ok(), "{}: {:?}", o.event.vif, o.result);
     }
     assert!(
-        ns.bridge_ports().is_empty(),
+        bridge_ports(&ns).is_empty(),
         "ports left: {:?}",
-        ns.bridge_ports()
+        bridge_ports(&ns)
     );
     assert!((0..N).all(|i| !is_up(&vif(i))));
     assert_eq!(xs.paths(), before);
@@ -239,7 +172,7 @@ fn vifs_are_attached_brought_up_and_detached() {
         burst.push(o.queued + o.took);
     }
     let burst_total = t0.elapsed();
-    assert_eq!(ns.bridge_ports().len(), N);
+    assert_eq!(bridge_ports(&ns).len(), N);
 
     // NoXS: the bridge comes with the event, nothing is written anywhere.
     let paths = xs.paths();
@@ -250,12 +183,16 @@ fn vifs_are_attached_brought_up_and_detached() {
             bridge: Some(BRIDGE.into()),
         },
     };
+    let linux_bridge = Done {
+        bridge: BRIDGE.into(),
+        kind: SwitchKind::Linux,
+    };
     pool.submit(noxs(Action::Online));
-    assert!(wait(&rx).result.is_ok());
-    assert!(ns.bridge_ports().contains("vifnoxs.0") && is_up("vifnoxs.0"));
+    assert_eq!(wait(&rx).result, Ok(linux_bridge.clone()));
+    assert!(bridge_ports(&ns).contains("vifnoxs.0") && is_up("vifnoxs.0"));
     pool.submit(noxs(Action::Offline));
-    assert!(wait(&rx).result.is_ok());
-    assert!(!ns.bridge_ports().contains("vifnoxs.0"));
+    assert_eq!(wait(&rx).result, Ok(linux_bridge));
+    assert!(!bridge_ports(&ns).contains("vifnoxs.0"));
     assert_eq!(xs.paths(), paths);
 
     // A vif whose interface does not exist: error reported to the toolstack.
@@ -266,7 +203,8 @@ fn vifs_are_attached_brought_up_and_detached() {
     )
     .unwrap();
     pool.submit(xs_event(Action::Online, N + 1));
-    assert!(wait(&rx).result.is_err());
+    let err = wait(&rx).result.unwrap_err();
+    assert!(err.contains(&vif(N + 1)), "{err}");
     assert_eq!(
         read(&xs, &format!("{}/hotplug-status", backend(N + 1))).as_deref(),
         Some("error")
@@ -286,7 +224,9 @@ fn vifs_are_attached_brought_up_and_detached() {
 
 #[test]
 fn the_uevent_socket_receives_real_kernel_events() {
-    require_root_and_ip();
+    if cannot_run("the_uevent_socket_receives_real_kernel_events") {
+        return;
+    }
     let ns = Netns::create("uevent");
     ns.enter();
     // Net device uevents go to the sockets of the device's namespace, so this one sees only

@@ -61,6 +61,14 @@ pub struct MemStore {
     watch_ready: Condvar,
 }
 
+impl std::fmt::Debug for MemStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemStore")
+            .field("nodes", &self.lock().nodes.len())
+            .finish_non_exhaustive()
+    }
+}
+
 impl Default for MemStore {
     fn default() -> Self {
         Self::new()
@@ -326,12 +334,6 @@ fn root_perms() -> Vec<Perm> {
         dom: DomId::DOM0,
         access: Access::None,
     }]
-}
-
-impl std::fmt::Debug for MemStore {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("MemStore")
-    }
 }
 
 impl MemStore {

@@ -1,0 +1,184 @@
+//! `/dev/xen/gntdev`: mapping pages other domains granted to this one (Linux's
+//! include/uapi/xen/gntdev.h). A mapping is a [`GrantMap`]; dropping it unmaps the pages and
+//! releases the grants.
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::num::NonZeroUsize;
+use std::os::fd::{AsFd, AsRawFd};
+use std::os::unix::fs::OpenOptionsExt;
+use std::ptr::NonNull;
+use std::sync::Arc;
+
+use nix::sys::mman::{mmap, munmap, MapFlags, ProtFlags};
+use xen_types::{DomId, GrantRef, PAGE_SIZE};
+
+/// The device's path.
+pub const GNTDEV_PATH: &str = "/dev/xen/gntdev";
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct GrantRefArg {
+    domid: u32,
+    gref: u32,
+}
+
+/// `struct ioctl_gntdev_map_grant_ref` with one ref (the layout the ioctl number encodes).
+#[repr(C)]
+struct MapOne {
+    count: u32,
+    pad: u32,
+    index: u64,
+    refs: [GrantRefArg; 1],
+}
+
+#[repr(C)]
+struct Unmap {
+    index: u64,
+    count: u32,
+    pad: u32,
+}
+
+const fn ioc_none(nr: u32, size: usize) -> u32 {
+    ((size as u32) << 16) | ((b'G' as u32) << 8) | nr
+}
+
+const IOCTL_GNTDEV_MAP_GRANT_REF: u32 = ioc_none(0, size_of::<MapOne>());
+const IOCTL_GNTDEV_UNMAP_GRANT_REF: u32 = ioc_none(1, size_of::<Unmap>());
+const _: () = assert!(size_of::<MapOne>() == 24);
+const _: () = assert!(IOCTL_GNTDEV_MAP_GRANT_REF == 0x0018_4700);
+const _: () = assert!(IOCTL_GNTDEV_UNMAP_GRANT_REF == 0x0010_4701);
+
+nix::ioctl_readwrite_bad!(ioctl_map, IOCTL_GNTDEV_MAP_GRANT_REF, MapOne);
+nix::ioctl_write_ptr_bad!(ioctl_unmap, IOCTL_GNTDEV_UNMAP_GRANT_REF, Unmap);
+
+/// One open `/dev/xen/gntdev`.
+#[derive(Debug)]
+pub struct GrantDev {
+    dev: File,
+}
+
+/// A page another domain granted, mapped here read-write. Unmapped when dropped.
+#[derive(Debug)]
+pub struct GrantMap {
+    dev: Arc<GrantDev>,
+    addr: NonNull<libc::c_void>,
+    index: u64,
+}
+
+// SAFETY: the mapping is plain shared memory; access to it goes through &self / &mut self.
+unsafe impl Send for GrantMap {}
+
+impl GrantDev {
+    pub fn open() -> io::Result<GrantDev> {
+        let dev = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_CLOEXEC)
+            .open(GNTDEV_PATH)?;
+        Ok(GrantDev { dev })
+    }
+
+    /// Maps the page `gref` of domain `dom` (which granted it to this domain).
+    pub fn map(self: &Arc<Self>, dom: DomId, gref: GrantRef) -> io::Result<GrantMap> {
+        let mut arg = MapOne {
+            count: 1,
+            pad: 0,
+            index: 0,
+            refs: [GrantRefArg {
+                domid: dom.0.into(),
+                gref,
+            }],
+        };
+        // SAFETY: the fd is this device's; `arg` is the one-ref layout the ioctl reads and
+        // writes, alive for the call.
+        unsafe { ioctl_map(self.dev.as_raw_fd(), &mut arg) }.map_err(io::Error::from)?;
+        let index = arg.index;
+        let len = NonZeroUsize::new(PAGE_SIZE).ok_or_else(|| io::Error::other("page size"))?;
+        let offset = libc::off_t::try_from(index).map_err(|_| io::Error::other("offset"))?;
+        // SAFETY: mapping the range the driver reserved at `index` for this fd; the kernel
+        // chooses the address, so nothing of ours is overwritten.
+        let mapped = unsafe {
+            mmap(
+                None,
+                len,
+                ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
+                MapFlags::MAP_SHARED,
+                self.dev.as_fd(),
+                offset,
+            )
+        };
+        match mapped {
+            Ok(addr) => Ok(GrantMap {
+                dev: self.clone(),
+                addr,
+                index,
+            }),
+            Err(e) => {
+                self.release(index);
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Gives the driver's reservation at `index` back.
+    fn release(&self, index: u64) {
+        let arg = Unmap {
+            index,
+            count: 1,
+            pad: 0,
+        };
+        // SAFETY: the fd is this device's; `arg` is the layout the ioctl reads.
+        let _ = unsafe { ioctl_unmap(self.dev.as_raw_fd(), &arg) };
+    }
+}
+
+impl GrantMap {
+    /// The page. The granting domain may change it at any time: read values once and check
+    /// them before use.
+    pub fn bytes(&self) -> &[u8] {
+        // SAFETY: `addr` maps PAGE_SIZE bytes for as long as `self` lives.
+        unsafe { std::slice::from_raw_parts(self.addr.as_ptr().cast::<u8>(), PAGE_SIZE) }
+    }
+
+    pub fn bytes_mut(&mut self) -> &mut [u8] {
+        // SAFETY: as in `bytes`, and `&mut self` makes this the only view through us.
+        unsafe { std::slice::from_raw_parts_mut(self.addr.as_ptr().cast::<u8>(), PAGE_SIZE) }
+    }
+
+    /// The u32 at byte offset `at` (a constant of a ring layout: a bad one is a bug here).
+    fn word(&self, at: usize) -> *mut u32 {
+        assert!(
+            at + 4 <= PAGE_SIZE && at.is_multiple_of(4),
+            "aligned offset in the page"
+        );
+        self.addr
+            .as_ptr()
+            .cast::<u8>()
+            .wrapping_add(at)
+            .cast::<u32>()
+    }
+
+    /// Reads a little-endian u32 at `at` with a volatile load (the other side writes it).
+    pub fn read_u32(&self, at: usize) -> u32 {
+        let p = self.word(at);
+        // SAFETY: `word` checked `at` is in bounds and aligned within the live mapping.
+        u32::from_le(unsafe { std::ptr::read_volatile(p) })
+    }
+
+    /// Writes a little-endian u32 at `at` with a volatile store.
+    pub fn write_u32(&mut self, at: usize, v: u32) {
+        let p = self.word(at);
+        // SAFETY: `word` checked `at` is in bounds and aligned within the live mapping.
+        unsafe { std::ptr::write_volatile(p, v.to_le()) }
+    }
+}
+
+impl Drop for GrantMap {
+    fn drop(&mut self) {
+        // SAFETY: unmapping exactly the range `map` mapped; no reference into it outlives
+        // `self` (the slices borrow it).
+        let _ = unsafe { munmap(self.addr, PAGE_SIZE) };
+        self.dev.release(self.index);
+    }
+}
