@@ -238,7 +238,8 @@ fn run(cli: Cli) -> Result<(), String> {
         }
         Command::Info { json } => {
             let phys = ts.hypervisor().physinfo().map_err(|e| e.to_string())?;
-            output::info(ts.hypervisor().name(), &phys, ts.state().root(), json)
+            let noxs = ts.hypervisor().noxs_flavour();
+            output::info(ts.hypervisor().name(), &phys, noxs, ts.state().root(), json)
         }
         Command::Pool { .. } => Err("unreachable: pool commands go to chaosd".into()),
     };

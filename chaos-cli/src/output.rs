@@ -4,7 +4,7 @@ use std::path::Path;
 
 use libchaos::config::Action;
 use libchaos::daemon::{Percentiles, PoolStatus};
-use libchaos::hypervisor::{DomId, PhysInfo, PAGE_SIZE};
+use libchaos::hypervisor::{DomId, NoxsFlavour, PhysInfo, PAGE_SIZE};
 use libchaos::toolstack::{Created, CreationPath, DomainSummary, Via};
 use serde_json::json;
 
@@ -77,10 +77,17 @@ pub fn reaped(reaped: &[(DomId, Action)], json: bool) -> Result<(), String> {
     Ok(())
 }
 
-pub fn info(hypervisor: &str, phys: &PhysInfo, run_dir: &Path, json: bool) -> Result<(), String> {
+pub fn info(
+    hypervisor: &str,
+    phys: &PhysInfo,
+    noxs: NoxsFlavour,
+    run_dir: &Path,
+    json: bool,
+) -> Result<(), String> {
     let mib = |pages: u64| pages * PAGE_SIZE as u64 / (1024 * 1024);
     let v = json!({
         "hypervisor": hypervisor,
+        "noxs": if json { serde_json::to_value(noxs).unwrap_or_default() } else { json!(noxs.to_string()) },
         "nr_cpus": phys.nr_cpus,
         "total_memory_mib": mib(phys.total_pages),
         "free_memory_mib": mib(phys.free_pages),

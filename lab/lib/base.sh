@@ -168,9 +168,8 @@ build_base() {
 	rm -rf "$tmp"
 }
 
-# Makes sure the base for the current packages exists; sets BASE.
+# Makes sure the base for PKG_VERSIONS exists; sets BASE.
 ensure_base() {
-	cached_package_versions
 	BASE_KEY_TEXT="format=$BASE_FORMAT
 $PKG_VERSIONS
 $(dpkg-query -W bash libc6 libgcc-s1 2>/dev/null)
@@ -185,10 +184,11 @@ $(sha256sum "$LAB/dom0/guest-init" "$LAB/dom0/guest-net-init" | cut -d' ' -f1)"
 	fi
 	download_packages
 	build_base "$BASE"
-	# Bases are ~250 MB each. Keep the two used last: a cache shared by two checkouts of different
-	# xenlab versions (XENLAB_CACHE) must not delete the other's base on every run.
+	# Bases are ~250 MB each. Keep the three used last: a cache shared by checkouts of different
+	# xenlab versions (XENLAB_CACHE), or by stock and noxs runs (whose Xen packages may be pinned to
+	# another version, see xen.sh), must not delete the other's base on every run.
 	while read -r old; do
 		rm -rf "${old%/KEY}"
-	done < <(find "$CACHE" -maxdepth 2 -path "$CACHE/base-*/KEY" -printf '%T@ %p\n' | sort -rn | tail -n +3 | cut -d' ' -f2-)
+	done < <(find "$CACHE" -maxdepth 2 -path "$CACHE/base-*/KEY" -printf '%T@ %p\n' | sort -rn | tail -n +4 | cut -d' ' -f2-)
 	say "base: built"
 }

@@ -12,6 +12,7 @@ read_options() {
 	DOM0_MEM=${XENLAB_DOM0_MEM:-1024}
 	DOM0_XENSTORED=${XENLAB_XENSTORED:-1}
 	DOM0_XS_TRACE=${XENLAB_XS_TRACE:-0}
+	XEN_FLAVOUR=${XENLAB_XEN:-stock}
 	LAB_LOCK=${XENLAB_LOCK:-/tmp/chaos-lab.lock}
 	local v
 	for v in MEM SMP DOM0_MEM; do
@@ -19,6 +20,7 @@ read_options() {
 	done
 	[[ $DOM0_XENSTORED =~ ^[01]$ ]] || die "XENLAB_XENSTORED=$DOM0_XENSTORED: expected 0 or 1"
 	[[ $DOM0_XS_TRACE =~ ^[01]$ ]] || die "XENLAB_XS_TRACE=$DOM0_XS_TRACE: expected 0 or 1"
+	[[ $XEN_FLAVOUR =~ ^(stock|noxs)$ ]] || die "XENLAB_XEN=$XEN_FLAVOUR: expected stock or noxs"
 	[ "$DOM0_XS_TRACE" = 0 ] || [ "$DOM0_XENSTORED" = 1 ] || die "XENLAB_XS_TRACE=1 needs xenstored (XENLAB_XENSTORED=1)"
 	[ "$DOM0_MEM" -ge 256 ] || die "XENLAB_DOM0_MEM=$DOM0_MEM: dom0 needs at least 256 MiB"
 	[ $((DOM0_MEM + 256)) -le "$MEM" ] ||
@@ -36,6 +38,7 @@ read_options() {
 dom0_options() {
 	echo "XENLAB_XENSTORED=$DOM0_XENSTORED"
 	echo "XENLAB_XS_TRACE=$DOM0_XS_TRACE"
+	echo "XENLAB_XEN=$XEN_FLAVOUR"
 }
 
 # ------------------------------------------------------------------------------------ the lock
@@ -97,7 +100,7 @@ reap_stale() {
 		fi
 		rm -f "$pf"
 	done
-	for pf in "$WORK"/run.* "$WORK"/base.*; do
+	for pf in "$WORK"/run.* "$WORK"/base.* "$WORK"/xen-build.*; do
 		kill -0 "${pf##*.}" 2>/dev/null || rm -rf "$pf"
 	done
 }
@@ -144,7 +147,7 @@ boot_and_run() {
 	ln -sfn "${LOG##*/}" "$WORK/logs/last.log"
 	mkfifo "$RUN/console"
 	lab_lock
-	say "boot: qemu (TCG, ${MEM} MiB, ${SMP} CPUs, dom0 ${DOM0_MEM} MiB), log $LOG"
+	say "boot: qemu (TCG, ${MEM} MiB, ${SMP} CPUs, dom0 ${DOM0_MEM} MiB, $XEN_FLAVOUR Xen), log $LOG"
 	T_QEMU=${EPOCHREALTIME/./}
 	# own session and process group: a Ctrl-C reaches xenlab, which then stops the whole group
 	setsid "${QEMU[@]}" </dev/null >"$RUN/console" 2>&1 &

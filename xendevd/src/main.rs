@@ -210,7 +210,10 @@ type NoxsThread = (Arc<AtomicBool>, std::thread::JoinHandle<()>);
 /// they need (not dom0), which is not an error for the vif side.
 fn start_noxs(settings: xendevd::noxs::Settings) -> Result<Option<NoxsThread>, String> {
     if !Path::new(xen_dev::evtchn::EVTCHN_PATH).exists() {
-        log::warn!("no {}: NoXS guests are not served", xen_dev::evtchn::EVTCHN_PATH);
+        log::warn!(
+            "no {}: NoXS guests are not served",
+            xen_dev::evtchn::EVTCHN_PATH
+        );
         return Ok(None);
     }
     let socket = settings.socket.clone();

@@ -17,9 +17,14 @@ use crate::image::ImageProblem;
 pub enum StorePage<'a> {
     /// A Xenstore ring (zeroed), its channel in start_info, granted to `backend`.
     Xenstore { evtchn: u32, backend: DomId },
-    /// A NoXS device page listing `devices` (noxs/ABI.md): SIF_NOXS set, no store channel, and
-    /// each device's control page right after the console ring.
-    Noxs { devices: &'a [NoxsDevice] },
+    /// NoXS (noxs/ABI.md): each device's control page right after the console ring, no store
+    /// channel, and, unless Xen owns the device page (`hypervisor_page`, chaos's devctl patch;
+    /// the toolstack then lists the devices through the hypercall), a device page listing
+    /// `devices` in the store slot with SIF_NOXS set.
+    Noxs {
+        devices: &'a [NoxsDevice],
+        hypervisor_page: bool,
+    },
 }
 
 /// One NoXS device: its entry in the device page and its control page's first bytes.
@@ -76,7 +81,7 @@ impl StorePage<'_> {
     pub fn ctrl_pages(&self) -> u64 {
         match self {
             StorePage::Xenstore { .. } => 0,
-            StorePage::Noxs { devices } => devices.len() as u64,
+            StorePage::Noxs { devices, .. } => devices.len() as u64,
         }
     }
 }
@@ -106,7 +111,9 @@ pub struct BuiltGuest {
     /// The Xenstore ring, or the NoXS device page.
     pub store_pfn: u64,
     pub store_mfn: u64,
-    /// The NoXS control pages (machine frames), in device order; empty on the Xenstore plane.
+    /// The NoXS control pages, in device order (empty on the Xenstore plane): their pfns (what
+    /// the device page names) and machine frames.
+    pub ctrl_pfns: Vec<u64>,
     pub ctrl_mfns: Vec<u64>,
     /// Virtual entry point vcpu 0 starts at.
     pub entry: u64,

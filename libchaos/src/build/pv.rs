@@ -96,14 +96,18 @@ pub fn build_pv(
         }
         write_p2m(&mut area, &layout, p2m);
         area.fill(layout.console_pfn, 1, &[]);
-        match params.store {
-            StorePage::Xenstore { .. } => area.fill(layout.store_pfn, 1, &[]),
-            StorePage::Noxs { devices } => {
-                let pfns: Vec<u64> = (layout.ctrl.start..layout.ctrl.end()).collect();
+        area.fill(layout.store_pfn, 1, &[]);
+        if let StorePage::Noxs {
+            devices,
+            hypervisor_page,
+        } = params.store
+        {
+            let pfns: Vec<u64> = (layout.ctrl.start..layout.ctrl.end()).collect();
+            if !hypervisor_page {
                 write_device_page(area.pages(layout.store_pfn, 1), devices, &pfns);
-                for (d, pfn) in devices.iter().zip(&pfns) {
-                    area.fill(*pfn, 1, &d.ctrl);
-                }
+            }
+            for (d, pfn) in devices.iter().zip(&pfns) {
+                area.fill(*pfn, 1, &d.ctrl);
             }
         }
         area.fill(layout.stack_pfn, 1, &[]);
@@ -158,6 +162,7 @@ pub fn build_pv(
         console_mfn: p2m[layout.console_pfn as usize],
         store_pfn: layout.store_pfn,
         store_mfn: p2m[layout.store_pfn as usize],
+        ctrl_pfns: (layout.ctrl.start..layout.ctrl.end()).collect(),
         ctrl_mfns: (layout.ctrl.start..layout.ctrl.end())
             .map(|pfn| p2m[pfn as usize])
             .collect(),
@@ -184,7 +189,7 @@ fn check_params(p: &BuildParams) -> Result<(), BuildError> {
     if p.vcpus == 0 {
         return bad("a guest needs at least one vcpu".into());
     }
-    if let StorePage::Noxs { devices } = p.store {
+    if let StorePage::Noxs { devices, .. } = p.store {
         check_devices(devices)?;
     }
     Ok(())
@@ -305,13 +310,27 @@ fn write_start_info(area: &mut BootArea, layout: &PvLayout, p: &BuildParams, sha
     si[SI_MAGIC..SI_MAGIC + START_INFO_MAGIC.len()].copy_from_slice(START_INFO_MAGIC);
     put_u64(si, SI_NR_PAGES, layout.nr_pages);
     put_u64(si, SI_SHARED_INFO, shared_info);
-    let (flags, store_evtchn) = match p.store {
-        StorePage::Xenstore { evtchn, .. } => (SIF_VIRT_P2M_4TOOLS, evtchn),
+    let (flags, store_mfn, store_evtchn) = match p.store {
+        StorePage::Xenstore { evtchn, .. } => {
+            (SIF_VIRT_P2M_4TOOLS, p2m[layout.store_pfn as usize], evtchn)
+        }
         // The device page is in the store slot; port 0 is never a real channel (ABI section 2).
-        StorePage::Noxs { .. } => (SIF_VIRT_P2M_4TOOLS | noxs::SIF_NOXS, 0),
+        StorePage::Noxs {
+            hypervisor_page: false,
+            ..
+        } => (
+            SIF_VIRT_P2M_4TOOLS | noxs::SIF_NOXS,
+            p2m[layout.store_pfn as usize],
+            0,
+        ),
+        // Xen's page: the guest asks the devctl hypercall for it.
+        StorePage::Noxs {
+            hypervisor_page: true,
+            ..
+        } => (SIF_VIRT_P2M_4TOOLS, 0, 0),
     };
     put_u32(si, SI_FLAGS, flags);
-    put_u64(si, SI_STORE_MFN, p2m[layout.store_pfn as usize]);
+    put_u64(si, SI_STORE_MFN, store_mfn);
     put_u32(si, SI_STORE_EVTCHN, store_evtchn);
     put_u64(si, SI_CONSOLE_MFN, p2m[layout.console_pfn as usize]);
     put_u32(si, SI_CONSOLE_EVTCHN, p.console_evtchn);

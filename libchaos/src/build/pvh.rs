@@ -81,7 +81,7 @@ pub fn build_pvh(
     if params.vcpus == 0 {
         return Err(BuildError::Params("a guest needs at least one vcpu".into()));
     }
-    if let StorePage::Noxs { devices } = params.store {
+    if let StorePage::Noxs { devices, .. } = params.store {
         check_devices(devices)?;
     }
     let nr_pages = params.p2m.len() as u64;
@@ -177,7 +177,11 @@ pub fn build_pvh(
         let put64 = |b: &mut [u8], o: usize, v: u64| b[o..o + 8].copy_from_slice(&v.to_le_bytes());
         put32(si, 0, XEN_HVM_START_MAGIC_VALUE);
         put32(si, 4, START_INFO_VERSION);
-        if let StorePage::Noxs { .. } = params.store {
+        if let StorePage::Noxs {
+            hypervisor_page: false,
+            ..
+        } = params.store
+        {
             // hvm_start_info.flags: the device page is in the store slot (ABI section 2).
             put32(si, 8, noxs::SIF_NOXS);
         }
@@ -213,7 +217,11 @@ pub fn build_pvh(
             .map_err(hv_step("mapping the ring pages"))?;
         let bytes = m.bytes_mut();
         bytes.fill(0);
-        if let StorePage::Noxs { devices } = params.store {
+        if let StorePage::Noxs {
+            devices,
+            hypervisor_page,
+        } = params.store
+        {
             let ctrl_pfns: Vec<u64> = (layout.ctrl.start..layout.ctrl.end()).collect();
             for (i, d) in devices.iter().enumerate() {
                 let at = i * PAGE_SIZE;
@@ -222,7 +230,7 @@ pub fn build_pvh(
                 }
             }
             let at = (layout.store_pfn - layout.ctrl.start) as usize * PAGE_SIZE;
-            if let Some(page) = bytes.get_mut(at..at + PAGE_SIZE) {
+            if let (false, Some(page)) = (hypervisor_page, bytes.get_mut(at..at + PAGE_SIZE)) {
                 write_device_page(page, devices, &ctrl_pfns);
             }
         }
@@ -246,8 +254,15 @@ pub fn build_pvh(
     };
     hv.seed_grant_table(dom, &grants)
         .map_err(hv_step("seeding the grant table"))?;
+    let store_pfn = match params.store {
+        StorePage::Noxs {
+            hypervisor_page: true,
+            ..
+        } => 0,
+        _ => layout.store_pfn,
+    };
     for (param, value) in [
-        (HVM_PARAM_STORE_PFN, layout.store_pfn),
+        (HVM_PARAM_STORE_PFN, store_pfn),
         (HVM_PARAM_STORE_EVTCHN, u64::from(store_evtchn)),
         (HVM_PARAM_CONSOLE_PFN, layout.console_pfn),
         (HVM_PARAM_CONSOLE_EVTCHN, u64::from(params.console_evtchn)),

@@ -10,6 +10,25 @@ use std::fmt;
 
 pub use xen_types::{DomId, EvtchnPort, GrantRef, Uuid, PAGE_SHIFT, PAGE_SIZE};
 
+/// Who owns a NoXS guest's device page on this host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NoxsFlavour {
+    /// Stock Xen: the toolstack writes the page into the guest's memory (noxs/ABI.md 2.2).
+    Toolstack,
+    /// Xen with chaos's patches owns it, read-only to the guest (the devctl hypercall).
+    Hypervisor,
+}
+
+impl fmt::Display for NoxsFlavour {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            NoxsFlavour::Toolstack => "toolstack device page (stock Xen)",
+            NoxsFlavour::Hypervisor => "hypervisor device page (Xen with chaos's devctl patch)",
+        })
+    }
+}
+
 /// Guest virtualisation mode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -186,6 +205,13 @@ pub enum HypervisorError {
 
 pub type Result<T> = std::result::Result<T, HypervisorError>;
 
+fn no_devctl(backend: &str) -> HypervisorError {
+    HypervisorError::Invalid {
+        op: "devctl",
+        reason: format!("the {backend} hypervisor has no devctl hypercall (stock Xen)"),
+    }
+}
+
 /// The Xen operations a toolstack needs. Implementations are shared between threads (the pool
 /// daemon refills shells from worker threads), hence `Send + Sync` and `&self` everywhere.
 pub trait Hypervisor: Send + Sync {
@@ -255,4 +281,27 @@ pub trait Hypervisor: Send + Sync {
     /// Signals the guest's port `port` (allocated toward dom0) once: binds it, notifies and
     /// unbinds, leaving it unbound for the next time (NoXS sysctl requests).
     fn notify_guest(&self, dom: DomId, port: EvtchnPort) -> Result<()>;
+
+    /// Who owns NoXS device pages here (the devctl hypercall answers, or stock Xen).
+    fn noxs_flavour(&self) -> NoxsFlavour {
+        NoxsFlavour::Toolstack
+    }
+
+    /// `XEN_DEVCTL_dev_add`: lists a device in `dom`'s hypervisor-owned page; returns its slot.
+    fn devctl_add(&self, dom: DomId, entry: &noxs::DevPageEntry) -> Result<u32> {
+        let _ = (dom, entry);
+        Err(no_devctl(self.name()))
+    }
+
+    /// `XEN_DEVCTL_dev_remove`: takes the device of that type and id out of the page.
+    fn devctl_remove(&self, dom: DomId, dev_type: u32, id: u32) -> Result<()> {
+        let _ = (dom, dev_type, id);
+        Err(no_devctl(self.name()))
+    }
+
+    /// `XEN_DEVCTL_dev_enum`: a copy of `dom`'s hypervisor-owned page.
+    fn devctl_enum(&self, dom: DomId) -> Result<noxs::DevPage> {
+        let _ = dom;
+        Err(no_devctl(self.name()))
+    }
 }

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use noxs::{state, SysctlCtrl};
-use xendevd_api::{ConsoleRing, NoxsGuest, RecordDir};
+use xendevd_api::{ConsoleRing, NoxsGuest, NoxsVif, RecordDir};
 
 use super::{ControlPlane, DeviceKind, Guest, PlaneError, Result};
 use crate::build::GNTTAB_RESERVED_CONSOLE;
@@ -97,6 +97,23 @@ impl NoxsPlane {
 
     /// What the backends need to serve the guest.
     fn backend_record(g: &Guest<'_>) -> NoxsGuest {
+        let vifs = g
+            .devices
+            .iter()
+            .filter(|d| d.kind == DeviceKind::Vif)
+            .filter_map(|d| {
+                let vif = g.config.vifs.get(d.id as usize)?;
+                Some(NoxsVif {
+                    id: d.id,
+                    ctrl_frame: d.frame,
+                    evtchn: d.evtchn,
+                    // The toolstack chose every MAC before publishing.
+                    mac: vif.mac?,
+                    bridge: vif.bridge.clone(),
+                    ip: vif.ip.clone(),
+                })
+            })
+            .collect();
         NoxsGuest {
             domid: g.domid,
             name: g.config.name.clone(),
@@ -105,7 +122,7 @@ impl NoxsPlane {
                 frame: g.console.frame,
                 evtchn: g.console.evtchn,
             },
-            vifs: Vec::new(),
+            vifs,
         }
     }
 }

@@ -12,7 +12,7 @@ use super::{
 };
 use crate::build::{self, BuildParams, BuiltGuest, NoxsDevice, StorePage};
 use crate::config::{DomainConfig, GuestSpec, PlaneKind};
-use crate::hypervisor::{CreateDomain, DomId, GuestKind, Uuid, PAGE_SIZE};
+use crate::hypervisor::{CreateDomain, DomId, GuestKind, NoxsFlavour, Uuid, PAGE_SIZE};
 use crate::image::KernelImage;
 use crate::plane::{Device, DeviceKind, Guest, Ring};
 
@@ -177,13 +177,17 @@ impl Toolstack {
         };
         timings.record("load_image", t);
 
+        // MACs are chosen now and kept in the record, so a restarted guest keeps its MACs.
+        let config = with_macs(cfg)?;
         let noxs_devices = match cfg.control_plane {
             PlaneKind::Xenstore => Vec::new(),
             PlaneKind::Noxs => {
                 check_noxs_kernel(&image)?;
-                noxs_devices(shell)
+                self.noxs_devices(shell, &config)?
             }
         };
+        let hypervisor_page = cfg.control_plane == PlaneKind::Noxs
+            && self.hv.noxs_flavour() == NoxsFlavour::Hypervisor;
         let store = match cfg.control_plane {
             PlaneKind::Xenstore => StorePage::Xenstore {
                 evtchn: shell.plane_evtchn,
@@ -191,6 +195,7 @@ impl Toolstack {
             },
             PlaneKind::Noxs => StorePage::Noxs {
                 devices: &noxs_devices,
+                hypervisor_page,
             },
         };
         let t = Instant::now();
@@ -209,6 +214,21 @@ impl Toolstack {
             },
         )?;
         timings.record("build", t);
+        if hypervisor_page {
+            // Xen owns the device page: list the devices in it.
+            let t = Instant::now();
+            for (d, pfn) in noxs_devices.iter().zip(&built.ctrl_pfns) {
+                let ctrl = u32::try_from(*pfn).map_err(|_| {
+                    ToolstackError::Unsupported(format!("control page pfn {pfn:#x} above 2^32"))
+                })?;
+                let entry =
+                    noxs::DevPageEntry::guest_owned(d.ty, d.id, d.backend.0, ctrl, d.evtchn);
+                self.hv
+                    .devctl_add(domid, &entry)
+                    .map_err(hv_step("listing a device in Xen's device page"))?;
+            }
+            timings.record("devctl", t);
+        }
         let devices: Vec<Device> = noxs_devices
             .iter()
             .zip(&built.ctrl_mfns)
@@ -233,14 +253,13 @@ impl Toolstack {
         self.hv
             .set_domain_handle(domid, uuid)
             .map_err(hv_step("set domain handle"))?;
-        // MACs are chosen now and kept in the record, so a restarted guest keeps its MACs.
-        let config = with_macs(cfg)?;
         let console = Ring {
             frame: built.console_mfn,
             evtchn: shell.console_evtchn,
         };
         let store = Ring {
-            frame: built.store_mfn,
+            // No page of ours in the store slot when Xen owns the device page.
+            frame: if hypervisor_page { 0 } else { built.store_mfn },
             evtchn: match cfg.control_plane {
                 PlaneKind::Xenstore => shell.plane_evtchn,
                 PlaneKind::Noxs => 0,
@@ -373,26 +392,74 @@ fn check_noxs_kernel(image: &KernelImage) -> Result<()> {
     }
 }
 
-/// A NoXS guest's devices: the sysctl device (always, on the shell's plane channel).
-fn noxs_devices(shell: &Shell) -> Vec<NoxsDevice> {
-    let mut ctrl = vec![0u8; std::mem::size_of::<noxs::SysctlCtrl>()];
-    noxs::SysctlCtrl {
-        hdr: noxs::CtrlHdr {
-            devid: 0,
-            // The toolstack is the sysctl backend, there from the start.
-            be_state: noxs::state::CONNECTED,
-            ..noxs::CtrlHdr::default()
-        },
-        ..noxs::SysctlCtrl::default()
+impl Toolstack {
+    /// A NoXS guest's devices (noxs/ABI.md sections 4.1, 4.2): the sysctl device, on the
+    /// shell's plane channel, then one vif per `vif` entry, each with a channel of its own.
+    fn noxs_devices(&self, shell: &Shell, cfg: &DomainConfig) -> Result<Vec<NoxsDevice>> {
+        let mut ctrl = vec![0u8; std::mem::size_of::<noxs::SysctlCtrl>()];
+        noxs::SysctlCtrl {
+            hdr: noxs::CtrlHdr {
+                devid: 0,
+                // The toolstack is the sysctl backend, there from the start.
+                be_state: noxs::state::CONNECTED,
+                ..noxs::CtrlHdr::default()
+            },
+            ..noxs::SysctlCtrl::default()
+        }
+        .write_to(&mut ctrl);
+        let mut devices = vec![NoxsDevice {
+            ty: noxs::DevType::Sysctl,
+            id: 0,
+            backend: DomId::DOM0,
+            evtchn: shell.plane_evtchn,
+            ctrl,
+        }];
+        for (id, vif) in cfg.vifs.iter().enumerate() {
+            let evtchn = self
+                .hv
+                .evtchn_alloc_unbound(shell.domid, DomId::DOM0)
+                .map_err(hv_step("vif event channel"))?;
+            let (ipv4, ipv4_prefix) = first_ipv4(vif.ip.as_deref());
+            let mut ctrl = vec![0u8; std::mem::size_of::<noxs::VifCtrl>()];
+            noxs::VifCtrl {
+                hdr: noxs::CtrlHdr {
+                    devid: id as i32,
+                    // The backend sets InitWait once it serves the vif.
+                    be_state: noxs::state::INITIALISING,
+                    ..noxs::CtrlHdr::default()
+                },
+                mac: vif.mac.map_or([0; 6], |m| m.0),
+                mtu: VIF_MTU,
+                ipv4,
+                ipv4_prefix,
+                ..noxs::VifCtrl::default()
+            }
+            .write_to(&mut ctrl);
+            devices.push(NoxsDevice {
+                ty: noxs::DevType::Vif,
+                id: id as u32,
+                backend: DomId::DOM0,
+                evtchn,
+                ctrl,
+            });
+        }
+        Ok(devices)
     }
-    .write_to(&mut ctrl);
-    vec![NoxsDevice {
-        ty: noxs::DevType::Sysctl,
-        id: 0,
-        backend: DomId::DOM0,
-        evtchn: shell.plane_evtchn,
-        ctrl,
-    }]
+}
+
+/// A NoXS vif's MTU, as Linux netfront's default.
+const VIF_MTU: u16 = 1500;
+
+/// The first IPv4 address of an `ip=` list and its prefix length (0 when none is given).
+fn first_ipv4(ip: Option<&str>) -> ([u8; 4], u8) {
+    ip.into_iter()
+        .flat_map(str::split_whitespace)
+        .find_map(|part| {
+            let (addr, prefix) = part.split_once('/').unwrap_or((part, ""));
+            let a: std::net::Ipv4Addr = addr.parse().ok()?;
+            Some((a.octets(), prefix.parse().unwrap_or(0)))
+        })
+        .unwrap_or(([0; 4], 0))
 }
 
 /// What chaos cannot build yet, refused before anything is made.
@@ -415,11 +482,6 @@ fn check_supported(cfg: &DomainConfig) -> Result<()> {
                 "vif {devid}: vifname={name}: renaming the backend interface is not supported yet (it is vif<domid>.{devid})"
             )));
         }
-    }
-    if cfg.control_plane == PlaneKind::Noxs && !cfg.vifs.is_empty() {
-        return Err(ToolstackError::Unsupported(
-            "vif: NoXS guests cannot have vifs yet (the userspace net backend is not there); use chaos_control_plane = \"xenstore\"".into(),
-        ));
     }
     if cfg.kind != GuestKind::Pv {
         return Err(ToolstackError::Unsupported(format!(

@@ -80,6 +80,7 @@ impl SimHypervisor {
                 next_mfn: FIRST_MFN,
                 domains,
                 faults: FaultPlan::default(),
+                devctl: false,
             }),
         }
     }
@@ -97,6 +98,12 @@ impl SimHypervisor {
     /// Calls made since the last `arm` (or since creation).
     pub fn calls(&self) -> u64 {
         self.lock().faults.calls()
+    }
+
+    /// Makes this a host with (or without) chaos's devctl patch: domains created from now on
+    /// have a hypervisor-owned NoXS device page.
+    pub fn set_devctl(&self, on: bool) {
+        self.lock().devctl = on;
     }
 
     /// How many times dom0 notified the guest's `port`.

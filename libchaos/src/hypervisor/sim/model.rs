@@ -40,6 +40,9 @@ pub(super) struct SimDomain {
     /// Times dom0 notified each port (NoXS sysctl requests).
     #[serde(default)]
     pub(super) notified: BTreeMap<u32, u64>,
+    /// The hypervisor-owned NoXS device page, on a host with the devctl patch (not saved).
+    #[serde(skip)]
+    pub(super) device_page: Option<Box<noxs::DevPage>>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -51,6 +54,9 @@ pub(super) struct SimState {
     pub(super) domains: BTreeMap<DomId, SimDomain>,
     #[serde(skip)]
     pub(super) faults: FaultPlan,
+    /// Simulates Xen with chaos's devctl patch: every new domain gets a device page.
+    #[serde(default)]
+    pub(super) devctl: bool,
 }
 
 impl SimDomain {
@@ -83,6 +89,7 @@ impl SimDomain {
             grants: BTreeMap::new(),
             evtchns: BTreeMap::new(),
             notified: BTreeMap::new(),
+            device_page: None,
         }
     }
 }

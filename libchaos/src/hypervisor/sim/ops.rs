@@ -4,8 +4,8 @@ use super::model::*;
 use super::SimHypervisor;
 use crate::hypervisor::{
     CreateDomain, DomId, DomainInfo, EvtchnPort, ForeignMapping, GrantEntry, GuestKind, Hypervisor,
-    HypervisorError, PageTableLevel, PhysInfo, Result, ShutdownReason, Uuid, VcpuContext,
-    PAGE_SIZE,
+    HypervisorError, NoxsFlavour, PageTableLevel, PhysInfo, Result, ShutdownReason, Uuid,
+    VcpuContext, PAGE_SIZE,
 };
 
 impl Hypervisor for SimHypervisor {
@@ -65,17 +65,18 @@ impl Hypervisor for SimHypervisor {
         s.free_pages -= 1;
         let shared_info_mfn = s.next_mfn;
         s.next_mfn += 1;
-        s.domains.insert(
-            DomId(id),
-            SimDomain::new(
-                args.kind,
-                args.handle,
-                args.max_vcpus,
-                args.max_evtchn_port,
-                args.max_grant_frames,
-                shared_info_mfn,
-            ),
+        let mut d = SimDomain::new(
+            args.kind,
+            args.handle,
+            args.max_vcpus,
+            args.max_evtchn_port,
+            args.max_grant_frames,
+            shared_info_mfn,
         );
+        if s.devctl {
+            d.device_page = Some(Box::new(::noxs::DevPage::new()));
+        }
+        s.domains.insert(DomId(id), d);
         Ok(DomId(id))
     }
 
@@ -317,6 +318,80 @@ impl Hypervisor for SimHypervisor {
             .ok_or_else(|| invalid(OP, "no free event channel port"))?;
         d.evtchns.insert(port, remote);
         Ok(port)
+    }
+
+    fn noxs_flavour(&self) -> NoxsFlavour {
+        if self.lock().devctl {
+            NoxsFlavour::Hypervisor
+        } else {
+            NoxsFlavour::Toolstack
+        }
+    }
+
+    /// As the patch checks it (hypervisor-patches/xen-4.17/README.md, dev_add).
+    fn devctl_add(&self, dom: DomId, e: &::noxs::DevPageEntry) -> Result<u32> {
+        const OP: &str = "XEN_DEVCTL_dev_add";
+        let mut s = self.enter(OP)?;
+        let d = guest_mut(&mut s, dom, OP)?;
+        if ::noxs::DevType::from_raw(e.dev_type).is_none_or(|t| t == ::noxs::DevType::None) {
+            return Err(invalid(OP, format!("device type {}", e.dev_type)));
+        }
+        if e.flags & !(::noxs::ENTRY_GUEST_FRAME | ::noxs::ENTRY_GUEST_PORT) != 0 {
+            return Err(invalid(OP, format!("flags {:#x}", e.flags)));
+        }
+        if e.flags & ::noxs::ENTRY_GUEST_PORT != 0 && !d.evtchns.contains_key(&e.comm.evtchn) {
+            return Err(invalid(
+                OP,
+                format!("domain {dom} has no port {}", e.comm.evtchn),
+            ));
+        }
+        let page = d
+            .device_page
+            .as_mut()
+            .ok_or_else(|| invalid(OP, "no devctl hypercall (stock Xen)"))?;
+        if page
+            .devs
+            .iter()
+            .any(|x| x.dev_type == e.dev_type && x.id == e.id)
+        {
+            return Err(invalid(OP, "EEXIST: that device is listed already"));
+        }
+        let slot = page
+            .devs
+            .iter()
+            .position(|x| x.dev_type == ::noxs::DevType::None as u32)
+            .ok_or_else(|| invalid(OP, "ENOSPC: the device page is full"))?;
+        page.devs[slot] = *e;
+        page.dev_count += 1;
+        Ok(slot as u32)
+    }
+
+    fn devctl_remove(&self, dom: DomId, dev_type: u32, id: u32) -> Result<()> {
+        const OP: &str = "XEN_DEVCTL_dev_remove";
+        let mut s = self.enter(OP)?;
+        let d = guest_mut(&mut s, dom, OP)?;
+        let page = d
+            .device_page
+            .as_mut()
+            .ok_or_else(|| invalid(OP, "no devctl hypercall (stock Xen)"))?;
+        let slot = page
+            .devs
+            .iter()
+            .position(|x| x.dev_type == dev_type && x.id == id)
+            .ok_or_else(|| invalid(OP, "ENOENT: no such device"))?;
+        page.devs[slot] = ::noxs::DevPageEntry::EMPTY;
+        page.dev_count -= 1;
+        Ok(())
+    }
+
+    fn devctl_enum(&self, dom: DomId) -> Result<::noxs::DevPage> {
+        const OP: &str = "XEN_DEVCTL_dev_enum";
+        let mut s = self.enter(OP)?;
+        let d = guest_mut(&mut s, dom, OP)?;
+        d.device_page
+            .as_deref()
+            .copied()
+            .ok_or_else(|| invalid(OP, "no devctl hypercall (stock Xen)"))
     }
 
     fn notify_guest(&self, dom: DomId, port: EvtchnPort) -> Result<()> {

@@ -9,6 +9,7 @@
 //! guest, guest frames for a PVH guest; this backend passes them through untouched.
 
 mod abi;
+mod devctl;
 mod domctl;
 mod hvm;
 mod ops;
@@ -22,8 +23,8 @@ use self::domctl::*;
 use self::privcmd::{BufAlloc, HcallBuf, MapError, Mapping, Privcmd};
 use super::{
     CreateDomain, DomId, DomainInfo, EvtchnPort, ForeignMapping, GrantEntry, GuestKind, Hypervisor,
-    HypervisorError, PageTableLevel, PhysInfo, Result, ShutdownReason, Uuid, VcpuContext,
-    PAGE_SIZE,
+    HypervisorError, NoxsFlavour, PageTableLevel, PhysInfo, Result, ShutdownReason, Uuid,
+    VcpuContext, PAGE_SIZE,
 };
 
 pub use self::privcmd::PRIVCMD_PATH;
@@ -43,6 +44,8 @@ pub struct XenHypervisor {
     privcmd: Privcmd,
     /// `/dev/xen/evtchn`, opened the first time a guest port is notified.
     evtchn: std::sync::Mutex<Option<xen_dev::EventChannels>>,
+    /// Whether the devctl hypercall answers, found out the first time it matters.
+    noxs: std::sync::OnceLock<super::NoxsFlavour>,
     bufs: BufAlloc,
     iface: Interface,
     /// `(major, minor)` as `XENVER_version` reports it.
@@ -85,6 +88,7 @@ impl XenHypervisor {
         let mut xen = XenHypervisor {
             privcmd,
             evtchn: std::sync::Mutex::new(None),
+            noxs: std::sync::OnceLock::new(),
             bufs,
             iface: Interface::Xen417,
             version: (0, 0),

@@ -380,6 +380,48 @@ impl Hypervisor for XenHypervisor {
         Ok(out.port)
     }
 
+    fn noxs_flavour(&self) -> NoxsFlavour {
+        *self.noxs.get_or_init(|| {
+            let arg = devctl::Devctl::new(devctl::DEVCTL_GET, DomId::SELF);
+            match devctl::call(&self.privcmd, &self.bufs, arg) {
+                Ok(_) => NoxsFlavour::Hypervisor,
+                Err(e) if is_errno(&e, libc::ENOSYS) => NoxsFlavour::Toolstack,
+                Err(e) => {
+                    log::warn!("devctl probe: {e}; using the toolstack's NoXS device pages");
+                    NoxsFlavour::Toolstack
+                }
+            }
+        })
+    }
+
+    fn devctl_add(&self, dom: DomId, e: &noxs::DevPageEntry) -> Result<u32> {
+        const OP: &str = "XEN_DEVCTL_dev_add";
+        let mut arg = devctl::Devctl::new(devctl::DEVCTL_DEV_ADD, dom);
+        arg.put_u32(0, e.dev_type);
+        arg.put_u32(4, e.id);
+        arg.put_u32(8, u32::from(e.be_id) | (u32::from(e.flags) << 16));
+        arg.put_u32(12, e.comm.grant);
+        arg.put_u32(16, e.comm.evtchn);
+        let out = devctl::call(&self.privcmd, &self.bufs, arg).map_err(|e| dom_err(OP, dom, e))?;
+        Ok(out.get_u32(20))
+    }
+
+    fn devctl_remove(&self, dom: DomId, dev_type: u32, id: u32) -> Result<()> {
+        const OP: &str = "XEN_DEVCTL_dev_remove";
+        let mut arg = devctl::Devctl::new(devctl::DEVCTL_DEV_REMOVE, dom);
+        arg.put_u32(0, dev_type);
+        arg.put_u32(4, id);
+        devctl::call(&self.privcmd, &self.bufs, arg).map_err(|e| dom_err(OP, dom, e))?;
+        Ok(())
+    }
+
+    fn devctl_enum(&self, dom: DomId) -> Result<noxs::DevPage> {
+        const OP: &str = "XEN_DEVCTL_dev_enum";
+        let arg = devctl::Devctl::new(devctl::DEVCTL_DEV_ENUM, dom);
+        let out = devctl::call(&self.privcmd, &self.bufs, arg).map_err(|e| dom_err(OP, dom, e))?;
+        Ok(noxs::DevPage::read_from(&out.u))
+    }
+
     fn notify_guest(&self, dom: DomId, port: EvtchnPort) -> Result<()> {
         const OP: &str = "notify (IOCTL_EVTCHN_BIND_INTERDOMAIN, NOTIFY, UNBIND)";
         let mut evtchn = self.evtchn.lock().unwrap_or_else(|e| e.into_inner());

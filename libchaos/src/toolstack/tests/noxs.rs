@@ -211,15 +211,108 @@ fn noxs_guests_need_no_xenstored() {
 }
 
 #[test]
-fn vifs_on_noxs_are_refused_until_the_userspace_backend_exists() {
+fn noxs_vifs_get_a_control_page_a_channel_and_a_backend_record() {
     let w = world("noxs-vif");
     let before = leftovers(&w);
-    let err =
-        w.ts.create(&noxs_config(&w, "nx", "vif = ['']"), false)
-            .unwrap_err();
-    assert!(
-        err.to_string().contains("NoXS guests cannot have vifs"),
-        "{err}"
+    let cfg = noxs_config(
+        &w,
+        "nx",
+        "vif = ['mac=00:16:3e:01:02:03,bridge=br1,ip=10.0.0.2/24', '']",
     );
+    let dom = w.ts.create(&cfg, true).expect("create").domid;
+    let record = w.ts.state().load(dom).expect("load").expect("record");
+    let kinds: Vec<(DeviceKind, u32)> = record.devices.iter().map(|d| (d.kind, d.id)).collect();
+    assert_eq!(
+        kinds,
+        vec![
+            (DeviceKind::Sysctl, 0),
+            (DeviceKind::Vif, 0),
+            (DeviceKind::Vif, 1)
+        ]
+    );
+    let vif0 = record.devices[1];
+    let ctrl = ::noxs::VifCtrl::read_from(&w.sim.machine_frame(dom, vif0.frame).unwrap());
+    assert_eq!(ctrl.mac, [0, 0x16, 0x3e, 1, 2, 3]);
+    assert_eq!(
+        (ctrl.ipv4, ctrl.ipv4_prefix, ctrl.mtu),
+        ([10, 0, 0, 2], 24, 1500)
+    );
+    assert_eq!(ctrl.hdr.be_state, ::noxs::state::INITIALISING);
+    // The second vif got a random Xen MAC, the same in its page and its record.
+    let vif1 = record.devices[2];
+    let ctrl1 = ::noxs::VifCtrl::read_from(&w.sim.machine_frame(dom, vif1.frame).unwrap());
+    assert_eq!(ctrl1.mac[..3], [0, 0x16, 0x3e]);
+    assert_eq!(Some(xen_types::Mac(ctrl1.mac)), record.config.vifs[1].mac);
+    assert_ne!(vif0.evtchn, vif1.evtchn);
+    // The device page lists all three, in that order.
+    let dp = ::noxs::DevPage::read_from(&w.sim.machine_frame(dom, record.store.frame).unwrap());
+    assert_eq!(dp.dev_count, 3);
+    assert_eq!(dp.devs[1].dev_type, ::noxs::DevType::Vif as u32);
+    assert_eq!(dp.devs[2].comm.evtchn, vif1.evtchn);
+    // xendevd's record says where the vifs are.
+    let records = xendevd_api::RecordDir::open(w.ts.state().root().join("noxs")).unwrap();
+    let r = records.load(dom).unwrap().expect("backend record");
+    assert_eq!(r.vifs.len(), 2);
+    assert_eq!(
+        (r.vifs[0].ctrl_frame, r.vifs[0].evtchn),
+        (vif0.frame, vif0.evtchn)
+    );
+    assert_eq!(r.vifs[0].bridge, "br1");
+    assert_eq!(r.vifs[0].ip.as_deref(), Some("10.0.0.2/24"));
+    w.ts.destroy(dom).expect("destroy");
     assert_eq!(leftovers(&w), before);
+}
+
+#[test]
+fn on_xen_with_the_devctl_patch_the_devices_go_in_xens_page() {
+    let w = world("noxs-devctl");
+    w.sim.set_devctl(true);
+    let before = leftovers(&w);
+    let created =
+        w.ts.create(&noxs_config(&w, "nx", ""), true)
+            .expect("create");
+    let dom = created.domid;
+    assert!(created.timings.get("devctl").is_some());
+    let record = w.ts.state().load(dom).expect("load").expect("record");
+    let sysctl = record.devices[0];
+    let page = w.sim.devctl_enum(dom).expect("Xen's page");
+    assert_eq!(page.dev_count, 1);
+    let e = page.devs[0];
+    assert_eq!(e.dev_type, ::noxs::DevType::Sysctl as u32);
+    assert_eq!(
+        e.flags,
+        ::noxs::ENTRY_GUEST_FRAME | ::noxs::ENTRY_GUEST_PORT
+    );
+    assert_eq!(
+        Some(u64::from(e.comm.grant)),
+        w.sim.gfn_of(dom, sysctl.frame)
+    );
+    assert_eq!(e.comm.evtchn, sysctl.evtchn);
+    // No page of the toolstack's: no SIF_NOXS, nothing in the store slot.
+    assert_eq!(record.store.frame, 0);
+    let ctrl_pfn = w.sim.gfn_of(dom, sysctl.frame).unwrap();
+    // start_info is 3 pages before the first control page (start_info, store, console).
+    let si = w.sim.guest_frame(dom, ctrl_pfn - 3).expect("start_info");
+    assert_eq!(&si[..14], b"xen-3.0-x86_64");
+    assert_eq!(u32_at(&si, 48) & ::noxs::SIF_NOXS, 0);
+    assert_eq!(
+        (u32_at(&si, 56), u32_at(&si, 60), u32_at(&si, 64)),
+        (0, 0, 0)
+    );
+    w.ts.destroy(dom).expect("destroy");
+    assert_eq!(leftovers(&w), before);
+
+    // Any failure, the hypercall's included, rolls back.
+    let cfg = noxs_config(&w, "fragile", "");
+    w.sim.arm(Fault::Call(u64::MAX));
+    let ok = w.ts.create(&cfg, false).expect("create");
+    let calls = w.sim.calls();
+    w.ts.destroy(ok.domid).expect("destroy");
+    for n in 0..calls {
+        w.sim.arm(Fault::Call(n));
+        let result = w.ts.create(&cfg, false);
+        w.sim.disarm();
+        assert!(result.is_err(), "creation survived a failure at call {n}");
+        assert_eq!(leftovers(&w), before, "after a failure at call {n}");
+    }
 }

@@ -1,0 +1,173 @@
+# shellcheck shell=bash
+# xenlab, the hypervisor QEMU boots: Debian's (XENLAB_XEN=stock, from the base), or Debian's source
+# package with hypervisor-patches/xen-4.17/ applied (XENLAB_XEN=noxs), built here (`make -C xen`
+# only) and cached in $CACHE/xen-noxs-<key>, key = source version + the patches + this recipe.
+
+# Bump when the way the patched hypervisor is built changes.
+XEN_BUILD_FORMAT=2
+XEN_PATCHES=$REPO/hypervisor-patches/xen-4.17
+XEN_SRC=$CACHE/xen-source
+# What `make -C xen` needs (command:package); dpkg-source unpacks Debian's source package.
+XEN_BUILD_TOOLS=(gcc:gcc make:make flex:flex bison:bison m4:m4 python3:python3 dpkg-source:dpkg-dev
+	xz:xz-utils patch:patch)
+
+# apt with a sources list of its own (deb-src lines for the suites the lab's packages come from),
+# its lists and cache under $XEN_SRC/apt: the system's apt configuration is left alone.
+xen_src_apt() {
+	local d=$XEN_SRC/apt
+	if [ ! -f "$d/sources.list" ]; then
+		mkdir -p "$d/lists/partial" "$d/cache/archives/partial"
+		{
+			echo "deb-src [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian bookworm main"
+			echo "deb-src [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian-security bookworm-security main"
+		} >"$d/sources.list"
+	fi
+	"$@" -o Dir::Etc::SourceList="$d/sources.list" -o Dir::Etc::SourceParts=/nonexistent \
+		-o Dir::State::Lists="$d/lists" -o Dir::Cache="$d/cache"
+}
+
+# Versions of Debian's xen source package that the private index knows, newest first.
+xen_src_versions() {
+	xen_src_apt apt-cache showsrc xen 2>/dev/null | awk '/^Version:/ { print $2 }' | sort -u |
+		sort -r -V
+}
+
+# xen_src_fetch VERSION: the unpacked-ready files (.dsc, tarballs) of that source version in
+# $XEN_SRC/VERSION/; false if the mirror does not have them.
+xen_src_fetch() {
+	local dir=$XEN_SRC/$1
+	[ -f "$dir/.complete" ] && return 0
+	rm -rf "$dir"
+	mkdir -p "$dir"
+	say "xen: apt-get source --download-only xen=$1"
+	if ! (cd "$dir" && xen_src_apt apt-get source --download-only -q "xen=$1") >"$WORK/xen-source.log" 2>&1; then
+		rm -rf "$dir"
+		return 1
+	fi
+	touch "$dir/.complete"
+}
+
+# Sets XEN_SRC_VERSION: the version of Debian's xen source to build, the lab's Xen version (that of
+# the xen-hypervisor package in PKG_VERSIONS) when the mirror has its source, else the newest
+# source version it has (then dom0's Xen packages are pinned to that version too, see
+# pin_xen_packages). Remembers the choice per lab version while the private index is unchanged.
+choose_xen_source() {
+	local want v memo
+	want=$(sed -n 's/^xen-hypervisor-4.17-amd64=//p' <<<"$PKG_VERSIONS")
+	[ -n "$want" ] || die "no xen-hypervisor-4.17-amd64 in the package list"
+	mkdir -p "$XEN_SRC"
+	memo=$XEN_SRC/chosen-for-$want
+	if [ -s "$memo" ] && [ -f "$XEN_SRC/$(cat "$memo")/.complete" ]; then
+		XEN_SRC_VERSION=$(cat "$memo")
+		return
+	fi
+	if ! xen_src_versions | grep -qxF "$want"; then
+		say "xen: apt-get update (private deb-src index in $XEN_SRC/apt)"
+		xen_src_apt apt-get update -q >"$WORK/xen-source-update.log" 2>&1 ||
+			die "apt-get update of the deb-src index failed, see $WORK/xen-source-update.log"
+	fi
+	XEN_SRC_VERSION=""
+	for v in $(xen_src_versions); do
+		# never newer than the lab's binaries: their tools are what dom0 runs
+		dpkg --compare-versions "$v" le "$want" || continue
+		if xen_src_fetch "$v"; then
+			XEN_SRC_VERSION=$v
+			break
+		fi
+		say "xen: the mirror has no source files for xen $v ($(grep -m1 -oE '[45][0-9]{2} +[A-Z][A-Za-z ]*[a-z]' "$WORK/xen-source.log" || echo "see $WORK/xen-source.log"))"
+	done
+	[ -n "$XEN_SRC_VERSION" ] ||
+		die "no Debian xen source package <= $want can be downloaded (tried: $(xen_src_versions | tr '\n' ' ')); see $WORK/xen-source.log"
+	echo "$XEN_SRC_VERSION" >"$memo"
+}
+
+# When the source is older than the lab's Xen packages, dom0 runs that version's Xen packages too
+# (one Xen version in the machine): rewrites PKG_VERSIONS. The base key follows.
+pin_xen_packages() {
+	local want
+	want=$(sed -n 's/^xen-hypervisor-4.17-amd64=//p' <<<"$PKG_VERSIONS")
+	[ "$XEN_SRC_VERSION" = "$want" ] && return
+	say "xen: source of $want not available; building $XEN_SRC_VERSION and pinning dom0's Xen packages to it"
+	PKG_VERSIONS=$(awk -F= -v w="$want" -v s="$XEN_SRC_VERSION" '$2 == w { $0 = $1 "=" s } { print }' <<<"$PKG_VERSIONS")
+}
+
+# The patch files in apply order.
+xen_patch_files() {
+	find "$XEN_PATCHES" -maxdepth 1 -name '*.patch' | LC_ALL=C sort
+}
+
+# Builds (or finds cached) the patched hypervisor; sets XEN_IMAGE.
+ensure_noxs_xen() {
+	local patches=() key out tmp t0 t
+	mapfile -t patches < <(xen_patch_files)
+	[ ${#patches[@]} -gt 0 ] || die "no patches in $XEN_PATCHES"
+	key=$({
+		echo "format=$XEN_BUILD_FORMAT source=$XEN_SRC_VERSION"
+		cat "${patches[@]}"
+	} | sha256sum | cut -c1-16)
+	out=$CACHE/xen-noxs-$key
+	# shellcheck disable=SC2034 # the hypervisor QEMU boots (boot.sh)
+	XEN_IMAGE=$out/xen
+	if [ -f "$out/KEY" ]; then
+		touch "$out/KEY"
+		say "xen: patched hypervisor cached ($(basename "$out"), source $XEN_SRC_VERSION)"
+		return
+	fi
+	ensure_tools "${XEN_BUILD_TOOLS[@]}"
+	tmp=$WORK/xen-build.$$
+	rm -rf "$tmp"
+	mkdir -p "$tmp"
+	say "xen: unpacking Debian's source $XEN_SRC_VERSION (with Debian's patches)"
+	dpkg-source -x "$XEN_SRC/$XEN_SRC_VERSION"/xen_*.dsc "$tmp/src" >"$tmp/unpack.log" 2>&1 ||
+		die "dpkg-source -x failed, see $tmp/unpack.log"
+	local p
+	for p in "${patches[@]}"; do
+		say "xen: applying ${p##*/}"
+		patch -d "$tmp/src" -p1 --quiet --forward <"$p" >>"$tmp/patch.log" 2>&1 ||
+			die "${p##*/} does not apply to xen $XEN_SRC_VERSION, see $tmp/patch.log"
+	done
+	# Debian's hypervisor configuration (debian/rules: xen-kconfig, then olddefconfig)
+	cp "$tmp/src/debian/xen-kconfig" "$tmp/src/xen/.config"
+	# -noxs: `xl info` (xen_extra) and /sys/hypervisor/version/extra say which Xen this is
+	local make_args=(-C "$tmp/src/xen" PYTHON=python3 XEN_VENDORVERSION=-noxs)
+	t0=${EPOCHREALTIME/./}
+	make "${make_args[@]}" olddefconfig >"$tmp/build.log" 2>&1 || die "make olddefconfig failed, see $tmp/build.log"
+	grep -q '^CONFIG_NOXS=y' "$tmp/src/xen/.config" || die "CONFIG_NOXS is not set after olddefconfig"
+	say "xen: make -C xen -j$(nproc) (log $tmp/build.log)"
+	make_progress "$tmp/build.log" nice make "${make_args[@]}" -j"$(nproc)" ||
+		die "make -C xen failed, see $tmp/build.log"
+	secs_since "$t0" t
+	mkdir -p "$out.new"
+	cp "$tmp/src/xen/xen" "$out.new/xen"
+	cp "$tmp/src/xen/.config" "$out.new/config"
+	cp "${patches[@]}" "$out.new/"
+	{
+		echo "format=$XEN_BUILD_FORMAT source=$XEN_SRC_VERSION built=$(date -u +%FT%TZ) secs=$t"
+		sha256sum "${patches[@]}" | sed "s|$XEN_PATCHES/||"
+	} >"$out.new/KEY"
+	rm -rf "$out"
+	mv "$out.new" "$out"
+	rm -rf "$tmp"
+	# one build is ~3 MB: keep the three used last
+	local old
+	while read -r old; do
+		rm -rf "${old%/KEY}"
+	done < <(find "$CACHE" -maxdepth 2 -path "$CACHE/xen-noxs-*/KEY" -printf '%T@ %p\n' | sort -rn | tail -n +4 | cut -d' ' -f2-)
+	say "xen: patched hypervisor built in ${t}s ($(basename "$out"))"
+}
+
+# make_progress LOG CMD...: runs the build CMD, output to LOG, saying every 100 compiled files
+# how far it got (a build compiles about 440).
+make_progress() {
+	local log=$1 n=0 line
+	shift
+	"$@" 2>&1 | while IFS= read -r line; do
+		printf '%s\n' "$line" >>"$log"
+		case $line in
+		*"  CC "* | *"  AS "*)
+			n=$((n + 1))
+			[ $((n % 100)) -ne 0 ] || say "xen: $n files compiled"
+			;;
+		esac
+	done
+}
