@@ -1,8 +1,8 @@
 //! The NoXS frontend (noxs/ABI.md, the `noxs` crate has the layouts): which control plane the
 //! guest is on, its device page, and the sysctl device.
 //!
-//! Lookup (ABI section 2): the `devctl` hypercall first (Xen with chaos's patches; stock Xen
-//! answers -ENOSYS), then SIF_NOXS in the start info's flags with the page in the Xenstore
+//! Lookup (ABI section 2): the `devctl` hypercall first (Xen with chaos's patches,
+//! hypervisor-patches/xen-4.17; stock Xen answers -ENOSYS), then SIF_NOXS in the start info's flags with the page in the Xenstore
 //! ring's place, else Xenstore if there is a Xenstore channel. The page and the control pages
 //! are only trusted as far as [`parse`] checks them: version, counts, types, ports, and every
 //! control frame inside our memory and boot mapping ([`StartInfo::frame`]).
@@ -191,44 +191,63 @@ pub fn parse(
     Ok(Devices { page: *page })
 }
 
-/// `struct xen_devctl` of chaos's Xen patches, `XEN_DEVCTL_get`: LightVM's layout (version,
-/// cmd, domain, then the command's union at offset 16). PV gets the page's machine frame
-/// back; PVH passes the guest frame where Xen is to put it. Provisional until
-/// hypervisor-patches/xen-4.17 fixes it; stock Xen never looks at it (-ENOSYS).
+/// `struct xen_devctl` of chaos's Xen patches (hypervisor-patches/xen-4.17/README.md), with the
+/// `XEN_DEVCTL_get` member of its union: Xen reads and writes only the 16-byte header and that
+/// member, so this is all a caller needs.
 #[repr(C)]
-struct Devctl {
-    version: u32,
+struct DevctlGet {
+    interface_version: u32,
     cmd: u32,
     domain: u16,
-    _pad: [u16; 3],
+    pad0: u16,
+    pad1: u32,
+    /// IN: `XEN_DEVCTL_GET_MAP` (translated callers: Xen maps the page at `gfn`).
+    flags: u32,
+    pad: u32,
+    gfn: u64,
+    /// OUT: PV, the page's machine frame; PVH with GET_MAP, `gfn`.
     frame: u64,
+    /// OUT: the page's layout version and entries in use.
+    version: u32,
+    dev_count: u32,
 }
-const DEVCTL_VERSION: u32 = 1;
+const DEVCTL_INTERFACE_VERSION: u32 = 2;
 const DEVCTL_GET: u32 = 1;
+const DEVCTL_GET_MAP: u32 = 1;
 /// Present | user: read-only.
 const PTE_RO: u64 = 0x5;
 
-/// Where the hypervisor's device page is mapped.
+/// Where the hypervisor's device page is mapped: a page of our image (under PVH Xen puts its page
+/// at this page's frame, read-only, and frees the RAM that was there).
 static HYPERVISOR_PAGE: Page = Page::new();
 
-/// The device page Xen owns (patched Xen only), mapped read-only.
+/// The device page Xen owns (patched Xen only), mapped read-only; None on stock Xen (-ENOSYS)
+/// or any refusal.
 fn hypervisor_page(si: &StartInfo) -> Option<*const u8> {
     let page = HYPERVISOR_PAGE.as_ptr();
     let gfn = (page as u64 - PHYS_SHIFT) / PAGE_SIZE;
-    let mut arg = Devctl {
-        version: DEVCTL_VERSION,
+    let pvh = si.is_pvh();
+    let mut arg = DevctlGet {
+        interface_version: DEVCTL_INTERFACE_VERSION,
         cmd: DEVCTL_GET,
         domain: hypercall::DOMID_SELF,
-        _pad: [0; 3],
-        frame: if si.is_pvh() { gfn } else { 0 },
+        pad0: 0,
+        pad1: 0,
+        flags: if pvh { DEVCTL_GET_MAP } else { 0 },
+        pad: 0,
+        gfn: if pvh { gfn } else { 0 },
+        frame: 0,
+        version: 0,
+        dev_count: 0,
     };
     if hypercall::devctl(&mut arg) != 0 {
         return None;
     }
-    if !si.is_pvh() && !hypercall::update_va_mapping(page as u64, (arg.frame << 12) | PTE_RO) {
-        return None;
+    if pvh {
+        return (arg.frame == gfn).then_some(page.cast_const());
     }
-    Some(page.cast_const())
+    hypercall::update_va_mapping(page as u64, (arg.frame << 12) | PTE_RO)
+        .then_some(page.cast_const())
 }
 
 /// The sysctl device's control page (ABI section 4.1): power requests from the toolstack.
