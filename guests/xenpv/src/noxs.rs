@@ -221,8 +221,10 @@ const PTE_RO: u64 = 0x5;
 /// at this page's frame, read-only, and frees the RAM that was there).
 static HYPERVISOR_PAGE: Page = Page::new();
 
-/// The device page Xen owns (patched Xen only), mapped read-only; None on stock Xen (-ENOSYS)
-/// or any refusal.
+/// The device page Xen owns (patched Xen only), mapped read-only; None on stock Xen (-ENOSYS),
+/// on any refusal, and when it lists no device: patched Xen gives every domain a page, and a
+/// guest created without NoXS devices (by xl, or by chaos on the Xenstore plane) has an empty
+/// one, so it goes on to the other lookups.
 fn hypervisor_page(si: &StartInfo) -> Option<*const u8> {
     let page = HYPERVISOR_PAGE.as_ptr();
     let gfn = (page as u64 - PHYS_SHIFT) / PAGE_SIZE;
@@ -240,7 +242,7 @@ fn hypervisor_page(si: &StartInfo) -> Option<*const u8> {
         version: 0,
         dev_count: 0,
     };
-    if hypercall::devctl(&mut arg) != 0 {
+    if hypercall::devctl(&mut arg) != 0 || arg.dev_count == 0 {
         return None;
     }
     if pvh {
