@@ -31,7 +31,7 @@ check_vif() {
 # check_vif_gone DOMID: no vifDOMID.0 interface, bridge port or backend directory left.
 check_vif_gone() {
 	_gone() { [ ! -e "/sys/class/net/vif$1.0" ]; }
-	wait_until 30 _gone || fail "/sys/class/net: expected no vif$1.0 after destroy, still there"
+	wait_until 30 _gone "$1" || fail "/sys/class/net: expected no vif$1.0 after destroy, still there"
 	[ ! -e "/sys/class/net/xenbr0/brif/vif$1.0" ] ||
 		fail "xenbr0 ports: expected no vif$1.0, got '$(ls /sys/class/net/xenbr0/brif)'"
 	xenstore-exists "/local/domain/0/backend/vif/$1" &&
