@@ -62,7 +62,7 @@ pub fn created(c: &Created, json: bool) -> Result<(), String> {
             .map(|p| format!("{} {:.3}", p.name, p.us as f64 / 1000.0))
             .collect();
         out!(
-            "Created domain {} ({}){} via the {} path ({}) in {:.3} ms [{} ms]",
+            "Created domain {} ({}){} via the {} path ({}) in {:.3} ms [{} ms]; {} hypercalls, {} Xenstore requests",
             c.domid,
             c.name,
             if c.paused { ", paused," } else { "" },
@@ -75,7 +75,9 @@ pub fn created(c: &Created, json: bool) -> Result<(), String> {
                 Via::Local => "local",
             },
             c.timings.total_us() as f64 / 1000.0,
-            phases.join(", ")
+            phases.join(", "),
+            c.costs.hypercalls_total(),
+            c.costs.xenstore_requests
         )?;
     }
     Ok(())

@@ -158,6 +158,7 @@ impl XsClient {
         let msg = Msg::new(kind, req_id, tx.0, payload);
         // Refuse oversized requests before anything is written: xenstored would drop us.
         let bytes = msg.encode()?;
+        crate::counting::count(1);
         let result = exchange(&mut conn, &bytes, req_id);
         let reply = match result {
             Ok(reply) => reply,
@@ -184,6 +185,7 @@ impl XsClient {
             sent.push((kind, path));
         }
         conn.next_req = first_id.wrapping_add(ops.len() as u32);
+        crate::counting::count(ops.len() as u64);
         let mut first_failure = None;
         let io_result = (|| -> Result<()> {
             conn.io.write_all(&bytes)?;

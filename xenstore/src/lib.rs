@@ -4,12 +4,14 @@
 //! socket ([`fake`]).
 
 mod client;
+mod counting;
 pub mod fake;
 mod lazy;
 mod mem;
 pub mod wire;
 
 pub use client::XsClient;
+pub use counting::requests_sent_on_this_thread;
 pub use lazy::LazyClient;
 pub use mem::{MemStore, XsFault};
 

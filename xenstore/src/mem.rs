@@ -407,6 +407,7 @@ impl MemStore {
 
     /// Counts a request of kind `op` on `path` and fails it (EIO) if the armed fault says so.
     fn enter(&self, op: &'static str, path: &str) -> Result<()> {
+        crate::counting::count(1);
         let mut f = self.faults.lock().unwrap_or_else(|e| e.into_inner());
         let n = f.requests;
         f.requests += 1;

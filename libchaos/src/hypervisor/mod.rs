@@ -3,6 +3,7 @@
 //! Two implementations: [`sim::SimHypervisor`] (in memory, for unit tests, dry runs and overhead
 //! benches) and `xen` (the real one over /dev/xen/*). Builders and the toolstack only see this trait.
 
+pub mod costs;
 pub mod sim;
 pub mod xen;
 

@@ -12,6 +12,7 @@ use super::{
 };
 use crate::build::{self, BuildParams, BuiltGuest, NoxsDevice, StorePage};
 use crate::config::{DomainConfig, GuestSpec, PlaneKind};
+use crate::hypervisor::costs::{CostMeter, Costs};
 use crate::hypervisor::{CreateDomain, DomId, GuestKind, NoxsFlavour, Uuid, PAGE_SIZE};
 use crate::image::KernelImage;
 use crate::plane::{Device, DeviceKind, Guest, Ring};
@@ -34,6 +35,7 @@ impl Toolstack {
     /// be recognised later (chaosd reclaims the shells of a daemon that crashed by it; `execute`
     /// replaces it with the guest's UUID).
     pub fn prepare_tagged(&self, flavor: &Flavor, handle: Uuid) -> Result<Shell> {
+        let meter = CostMeter::start();
         // The plane must be there before a shell is spent on it.
         self.plane(flavor.control_plane)?.ready()?;
         let mut timings = Timings::default();
@@ -72,6 +74,7 @@ impl Toolstack {
                 console_evtchn,
                 plane_evtchn,
                 timings,
+                costs: meter.read(),
             }),
             Err(e) => {
                 // Destroying the domain frees its memory and event channels with it.
@@ -145,6 +148,7 @@ impl Toolstack {
         uuid: Uuid,
         wanted: &dyn Fn() -> bool,
     ) -> Result<Created> {
+        let meter = CostMeter::start();
         let needed = Flavor::of(cfg);
         if shell.flavor != needed {
             let err = ToolstackError::FlavorMismatch {
@@ -187,6 +191,8 @@ impl Toolstack {
             log::warn!("removing the record of the creation of {domid}: {e}");
         }
         self.hv.checkpoint();
+        let mut costs = shell.costs.clone();
+        costs.add(&meter.read());
         result.map(|()| Created {
             domid,
             name: cfg.name.clone(),
@@ -194,6 +200,7 @@ impl Toolstack {
             path: CreationPath::Direct,
             via: Via::Local,
             timings,
+            costs,
         })
     }
 
@@ -430,8 +437,10 @@ impl Toolstack {
         paused: bool,
         wanted: &dyn Fn() -> bool,
     ) -> Result<Created> {
+        // The shell was made ahead of time: its preparation is not this creation's cost.
         let shell = Shell {
             timings: Timings::default(),
+            costs: Costs::default(),
             ..shell
         };
         let uuid = cfg.uuid.unwrap_or_else(random_uuid);

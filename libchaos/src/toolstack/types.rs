@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use super::Timings;
 use crate::config::{DomainConfig, PlaneKind};
+use crate::hypervisor::costs::Costs;
 use crate::hypervisor::{DomId, EvtchnPort, GuestKind, PAGE_SIZE};
 
 /// What a shell is prepared for: two configs with the same flavor can use the same shell.
@@ -49,6 +50,8 @@ pub struct Shell {
     /// The control plane's channel, toward dom0: the Xenstore ring's, or NoXS's sysctl device.
     pub(super) plane_evtchn: EvtchnPort,
     pub(super) timings: Timings,
+    /// What preparing it cost.
+    pub(super) costs: Costs,
 }
 
 impl Shell {
@@ -92,4 +95,8 @@ pub struct Created {
     #[serde(default)]
     pub via: Via,
     pub timings: Timings,
+    /// Hypercalls and Xenstore requests this creation made (for a pooled one, only those of
+    /// execute: the shell was prepared ahead of time).
+    #[serde(default)]
+    pub costs: Costs,
 }

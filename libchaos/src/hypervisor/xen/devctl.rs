@@ -56,6 +56,6 @@ impl Devctl {
 /// Issues one devctl; returns the structure as Xen left it.
 pub fn call(privcmd: &Privcmd, bufs: &BufAlloc, arg: Devctl) -> io::Result<Devctl> {
     let buf = bufs.one(arg)?;
-    privcmd.hypercall(HYPERVISOR_DEVCTL, [buf.addr(), 0, 0, 0, 0])?;
+    privcmd.hypercall("XEN_DEVCTL", HYPERVISOR_DEVCTL, [buf.addr(), 0, 0, 0, 0])?;
     Ok(buf.get())
 }

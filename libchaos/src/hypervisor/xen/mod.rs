@@ -119,7 +119,11 @@ impl XenHypervisor {
     fn xen_version(&self) -> Result<(u16, u16)> {
         let v = self
             .privcmd
-            .hypercall(HYPERVISOR_XEN_VERSION, [XENVER_VERSION, 0, 0, 0, 0])
+            .hypercall(
+                "XENVER_version",
+                HYPERVISOR_XEN_VERSION,
+                [XENVER_VERSION, 0, 0, 0, 0],
+            )
             .map_err(|e| os("XENVER_version", e))?;
         Ok(((v >> 16) as u16, v as u16))
     }
@@ -136,7 +140,7 @@ impl XenHypervisor {
                 GetDomainInfoV15::default(),
             );
             d.interface_version = version;
-            match self.raw_domctl(d) {
+            match self.raw_domctl(OP, d) {
                 Ok(_) => Ok(true),
                 Err(e) if is_errno(&e, libc::EACCES) => Ok(false),
                 Err(e) => Err(os(OP, e)),
@@ -179,11 +183,12 @@ impl XenHypervisor {
     // ------------------------------------------------------------ hypercall plumbing
 
     /// A domctl with the payload `d`; returns the structure as Xen left it.
-    fn raw_domctl<P: Plain>(&self, d: Domctl<P>) -> io::Result<Domctl<P>> {
+    /// A domctl counted as `op`; returns the structure as Xen left it.
+    fn raw_domctl<P: Plain>(&self, op: &'static str, d: Domctl<P>) -> io::Result<Domctl<P>> {
         // Xen copies a whole struct xen_domctl in and out: the buffer is at least a page.
         let buf = self.bufs.one(d)?;
         self.privcmd
-            .hypercall(HYPERVISOR_DOMCTL, [buf.addr(), 0, 0, 0, 0])?;
+            .hypercall(op, HYPERVISOR_DOMCTL, [buf.addr(), 0, 0, 0, 0])?;
         Ok(buf.get())
     }
 
@@ -194,26 +199,39 @@ impl XenHypervisor {
         cmd: u32,
         payload: P,
     ) -> Result<Domctl<P>> {
-        self.raw_domctl(Domctl::new(self.iface, cmd, dom.0, payload))
+        self.raw_domctl(op, Domctl::new(self.iface, cmd, dom.0, payload))
             .map_err(|e| dom_err(op, dom, e))
     }
 
-    fn sysctl<P: Plain>(&self, cmd: u32, payload: P) -> io::Result<Sysctl<P>> {
+    fn sysctl<P: Plain>(&self, op: &'static str, cmd: u32, payload: P) -> io::Result<Sysctl<P>> {
         let buf = self.bufs.one(Sysctl::new(self.iface, cmd, payload))?;
         self.privcmd
-            .hypercall(HYPERVISOR_SYSCTL, [buf.addr(), 0, 0, 0, 0])?;
+            .hypercall(op, HYPERVISOR_SYSCTL, [buf.addr(), 0, 0, 0, 0])?;
         Ok(buf.get())
     }
 
-    /// A hypercall taking `(cmd, &arg)`; returns Xen's (non-negative) result and the argument.
-    fn op_with_arg<T: Plain>(&self, nr: u64, cmd: u64, arg: T) -> io::Result<(i64, T)> {
+    /// A hypercall taking `(cmd, &arg)`, counted as `op`; returns Xen's (non-negative)
+    /// result and the argument.
+    fn op_with_arg<T: Plain>(
+        &self,
+        op: &'static str,
+        nr: u64,
+        cmd: u64,
+        arg: T,
+    ) -> io::Result<(i64, T)> {
         let buf = self.bufs.one(arg)?;
-        let rc = self.privcmd.hypercall(nr, [cmd, buf.addr(), 0, 0, 0])?;
+        let rc = self.privcmd.hypercall(op, nr, [cmd, buf.addr(), 0, 0, 0])?;
         Ok((rc, buf.get()))
     }
 
     fn physinfo_raw(&self) -> io::Result<PhysinfoV15> {
-        Ok(self.sysctl(XEN_SYSCTL_PHYSINFO, PhysinfoV15::default())?.u)
+        Ok(self
+            .sysctl(
+                "XEN_SYSCTL_physinfo",
+                XEN_SYSCTL_PHYSINFO,
+                PhysinfoV15::default(),
+            )?
+            .u)
     }
 
     fn out_of_memory(&self, op: &'static str, needed_pages: u64) -> HypervisorError {

@@ -2,6 +2,7 @@
 //! privcmd mapping on the one long-lived privcmd descriptor.
 
 use super::*;
+use crate::hypervisor::costs;
 
 /// The 64-bit PV initial vcpu state, as libxc's `vcpu_x86_64()` sets it up.
 pub(super) fn pv_context(rip: u64, rsp: u64, rsi: u64, cr3_mfn: u64) -> VcpuGuestContext {
@@ -61,7 +62,10 @@ impl Hypervisor for XenHypervisor {
         let payload = createdomain_v15(args)?;
         // Domain 0 in the request: Xen picks a free id and returns it in `domain`.
         let d = self
-            .raw_domctl(Domctl::new(self.iface, XEN_DOMCTL_CREATEDOMAIN, 0, payload))
+            .raw_domctl(
+                OP,
+                Domctl::new(self.iface, XEN_DOMCTL_CREATEDOMAIN, 0, payload),
+            )
             .map_err(|e| os(OP, e))?;
         let dom = DomId(d.domain);
         // Xen 4.17 allocates the vcpus only on XEN_DOMCTL_max_vcpus (libxl's build_pre calls
@@ -137,7 +141,7 @@ impl Hypervisor for XenHypervisor {
             _pad: 0,
             reason: reason.code(),
         };
-        self.op_with_arg(HYPERVISOR_SCHED_OP, SCHEDOP_REMOTE_SHUTDOWN, arg)
+        self.op_with_arg(OP, HYPERVISOR_SCHED_OP, SCHEDOP_REMOTE_SHUTDOWN, arg)
             .map_err(|e| dom_err(OP, dom, e))?;
         Ok(())
     }
@@ -176,7 +180,7 @@ impl Hypervisor for XenHypervisor {
                 _pad2: 0,
             };
             let r = self
-                .sysctl(XEN_SYSCTL_GETDOMAININFOLIST, arg)
+                .sysctl(OP, XEN_SYSCTL_GETDOMAININFOLIST, arg)
                 .map_err(|e| os(OP, e))?;
             let n = (r.u.num_domains as usize).min(LIST_BATCH);
             let got = &buf.as_mut_slice()[..n];
@@ -228,14 +232,15 @@ impl Hypervisor for XenHypervisor {
                 _pad: [0; 3],
             };
             // Returns how many extents were populated; Xen stops at the first it cannot do.
-            let done = match self.op_with_arg(HYPERVISOR_MEMORY_OP, XENMEM_POPULATE_PHYSMAP, arg) {
-                Ok((n, _)) => (n.max(0) as usize).min(chunk.len()),
-                Err(e) if is_errno(&e, libc::ENOMEM) => 0,
-                Err(e) => {
-                    result = Err(dom_err(OP, dom, e));
-                    break;
-                }
-            };
+            let done =
+                match self.op_with_arg(OP, HYPERVISOR_MEMORY_OP, XENMEM_POPULATE_PHYSMAP, arg) {
+                    Ok((n, _)) => (n.max(0) as usize).min(chunk.len()),
+                    Err(e) if is_errno(&e, libc::ENOMEM) => 0,
+                    Err(e) => {
+                        result = Err(dom_err(OP, dom, e));
+                        break;
+                    }
+                };
             mfns.extend_from_slice(&buf.as_slice()[..done]);
             if done < chunk.len() {
                 let needed = (gfns.len() - mfns.len()) as u64;
@@ -298,7 +303,11 @@ impl Hypervisor for XenHypervisor {
         let buf = self.bufs.one(op).map_err(|e| os(OP, e))?;
         // HYPERVISOR_mmuext_op(ops, count, pdone, foreigndom): pin on behalf of `dom`.
         self.privcmd
-            .hypercall(HYPERVISOR_MMUEXT_OP, [buf.addr(), 1, 0, dom.0 as u64, 0])
+            .hypercall(
+                OP,
+                HYPERVISOR_MMUEXT_OP,
+                [buf.addr(), 1, 0, dom.0 as u64, 0],
+            )
             .map_err(|e| dom_err(OP, dom, e))?;
         Ok(())
     }
@@ -375,7 +384,7 @@ impl Hypervisor for XenHypervisor {
             port: 0,
         };
         let (_, out) = self
-            .op_with_arg(HYPERVISOR_EVENT_CHANNEL_OP, EVTCHNOP_ALLOC_UNBOUND, arg)
+            .op_with_arg(OP, HYPERVISOR_EVENT_CHANNEL_OP, EVTCHNOP_ALLOC_UNBOUND, arg)
             .map_err(|e| dom_err(OP, dom, e))?;
         Ok(out.port)
     }
@@ -386,6 +395,7 @@ impl Hypervisor for XenHypervisor {
             path: xen_dev::evtchn::EVTCHN_PATH.into(),
             source,
         })?;
+        costs::count("IOCTL_EVTCHN_BIND_VIRQ");
         match dev.bind_virq(xen_dev::evtchn::VIRQ_DOM_EXC) {
             Ok(port) => Ok(Some(Box::new(VirqEvents { dev, port }))),
             // xenstored (or another reaper) has it: there is one binding per domain.
@@ -450,6 +460,10 @@ impl Hypervisor for XenHypervisor {
         let Some(dev) = evtchn.as_ref() else {
             return Err(invalid(OP, "no event channel device"));
         };
+        // kick is bind, notify, unbind: three ioctls.
+        costs::count("IOCTL_EVTCHN_BIND_INTERDOMAIN");
+        costs::count("IOCTL_EVTCHN_NOTIFY");
+        costs::count("IOCTL_EVTCHN_UNBIND");
         dev.kick(dom, port).map_err(|e| dom_err(OP, dom, e))
     }
 }

@@ -17,6 +17,7 @@ use super::abi::{
     Plain, PrivcmdHypercall, PrivcmdMmapBatchV2, PrivcmdMmapResource, IOCTL_PRIVCMD_HYPERCALL,
     IOCTL_PRIVCMD_MMAPBATCH_V2, IOCTL_PRIVCMD_MMAP_RESOURCE,
 };
+use crate::hypervisor::costs;
 use crate::hypervisor::{HypervisorError, PAGE_SIZE};
 
 pub const PRIVCMD_PATH: &str = "/dev/xen/privcmd";
@@ -202,8 +203,10 @@ impl Privcmd {
         Ok(Privcmd { fd })
     }
 
-    /// One hypercall; Xen's negative return values come back as the errno they encode.
-    pub fn hypercall(&self, op: u64, args: [u64; 5]) -> io::Result<i64> {
+    /// One hypercall, counted as `what`; Xen's negative return values come back as the
+    /// errno they encode.
+    pub fn hypercall(&self, what: &'static str, op: u64, args: [u64; 5]) -> io::Result<i64> {
+        costs::count(what);
         let mut call = PrivcmdHypercall { op, arg: args };
         // SAFETY: IOCTL_PRIVCMD_HYPERCALL reads a privcmd_hypercall the size of `call`. Any
         // pointers among the arguments are HcallBuf addresses kept alive by the caller for the
@@ -226,6 +229,7 @@ impl Privcmd {
     ///
     /// On failure returns the ioctl's error or the first frame Xen refused with its errno.
     pub fn map_foreign(&self, dom: u16, frames: &[u64]) -> Result<Mapping, MapError> {
+        costs::count("IOCTL_PRIVCMD_MMAPBATCH_V2");
         let num = u32::try_from(frames.len()).map_err(|_| MapError::TooMany(frames.len()))?;
         if num == 0 {
             return Err(MapError::TooMany(0));
@@ -276,6 +280,7 @@ impl Privcmd {
         idx: u32,
         num: usize,
     ) -> io::Result<Mapping> {
+        costs::count("IOCTL_PRIVCMD_MMAP_RESOURCE");
         let len = num * PAGE_SIZE;
         let ptr = mmap(len, libc::MAP_SHARED, self.fd.as_raw_fd())?;
         let map = Mapping { ptr, len };

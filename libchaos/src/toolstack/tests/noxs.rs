@@ -316,3 +316,23 @@ fn on_xen_with_the_devctl_patch_the_devices_go_in_xens_page() {
         assert_eq!(leftovers(&w), before, "after a failure at call {n}");
     }
 }
+
+#[test]
+fn a_creation_counts_its_xenstore_requests_and_a_noxs_one_makes_none() {
+    let w = world("noxs-costs");
+    let noxs =
+        w.ts.create(&noxs_config(&w, "nx", ""), true)
+            .expect("create");
+    assert_eq!(noxs.costs.xenstore_requests, 0, "{:?}", noxs.costs);
+    let xs = w.ts.create(&config(&w, "xs", ""), true).expect("create");
+    assert!(xs.costs.xenstore_requests > 0, "{:?}", xs.costs);
+    // A pooled creation counts only what execute did.
+    let shell =
+        w.ts.prepare(&Flavor::of(&config(&w, "p", "")))
+            .expect("prepare");
+    let pooled =
+        w.ts.execute_pooled(shell, &config(&w, "p", ""), true)
+            .expect("execute");
+    assert!(pooled.costs.xenstore_requests > 0);
+    assert!(pooled.costs.xenstore_requests <= xs.costs.xenstore_requests);
+}
