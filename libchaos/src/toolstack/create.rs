@@ -240,6 +240,7 @@ impl Toolstack {
                 id: d.id,
                 frame: *mfn,
                 evtchn: d.evtchn,
+                gref: d.gref,
             })
             .collect();
 
@@ -412,6 +413,8 @@ impl Toolstack {
             id: 0,
             backend: DomId::DOM0,
             evtchn: shell.plane_evtchn,
+            // The toolstack maps it through privcmd.
+            gref: None,
             ctrl,
         }];
         for (id, vif) in cfg.vifs.iter().enumerate() {
@@ -440,6 +443,8 @@ impl Toolstack {
                 id: id as u32,
                 backend: DomId::DOM0,
                 evtchn,
+                // xendevd maps it with gntdev (checked against VIF_MAX in check_supported).
+                gref: noxs::vif_ctrl_gref(id as u32),
                 ctrl,
             });
         }
@@ -468,6 +473,13 @@ fn check_supported(cfg: &DomainConfig) -> Result<()> {
         return Err(ToolstackError::Unsupported(
             "disk: block devices are not supported by chaos yet".into(),
         ));
+    }
+    if cfg.control_plane == PlaneKind::Noxs && cfg.vifs.len() > noxs::VIF_MAX {
+        return Err(ToolstackError::Unsupported(format!(
+            "{} vifs: a NoXS guest has at most {} (their control pages are granted under Xen's reserved grant references)",
+            cfg.vifs.len(),
+            noxs::VIF_MAX
+        )));
     }
     for (devid, vif) in cfg.vifs.iter().enumerate() {
         if let Some(backend) = vif.backend.as_deref() {
