@@ -353,6 +353,10 @@ impl SysctlCtrl {
 /// asks it to.
 pub const VIF_RX_COPY: u32 = 1 << 0;
 
+/// A NoXS vif's MTU (the control page's `mtu`, and its TAP's in dom0), as Linux netfront's
+/// default.
+pub const VIF_MTU: u16 = 1500;
+
 /// The grant reference under which the toolstack grants vif 0's control page to the vif's
 /// backend; vif `n` uses `VIF_CTRL_GREF_FIRST + n`. Xen reserves references 0 to 7 of every
 /// guest's grant table for toolstacks (console 0, Xenstore 1; guests hand out 8 and up), so

@@ -432,7 +432,7 @@ impl Toolstack {
                     ..noxs::CtrlHdr::default()
                 },
                 mac: vif.mac.map_or([0; 6], |m| m.0),
-                mtu: VIF_MTU,
+                mtu: noxs::VIF_MTU,
                 ipv4,
                 ipv4_prefix,
                 ..noxs::VifCtrl::default()
@@ -451,9 +451,6 @@ impl Toolstack {
         Ok(devices)
     }
 }
-
-/// A NoXS vif's MTU, as Linux netfront's default.
-const VIF_MTU: u16 = 1500;
 
 /// The first IPv4 address of an `ip=` list and its prefix length (0 when none is given).
 fn first_ipv4(ip: Option<&str>) -> ([u8; 4], u8) {
