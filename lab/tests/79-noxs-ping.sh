@@ -55,7 +55,7 @@ taps_are() { [ "$(taps)" -eq "$1" ]; }
 
 # answers NAME IP: dom0's ping gets 3 of 3 replies.
 answers() {
-	out=$(ping -c 3 -W 5 "$2" 2>&1) ||
+	out=$(ping -c 3 -i 0.2 -W 5 "$2" 2>&1) ||
 		fail "ping -c 3 $2: expected 3 replies from $1, got: $out; console: $(tail -n 3 "$(console_log "$1")" | tr -d '\r'); xendevd: $(tail -n 5 xendevd.log)"
 	expect_contains "ping $2" "3 packets received" "$out"
 }

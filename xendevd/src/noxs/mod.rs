@@ -353,8 +353,8 @@ impl Service {
             }
             s.data_ports = ports;
         }
-        let want = s.vif.wants_link();
-        if want != s.watched {
+        let want = s.vif.wants_link() && self.links.contains_key(&s.token);
+        if want != s.watched && self.links.contains_key(&s.token) {
             let flags = if want {
                 EpollFlags::EPOLLIN
             } else {
@@ -446,7 +446,9 @@ impl Service {
                 match ev.data() {
                     LISTENER => self.accept(),
                     EVTCHN => self.service_ports(),
-                    token if self.links.contains_key(&token) => self.link_readable(token),
+                    token if self.links.contains_key(&token) => {
+                        self.link_readable(token, ev.events())
+                    }
                     token => self.readable(token),
                 }
             }
@@ -512,14 +514,25 @@ impl Service {
         self.sync(key);
     }
 
-    /// A vif's TAP has frames for the guest.
-    fn link_readable(&mut self, token: u64) {
+    /// A vif's TAP has frames for the guest (or broke).
+    fn link_readable(&mut self, token: u64, flags: EpollFlags) {
         let Some(&key) = self.links.get(&token) else {
             return;
         };
         let Some(s) = self.vifs.get_mut(&key) else {
             return;
         };
+        if flags.intersects(EpollFlags::EPOLLERR | EpollFlags::EPOLLHUP) {
+            // The interface was deleted under us: stop watching it (it would wake the loop
+            // for ever); the guest keeps its rings until it is attached again.
+            log::warn!(
+                "{}: its TAP went away; the vif has no network until the guest is attached again",
+                s.vif.name
+            );
+            let _ = self.epoll.delete(s.vif.link());
+            self.links.remove(&token);
+            return;
+        }
         if s.vif.on_link(&self.xen, &mut self.scratch) {
             self.again.insert(key);
         }
