@@ -3,6 +3,7 @@
 //! This crate holds no toolstack logic: it parses arguments, calls libchaos and prints tables or
 //! JSON.
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
@@ -14,7 +15,7 @@ use chaos_cli::backend::{self, Backend, HypervisorKind};
 use chaos_cli::{console, logger, output};
 use libchaos::config::DomainConfig;
 use libchaos::daemon::Client;
-use libchaos::toolstack::{Created, ShutdownKind};
+use libchaos::toolstack::{reaper, Created, ShutdownKind};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -101,9 +102,14 @@ enum Command {
         /// Keep reaping until killed: this process is then the reaper of chaos's guests.
         #[arg(long)]
         watch: bool,
-        /// How often --watch looks, in milliseconds.
+        /// How often --watch looks when nothing can wake it (no VIRQ_DOM_EXC, no xenstored),
+        /// in milliseconds.
         #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=60_000))]
         interval_ms: u64,
+        /// With --watch: leave when another process reaps, or when no chaos guest has been
+        /// left for 30 s (how `chaos create` starts it).
+        #[arg(long, requires = "watch")]
+        exit_when_idle: bool,
     },
     /// Attach to a guest's PV console (through xenconsoled, as xl console does).
     Console { domain: String },
@@ -134,7 +140,8 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("chaos: error: {e}");
+            // Not eprintln!: a closed stderr must not turn an error into a panic.
+            let _ = writeln!(std::io::stderr(), "chaos: error: {e}");
             ExitCode::FAILURE
         }
     }
@@ -156,10 +163,17 @@ fn run(cli: Cli) -> Result<(), String> {
             file,
             overrides,
         } => {
-            if let Some(client) = connect(&socket, *daemon || *pool_only)? {
-                return create_via_daemon(
-                    client, file, overrides, *paused, *count, *json, *pool_only,
-                );
+            let required = *daemon || *pool_only;
+            if let Some(client) = connect(&socket, required)? {
+                match create_via_daemon(client, file, overrides, *paused, *count, *json, *pool_only)
+                {
+                    // chaosd got nothing of the request: doing it here cannot do it twice.
+                    Err(Routed::NotSent(e)) if !required => {
+                        log::warn!("{e}; creating locally");
+                    }
+                    Err(Routed::NotSent(e) | Routed::Failed(e)) => return Err(e),
+                    Ok(()) => return Ok(()),
+                }
             }
         }
         Command::Pool {
@@ -216,17 +230,10 @@ fn run(cli: Cli) -> Result<(), String> {
         }
         Command::Reap {
             json,
-            watch,
+            watch: true,
             interval_ms,
-        } if watch => {
-            let never = AtomicBool::new(false);
-            ts.reap_watch(Duration::from_millis(interval_ms), &never, |done| {
-                if let Err(e) = output::reaped(done, json) {
-                    log::error!("{e}");
-                }
-            });
-            Ok(())
-        }
+            exit_when_idle,
+        } => reap_watch(ts, json, Duration::from_millis(interval_ms), exit_when_idle),
         Command::Reap { json, .. } => {
             let reaped = ts.reap().map_err(|e| e.to_string())?;
             output::reaped(&reaped, json)
@@ -259,7 +266,7 @@ fn connect(socket: &std::path::Path, required: bool) -> Result<Option<Client>, S
 fn load_config(file: &std::path::Path, overrides: &[String]) -> Result<DomainConfig, String> {
     let loaded = libchaos::config::load(file, overrides).map_err(|e| e.to_string())?;
     for w in &loaded.warnings {
-        eprintln!("chaos: warning: {w}");
+        let _ = writeln!(std::io::stderr(), "chaos: warning: {w}");
     }
     Ok(loaded.config)
 }
@@ -296,8 +303,20 @@ fn create_each(
             }
         })?;
         output::created(&created, json)?;
+        // The reader went away (`chaos create -n 100 | head -1`): that is the end, as for any
+        // command in a pipe; the guests made so far are recorded.
+        if output::closed() {
+            break;
+        }
     }
     Ok(())
+}
+
+/// How a creation through chaosd failed.
+enum Routed {
+    /// chaosd got nothing of the first request (the local path may still do it).
+    NotSent(String),
+    Failed(String),
 }
 
 fn create_via_daemon(
@@ -308,13 +327,24 @@ fn create_via_daemon(
     count: u32,
     json: bool,
     pool_only: bool,
-) -> Result<(), String> {
-    let base = load_for_daemon(file, overrides)?;
-    create_each(&base, count, json, |cfg| {
-        client
-            .create(cfg, paused, pool_only)
-            .map_err(|e| e.to_string())
-    })
+) -> Result<(), Routed> {
+    let base = load_for_daemon(file, overrides).map_err(Routed::Failed)?;
+    let mut first_unsent = None;
+    let mut first = true;
+    let result = create_each(&base, count, json, |cfg| {
+        let r = client.create(cfg, paused, pool_only);
+        if let Err(e) = &r {
+            if first && e.nothing_sent() {
+                first_unsent = Some(e.to_string());
+            }
+        }
+        first = false;
+        r.map_err(|e| e.to_string())
+    });
+    match (result, first_unsent) {
+        (Err(_), Some(e)) => Err(Routed::NotSent(e)),
+        (r, _) => r.map_err(Routed::Failed),
+    }
 }
 
 fn create(
@@ -326,7 +356,58 @@ fn create(
     json: bool,
 ) -> Result<(), String> {
     let base = load_config(file, overrides)?;
-    create_each(&base, count, json, |cfg| {
+    let created = create_each(&base, count, json, |cfg| {
         ts.create(cfg, paused).map_err(|e| e.to_string())
-    })
+    });
+    // A guest that powers off must go away without anything started by hand, as with xl:
+    // one reaper for all guests (chaosd's, or this one) once there is something to reap.
+    if ts.hypervisor().name() == "xen" {
+        let started = std::env::current_exe()
+            .and_then(|exe| reaper::start_in_background(&exe, ts.state().root()));
+        match started {
+            Ok(true) => log::info!("started a reaper (chaos reap --watch --exit-when-idle)"),
+            Ok(false) => {}
+            Err(e) => eprintln!("chaos: warning: cannot start a reaper: {e}"),
+        }
+    }
+    created
+}
+
+/// `chaos reap --watch`: becomes the reaper once it holds the reaper's lock.
+fn reap_watch(
+    ts: &libchaos::toolstack::Toolstack,
+    json: bool,
+    poll: Duration,
+    exit_when_idle: bool,
+) -> Result<(), String> {
+    let root = ts.state().root();
+    let mut said = false;
+    let _lock = loop {
+        match reaper::try_lock(root).map_err(|e| format!("{}: {e}", root.display()))? {
+            Some(lock) => break lock,
+            None if exit_when_idle => return Ok(()),
+            None => {
+                if !said {
+                    let _ = writeln!(
+                        std::io::stderr(),
+                        "chaos: another process reaps; waiting to take over"
+                    );
+                    said = true;
+                }
+                std::thread::sleep(Duration::from_secs(1));
+            }
+        }
+    };
+    // Until killed (or idle), or until the reader of its output goes away.
+    let stop = AtomicBool::new(false);
+    let idle = exit_when_idle.then_some(reaper::IDLE_EXIT);
+    ts.run_reaper(&stop, idle, poll, |done| {
+        if let Err(e) = output::reaped(done, json) {
+            log::error!("{e}");
+        }
+        if output::closed() {
+            stop.store(true, std::sync::atomic::Ordering::Release);
+        }
+    });
+    Ok(())
 }

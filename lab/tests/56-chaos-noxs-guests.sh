@@ -13,7 +13,7 @@ XENDEVD_PID=
 chaos reap --watch >reaper.log 2>&1 &
 reaper=$!
 cleanup() {
-	for n in nx-hello nx-hellopvh nx-noop; do chaos destroy "$n" >/dev/null 2>&1; done
+	for n in nx-hello nx-hellopvh nx-noop nx-ping; do chaos destroy "$n" >/dev/null 2>&1; done
 	kill "$reaper" 2>/dev/null
 	[ -n "$XENDEVD_PID" ] && kill "$XENDEVD_PID" 2>/dev/null
 }
@@ -114,4 +114,29 @@ for type in pv pvh; do
 		pv_only "$out" || fail "chaos create nx-noop (NoXS, $type): expected success, got: $out"
 	fi
 done
+# ping on the NoXS plane, its vif not served yet (no userspace vif backend): it finds its vif
+# and sysctl devices, grants its rings and publishes them in the vif control page, then waits;
+# it must not have given up (it prints "ping: <why>" and crashes when it does) and must obey a
+# poweroff request meanwhile. ADJUST: ping it from dom0 once xendevd serves NoXS vifs.
+cat >nx-ping.cfg <<-EOF2
+name = "nx-ping"
+kernel = "$GUEST/ping"
+memory = 4
+vif = ['bridge=xenbr0,ip=10.99.0.30']
+chaos_control_plane = "noxs"
+on_poweroff = "destroy"
+on_crash = "preserve"
+EOF2
+out=$(chaos create nx-ping.cfg 2>&1) || fail "chaos create nx-ping (NoXS, a vif): expected success, got: $out"
+sleep 3
+state=$(chaos_field nx-ping 5)
+log=$(console_log nx-ping)
+echo "nx-ping: state $state, console: $(tr -d '\r' <"$log" 2>/dev/null | tr '\n' ' ')"
+case "$state" in *c*) fail "nx-ping: crashed: $(tr -d '\r' <"$log" 2>&1)" ;; esac
+grep -q 'ping: ' "$log" 2>/dev/null && ! grep -q 'ping: vif 0 up' "$log" &&
+	fail "nx-ping: gave up: $(tr -d '\r' <"$log")"
+out=$(chaos shutdown -w --timeout 60 nx-ping 2>&1) || fail "chaos shutdown -w nx-ping: expected the guest to obey its sysctl request, got: $out"
+wait_until 30 chaos_gone nx-ping || fail "nx-ping: expected the reaper to destroy it after poweroff, still there: $(chaos list)"
+echo "nx-ping: powered off on request"
+
 [ -z "$(ls /run/chaos/domains/)" ] || fail "state dir: expected empty after reaping, got: $(ls /run/chaos/domains/)"

@@ -2,7 +2,7 @@
 //! `chaos create`, and reaps guests that shut down. All logic is in `libchaos::daemon`; this
 //! parses flags, opens the hypervisor and waits for SIGTERM or SIGINT.
 
-use chaos_cli::backend::{self, Backend, HypervisorKind};
+use chaos_cli::backend::{self, Backend, HypervisorKind, Opener};
 use chaos_cli::logger;
 
 use std::path::PathBuf;
@@ -47,7 +47,9 @@ struct Cli {
     /// Refill worker threads [default: 2].
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=64))]
     workers: Option<u64>,
-    /// How often to reap guests that shut down (0: do not reap; leave it to `chaos reap`).
+    /// 0: do not reap (leave it to `chaos reap`). Otherwise chaosd is the reaper, woken by
+    /// VIRQ_DOM_EXC or xenstored's @releaseDomain, and polls this often (ms) only when neither
+    /// can wake it.
     #[arg(long, default_value_t = 100)]
     reap_interval_ms: u64,
     /// More log output (repeat for more).
@@ -93,7 +95,7 @@ fn run(cli: Cli, signals: &TermSignals) -> Result<(), String> {
         .socket
         .clone()
         .unwrap_or_else(|| libchaos::daemon::socket_in(&root));
-    let backend = Backend::open(cli.hypervisor, cli.run_dir.clone())?;
+    let backend = Backend::open_as(cli.hypervisor, cli.run_dir.clone(), Opener::Daemon)?;
     let phys = backend
         .toolstack()
         .hypervisor()

@@ -47,6 +47,11 @@ fn main(si: StartInfo) -> ! {
     let mut line = Line::<200>::new();
     let domid = match noxs::plane(&si) {
         Plane::NoXs(Ok(devices)) => {
+            out.say(if devices.from_hypervisor {
+                b"hello: noxs device page from Xen (devctl)\r\n"
+            } else {
+                b"hello: noxs device page from the toolstack (SIF_NOXS)\r\n"
+            });
             for d in devices.iter() {
                 line.clear();
                 line.push(b"hello: noxs device type=")

@@ -45,7 +45,11 @@ pub fn plane(si: &StartInfo) -> Plane {
     // copied once (a plain copy: a volatile one would be 162 separate loads) and only the copy
     // is looked at.
     let copy = unsafe { page.cast::<DevPage>().read() };
-    Plane::NoXs(parse(&copy, own_frame, |f| si.frame(f).is_some()))
+    let mut devices = parse(&copy, own_frame, |f| si.frame(f).is_some());
+    if let Ok(d) = &mut devices {
+        d.from_hypervisor = own_frame.is_none();
+    }
+    Plane::NoXs(devices)
 }
 
 /// Why a device page was refused.
@@ -122,6 +126,8 @@ impl Device {
 /// The devices of a validated device page.
 pub struct Devices {
     page: DevPage,
+    /// The page is Xen's (devctl), not the toolstack's (SIF_NOXS).
+    pub from_hypervisor: bool,
 }
 
 impl Devices {
@@ -188,7 +194,10 @@ pub fn parse(
             return Err(PageError::SharedFrame(slot));
         }
     }
-    Ok(Devices { page: *page })
+    Ok(Devices {
+        page: *page,
+        from_hypervisor: false,
+    })
 }
 
 /// `struct xen_devctl` of chaos's Xen patches (hypervisor-patches/xen-4.17/README.md), with the

@@ -7,6 +7,7 @@ mod create;
 mod error;
 mod lifecycle;
 mod random;
+pub mod reaper;
 pub mod state;
 #[cfg(test)]
 mod tests;
@@ -19,7 +20,7 @@ use std::sync::Arc;
 pub use error::{Result, ToolstackError};
 pub use lifecycle::{ConsoleServer, DomainSummary, ShutdownKind};
 pub use random::{random_mac, random_uuid};
-pub use state::{DomainRecord, ShellRecord, StateDir, StateError};
+pub use state::{DomainRecord, NameEntry, PendingCreation, ShellRecord, StateDir, StateError};
 pub use timings::{Phase, Timings};
 pub use types::{Created, CreationPath, Flavor, Shell, Via};
 
