@@ -288,7 +288,7 @@ fn noxs_vifs_get_a_control_page_a_channel_and_a_backend_record() {
 fn a_noxs_guest_with_more_vifs_than_reserved_grants_is_refused_before_anything_is_made() {
     let w = world("noxs-vif-max");
     let before = leftovers(&w);
-    let vifs = vec!["'bridge=xenbr0'"; ::noxs::VIF_MAX + 1].join(", ");
+    let vifs = ["'bridge=xenbr0'"; ::noxs::VIF_MAX + 1].join(", ");
     let cfg = noxs_config(&w, "many", &format!("vif = [{vifs}]"));
     let err = w.ts.check_creatable(&cfg).unwrap_err();
     assert!(err.to_string().contains("at most 6"), "{err}");
@@ -296,7 +296,7 @@ fn a_noxs_guest_with_more_vifs_than_reserved_grants_is_refused_before_anything_i
     assert!(err.to_string().contains("7 vifs"), "{err}");
     assert_eq!(leftovers(&w), before);
     // Six are fine.
-    let vifs = vec!["'bridge=xenbr0'"; ::noxs::VIF_MAX].join(", ");
+    let vifs = ["'bridge=xenbr0'"; ::noxs::VIF_MAX].join(", ");
     let cfg = noxs_config(&w, "six", &format!("vif = [{vifs}]"));
     let dom = w.ts.create(&cfg, true).expect("create").domid;
     assert_eq!(w.sim.grant_entries(dom).len(), 1 + ::noxs::VIF_MAX);
