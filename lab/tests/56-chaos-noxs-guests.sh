@@ -18,7 +18,7 @@ cleanup() {
 	[ -n "$XENDEVD_PID" ] && kill "$XENDEVD_PID" 2>/dev/null
 }
 trap cleanup EXIT
-# The NoXS console backend (and, later, vif backend).
+# The NoXS console and vif backends.
 start_xendevd xendevd.log
 
 # noxs_cfg NAME KERNEL TYPE EXTRA: writes ./NAME.cfg and prints its path.
@@ -114,10 +114,9 @@ for type in pv pvh; do
 		pv_only "$out" || fail "chaos create nx-noop (NoXS, $type): expected success, got: $out"
 	fi
 done
-# ping on the NoXS plane, its vif not served yet (no userspace vif backend): it finds its vif
-# and sysctl devices, grants its rings and publishes them in the vif control page, then waits;
-# it must not have given up (it prints "ping: <why>" and crashes when it does) and must obey a
-# poweroff request meanwhile. ADJUST: ping it from dom0 once xendevd serves NoXS vifs.
+# ping on the NoXS plane: it finds its vif and sysctl devices, xendevd's vif backend connects
+# its netfront (more in 79-noxs-ping), dom0 pings it, and it obeys a poweroff request.
+bridge_addr xenbr0 10.99.0.1/24
 cat >nx-ping.cfg <<-EOF2
 name = "nx-ping"
 kernel = "$GUEST/ping"
@@ -128,13 +127,11 @@ on_poweroff = "destroy"
 on_crash = "preserve"
 EOF2
 out=$(chaos create nx-ping.cfg 2>&1) || fail "chaos create nx-ping (NoXS, a vif): expected success, got: $out"
-sleep 3
-state=$(chaos_field nx-ping 5)
 log=$(console_log nx-ping)
-echo "nx-ping: state $state, console: $(tr -d '\r' <"$log" 2>/dev/null | tr '\n' ' ')"
-case "$state" in *c*) fail "nx-ping: crashed: $(tr -d '\r' <"$log" 2>&1)" ;; esac
-grep -q 'ping: ' "$log" 2>/dev/null && ! grep -q 'ping: vif 0 up' "$log" &&
-	fail "nx-ping: gave up: $(tr -d '\r' <"$log")"
+wait_for_line "$log" 'ping: vif 0 up' 60 ||
+	fail "nx-ping console: expected 'ping: vif 0 up' within 60s, got: $(tr -d '\r' <"$log" 2>&1 | tail -n 3); state $(chaos_field nx-ping 5)"
+echo "nx-ping: $(grep 'ping: vif 0 up' "$log" | tr -d '\r')"
+out=$(ping -c 1 -W 10 10.99.0.30 2>&1) || fail "ping 10.99.0.30: expected a reply from nx-ping, got: $out"
 out=$(chaos shutdown -w --timeout 60 nx-ping 2>&1) || fail "chaos shutdown -w nx-ping: expected the guest to obey its sysctl request, got: $out"
 wait_until 30 chaos_gone nx-ping || fail "nx-ping: expected the reaper to destroy it after poweroff, still there: $(chaos list)"
 echo "nx-ping: powered off on request"

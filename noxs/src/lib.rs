@@ -353,6 +353,27 @@ impl SysctlCtrl {
 /// asks it to.
 pub const VIF_RX_COPY: u32 = 1 << 0;
 
+/// A NoXS vif's MTU (the control page's `mtu`, and its TAP's in dom0), as Linux netfront's
+/// default.
+pub const VIF_MTU: u16 = 1500;
+
+/// The grant reference under which the toolstack grants vif 0's control page to the vif's
+/// backend; vif `n` uses `VIF_CTRL_GREF_FIRST + n`. Xen reserves references 0 to 7 of every
+/// guest's grant table for toolstacks (console 0, Xenstore 1; guests hand out 8 and up), so
+/// a NoXS guest has at most [`VIF_MAX`] vifs (ABI section 4.2).
+pub const VIF_CTRL_GREF_FIRST: GrantRef = 2;
+/// The most vifs a NoXS guest can have: the reserved references 2 to 7.
+pub const VIF_MAX: usize = 6;
+
+/// The grant reference of vif `id`'s control page, if `id` is below [`VIF_MAX`].
+pub const fn vif_ctrl_gref(id: DevId) -> Option<GrantRef> {
+    if (id as usize) < VIF_MAX {
+        Some(VIF_CTRL_GREF_FIRST + id)
+    } else {
+        None
+    }
+}
+
 /// The vif control page (section 4.2 of the ABI).
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -1,4 +1,4 @@
-//! Linux's Xen devices as dom0 daemons use them: event channels (`/dev/xen/evtchn`) today,
+//! Linux's Xen devices as dom0 daemons use them: event channels (`/dev/xen/evtchn`), and
 //! grant mapping and copying (`/dev/xen/gntdev`) for the userspace backends. The hypercall
 //! device (`/dev/xen/privcmd`) stays in libchaos's Xen backend.
 //!
@@ -10,4 +10,4 @@ pub mod evtchn;
 pub mod gntdev;
 
 pub use evtchn::EventChannels;
-pub use gntdev::{GrantDev, GrantMap};
+pub use gntdev::{CopyDir, GrantCopy, GrantDev, GrantMap};

@@ -35,6 +35,9 @@ pub struct ConsoleRing {
 #[serde(deny_unknown_fields)]
 pub struct NoxsVif {
     pub id: u32,
+    /// The grant the toolstack seeded for dom0 on the control page (`noxs::vif_ctrl_gref`):
+    /// the backend maps the page with gntdev.
+    pub ctrl_gref: GrantRef,
     /// The control page's frame (an MFN for PV), for foreign mapping.
     pub ctrl_frame: u64,
     pub evtchn: EvtchnPort,
@@ -203,6 +206,7 @@ mod tests {
             },
             vifs: vec![NoxsVif {
                 id: 0,
+                ctrl_gref: 2,
                 ctrl_frame: 0x99,
                 evtchn: 5,
                 mac: Mac([0, 0x16, 0x3e, 1, 2, 3]),

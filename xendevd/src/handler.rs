@@ -86,7 +86,7 @@ impl StoreSource {
     }
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Config {
     /// Bridge used when neither Xenstore nor the event names one.
     pub default_bridge: String,

@@ -168,6 +168,7 @@ fn run(args: Args) -> Result<(), String> {
         xs_home: args.xs_home,
         ovsdb_socket: args.ovsdb,
     };
+    let switch = config.clone();
     let handler = Arc::new(Handler::new(config, StoreSource::connect_on_demand()));
     match xenstore::XsClient::open() {
         Ok(xs) => log::info!("xenstore reachable at {}", xs.endpoint()),
@@ -185,6 +186,7 @@ fn run(args: Args) -> Result<(), String> {
             socket: args.noxs_socket,
             records: args.noxs_records,
             log_dir: args.console_log_dir,
+            switch,
         })?
     };
     log::info!("listening for vif uevents with {} workers", args.workers);

@@ -9,7 +9,7 @@ pub use layout::{PfnRange, PvLayout};
 pub use pv::build_pv;
 pub use pvh::{build_pvh, BuiltPvhGuest, PvhLayout};
 
-use crate::hypervisor::{DomId, HypervisorError, PAGE_SIZE};
+use crate::hypervisor::{DomId, GrantEntry, HypervisorError, PAGE_SIZE};
 use crate::image::ImageProblem;
 
 /// What goes in the control plane's page (start_info's "store" slot).
@@ -35,6 +35,9 @@ pub struct NoxsDevice {
     pub backend: DomId,
     /// The guest's port toward the backend.
     pub evtchn: u32,
+    /// The grant reference under which the builder grants the control page to `backend`
+    /// (vifs: their backend is a dom0 process that maps it with gntdev); None: not granted.
+    pub gref: Option<u32>,
     /// The control page's initial contents (the rest of the page is zero).
     pub ctrl: Vec<u8>,
 }
@@ -64,6 +67,19 @@ pub(crate) fn check_devices(devices: &[NoxsDevice]) -> Result<(), BuildError> {
             devices.len(),
             noxs::DEV_COUNT_MAX
         )));
+    }
+    for (i, d) in devices.iter().enumerate() {
+        let Some(gref) = d.gref else { continue };
+        // Only Xen's reserved references, which guests never hand out, and not the console's
+        // or Xenstore's.
+        if !(GNTTAB_RESERVED_XENSTORE + 1..GNTTAB_NR_RESERVED_ENTRIES).contains(&gref)
+            || devices[..i].iter().any(|o| o.gref == Some(gref))
+        {
+            return Err(BuildError::Params(format!(
+                "the control page of {:?} {} cannot be granted as reference {gref}",
+                d.ty, d.id
+            )));
+        }
     }
     if let Some(d) = devices.iter().find(|d| d.ctrl.len() > PAGE_SIZE) {
         return Err(BuildError::Params(format!(
@@ -130,6 +146,24 @@ pub struct BuiltGuest {
 /// Grant references Xen reserves for the toolstack (grant_table.h).
 pub const GNTTAB_RESERVED_CONSOLE: u32 = 0;
 pub const GNTTAB_RESERVED_XENSTORE: u32 = 1;
+/// References below this are reserved for the toolstack (GNTTAB_NR_RESERVED_ENTRIES).
+pub const GNTTAB_NR_RESERVED_ENTRIES: u32 = 8;
+
+/// The grant entries that give the NoXS devices' control pages, at `frames` (as Xen's
+/// interfaces take them), to their backends.
+pub(crate) fn device_grants(devices: &[NoxsDevice], frames: &[u64]) -> Vec<GrantEntry> {
+    devices
+        .iter()
+        .zip(frames)
+        .filter_map(|(d, &frame)| {
+            Some(GrantEntry {
+                gref: d.gref?,
+                backend: d.backend,
+                frame,
+            })
+        })
+        .collect()
+}
 
 /// The longest command line start_info holds (MAX_GUEST_CMDLINE, NUL included).
 pub const MAX_GUEST_CMDLINE: usize = 1024;

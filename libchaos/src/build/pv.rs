@@ -8,8 +8,8 @@ use crate::image::KernelImage;
 
 use super::layout::PvLayout;
 use super::{
-    check_devices, hv_step, write_device_page, BuildError, BuildParams, BuiltGuest, StorePage,
-    GNTTAB_RESERVED_CONSOLE, GNTTAB_RESERVED_XENSTORE, MAX_GUEST_CMDLINE,
+    check_devices, device_grants, hv_step, write_device_page, BuildError, BuildParams, BuiltGuest,
+    StorePage, GNTTAB_RESERVED_CONSOLE, GNTTAB_RESERVED_XENSTORE, MAX_GUEST_CMDLINE,
 };
 
 const PAGE: u64 = PAGE_SIZE as u64;
@@ -132,12 +132,16 @@ pub fn build_pv(
         backend: params.console_backend,
         frame: frame(layout.console_pfn),
     }];
-    if let StorePage::Xenstore { backend, .. } = params.store {
-        grants.push(GrantEntry {
+    match params.store {
+        StorePage::Xenstore { backend, .. } => grants.push(GrantEntry {
             gref: GNTTAB_RESERVED_XENSTORE,
             backend,
             frame: frame(layout.store_pfn),
-        });
+        }),
+        StorePage::Noxs { devices, .. } => {
+            let frames: Vec<u64> = (layout.ctrl.start..layout.ctrl.end()).map(frame).collect();
+            grants.extend(device_grants(devices, &frames));
+        }
     }
     hv.seed_grant_table(dom, &grants)
         .map_err(hv_step("seeding the grant table"))?;

@@ -13,7 +13,7 @@ use crate::image::{ImageProblem, KernelImage};
 
 use super::layout::PfnRange;
 use super::{
-    check_devices, hv_step, write_device_page, BuildError, BuildParams, StorePage,
+    check_devices, device_grants, hv_step, write_device_page, BuildError, BuildParams, StorePage,
     GNTTAB_RESERVED_CONSOLE, GNTTAB_RESERVED_XENSTORE,
 };
 
@@ -250,7 +250,11 @@ pub fn build_pvh(
             });
             evtchn
         }
-        StorePage::Noxs { .. } => 0,
+        StorePage::Noxs { devices, .. } => {
+            let frames: Vec<u64> = (layout.ctrl.start..layout.ctrl.end()).collect();
+            grants.extend(device_grants(devices, &frames));
+            0
+        }
     };
     hv.seed_grant_table(dom, &grants)
         .map_err(hv_step("seeding the grant table"))?;

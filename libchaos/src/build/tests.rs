@@ -392,6 +392,62 @@ fn refuses_bad_parameters() {
 }
 
 #[test]
+fn noxs_control_pages_are_granted_only_under_free_reserved_references() {
+    let s = shell(4);
+    let image = KernelImage::parse("k", &TestElf::pv(0, 0, 0x2000, 0).build()).unwrap();
+    let vif = |id, gref| NoxsDevice {
+        ty: noxs::DevType::Vif,
+        id,
+        backend: DomId::DOM0,
+        evtchn: 5 + id,
+        gref,
+        ctrl: vec![id as u8],
+    };
+    let build = |devices: &[NoxsDevice]| {
+        let mut p = s.params("", None);
+        p.store = StorePage::Noxs {
+            devices,
+            hypervisor_page: false,
+        };
+        build_pv(&s.sim, &image, &p)
+    };
+    for bad in [
+        vec![vif(0, Some(0))],
+        vec![vif(0, Some(1))],
+        vec![vif(0, Some(8))],
+        vec![vif(0, Some(2)), vif(1, Some(2))],
+    ] {
+        let e = build(&bad).unwrap_err();
+        assert!(e.to_string().contains("cannot be granted"), "{e}");
+    }
+    let g = build(&[vif(0, Some(2)), vif(1, None), vif(2, Some(7))]).unwrap();
+    let mut grants = s.sim.grant_entries(s.dom);
+    grants.sort_by_key(|e| e.gref);
+    let mfn = |pfn: u64| s.p2m[pfn as usize];
+    assert_eq!(
+        grants,
+        vec![
+            GrantEntry {
+                gref: 0,
+                backend: DomId::DOM0,
+                frame: g.console_mfn
+            },
+            GrantEntry {
+                gref: 2,
+                backend: DomId::DOM0,
+                frame: mfn(g.ctrl_pfns[0])
+            },
+            GrantEntry {
+                gref: 7,
+                backend: DomId::DOM0,
+                frame: mfn(g.ctrl_pfns[2])
+            },
+        ]
+    );
+    assert_eq!(s.frame(g.ctrl_pfns[2])[0], 2, "the control page it names");
+}
+
+#[test]
 fn hypervisor_failures_name_the_step() {
     let image = KernelImage::parse("k", &TestElf::pv(0, 0, 0x2000, 0).build()).unwrap();
     for (op, step) in [

@@ -21,6 +21,7 @@ use crate::config::{DomainConfig, PlaneKind};
 use crate::hypervisor::{DomId, EvtchnPort, Uuid};
 use crate::toolstack::{ShutdownKind, Timings};
 use ::xenstore::XenstoreError;
+use xen_types::GrantRef;
 
 /// A ring page (or the NoXS device page) and its event channel, as the guest was given them.
 /// `frame` is what Xen's interfaces take for this guest: a machine frame for PV, a guest frame
@@ -40,14 +41,16 @@ pub enum DeviceKind {
     Vif,
 }
 
-/// A NoXS device of a guest: its control page (`frame` as Xen's interfaces take it) and the
-/// guest's port toward the backend.
+/// A NoXS device of a guest: its control page (`frame` as Xen's interfaces take it, and the
+/// grant that gives it to the backend, if any) and the guest's port toward the backend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Device {
     pub kind: DeviceKind,
     pub id: u32,
     pub frame: u64,
     pub evtchn: EvtchnPort,
+    #[serde(default)]
+    pub gref: Option<GrantRef>,
 }
 
 /// A new guest, as a plane publishes it.

@@ -105,6 +105,8 @@ impl NoxsPlane {
                 let vif = g.config.vifs.get(d.id as usize)?;
                 Some(NoxsVif {
                     id: d.id,
+                    // The toolstack grants every vif's control page.
+                    ctrl_gref: d.gref?,
                     ctrl_frame: d.frame,
                     evtchn: d.evtchn,
                     // The toolstack chose every MAC before publishing.

@@ -293,6 +293,7 @@ impl Toolstack {
                 id: d.id,
                 frame: *mfn,
                 evtchn: d.evtchn,
+                gref: d.gref,
             })
             .collect();
 
@@ -535,6 +536,8 @@ impl Toolstack {
             id: 0,
             backend: DomId::DOM0,
             evtchn: shell.plane_evtchn,
+            // The toolstack maps it through privcmd.
+            gref: None,
             ctrl,
         }];
         for (id, vif) in cfg.vifs.iter().enumerate() {
@@ -552,7 +555,7 @@ impl Toolstack {
                     ..noxs::CtrlHdr::default()
                 },
                 mac: vif.mac.map_or([0; 6], |m| m.0),
-                mtu: VIF_MTU,
+                mtu: noxs::VIF_MTU,
                 ipv4,
                 ipv4_prefix,
                 ..noxs::VifCtrl::default()
@@ -563,15 +566,14 @@ impl Toolstack {
                 id: id as u32,
                 backend: DomId::DOM0,
                 evtchn,
+                // xendevd maps it with gntdev (checked against VIF_MAX in check_supported).
+                gref: noxs::vif_ctrl_gref(id as u32),
                 ctrl,
             });
         }
         Ok(devices)
     }
 }
-
-/// A NoXS vif's MTU, as Linux netfront's default.
-const VIF_MTU: u16 = 1500;
 
 /// The first IPv4 address of an `ip=` list and its prefix length (0 when none is given).
 fn first_ipv4(ip: Option<&str>) -> ([u8; 4], u8) {
@@ -591,6 +593,13 @@ fn check_supported(cfg: &DomainConfig) -> Result<()> {
         return Err(ToolstackError::Unsupported(
             "disk: block devices are not supported by chaos yet".into(),
         ));
+    }
+    if cfg.control_plane == PlaneKind::Noxs && cfg.vifs.len() > noxs::VIF_MAX {
+        return Err(ToolstackError::Unsupported(format!(
+            "{} vifs: a NoXS guest has at most {} (their control pages are granted under Xen's reserved grant references)",
+            cfg.vifs.len(),
+            noxs::VIF_MAX
+        )));
     }
     for (devid, vif) in cfg.vifs.iter().enumerate() {
         if let Some(backend) = vif.backend.as_deref() {

@@ -11,7 +11,7 @@ use xen_dev::{EventChannels, GrantDev, GrantMap};
 use xen_types::{DomId, EvtchnPort};
 use xendevd_api::NoxsGuest;
 
-use super::ring;
+use super::console_ring as ring;
 
 /// Where console logs go, as xenconsoled's `--log=guest`.
 pub const LOG_DIR: &str = "/var/log/xen/console";

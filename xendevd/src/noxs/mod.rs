@@ -1,17 +1,27 @@
 //! xendevd's NoXS backends: the dom0 ends of guests that use no Xenstore (noxs/ABI.md). The
 //! toolstack writes each guest's record (`xendevd-api`) and asks, on xendevd's socket, to
-//! `attach` it; this serves its console ring: output to `/var/log/xen/console/guest-NAME.log`
-//! and to `chaos console` clients, their keystrokes back to the guest. One thread and one
-//! epoll loop for every guest: event channels, the socket and the console clients.
+//! `attach` it; this serves
+//! - its console ring: output to `/var/log/xen/console/guest-NAME.log` and to `chaos console`
+//!   clients, their keystrokes back to the guest ([`console`]);
+//! - its vifs ([`vif`]): a TAP `vif<domid>.<id>` per vif on the vif's bridge (a Linux bridge
+//!   or Open vSwitch, as for netback's vifs), frames between it and the guest's netif rings.
 //!
-//! A restarted xendevd attaches every guest whose record is there, so none loses its
-//! console; a guest whose record went away (the toolstack destroyed it) is detached at the next
-//! sweep even if nobody said so.
+//! One thread and one epoll loop for every guest: event channels (one `/dev/xen/evtchn` for
+//! all), the TAPs, the socket and the console clients. A busy vif does a bounded pass and is
+//! queued for another after the others had their turn.
+//!
+//! A restarted xendevd attaches every guest whose record is there, so none loses its console
+//! or network (its vifs reconnect to the rings their control pages name); a guest whose record
+//! went away (the toolstack destroyed it) is detached at the next sweep even if nobody said so.
 
 mod console;
-pub mod ring;
+pub mod console_ring;
+pub mod netif;
+pub mod page;
+pub mod tap;
+pub mod vif;
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::io::{self, Read, Write};
 use std::os::fd::AsFd;
 use std::os::unix::fs::PermissionsExt;
@@ -23,12 +33,16 @@ use std::time::{Duration, Instant};
 
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
-use xen_dev::{EventChannels, GrantDev};
-use xen_types::{DomId, EvtchnPort};
-use xendevd_api::{RecordDir, Request, Response, MAX_LINE};
+use xen_dev::{EventChannels, GrantCopy, GrantDev, GrantMap};
+use xen_types::{DomId, EvtchnPort, GrantRef};
+use xendevd_api::{NoxsGuest, NoxsVif, RecordDir, Request, Response, MAX_LINE};
 
+use crate::handler::{self, Handler, StoreSource};
+use crate::uevent::{Action, Control, VifEvent};
 use console::Console;
 pub use console::{log_path, LOG_DIR};
+use tap::Tap;
+use vif::{Scratch, Vif};
 
 /// How often guests whose record disappeared are looked for.
 const SWEEP: Duration = Duration::from_secs(2);
@@ -37,6 +51,8 @@ const LISTENER: u64 = 0;
 const EVTCHN: u64 = 1;
 const FIRST_CONN: u64 = 2;
 
+/// A vif: its guest and its number.
+type VifKey = (DomId, u32);
 /// Where the service finds and keeps things.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -44,6 +60,8 @@ pub struct Settings {
     /// The toolstack's NoXS records (`<chaos run dir>/noxs`).
     pub records: PathBuf,
     pub log_dir: PathBuf,
+    /// How vifs reach their bridges (the default bridge, OVSDB's socket).
+    pub switch: handler::Config,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -76,16 +94,82 @@ impl Conn {
     }
 }
 
+/// dom0's Xen devices, as the backends use them.
+#[derive(Debug)]
+pub struct XenDevices {
+    pub evtchn: EventChannels,
+    pub grants: Arc<GrantDev>,
+}
+
+impl vif::Xen for XenDevices {
+    type Page = GrantMap;
+
+    fn map(&self, dom: DomId, gref: GrantRef) -> io::Result<GrantMap> {
+        self.grants.map(dom, gref)
+    }
+
+    fn copy(&self, ops: &mut [GrantCopy], buf: &mut [u8]) -> io::Result<()> {
+        self.grants.copy(ops, buf)
+    }
+
+    fn bind(&self, dom: DomId, port: EvtchnPort) -> io::Result<EvtchnPort> {
+        let local = self.evtchn.bind_interdomain(dom, port)?;
+        if let Err(e) = self.evtchn.unmask(local) {
+            log::debug!("unmask {local}: {e}");
+        }
+        Ok(local)
+    }
+
+    fn unbind(&self, local: EvtchnPort) {
+        if let Err(e) = self.evtchn.unbind(local) {
+            log::debug!("unbind {local}: {e}");
+        }
+    }
+
+    fn notify(&self, local: EvtchnPort) {
+        if let Err(e) = self.evtchn.notify(local) {
+            log::debug!("notify {local}: {e}");
+        }
+    }
+}
+
+/// Who an event channel port belongs to.
+#[derive(Debug, Clone, Copy)]
+enum Owner {
+    Console(DomId),
+    /// A vif's device channel.
+    VifCtrl(VifKey),
+    /// One of a vif's data channels.
+    VifData(VifKey),
+}
+
+/// A vif being served, and what the loop watches for it.
+#[derive(Debug)]
+struct Served {
+    vif: Vif<GrantMap, Tap>,
+    bridge: String,
+    /// The TAP's epoll token, and whether the TAP is watched.
+    token: u64,
+    watched: bool,
+    data_ports: Vec<EvtchnPort>,
+}
+
 /// The NoXS backend service.
 #[derive(Debug)]
 pub struct Service {
     settings: Settings,
     listener: UnixListener,
-    evtchn: EventChannels,
-    grants: Arc<GrantDev>,
+    xen: XenDevices,
     epoll: Epoll,
     consoles: HashMap<DomId, Console>,
-    by_port: HashMap<EvtchnPort, DomId>,
+    vifs: HashMap<VifKey, Served>,
+    /// TAP tokens.
+    links: HashMap<u64, VifKey>,
+    /// Vifs with work left after their last pass.
+    again: BTreeSet<VifKey>,
+    scratch: Scratch,
+    bridges: Handler,
+    by_port: HashMap<EvtchnPort, Owner>,
     conns: HashMap<u64, Conn>,
     next_token: u64,
 }
@@ -110,13 +194,19 @@ impl Service {
         };
         add(&listener, LISTENER)?;
         add(&evtchn, EVTCHN)?;
+        // Bridges of NoXS vifs come from their records, never from Xenstore.
+        let bridges = Handler::new(settings.switch.clone(), StoreSource::connect_on_demand());
         let mut service = Service {
             settings,
             listener,
-            evtchn,
-            grants,
+            xen: XenDevices { evtchn, grants },
             epoll,
             consoles: HashMap::new(),
+            vifs: HashMap::new(),
+            links: HashMap::new(),
+            again: BTreeSet::new(),
+            scratch: Scratch::new(),
+            bridges,
             by_port: HashMap::new(),
             conns: HashMap::new(),
             next_token: FIRST_CONN,
@@ -146,13 +236,19 @@ impl Service {
         }
         for g in guests {
             match self.attach(g.domid) {
-                Ok(()) => log::info!("domain {} ({}): console served again", g.domid, g.name),
+                Ok(()) => log::info!(
+                    "domain {} ({}): console and {} vif(s) served again",
+                    g.domid,
+                    g.name,
+                    g.vifs.len()
+                ),
                 Err(e) => log::warn!("domain {} ({}): {e}", g.domid, g.name),
             }
         }
     }
 
-    /// Serves the guest whose record is there.
+    /// Serves the guest whose record is there: its console, then its vifs. If one of them
+    /// cannot be served, none is.
     pub fn attach(&mut self, domid: DomId) -> Result<(), String> {
         let guest = self
             .records()?
@@ -160,24 +256,123 @@ impl Service {
             .map_err(|e| e.to_string())?
             .ok_or_else(|| format!("no NoXS record of domain {domid}"))?;
         // Attaching twice (a toolstack retrying, a restart racing an attach) serves once.
-        if let Some(old) = self.consoles.remove(&domid) {
-            self.by_port.remove(&old.port);
-            old.detach(&self.evtchn);
-        }
-        let console = Console::attach(&guest, &self.grants, &self.evtchn, &self.settings.log_dir)?;
-        self.evtchn
+        self.detach_devices(domid);
+        let console = Console::attach(
+            &guest,
+            &self.xen.grants,
+            &self.xen.evtchn,
+            &self.settings.log_dir,
+        )?;
+        self.xen
+            .evtchn
             .unmask(console.port)
             .map_err(|e| format!("unmasking domain {domid}'s console channel: {e}"))?;
-        self.by_port.insert(console.port, domid);
+        self.by_port.insert(console.port, Owner::Console(domid));
         self.consoles.insert(domid, console);
+        for v in &guest.vifs {
+            if let Err(e) = self.attach_vif(&guest, v) {
+                self.detach_devices(domid);
+                return Err(e);
+            }
+        }
         Ok(())
     }
 
-    pub fn detach(&mut self, domid: DomId) {
-        if let Some(c) = self.consoles.remove(&domid) {
-            self.by_port.remove(&c.port);
-            c.detach(&self.evtchn);
+    /// A vif: its TAP on the bridge, then the control page and the handshake.
+    fn attach_vif(&mut self, guest: &NoxsGuest, v: &NoxsVif) -> Result<(), String> {
+        let dom = guest.domid;
+        let name = vif::ifname(dom, v.id);
+        let tap = Tap::create(&name, noxs::VIF_MTU).map_err(|e| format!("{name}: {e}"))?;
+        let plug = |action| VifEvent {
+            action,
+            vif: name.clone(),
+            control: Control::Noxs {
+                bridge: Some(v.bridge.clone()),
+            },
+        };
+        self.bridges
+            .handle(&plug(Action::Online))
+            .map_err(|e| format!("{name}: bridge {}: {e}", v.bridge))?;
+        let vif = match Vif::attach(
+            &self.xen,
+            &mut self.scratch,
+            dom,
+            v.id,
+            v.ctrl_gref,
+            v.evtchn,
+            tap,
+        ) {
+            Ok(vif) => vif,
+            Err(e) => {
+                // The TAP went with the failed attach; Open vSwitch keeps its port row.
+                let _ = self.bridges.handle(&plug(Action::Offline));
+                return Err(e);
+            }
+        };
+        let token = self.next_token;
+        self.next_token += 1;
+        if let Err(e) = self
+            .epoll
+            .add(vif.link(), EpollEvent::new(EpollFlags::empty(), token))
+        {
+            let tap = vif.detach(&self.xen);
+            let _ = self.bridges.handle(&plug(Action::Offline));
+            drop(tap);
+            return Err(format!("{name}: epoll: {e}"));
         }
+        let key = (dom, v.id);
+        self.by_port.insert(vif.ctrl_port, Owner::VifCtrl(key));
+        self.links.insert(token, key);
+        log::info!("{name}: on {}, waiting for the frontend", v.bridge);
+        self.vifs.insert(
+            key,
+            Served {
+                vif,
+                bridge: v.bridge.clone(),
+                token,
+                watched: false,
+                data_ports: Vec::new(),
+            },
+        );
+        self.sync(key);
+        Ok(())
+    }
+
+    /// After a vif acted: its data ports in the port map, its TAP watched or not.
+    fn sync(&mut self, key: VifKey) {
+        let Some(s) = self.vifs.get_mut(&key) else {
+            return;
+        };
+        let ports = s.vif.data_ports();
+        if ports != s.data_ports {
+            for p in &s.data_ports {
+                self.by_port.remove(p);
+            }
+            for p in &ports {
+                self.by_port.insert(*p, Owner::VifData(key));
+            }
+            s.data_ports = ports;
+        }
+        let want = s.vif.wants_link() && self.links.contains_key(&s.token);
+        if want != s.watched && self.links.contains_key(&s.token) {
+            let flags = if want {
+                EpollFlags::EPOLLIN
+            } else {
+                EpollFlags::empty()
+            };
+            match self
+                .epoll
+                .modify(s.vif.link(), &mut EpollEvent::new(flags, s.token))
+            {
+                Ok(()) => s.watched = want,
+                Err(e) => log::warn!("{}: epoll: {e}", s.vif.name),
+            }
+        }
+    }
+
+    /// Stops serving a guest: console, vifs (TAPs removed, off their bridges), clients.
+    pub fn detach(&mut self, domid: DomId) {
+        self.detach_devices(domid);
         let gone: Vec<u64> = self
             .conns
             .iter()
@@ -189,12 +384,55 @@ impl Service {
         }
     }
 
+    fn detach_devices(&mut self, domid: DomId) {
+        if let Some(c) = self.consoles.remove(&domid) {
+            self.by_port.remove(&c.port);
+            c.detach(&self.xen.evtchn);
+        }
+        let keys: Vec<VifKey> = self
+            .vifs
+            .keys()
+            .filter(|(d, _)| *d == domid)
+            .copied()
+            .collect();
+        for key in keys {
+            let Some(s) = self.vifs.remove(&key) else {
+                continue;
+            };
+            self.again.remove(&key);
+            self.links.remove(&s.token);
+            self.by_port.remove(&s.vif.ctrl_port);
+            for p in &s.data_ports {
+                self.by_port.remove(p);
+            }
+            let _ = self.epoll.delete(s.vif.link());
+            let name = s.vif.name.clone();
+            let tap = s.vif.detach(&self.xen);
+            // Off the bridge while the TAP still exists (Open vSwitch keeps the port row of
+            // a vanished interface); the TAP goes when dropped.
+            let off = VifEvent {
+                action: Action::Offline,
+                vif: name.clone(),
+                control: Control::Noxs {
+                    bridge: Some(s.bridge.clone()),
+                },
+            };
+            if let Err(e) = self.bridges.handle(&off) {
+                log::warn!("{name}: leaving {}: {e}", s.bridge);
+            }
+            drop(tap);
+            log::info!("{name}: removed");
+        }
+    }
+
     /// Runs until `stop` is set.
     pub fn run(&mut self, stop: &AtomicBool) {
         let mut events = [EpollEvent::empty(); 64];
         let mut last_sweep = Instant::now();
         while !stop.load(Ordering::SeqCst) {
-            let n = match self.epoll.wait(&mut events, EpollTimeout::from(500u16)) {
+            // Vifs with work left are served again at once, after this round of events.
+            let timeout = if self.again.is_empty() { 500u16 } else { 0 };
+            let n = match self.epoll.wait(&mut events, EpollTimeout::from(timeout)) {
                 Ok(n) => n,
                 Err(nix::errno::Errno::EINTR) => 0,
                 Err(e) => {
@@ -203,19 +441,29 @@ impl Service {
                     0
                 }
             };
+            let pending = std::mem::take(&mut self.again);
             for ev in &events[..n] {
                 match ev.data() {
                     LISTENER => self.accept(),
                     EVTCHN => self.service_ports(),
+                    token if self.links.contains_key(&token) => {
+                        self.link_readable(token, ev.events())
+                    }
                     token => self.readable(token),
                 }
+            }
+            for key in pending {
+                self.vif_event(key, Owner::VifData(key));
             }
             if last_sweep.elapsed() >= SWEEP {
                 self.sweep();
                 last_sweep = Instant::now();
             }
         }
-        let all: Vec<DomId> = self.consoles.keys().copied().collect();
+        let mut all: Vec<DomId> = self.consoles.keys().copied().collect();
+        all.extend(self.vifs.keys().map(|(d, _)| *d));
+        all.sort();
+        all.dedup();
         for d in all {
             self.detach(d);
         }
@@ -223,7 +471,7 @@ impl Service {
     }
 
     fn service_ports(&mut self) {
-        let pending = match self.evtchn.pending() {
+        let pending = match self.xen.evtchn.pending() {
             Ok(p) => p,
             Err(e) => {
                 log::warn!("reading event channels: {e}");
@@ -231,31 +479,81 @@ impl Service {
             }
         };
         for port in pending {
-            if let Some(c) = self
-                .by_port
-                .get(&port)
-                .and_then(|d| self.consoles.get_mut(d))
-            {
-                c.service(&self.evtchn);
+            match self.by_port.get(&port).copied() {
+                Some(Owner::Console(d)) => {
+                    if let Some(c) = self.consoles.get_mut(&d) {
+                        c.service(&self.xen.evtchn);
+                    }
+                }
+                Some(owner @ (Owner::VifCtrl(key) | Owner::VifData(key))) => {
+                    self.vif_event(key, owner)
+                }
+                None => {}
             }
-            if let Err(e) = self.evtchn.unmask(port) {
-                log::debug!("unmask {port}: {e}");
+            // Ports unbound meanwhile (a vif that disconnected) are no longer ours.
+            if self.by_port.contains_key(&port) {
+                if let Err(e) = self.xen.evtchn.unmask(port) {
+                    log::debug!("unmask {port}: {e}");
+                }
             }
         }
+    }
+
+    /// A vif's channel fired (or it has work left).
+    fn vif_event(&mut self, key: VifKey, owner: Owner) {
+        let Some(s) = self.vifs.get_mut(&key) else {
+            return;
+        };
+        let more = match owner {
+            Owner::VifCtrl(_) => s.vif.on_ctrl(&self.xen, &mut self.scratch),
+            _ => s.vif.on_data(&self.xen, &mut self.scratch),
+        };
+        if more {
+            self.again.insert(key);
+        }
+        self.sync(key);
+    }
+
+    /// A vif's TAP has frames for the guest (or broke).
+    fn link_readable(&mut self, token: u64, flags: EpollFlags) {
+        let Some(&key) = self.links.get(&token) else {
+            return;
+        };
+        let Some(s) = self.vifs.get_mut(&key) else {
+            return;
+        };
+        if flags.intersects(EpollFlags::EPOLLERR | EpollFlags::EPOLLHUP) {
+            // The interface was deleted under us: stop watching it (it would wake the loop
+            // for ever); the guest keeps its rings until it is attached again.
+            log::warn!(
+                "{}: its TAP went away; the vif has no network until the guest is attached again",
+                s.vif.name
+            );
+            let _ = self.epoll.delete(s.vif.link());
+            self.links.remove(&token);
+            return;
+        }
+        if s.vif.on_link(&self.xen, &mut self.scratch) {
+            self.again.insert(key);
+        }
+        self.sync(key);
     }
 
     /// Detaches guests whose record is gone (destroyed behind a toolstack that then died).
     fn sweep(&mut self) {
         let Ok(records) = self.records() else { return };
-        let stale: Vec<DomId> = self
+        let mut stale: Vec<DomId> = self
             .consoles
             .keys()
-            .filter(|d| matches!(records.load(**d), Ok(None)))
             .copied()
+            .chain(self.vifs.keys().map(|(d, _)| *d))
+            .filter(|d| matches!(records.load(*d), Ok(None)))
             .collect();
+        stale.sort();
+        stale.dedup();
         for d in stale {
             if let Some(c) = self.consoles.get(&d) {
-                log::info!("domain {d} ({}): record gone, console released", c.name);
+                log::info!("domain {d} ({}): record gone, devices released", c.name);
             }
             self.detach(d);
         }
@@ -322,7 +620,7 @@ impl Service {
             Conn::Console { domid, .. } => {
                 let domid = *domid;
                 if let Some(c) = self.consoles.get_mut(&domid) {
-                    c.input(&chunk[..n], &self.evtchn);
+                    c.input(&chunk[..n], &self.xen.evtchn);
                 }
             }
             Conn::Request { buf, .. } => {

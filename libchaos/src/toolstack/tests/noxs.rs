@@ -259,6 +259,47 @@ fn noxs_vifs_get_a_control_page_a_channel_and_a_backend_record() {
     );
     assert_eq!(r.vifs[0].bridge, "br1");
     assert_eq!(r.vifs[0].ip.as_deref(), Some("10.0.0.2/24"));
+    // Each vif's control page is granted to dom0 under its reserved reference, and the
+    // record names it: xendevd maps it with gntdev.
+    assert_eq!(
+        (r.vifs[0].ctrl_gref, r.vifs[1].ctrl_gref),
+        (::noxs::VIF_CTRL_GREF_FIRST, ::noxs::VIF_CTRL_GREF_FIRST + 1)
+    );
+    let mut grants = w.sim.grant_entries(dom);
+    grants.sort_by_key(|g| g.gref);
+    let granted: Vec<(u32, DomId, u64)> = grants
+        .iter()
+        .map(|g| (g.gref, g.backend, g.frame))
+        .collect();
+    assert_eq!(
+        granted,
+        vec![
+            (0, DomId::DOM0, record.console.frame),
+            (2, DomId::DOM0, vif0.frame),
+            (3, DomId::DOM0, vif1.frame)
+        ]
+    );
+    assert_eq!((vif0.gref, record.devices[0].gref), (Some(2), None));
+    w.ts.destroy(dom).expect("destroy");
+    assert_eq!(leftovers(&w), before);
+}
+
+#[test]
+fn a_noxs_guest_with_more_vifs_than_reserved_grants_is_refused_before_anything_is_made() {
+    let w = world("noxs-vif-max");
+    let before = leftovers(&w);
+    let vifs = ["'bridge=xenbr0'"; ::noxs::VIF_MAX + 1].join(", ");
+    let cfg = noxs_config(&w, "many", &format!("vif = [{vifs}]"));
+    let err = w.ts.check_creatable(&cfg).unwrap_err();
+    assert!(err.to_string().contains("at most 6"), "{err}");
+    let err = w.ts.create(&cfg, true).unwrap_err();
+    assert!(err.to_string().contains("7 vifs"), "{err}");
+    assert_eq!(leftovers(&w), before);
+    // Six are fine.
+    let vifs = ["'bridge=xenbr0'"; ::noxs::VIF_MAX].join(", ");
+    let cfg = noxs_config(&w, "six", &format!("vif = [{vifs}]"));
+    let dom = w.ts.create(&cfg, true).expect("create").domid;
+    assert_eq!(w.sim.grant_entries(dom).len(), 1 + ::noxs::VIF_MAX);
     w.ts.destroy(dom).expect("destroy");
     assert_eq!(leftovers(&w), before);
 }

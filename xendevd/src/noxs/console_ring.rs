@@ -12,28 +12,7 @@ const IN_PROD: usize = 3076;
 const OUT_CONS: usize = 3080;
 const OUT_PROD: usize = 3084;
 
-/// A page shared with a guest: word access with volatile semantics, byte copies.
-pub trait SharedPage {
-    fn get32(&self, at: usize) -> u32;
-    fn put32(&mut self, at: usize, v: u32);
-    fn byte(&self, at: usize) -> u8;
-    fn set_byte(&mut self, at: usize, v: u8);
-}
-
-impl SharedPage for xen_dev::GrantMap {
-    fn get32(&self, at: usize) -> u32 {
-        self.read_u32(at)
-    }
-    fn put32(&mut self, at: usize, v: u32) {
-        self.write_u32(at, v)
-    }
-    fn byte(&self, at: usize) -> u8 {
-        self.bytes()[at]
-    }
-    fn set_byte(&mut self, at: usize, v: u8) {
-        self.bytes_mut()[at] = v;
-    }
-}
+use super::page::SharedPage;
 
 /// Takes what the guest wrote to its output ring into `out`; returns whether it consumed
 /// anything (then the guest is notified, it may be waiting for room). Indexes that claim more
