@@ -31,6 +31,8 @@ pub struct Meta {
     pub xen_total_mib: u64,
     pub dom0_mem_total_kib: u64,
     pub duration_s: f64,
+    /// Tools left out, and why.
+    pub skipped: Vec<String>,
 }
 
 /// One tool's numbers: its first guests against its last.
@@ -376,6 +378,9 @@ pub fn summary_text(
                 if k.delta() != 0 { "  <-" } else { "" }
             );
         }
+    }
+    for k in &meta.skipped {
+        let _ = writeln!(s, "skipped {k}");
     }
     for e in errors {
         let _ = writeln!(s, "error: {e}");

@@ -5,10 +5,11 @@
 
 use std::fmt::Write;
 
-const WIDTH: f64 = 960.0;
+const WIDTH: f64 = 1200.0;
 const HEIGHT: f64 = 600.0;
 const LEFT: f64 = 80.0;
-const RIGHT: f64 = 24.0;
+/// Room for the legend, right of the plot.
+const RIGHT: f64 = 330.0;
 const TOP: f64 = 48.0;
 const BOTTOM: f64 = 56.0;
 
@@ -274,10 +275,10 @@ impl Chart {
                 }
             }
         }
-        // legend, top left inside the plot
-        let mut ly = TOP + 18.0;
+        // legend, right of the plot
+        let mut ly = TOP + 12.0;
         for series in self.series.iter().filter(|s| s.in_legend) {
-            let lx = LEFT + 12.0;
+            let lx = LEFT + pw + 14.0;
             match series.style {
                 Style::Dots | Style::Markers => {
                     let _ = write!(

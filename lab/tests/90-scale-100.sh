@@ -1,0 +1,12 @@
+# The scale harness (benches/src/bin/scale) at 100 guests per chaos path (chaos create with
+# Xenstore, chaosd's shells, NoXS with xendevd, the library in-process) and xl to 20, timed at
+# 50 and 100 chaos guests. Passes when every creation and destroy succeeds, creation is flat
+# loosely (for each chaos path, the median of its last 20 creations is within 2x of its first
+# 20's; never an absolute time) and a churn of 40 create/destroy cycles gives every counted
+# resource back (Xen memory, Xenstore nodes, dom0 event channels, fds, mappings, /run/chaos).
+. "$XENLAB_TESTS/lib.sh"
+
+command -v scale >/dev/null || fail "scale: expected in PATH (xenlab builds it for *-scale-* tests)"
+scale -n "${SCALE_GUESTS:-100}" --xl-max 20 --xl-checkpoint-every 50 --xl-checkpoint-runs 2 \
+	--window 20 --max-ratio 2 --churn 40 --out "$PWD/results" ||
+	fail "scale harness: expected flat creation and a clean churn (summary above)"
