@@ -9,6 +9,7 @@
 //! - `xl`: `xl create`, a process per guest (and xl's own per-guest background process).
 
 use std::fs::File;
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -229,13 +230,19 @@ impl Tool {
                 )?;
                 let socket = libchaos::daemon::socket_in(&setup.run_dir);
                 let target = setup.pool_shells as usize;
-                let ready = wait_for(Duration::from_secs(120), || {
-                    d.alive()
-                        && Client::connect(&socket)
+                // (a daemon that died ends the wait too, and is reported below)
+                wait_for(Duration::from_secs(120), || {
+                    !d.alive()
+                        || Client::connect(&socket)
                             .ok()
                             .and_then(|mut c| c.status().ok())
                             .is_some_and(|s| s.flavors.iter().all(|f| f.ready >= target))
                 });
+                let ready = d.alive()
+                    && Client::connect(&socket)
+                        .ok()
+                        .and_then(|mut c| c.status().ok())
+                        .is_some_and(|s| s.flavors.iter().all(|f| f.ready >= target));
                 self.daemon = Some(d);
                 if !ready {
                     return Err(format!(
@@ -245,8 +252,11 @@ impl Tool {
             }
             Kind::CliNoxs => {
                 let mut d = Daemon::spawn("xendevd", &[], &setup.out_dir.join("xendevd.log"))?;
+                // Listening, not only there: a socket file may outlive an earlier xendevd.
                 let socket = Path::new(xendevd_api::DEFAULT_SOCKET);
-                let ready = wait_for(Duration::from_secs(30), || d.alive() && socket.exists());
+                let listening = || UnixStream::connect(socket).is_ok();
+                wait_for(Duration::from_secs(30), || !d.alive() || listening());
+                let ready = d.alive() && listening();
                 self.daemon = Some(d);
                 if !ready {
                     return Err(format!(
