@@ -105,6 +105,8 @@ pub struct HostSample {
     /// The daemons', keyed by name (absent when not running).
     pub procs: Vec<(String, ProcSample)>,
     pub harness: ProcSample,
+    /// Event channels dom0's kernel has bound (its own and its processes').
+    pub dom0_evtchns: u64,
     /// Xenstore nodes (a walk of the whole tree; only at some samples, it costs requests).
     pub xs_nodes: Option<u64>,
 }
@@ -139,6 +141,7 @@ pub fn sample(
             .filter_map(|d| Some((d.to_string(), proc_sample(find_pid(d)?))))
             .collect(),
         harness: proc_sample(std::process::id()),
+        dom0_evtchns: dom0_event_channels(),
         xs_nodes: if with_nodes { xenstore_nodes() } else { None },
     }
 }

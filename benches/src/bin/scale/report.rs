@@ -58,6 +58,7 @@ pub struct ToolSummary {
     /// Resident-set growth per guest of each daemon that ran.
     pub rss_kib_per_guest: Vec<(String, f64)>,
     pub xs_nodes_per_guest: Option<f64>,
+    pub dom0_evtchns_per_guest: Option<f64>,
     /// CPU ms per created guest of each daemon (and this harness), over the first ~100 guests
     /// and over the last ~100.
     pub cpu_ms_per_guest: Vec<(String, f64, f64)>,
@@ -203,6 +204,7 @@ pub fn summarize(
                         _ => None,
                     }
                 },
+                dom0_evtchns_per_guest: per_guest(&|s| Some(s.dom0_evtchns as f64)),
                 cpu_ms_per_guest: cpu,
                 phases,
             }
@@ -298,7 +300,7 @@ pub fn summary_text(
         "(ms: median wall time of the first {w} creations and of the last {w}; chaos: the toolstack's own phases; destroy: the first {w} destroys, with the most guests running, and the last {w}; KiB/g: memory per guest)"
     );
     for t in tools {
-        if let Some(p) = t.from_pool {
+        if let Some(p) = t.from_pool.filter(|_| t.tool == Kind::Chaosd.name()) {
             let _ = writeln!(s, "{}: {p} of {} from a ready shell", t.tool, t.created);
         }
         let rss: Vec<String> = t
@@ -309,10 +311,11 @@ pub fn summary_text(
         if !rss.is_empty() || t.xs_nodes_per_guest.is_some() {
             let _ = writeln!(
                 s,
-                "{}: RSS KiB per guest: {}; Xenstore nodes per guest: {}",
+                "{}: RSS KiB per guest: {}; Xenstore nodes per guest: {}; dom0 event channels per guest: {}",
                 t.tool,
                 rss.join(", "),
-                opt(t.xs_nodes_per_guest, 1)
+                opt(t.xs_nodes_per_guest, 1),
+                opt(t.dom0_evtchns_per_guest, 2)
             );
         }
         if !t.cpu_ms_per_guest.is_empty() {
@@ -413,7 +416,9 @@ fn csv_samples(samples: &[Sample]) -> String {
 }
 
 fn csv_host(host: &[HostSample]) -> String {
-    let mut s = String::from("tool,running,t_s,xen_free_kib,dom0_mem_available_kib,xs_nodes,harness_rss_kib,harness_cpu_ms");
+    let mut s = String::from(
+        "tool,running,t_s,xen_free_kib,dom0_mem_available_kib,dom0_evtchns,xs_nodes,harness_rss_kib,harness_cpu_ms",
+    );
     for d in DAEMONS {
         let _ = write!(s, ",{d}_rss_kib,{d}_cpu_ms,{d}_fds");
     }
@@ -421,12 +426,13 @@ fn csv_host(host: &[HostSample]) -> String {
     for h in host {
         let _ = write!(
             s,
-            "{},{},{:.3},{},{},{},{},{}",
+            "{},{},{:.3},{},{},{},{},{},{}",
             h.tool,
             h.running,
             h.t_s,
             h.xen_free_kib,
             h.dom0_mem_available_kib,
+            h.dom0_evtchns,
             h.xs_nodes.map_or(String::new(), |n| n.to_string()),
             h.harness.rss_kib,
             h.harness.cpu_ms
