@@ -10,8 +10,10 @@ use libchaos::hypervisor::{Hypervisor, PAGE_SIZE};
 use libchaos::xenstore::{TxId, Xenstore, XsClient};
 use serde::Serialize;
 
-/// The dom0 processes the harness watches, by their command name.
-pub const DAEMONS: [&str; 4] = ["xenstored", "xenconsoled", "chaosd", "xendevd"];
+/// The dom0 processes the harness watches, by their command name. `chaos` is the reaper
+/// (`chaos reap --watch`, started by the first `chaos create`): samples are taken between
+/// creations, when no other chaos process runs.
+pub const DAEMONS: [&str; 5] = ["xenstored", "xenconsoled", "chaosd", "xendevd", "chaos"];
 
 /// Linux's USER_HZ on x86: /proc/<pid>/stat counts CPU time in these ticks.
 const TICKS_PER_S: u64 = 100;
