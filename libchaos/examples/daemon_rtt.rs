@@ -31,7 +31,9 @@ fn run(socket: &Path, config: &Path, n: u32) -> Result<(), String> {
     for i in 1..=n {
         let cfg = base.numbered(i, n.max(2)).map_err(|e| e.to_string())?;
         let t = Instant::now();
-        let created = client.create(&cfg, true, false).map_err(|e| e.to_string())?;
+        let created = client
+            .create(&cfg, true, false)
+            .map_err(|e| e.to_string())?;
         let w = t.elapsed().as_secs_f64() * 1000.0;
         let inner = created.timings.total_us() as f64 / 1000.0;
         println!(
@@ -45,7 +47,9 @@ fn run(socket: &Path, config: &Path, n: u32) -> Result<(), String> {
     let mut over: Vec<f64> = wall.iter().zip(&inside).map(|(w, i)| w - i).collect();
     let (w, i, o) = (median(&mut wall), median(&mut inside), median(&mut over));
     println!("median: {w:.3} ms request to reply, {i:.3} ms inside, {o:.3} ms socket and daemon");
-    println!(r#"DAEMON-RTT {{"rounds":{n},"rtt_ms":{w:.3},"inside_ms":{i:.3},"overhead_ms":{o:.3}}}"#);
+    println!(
+        r#"DAEMON-RTT {{"rounds":{n},"rtt_ms":{w:.3},"inside_ms":{i:.3},"overhead_ms":{o:.3}}}"#
+    );
     Ok(())
 }
 

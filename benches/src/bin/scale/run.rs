@@ -60,6 +60,21 @@ impl Ctx<'_> {
     pub fn sample_host(&mut self, tool: &str, running: u32, nodes: bool) {
         let t = self.t_s();
         let s = host::sample(self.hv, tool, running, t, nodes);
+        // A daemon that was there and is gone (crashed, killed) explains what fails next.
+        if let Some(prev) = self.host.last() {
+            for (name, p) in &prev.procs {
+                let same = s.proc(name).is_some_and(|q| q.pid == p.pid);
+                let stopped_by_us = matches!(name.as_str(), "chaosd" | "xendevd" | "chaos");
+                if !same && !stopped_by_us {
+                    let msg = format!(
+                        "{name} (pid {}) is gone at {running} {tool} guests; last seen with RSS {} KiB, {} fds",
+                        p.pid, p.rss_kib, p.fds
+                    );
+                    println!("scale: {msg}");
+                    self.errors.push(msg);
+                }
+            }
+        }
         self.host.push(s);
     }
 
@@ -181,6 +196,12 @@ pub fn run_tool(ctx: &mut Ctx<'_>, tool: &mut Tool, n: u32, checkpoints: Option<
     let kind = tool.kind;
     let name = kind.name();
     println!("scale: {name}: {} — {n} guests", kind.describe());
+    if kind.needs_xenstore() && host::find_pid("xenstored").is_none() {
+        let msg = format!("{name}: skipped: xenstored is not running");
+        println!("scale: {msg}");
+        ctx.errors.push(msg);
+        return;
+    }
     if let Err(e) = tool.start(ctx.setup) {
         ctx.errors.push(format!("{name}: start: {e}"));
         println!("scale: {name}: cannot start: {e}");

@@ -66,6 +66,11 @@ impl Kind {
         self != Kind::Xl
     }
 
+    /// Whether the tool needs xenstored (all but NoXS).
+    pub fn needs_xenstore(self) -> bool {
+        self != Kind::CliNoxs
+    }
+
     pub fn describe(self) -> &'static str {
         match self {
             Kind::CliXs => "chaos create --local (Xenstore)",
@@ -177,22 +182,49 @@ impl std::fmt::Debug for Tool {
     }
 }
 
+/// Longest one command may take: a tool that hangs (xl waits forever for a xenstored that
+/// died) is killed and reported instead of stalling the whole run.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Runs `cmd` to its end (at most [`COMMAND_TIMEOUT`]); its wall time in microseconds and
+/// its stdout.
 fn run_timed(cmd: &mut Command) -> Result<(u64, String), String> {
+    let shown = format!("{:?}", cmd.get_program());
     let t = Instant::now();
-    let out = cmd
+    let child = cmd
         .stdin(Stdio::null())
-        .output()
-        .map_err(|e| format!("cannot run {cmd:?}: {e}"))?;
-    let wall_us = t.elapsed().as_micros() as u64;
+        .stderr(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot run {shown}: {e}"))?;
+    let pid = Pid::from_raw(child.id() as i32);
+    // The waiting thread ends the timing the moment the child is reaped.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let out = child.wait_with_output();
+        let _ = tx.send((out, t.elapsed()));
+    });
+    let (out, took) = match rx.recv_timeout(COMMAND_TIMEOUT) {
+        Ok(r) => r,
+        Err(_) => {
+            let _ = kill(pid, Signal::SIGKILL);
+            return Err(format!(
+                "{shown} did not finish within {COMMAND_TIMEOUT:?}; killed"
+            ));
+        }
+    };
+    let out = out.map_err(|e| format!("{shown}: {e}"))?;
     if !out.status.success() {
         return Err(format!(
-            "{:?} failed ({}): {}",
-            cmd.get_program(),
+            "{shown} failed ({}): {}",
             out.status,
             String::from_utf8_lossy(&out.stderr).trim()
         ));
     }
-    Ok((wall_us, String::from_utf8_lossy(&out.stdout).into_owned()))
+    Ok((
+        took.as_micros() as u64,
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    ))
 }
 
 fn quoted_name(name: &str) -> String {
@@ -325,8 +357,6 @@ impl Tool {
                     cmd.arg("-p");
                 }
                 cmd.arg(&setup.xs_cfg).arg(quoted_name(name));
-                // xl's background process keeps xl's stdout open: do not wait for its end.
-                cmd.stdout(Stdio::null());
                 let (wall_us, _) = run_timed(&mut cmd)?;
                 Ok(Made {
                     wall_us,
