@@ -55,9 +55,13 @@ struct Cli {
     /// xl creations per checkpoint.
     #[arg(long, default_value_t = 3)]
     xl_checkpoint_runs: u32,
-    /// Leave the guests paused (default: running; the noop guest idles).
-    #[arg(short, long)]
+    /// Leave the guests paused (the default; kept for scripts that say so).
+    #[arg(short, long, conflicts_with = "running")]
     paused: bool,
+    /// Unpause the guests (the noop guest idles). Under TCG, hundreds of running Xenstore-plane
+    /// noop guests have crashed dom0 processes (chaos, xenstored) in the lab.
+    #[arg(long)]
+    running: bool,
     /// The guest kernel.
     #[arg(long, default_value = "/guest/noop")]
     kernel: PathBuf,
@@ -167,7 +171,7 @@ fn run_all(cli: Cli) -> Result<bool, String> {
     let setup = Setup {
         xs_cfg,
         noxs_cfg,
-        paused: cli.paused,
+        paused: !cli.running,
         out_dir: cli.out.clone(),
         pool_shells: cli.pool_shells,
         run_dir: run_dir.clone(),
@@ -228,7 +232,7 @@ fn run_all(cli: Cli) -> Result<bool, String> {
         kernel: cli.kernel.display().to_string(),
         kernel_bytes: std::fs::metadata(&cli.kernel).map(|m| m.len()).unwrap_or(0),
         memory_mib: cli.memory,
-        paused: cli.paused,
+        paused: !cli.running,
         tools: kinds.iter().map(|k| k.name()).collect(),
         xl_max: cli.xl_max,
         pool_shells: cli.pool_shells,
