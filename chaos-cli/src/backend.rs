@@ -33,6 +33,54 @@ pub fn run_root(kind: HypervisorKind, run_dir: Option<PathBuf>) -> PathBuf {
     runtime::run_dir(kind.host(), run_dir)
 }
 
+/// Who opens the host: a `chaos` command, or chaosd (which holds a simulated host for its
+/// whole life).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Opener {
+    Command,
+    Daemon,
+}
+
+/// The lock that keeps other processes off a simulated host while one uses it. A command waits
+/// for another command (they are short), but not for chaosd, which holds the host as long as
+/// it runs: on the sim, chaosd serves `chaos create` and `chaos pool status`, and every other
+/// command is refused at once, saying so.
+fn lock_sim_host(root: &std::path::Path, opener: Opener) -> Result<File, String> {
+    let lock_path = root.join("sim.lock");
+    let shown = |e: std::io::Error| format!("{}: {e}", lock_path.display());
+    let lock = File::create(&lock_path).map_err(shown)?;
+    match lock.try_lock() {
+        Ok(()) => return Ok(lock),
+        Err(std::fs::TryLockError::Error(e)) => return Err(shown(e)),
+        Err(std::fs::TryLockError::WouldBlock) => {}
+    }
+    // Another command holds it (for a moment), or a chaosd starting up (it takes chaosd.lock
+    // right after): wait, looking again for chaosd.
+    loop {
+        if opener == Opener::Command && daemon_holds(root) {
+            return Err(format!(
+                "chaosd is running on the simulated host in {} and holds it: on --hypervisor sim only `chaos create` and `chaos pool status` go through chaosd; stop chaosd for other commands",
+                root.display()
+            ));
+        }
+        match lock.try_lock() {
+            Ok(()) => return Ok(lock),
+            Err(std::fs::TryLockError::Error(e)) => return Err(shown(e)),
+            Err(std::fs::TryLockError::WouldBlock) => {
+                std::thread::sleep(std::time::Duration::from_millis(20))
+            }
+        }
+    }
+}
+
+/// Whether a chaosd runs on this runtime directory (it holds chaosd.lock while it runs).
+fn daemon_holds(root: &std::path::Path) -> bool {
+    let Ok(f) = File::open(root.join("chaosd.lock")) else {
+        return false;
+    };
+    matches!(f.try_lock(), Err(std::fs::TryLockError::WouldBlock))
+}
+
 #[derive(Debug)]
 pub struct Backend {
     ts: Arc<Toolstack>,
@@ -42,6 +90,15 @@ pub struct Backend {
 
 impl Backend {
     pub fn open(kind: HypervisorKind, run_dir: Option<PathBuf>) -> Result<Self, String> {
+        Self::open_as(kind, run_dir, Opener::Command)
+    }
+
+    /// [`open`](Self::open) for `opener` (chaosd passes [`Opener::Daemon`]).
+    pub fn open_as(
+        kind: HypervisorKind,
+        run_dir: Option<PathBuf>,
+        opener: Opener,
+    ) -> Result<Self, String> {
         match kind {
             HypervisorKind::Xen => {
                 let hv = XenHypervisor::open().map_err(|e| e.to_string())?;
@@ -58,14 +115,14 @@ impl Backend {
             HypervisorKind::Sim => {
                 let root = run_root(kind, run_dir);
                 let state = StateDir::open(&root).map_err(|e| e.to_string())?;
-                let lock_path = root.join("sim.lock");
-                let lock = File::create(&lock_path)
-                    .and_then(|f| f.lock().map(|()| f))
-                    .map_err(|e| format!("{}: {e}", lock_path.display()))?;
+                let lock = lock_sim_host(&root, opener)?;
                 let saved = root.join("sim-host.json");
+                // Saved after every change, so that a killed command or chaosd loses nothing
+                // it reported.
                 let sim = Arc::new(
                     SimHypervisor::load_or_new(&saved, SimConfig::default())
-                        .map_err(|e| e.to_string())?,
+                        .map_err(|e| e.to_string())?
+                        .with_autosave(&saved),
                 );
                 let xs: Arc<dyn Xenstore> = Arc::new(MemStore::new());
                 Ok(Backend {

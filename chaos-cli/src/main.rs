@@ -3,6 +3,7 @@
 //! This crate holds no toolstack logic: it parses arguments, calls libchaos and prints tables or
 //! JSON.
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
@@ -139,7 +140,8 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("chaos: error: {e}");
+            // Not eprintln!: a closed stderr must not turn an error into a panic.
+            let _ = writeln!(std::io::stderr(), "chaos: error: {e}");
             ExitCode::FAILURE
         }
     }
@@ -161,10 +163,17 @@ fn run(cli: Cli) -> Result<(), String> {
             file,
             overrides,
         } => {
-            if let Some(client) = connect(&socket, *daemon || *pool_only)? {
-                return create_via_daemon(
-                    client, file, overrides, *paused, *count, *json, *pool_only,
-                );
+            let required = *daemon || *pool_only;
+            if let Some(client) = connect(&socket, required)? {
+                match create_via_daemon(client, file, overrides, *paused, *count, *json, *pool_only)
+                {
+                    // chaosd got nothing of the request: doing it here cannot do it twice.
+                    Err(Routed::NotSent(e)) if !required => {
+                        log::warn!("{e}; creating locally");
+                    }
+                    Err(Routed::NotSent(e) | Routed::Failed(e)) => return Err(e),
+                    Ok(()) => return Ok(()),
+                }
             }
         }
         Command::Pool {
@@ -257,7 +266,7 @@ fn connect(socket: &std::path::Path, required: bool) -> Result<Option<Client>, S
 fn load_config(file: &std::path::Path, overrides: &[String]) -> Result<DomainConfig, String> {
     let loaded = libchaos::config::load(file, overrides).map_err(|e| e.to_string())?;
     for w in &loaded.warnings {
-        eprintln!("chaos: warning: {w}");
+        let _ = writeln!(std::io::stderr(), "chaos: warning: {w}");
     }
     Ok(loaded.config)
 }
@@ -299,6 +308,11 @@ fn create_each(
             p.clear();
         }
         output::created(&created, json)?;
+        // The reader went away (`chaos create -n 100 | head -1`): that is the end, as for any
+        // command in a pipe; the guests made so far are recorded.
+        if output::closed() {
+            break;
+        }
         if let Some(p) = &mut progress {
             p.advance();
         }
@@ -309,6 +323,13 @@ fn create_each(
     Ok(())
 }
 
+/// How a creation through chaosd failed.
+enum Routed {
+    /// chaosd got nothing of the first request (the local path may still do it).
+    NotSent(String),
+    Failed(String),
+}
+
 fn create_via_daemon(
     mut client: Client,
     file: &std::path::Path,
@@ -317,13 +338,24 @@ fn create_via_daemon(
     count: u32,
     json: bool,
     pool_only: bool,
-) -> Result<(), String> {
-    let base = load_for_daemon(file, overrides)?;
-    create_each(&base, count, json, |cfg| {
-        client
-            .create(cfg, paused, pool_only)
-            .map_err(|e| e.to_string())
-    })
+) -> Result<(), Routed> {
+    let base = load_for_daemon(file, overrides).map_err(Routed::Failed)?;
+    let mut first_unsent = None;
+    let mut first = true;
+    let result = create_each(&base, count, json, |cfg| {
+        let r = client.create(cfg, paused, pool_only);
+        if let Err(e) = &r {
+            if first && e.nothing_sent() {
+                first_unsent = Some(e.to_string());
+            }
+        }
+        first = false;
+        r.map_err(|e| e.to_string())
+    });
+    match (result, first_unsent) {
+        (Err(_), Some(e)) => Err(Routed::NotSent(e)),
+        (r, _) => r.map_err(Routed::Failed),
+    }
 }
 
 fn create(
@@ -367,18 +399,25 @@ fn reap_watch(
             None if exit_when_idle => return Ok(()),
             None => {
                 if !said {
-                    eprintln!("chaos: another process reaps; waiting to take over");
+                    let _ = writeln!(
+                        std::io::stderr(),
+                        "chaos: another process reaps; waiting to take over"
+                    );
                     said = true;
                 }
                 std::thread::sleep(Duration::from_secs(1));
             }
         }
     };
-    let never = AtomicBool::new(false);
+    // Until killed (or idle), or until the reader of its output goes away.
+    let stop = AtomicBool::new(false);
     let idle = exit_when_idle.then_some(reaper::IDLE_EXIT);
-    ts.run_reaper(&never, idle, poll, |done| {
+    ts.run_reaper(&stop, idle, poll, |done| {
         if let Err(e) = output::reaped(done, json) {
             log::error!("{e}");
+        }
+        if output::closed() {
+            stop.store(true, std::sync::atomic::Ordering::Release);
         }
     });
     Ok(())

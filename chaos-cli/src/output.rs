@@ -1,7 +1,12 @@
 //! What the commands print: xl-like tables for people, JSON for programs.
+//!
+//! Everything goes through [`line`]: a reader that went away (EPIPE, as in `chaos list | head
+//! -1`) ends the output quietly instead of failing (or, with `println!`, panicking) the
+//! command; [`closed`] tells the commands that print as they go to stop.
 
 use std::io::{IsTerminal, Write};
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use libchaos::config::Action;
@@ -9,6 +14,37 @@ use libchaos::daemon::{Percentiles, PoolStatus};
 use libchaos::hypervisor::{DomId, NoxsFlavour, PhysInfo, PAGE_SIZE};
 use libchaos::toolstack::{Created, CreationPath, DomainSummary, Via};
 use serde_json::json;
+
+/// Set once stdout's reader has gone.
+static CLOSED: AtomicBool = AtomicBool::new(false);
+
+/// Prints one line on stdout. EPIPE is the end of the output, not an error.
+pub fn line(args: std::fmt::Arguments<'_>) -> Result<(), String> {
+    if closed() {
+        return Ok(());
+    }
+    let mut out = std::io::stdout().lock();
+    match writeln!(out, "{args}").and_then(|()| out.flush()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+            CLOSED.store(true, Ordering::Relaxed);
+            Ok(())
+        }
+        Err(e) => Err(format!("writing to stdout: {e}")),
+    }
+}
+
+/// Whether stdout's reader has gone (nothing more will be printed).
+pub fn closed() -> bool {
+    CLOSED.load(Ordering::Relaxed)
+}
+
+/// `println!` through [`line`]; evaluates to its `Result`.
+macro_rules! out {
+    ($($arg:tt)*) => {
+        line(format_args!($($arg)*))
+    };
+}
 
 fn to_json<T: serde::Serialize>(value: &T) -> Result<String, String> {
     serde_json::to_string(value).map_err(|e| format!("cannot print JSON: {e}"))
@@ -18,7 +54,7 @@ pub fn created(c: &Created, json: bool) -> Result<(), String> {
     if json {
         let mut v = serde_json::to_value(c).map_err(|e| format!("cannot print JSON: {e}"))?;
         v["total_us"] = json!(c.timings.total_us());
-        println!("{}", to_json(&v)?);
+        out!("{}", to_json(&v)?)?;
     } else {
         let phases: Vec<String> = c
             .timings
@@ -26,7 +62,7 @@ pub fn created(c: &Created, json: bool) -> Result<(), String> {
             .iter()
             .map(|p| format!("{} {:.3}", p.name, p.us as f64 / 1000.0))
             .collect();
-        println!(
+        out!(
             "Created domain {} ({}){} via the {} path ({}) in {:.3} ms [{} ms]",
             c.domid,
             c.name,
@@ -41,25 +77,35 @@ pub fn created(c: &Created, json: bool) -> Result<(), String> {
             },
             c.timings.total_us() as f64 / 1000.0,
             phases.join(", ")
-        );
+        )?;
     }
     Ok(())
 }
 
 pub fn list(domains: &[DomainSummary], json: bool) -> Result<(), String> {
     if json {
-        println!("{}", to_json(&domains)?);
+        out!("{}", to_json(&domains)?)?;
         return Ok(());
     }
-    println!(
+    out!(
         "{:<40} {:>5} {:>7} {:>5} {:>8} {:>9}",
-        "Name", "ID", "Mem", "VCPUs", "State", "Time(s)"
-    );
+        "Name",
+        "ID",
+        "Mem",
+        "VCPUs",
+        "State",
+        "Time(s)"
+    )?;
     for d in domains {
-        println!(
+        out!(
             "{:<40} {:>5} {:>7} {:>5} {:>8} {:>9.1}",
-            d.name, d.domid, d.memory_mib, d.vcpus, d.state, d.cpu_time_s
-        );
+            d.name,
+            d.domid,
+            d.memory_mib,
+            d.vcpus,
+            d.state,
+            d.cpu_time_s
+        )?;
     }
     Ok(())
 }
@@ -70,10 +116,10 @@ pub fn reaped(reaped: &[(DomId, Action)], json: bool) -> Result<(), String> {
             .iter()
             .map(|(d, a)| json!({"domid": d, "action": a}))
             .collect();
-        println!("{}", to_json(&v)?);
+        out!("{}", to_json(&v)?)?;
     } else {
         for (d, a) in reaped {
-            println!("domain {d}: {a:?}");
+            out!("domain {d}: {a:?}")?;
         }
     }
     Ok(())
@@ -97,11 +143,11 @@ pub fn info(
         "chaos_version": env!("CARGO_PKG_VERSION"),
     });
     if json {
-        println!("{}", to_json(&v)?);
+        out!("{}", to_json(&v)?)?;
     } else if let Some(map) = v.as_object() {
         for (k, val) in map {
             let shown = val.as_str().map_or_else(|| val.to_string(), str::to_string);
-            println!("{k:<18}: {shown}");
+            out!("{k:<18}: {shown}")?;
         }
     }
     Ok(())
@@ -109,10 +155,10 @@ pub fn info(
 
 pub fn pool_status(s: &PoolStatus, json: bool) -> Result<(), String> {
     if json {
-        println!("{}", to_json(s)?);
+        out!("{}", to_json(s)?)?;
         return Ok(());
     }
-    println!(
+    out!(
         "chaosd: up {:.0} s, host free {} MiB (reserve {} MiB{}), refill {:.1} shells/s, {} reclaimed at start",
         s.uptime_s,
         s.free_mib,
@@ -120,13 +166,18 @@ pub fn pool_status(s: &PoolStatus, json: bool) -> Result<(), String> {
         if s.held_by_reserve { ", refills held" } else { "" },
         s.refill_per_s,
         s.reclaimed
-    );
-    println!(
+    )?;
+    out!(
         "{:<44} {:>6} {:>6} {:>9} {:>8} {:>8}",
-        "Flavor", "Ready", "Target", "Preparing", "Prepared", "Taken"
-    );
+        "Flavor",
+        "Ready",
+        "Target",
+        "Preparing",
+        "Prepared",
+        "Taken"
+    )?;
     for f in &s.flavors {
-        println!(
+        out!(
             "{:<44} {:>6} {:>6} {:>9} {:>8} {:>8}",
             libchaos::daemon::describe_flavor(&f.flavor),
             f.ready,
@@ -134,25 +185,32 @@ pub fn pool_status(s: &PoolStatus, json: bool) -> Result<(), String> {
             f.preparing,
             f.prepared,
             f.taken
-        );
+        )?;
         if let Some(e) = &f.last_error {
-            println!("  last refill failed: {e}");
+            out!("  last refill failed: {e}")?;
         }
     }
-    println!(
+    out!(
         "{:<24} {:>7} {:>10} {:>10} {:>10}",
-        "Latency (ms)", "Count", "p50", "p90", "p99"
-    );
+        "Latency (ms)",
+        "Count",
+        "p50",
+        "p90",
+        "p99"
+    )?;
     let row = |what: &str, p: &Percentiles| {
-        println!(
+        out!(
             "{:<24} {:>7} {:>10.3} {:>10.3} {:>10.3}",
-            what, p.count, p.p50_ms, p.p90_ms, p.p99_ms
-        );
+            what,
+            p.count,
+            p.p50_ms,
+            p.p90_ms,
+            p.p99_ms
+        )
     };
-    row("create from a shell", &s.pool_create);
-    row("create direct", &s.direct_create);
-    row("prepare (background)", &s.prepare);
-    Ok(())
+    row("create from a shell", &s.pool_create)?;
+    row("create direct", &s.direct_create)?;
+    row("prepare (background)", &s.prepare)
 }
 
 /// Progress of `chaos create -n N` while the guests come: count, rate and time left, redrawn

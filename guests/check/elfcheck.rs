@@ -20,6 +20,10 @@ const NOTE_XEN_VERSION: u32 = 5;
 const NOTE_GUEST_OS: u32 = 6;
 const NOTE_LOADER: u32 = 8;
 const NOTE_PHYS32_ENTRY: u32 = 18;
+// noxs/ABI.md section 1: owner "chaos", type 1, desc u32 = the NoXS ABI version.
+const CHAOS_OWNER: &[u8] = b"chaos\0";
+const CHAOS_NOTE_NOXS: u32 = 1;
+const CHAOS_NOXS_ABI: u32 = 2;
 
 struct Segment {
     kind: u32,
@@ -46,6 +50,7 @@ impl Segment {
 }
 
 struct Note {
+    name: Vec<u8>,
     kind: u32,
     desc: Vec<u8>,
 }
@@ -102,8 +107,8 @@ fn segments(d: &[u8]) -> Result<Vec<Segment>, String> {
         .collect()
 }
 
-/// Xen notes of all PT_NOTE segments (name "Xen"; 4-byte aligned name and descriptor).
-fn xen_notes(d: &[u8], segs: &[Segment]) -> Result<Vec<Note>, String> {
+/// Notes of all PT_NOTE segments (4-byte aligned name and descriptor).
+fn all_notes(d: &[u8], segs: &[Segment]) -> Result<Vec<Note>, String> {
     let mut notes = Vec::new();
     for s in segs.iter().filter(|s| s.kind == PT_NOTE) {
         let (mut off, end) = (s.offset, s.offset + s.filesz);
@@ -120,12 +125,11 @@ fn xen_notes(d: &[u8], segs: &[Segment]) -> Result<Vec<Note>, String> {
                 d.get(o as usize..(o + u64::from(n)) as usize)
                     .unwrap_or(&[])
             };
-            if slice(name_off, namesz) == b"Xen\0" {
-                notes.push(Note {
-                    kind,
-                    desc: slice(desc_off, descsz).to_vec(),
-                });
-            }
+            notes.push(Note {
+                name: slice(name_off, namesz).to_vec(),
+                kind,
+                desc: slice(desc_off, descsz).to_vec(),
+            });
             off = next;
         }
     }
@@ -158,6 +162,24 @@ fn note_str(notes: &[Note], kind: u32, what: &str) -> Result<String, String> {
         }
         _ => Err(format!(
             "Xen note {what}: expected a NUL-terminated printable string"
+        )),
+    }
+}
+
+/// The kernel says it implements the NoXS frontend (ABI version 2).
+fn check_chaos_note(notes: &[Note]) -> Result<(), String> {
+    let note = notes
+        .iter()
+        .find(|n| n.name == CHAOS_OWNER && n.kind == CHAOS_NOTE_NOXS)
+        .ok_or("chaos note (owner \"chaos\", type 1: NoXS frontend) missing")?;
+    match <[u8; 4]>::try_from(note.desc.as_slice()).map(u32::from_le_bytes) {
+        Ok(CHAOS_NOXS_ABI) => Ok(()),
+        Ok(v) => Err(format!(
+            "chaos note: NoXS ABI version {v}, expected {CHAOS_NOXS_ABI}"
+        )),
+        Err(_) => Err(format!(
+            "chaos note: {}-byte descriptor, expected a 4-byte version",
+            note.desc.len()
         )),
     }
 }
@@ -212,7 +234,9 @@ fn check(d: &[u8]) -> Result<Summary, String> {
         ));
     }
 
-    let notes = xen_notes(d, &segs)?;
+    let all = all_notes(d, &segs)?;
+    check_chaos_note(&all)?;
+    let notes: Vec<Note> = all.into_iter().filter(|n| n.name == b"Xen\0").collect();
     if notes.is_empty() {
         return Err("no Xen ELF notes (PT_NOTE with name \"Xen\")".into());
     }
@@ -328,12 +352,28 @@ fn self_test(good: &[u8]) -> Result<usize, String> {
             NOTE_XEN_VERSION => v[at + 4] += bump, // "xen-3.0" -> "xen-4.0"
             NOTE_LOADER => v[at] += bump,
             NOTE_PHYS32_ENTRY if bump == 0xff => v[at - 8] = 0x7f, // note type 18 -> 127
-            NOTE_PHYS32_ENTRY => v[at + 2] ^= 0x40, // 0x10xxxx -> 0x50xxxx
-            _ if bump == 0 => v[at + 3] ^= 0x40, // far away
+            NOTE_PHYS32_ENTRY => v[at + 2] ^= 0x40,                // 0x10xxxx -> 0x50xxxx
+            _ if bump == 0 => v[at + 3] ^= 0x40,                   // far away
             _ => v[at] = v[at].wrapping_add(bump),
         }
         cases.push((what, v));
     }
+    // The chaos note: header (namesz 6, descsz 4, type 1), "chaos\0\0\0", version.
+    let chaos = (0..good.len().saturating_sub(24))
+        .find(|&i| {
+            good[i..i + 12] == [6, 0, 0, 0, 4, 0, 0, 0, 1, 0, 0, 0]
+                && &good[i + 12..i + 18] == CHAOS_OWNER
+        })
+        .ok_or("reference image has no chaos note")?;
+    let mut v = good.to_vec();
+    v[chaos + 12] = b'C';
+    cases.push(("chaos note missing (owner renamed)", v));
+    let mut v = good.to_vec();
+    v[chaos + 20] = 1;
+    cases.push(("chaos note with NoXS ABI version 1", v));
+    let mut v = good.to_vec();
+    v[chaos + 8] = 2;
+    cases.push(("chaos note of another type", v));
     for (what, v) in &cases {
         if check(v).is_ok() {
             return Err(format!("a broken image ({what}) was accepted"));

@@ -5,6 +5,7 @@
 pub mod build;
 pub mod config;
 pub mod daemon;
+pub mod files;
 pub mod hypervisor;
 pub mod image;
 pub mod plane;

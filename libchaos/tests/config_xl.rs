@@ -462,7 +462,15 @@ fn hostile_input_is_refused_without_crashing() {
     }
     let l = ok(&big);
     assert_eq!(l.config.memory_mib, 10_000);
-    assert_eq!(l.warnings.len(), 10_000);
+    // One warning per unknown key, and one for memory assigned 10,000 times.
+    assert_eq!(l.warnings.len(), 10_001);
+    assert_eq!(
+        l.warnings
+            .iter()
+            .filter(|w| w.message.starts_with("unknown key"))
+            .count(),
+        10_000
+    );
     // NUL and other raw bytes.
     assert!(err("name = \"a\0b\"")
         .to_string()
@@ -508,4 +516,57 @@ fn invalid_utf8_is_refused_with_its_line() {
             path.display()
         )
     );
+}
+
+#[test]
+fn an_override_that_makes_the_command_line_too_long_names_itself() {
+    let long = "a".repeat(1100);
+    // The file sets extra; the override's root makes the composed command line too long.
+    let root = format!("root=\"{long}\"");
+    let e = with_overrides(&format!("{MIN}extra = 'quiet'"), &[root.as_str()]).unwrap_err();
+    match &e {
+        ConfigError::Invalid {
+            at: Location::CommandLine { text },
+            key,
+            ..
+        } => {
+            assert!(text.starts_with("root="), "{e}");
+            assert_eq!(key, "cmdline");
+        }
+        other => panic!("expected the override named: {other}"),
+    }
+    assert!(e.to_string().contains("too long"), "{e}");
+}
+
+#[test]
+fn a_utf8_bom_at_the_start_of_a_file_is_accepted() {
+    let dir = std::env::temp_dir().join(format!("chaos-bom-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("bom.cfg");
+    std::fs::write(&path, format!("\u{feff}{MIN}memory = 8\n")).unwrap();
+    let l = config::load(&path, &[]).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(l.config.name, "g");
+    assert_eq!(l.config.memory_mib, 8);
+    // Only at the start: elsewhere it is still a stray character.
+    std::fs::write(&path, format!("{MIN}\u{feff}memory = 8\n")).unwrap();
+    assert!(config::load(&path, &[]).is_err());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_key_assigned_twice_in_the_file_warns_naming_both_lines() {
+    let l = ok(&format!("{MIN}memory = 64\nvcpus = 1\nmemory = 128\n"));
+    assert_eq!(l.config.memory_mib, 128);
+    let dup: Vec<_> = l.warnings.iter().filter(|w| w.key == "memory").collect();
+    assert_eq!(dup.len(), 1, "{:?}", l.warnings);
+    let text = dup[0].to_string();
+    assert!(text.starts_with("guest.cfg:5: warning: memory:"), "{text}");
+    assert!(text.contains("line 3"), "{text}");
+    // `+=` adds to the value and an override replaces it on purpose: neither warns.
+    let l = with_overrides(
+        &format!("{MIN}extra = 'a'\nextra += ' b'\nmemory = 8"),
+        &["memory=16"],
+    )
+    .unwrap();
+    assert!(l.warnings.is_empty(), "{:?}", l.warnings);
 }

@@ -84,10 +84,12 @@ impl RecordDir {
         self.dir.join(format!("{}.json", domid.0))
     }
 
-    /// Writes a record atomically (temporary file, then rename).
+    /// Writes a record atomically (temporary file, then rename). The temporary file carries
+    /// the writer's pid (`<domid>.json.<pid>.tmp`), so that [`RecordDir::all`] can remove
+    /// those of writers that were killed.
     pub fn save(&self, guest: &NoxsGuest) -> Result<(), RecordError> {
         let path = self.file(guest.domid);
-        let tmp = path.with_extension("json.tmp");
+        let tmp = path.with_extension(format!("json.{}.tmp", std::process::id()));
         let json = serde_json::to_vec(guest).map_err(|source| RecordError::Corrupt {
             path: path.clone(),
             source,
@@ -132,6 +134,10 @@ impl RecordDir {
         })?;
         for entry in entries.flatten() {
             let path = entry.path();
+            if path.extension().is_some_and(|e| e == "tmp") {
+                remove_if_abandoned(&path);
+                continue;
+            }
             if path.extension().and_then(|e| e.to_str()) != Some("json") {
                 continue;
             }
@@ -148,9 +154,39 @@ impl RecordDir {
     }
 }
 
+/// Removes a temporary record whose writer is gone (a dead pid, or no pid: older versions).
+fn remove_if_abandoned(path: &Path) {
+    let writer = path
+        .file_stem()
+        .and_then(|s| Path::new(s).extension())
+        .and_then(|e| e.to_str())
+        .and_then(|e| e.parse::<u32>().ok());
+    if writer.is_some_and(|pid| Path::new(&format!("/proc/{pid}")).exists()) {
+        return;
+    }
+    let _ = fs::remove_file(path);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn temporary_records_of_dead_writers_are_removed_when_the_records_are_read() {
+        let dir = std::env::temp_dir().join(format!("noxs-tmp-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        let records = RecordDir::open(&dir).expect("open");
+        let old = dir.join("5.json.tmp");
+        let dead = dir.join("6.json.999999999.tmp");
+        let live = dir.join(format!("7.json.{}.tmp", std::process::id()));
+        for p in [&old, &dead, &live] {
+            fs::write(p, b"").expect("write");
+        }
+        records.all().expect("all");
+        assert!(!old.exists() && !dead.exists(), "left by killed writers");
+        assert!(live.exists(), "a live writer's file stays");
+        fs::remove_dir_all(&dir).expect("clean");
+    }
 
     #[test]
     fn records_round_trip_and_corrupt_ones_are_reported_apart() {

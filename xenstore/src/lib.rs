@@ -11,7 +11,7 @@ pub mod wire;
 
 pub use client::XsClient;
 pub use lazy::LazyClient;
-pub use mem::MemStore;
+pub use mem::{MemStore, XsFault};
 
 use std::time::Duration;
 

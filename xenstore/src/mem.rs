@@ -54,11 +54,31 @@ struct State {
     events: VecDeque<WatchEvent>,
 }
 
+/// Which request a [`MemStore`] fails on purpose, so that every Xenstore failure of a
+/// toolstack operation is testable (as the simulated hypervisor's faults are).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum XsFault {
+    /// The n-th request (0-based) counted from when the fault was armed, whatever its kind.
+    Request(u64),
+    /// The n-th request (0-based) of one kind ("write", "rm", "introduce", ...).
+    Op { name: &'static str, nth: u64 },
+}
+
+/// The armed fault and the request counters it is measured against.
+#[derive(Debug, Default)]
+struct FaultPlan {
+    requests: u64,
+    by_op: HashMap<&'static str, u64>,
+    fault: Option<XsFault>,
+}
+
 /// An in-memory [`Xenstore`]: hierarchical nodes with values and permissions, transactions,
-/// domain introduction bookkeeping and watches. Thread-safe; all callers act as dom0.
+/// domain introduction bookkeeping and watches. Thread-safe; all callers act as dom0. Any
+/// request can be made to fail ([`MemStore::arm`]).
 pub struct MemStore {
     state: Mutex<State>,
     watch_ready: Condvar,
+    faults: Mutex<FaultPlan>,
 }
 
 impl std::fmt::Debug for MemStore {
@@ -359,7 +379,49 @@ impl MemStore {
                 events: VecDeque::new(),
             }),
             watch_ready: Condvar::new(),
+            faults: Mutex::new(FaultPlan::default()),
         }
+    }
+
+    /// Arms a fault and restarts the request counters it refers to.
+    pub fn arm(&self, fault: XsFault) {
+        let mut f = self.faults.lock().unwrap_or_else(|e| e.into_inner());
+        *f = FaultPlan {
+            fault: Some(fault),
+            ..FaultPlan::default()
+        };
+    }
+
+    /// Disarms any fault.
+    pub fn disarm(&self) {
+        self.faults.lock().unwrap_or_else(|e| e.into_inner()).fault = None;
+    }
+
+    /// Requests made since the last `arm` (or since creation).
+    pub fn requests(&self) -> u64 {
+        self.faults
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .requests
+    }
+
+    /// Counts a request of kind `op` on `path` and fails it (EIO) if the armed fault says so.
+    fn enter(&self, op: &'static str, path: &str) -> Result<()> {
+        let mut f = self.faults.lock().unwrap_or_else(|e| e.into_inner());
+        let n = f.requests;
+        f.requests += 1;
+        let count = f.by_op.entry(op).or_insert(0);
+        let nth_of_op = *count;
+        *count += 1;
+        let fails = match f.fault {
+            Some(XsFault::Request(k)) => k == n,
+            Some(XsFault::Op { name, nth }) => name == op && nth == nth_of_op,
+            None => false,
+        };
+        if fails {
+            return Err(failed(op, path, "EIO"));
+        }
+        Ok(())
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -466,6 +528,7 @@ impl MemStore {
 
 impl Xenstore for MemStore {
     fn transaction_start(&self) -> Result<TxId> {
+        self.enter("transaction_start", "")?;
         let mut st = self.lock();
         let id = st.next_tx;
         // Ids are never 0 (that means "no transaction") and never reused while open.
@@ -484,6 +547,7 @@ impl Xenstore for MemStore {
     }
 
     fn transaction_end(&self, tx: TxId, commit: bool) -> Result<TxOutcome> {
+        self.enter("transaction_end", &tx.0.to_string())?;
         let mut st = self.lock();
         let t = st
             .txs
@@ -507,12 +571,14 @@ impl Xenstore for MemStore {
     }
 
     fn read(&self, tx: TxId, path: &str) -> Result<Option<Vec<u8>>> {
+        self.enter("read", path)?;
         self.view("read", tx, path, |st, t| {
             st.lookup(t, path).map(|n| n.value.clone())
         })
     }
 
     fn write(&self, tx: TxId, path: &str, value: &[u8]) -> Result<()> {
+        self.enter("write", path)?;
         if path.len() + 1 + value.len() > PAYLOAD_MAX {
             return Err(XenstoreError::Protocol(format!(
                 "write of {path}: value too long ({} bytes)",
@@ -536,6 +602,7 @@ impl Xenstore for MemStore {
     }
 
     fn mkdir(&self, tx: TxId, path: &str) -> Result<()> {
+        self.enter("mkdir", path)?;
         self.modify("mkdir", tx, path, |st, t| {
             let changes: Vec<_> = st
                 .creation(t, path, None)
@@ -551,6 +618,7 @@ impl Xenstore for MemStore {
     }
 
     fn rm(&self, tx: TxId, path: &str) -> Result<()> {
+        self.enter("rm", path)?;
         if path == "/" {
             return Err(failed("rm", path, "EINVAL"));
         }
@@ -565,10 +633,12 @@ impl Xenstore for MemStore {
     }
 
     fn directory(&self, tx: TxId, path: &str) -> Result<Vec<String>> {
+        self.enter("directory", path)?;
         self.view("directory", tx, path, |st, t| st.children(t, path))
     }
 
     fn set_perms(&self, tx: TxId, path: &str, perms: &[Perm]) -> Result<()> {
+        self.enter("set_perms", path)?;
         if perms.is_empty() {
             return Err(failed("set_perms", path, "EINVAL"));
         }
@@ -592,6 +662,7 @@ impl Xenstore for MemStore {
     }
 
     fn introduce_domain(&self, dom: DomId, store_mfn: u64, store_port: u32) -> Result<()> {
+        self.enter("introduce", &dom.0.to_string())?;
         let what = dom.0.to_string();
         if dom == DomId::DOM0 || dom.0 >= 0x7ff0 {
             return Err(failed("introduce", &what, "EINVAL"));
@@ -611,6 +682,7 @@ impl Xenstore for MemStore {
     }
 
     fn release_domain(&self, dom: DomId) -> Result<()> {
+        self.enter("release", &dom.0.to_string())?;
         let mut st = self.lock();
         if st.introduced.remove(&dom).is_none() {
             return Err(failed("release", &dom.0.to_string(), "ENOENT"));
@@ -622,6 +694,7 @@ impl Xenstore for MemStore {
     }
 
     fn get_perms(&self, tx: TxId, path: &str) -> Result<Vec<Perm>> {
+        self.enter("get_perms", path)?;
         self.view("get_perms", tx, path, |st, t| {
             st.lookup(t, path).map(|n| n.perms.clone())
         })?
@@ -629,10 +702,12 @@ impl Xenstore for MemStore {
     }
 
     fn is_domain_introduced(&self, dom: DomId) -> Result<bool> {
+        self.enter("is_domain_introduced", &dom.0.to_string())?;
         Ok(self.lock().introduced.contains_key(&dom))
     }
 
     fn watch(&self, path: &str, token: &str) -> Result<()> {
+        self.enter("watch", path)?;
         if !path.starts_with('@') {
             check_path("watch", path)?;
         }
@@ -650,6 +725,7 @@ impl Xenstore for MemStore {
     }
 
     fn unwatch(&self, path: &str, token: &str) -> Result<()> {
+        self.enter("unwatch", path)?;
         let mut st = self.lock();
         let before = st.watches.len();
         st.watches.retain(|(p, t)| !(p == path && t == token));

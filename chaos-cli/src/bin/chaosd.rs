@@ -2,7 +2,7 @@
 //! `chaos create`, and reaps guests that shut down. All logic is in `libchaos::daemon`; this
 //! parses flags, opens the hypervisor and waits for SIGTERM or SIGINT.
 
-use chaos_cli::backend::{self, Backend, HypervisorKind};
+use chaos_cli::backend::{self, Backend, HypervisorKind, Opener};
 use chaos_cli::logger;
 
 use std::path::PathBuf;
@@ -95,7 +95,7 @@ fn run(cli: Cli, signals: &TermSignals) -> Result<(), String> {
         .socket
         .clone()
         .unwrap_or_else(|| libchaos::daemon::socket_in(&root));
-    let backend = Backend::open(cli.hypervisor, cli.run_dir.clone())?;
+    let backend = Backend::open_as(cli.hypervisor, cli.run_dir.clone(), Opener::Daemon)?;
     let phys = backend
         .toolstack()
         .hypervisor()

@@ -1,19 +1,72 @@
 //! Minimal runtime for x86_64 Xen PV and PVH test guests.
 //!
 //! A guest binary calls [`entry!`] once: it emits the `_start` entry, the `.note.Xen` ELF notes
-//! the PV and PVH loaders need and the hypercall page; [`pvh`] has the PVH entry stub. Everything else (hypercalls, console ring,
-//! one Xenstore read) is here. ABI types and constants come from `xen-sys`; the hypercall
+//! the PV and PVH loaders need, the `chaos` note (it implements the NoXS frontend) and the
+//! hypercall page; [`pvh`] has the PVH entry stub. Everything else (hypercalls, console ring,
+//! a small Xenstore client, the NoXS device page, events without upcalls, grants, netif
+//! rings) is here. ABI types and constants come from `xen-sys` and `noxs`; the hypercall
 //! wrappers are our own (see README.md for why).
-#![no_std]
+//!
+//! The parts that parse what others wrote (device page, Xenstore messages, netif rings) have
+//! host unit tests: `cargo test -p xenpv --lib` (no Xen there: hypercalls answer -ENOSYS).
+#![cfg_attr(not(test), no_std)]
 
 pub mod console;
+pub mod events;
+pub mod grant;
 pub mod hypercall;
+pub mod line;
+#[cfg(not(test))]
 pub mod mem;
+pub mod netif;
+pub mod noxs;
 pub mod pvh;
 pub mod start;
 pub mod xenstore;
 
 pub use xen_sys as sys;
+
+use core::cell::UnsafeCell;
+
+/// A page of this image (in .bss when zero): pages the guest shares with Xen or its backends,
+/// or replaces with one of Xen's (shared_info, grant table), live in these.
+#[repr(C, align(4096))]
+pub struct Page(UnsafeCell<[u8; 4096]>);
+
+// SAFETY: a Page is only ever accessed through raw pointers by code that knows who else uses it
+// (the guest is single-threaded; Xen and backends are the other parties).
+unsafe impl Sync for Page {}
+
+impl Page {
+    pub const fn new() -> Page {
+        Page(UnsafeCell::new([0; 4096]))
+    }
+
+    pub fn as_ptr(&self) -> *mut u8 {
+        self.0.get().cast()
+    }
+}
+
+impl Default for Page {
+    fn default() -> Self {
+        Page::new()
+    }
+}
+
+/// First address after the image (linker script's `_end`).
+#[cfg(not(test))]
+pub fn image_end() -> u64 {
+    extern "C" {
+        static _end: u8;
+    }
+    core::ptr::addr_of!(_end) as u64
+}
+
+/// Host tests have no guest image.
+#[cfg(test)]
+pub fn image_end() -> u64 {
+    VIRT_BASE
+}
 
 /// Virtual address of the image start; Xen maps pfn 0 here. Must equal the address in link.ld.
 /// 1 MiB below a 4 MiB boundary, so the bootstrap mapping (which libxenguest extends to a
@@ -63,7 +116,8 @@ macro_rules! entry {
             "_start:",
             "cld",
             "mov rdi, rsi",
-            "and rsp, -16",
+            // Off the one-page bootstrap stack onto our 8 KiB one (the PVH entry's too).
+            "lea rsp, [rip + xenpv_stack_top]",
             "call {start}",
             "ud2",
             ".popsection",
@@ -96,6 +150,14 @@ macro_rules! entry {
             "xenpv_note {phys32_entry}, .long xenpv_pvh_start - {shift}",
             ".purgem xenpv_note",
             ".popsection",
+            // The chaos note (noxs ABI.md section 1): this kernel implements the NoXS frontend.
+            ".pushsection .note.chaos, \"a\", @note",
+            ".balign 4",
+            ".long 6, 4, {chaos_noxs}",
+            ".asciz \"chaos\"",
+            ".balign 4",
+            ".long {chaos_abi}",
+            ".popsection",
             start = sym __xenpv_start,
             base = const $crate::VIRT_BASE,
             shift = const $crate::PHYS_SHIFT,
@@ -108,6 +170,8 @@ macro_rules! entry {
             entry = const $crate::sys::XEN_ELFNOTE_ENTRY,
             hypercall_page = const $crate::sys::XEN_ELFNOTE_HYPERCALL_PAGE,
             phys32_entry = const $crate::sys::XEN_ELFNOTE_PHYS32_ENTRY,
+            chaos_noxs = const $crate::noxs::abi::NOTE_NOXS,
+            chaos_abi = const $crate::noxs::abi::ABI_VERSION,
         );
     };
 }

@@ -45,23 +45,16 @@ pub fn load(path: &Path, overrides: &[String]) -> Result<Loaded, ConfigError> {
         path: shown.clone(),
         message: e.to_string(),
     };
-    let meta = std::fs::metadata(path).map_err(io)?;
-    if !meta.is_file() {
-        return Err(ConfigError::Io {
-            path: shown,
-            message: "not a regular file".into(),
-        });
-    }
-    if meta.len() > MAX_FILE_SIZE {
-        return Err(ConfigError::Io {
-            path: shown,
-            message: format!(
-                "{} bytes is too large for a config file (max {MAX_FILE_SIZE})",
-                meta.len()
-            ),
-        });
-    }
-    let bytes = std::fs::read(path).map_err(io)?;
+    // A FIFO or a device named as a config is refused, not waited on (chaosd reads these
+    // files for its clients).
+    let bytes = crate::files::read_regular(path, MAX_FILE_SIZE, "the largest config file read")
+        .map_err(|e| match e {
+            crate::files::ReadError::Io(e) => io(e),
+            e => ConfigError::Io {
+                path: shown.clone(),
+                message: e.to_string(),
+            },
+        })?;
     let text = String::from_utf8(bytes).map_err(|e| {
         let good = e.utf8_error().valid_up_to();
         let line = e.as_bytes()[..good].iter().filter(|&&b| b == b'\n').count() + 1;
@@ -71,6 +64,11 @@ pub fn load(path: &Path, overrides: &[String]) -> Result<Loaded, ConfigError> {
             message: format!("not valid UTF-8 (at byte offset {good})"),
         }
     })?;
+    // Many editors start a UTF-8 file with a byte order mark; it is no part of the config.
+    let text = match text.strip_prefix('\u{feff}') {
+        Some(rest) => rest.to_string(),
+        None => text,
+    };
     let is_json = path
         .extension()
         .is_some_and(|e| e.eq_ignore_ascii_case("json"));

@@ -31,6 +31,8 @@ struct Ctx<'a> {
     entries: Vec<Option<Entry>>,
     /// Key -> index in `entries`, so big files stay linear.
     index: HashMap<String, usize>,
+    /// Keys the file assigns more than once with `=`: (first line, last line, assignments).
+    reassigned: HashMap<String, (u32, u32, u32)>,
     warnings: Vec<Warning>,
 }
 
@@ -46,6 +48,7 @@ pub(crate) fn parse(text: &str, source: &str, overrides: &[String]) -> Result<Lo
         source,
         entries: Vec::new(),
         index: HashMap::new(),
+        reassigned: HashMap::new(),
         warnings: Vec::new(),
     };
     let settings =
@@ -68,6 +71,7 @@ pub(crate) fn parse(text: &str, source: &str, overrides: &[String]) -> Result<Lo
             ctx.apply(s, at.clone())?;
         }
     }
+    ctx.warn_reassigned();
     let config = ctx.validate()?;
     Ok(Loaded {
         config,
@@ -78,6 +82,23 @@ pub(crate) fn parse(text: &str, source: &str, overrides: &[String]) -> Result<Lo
 impl Ctx<'_> {
     fn apply(&mut self, s: Setting, at: Location) -> Result<(), ConfigError> {
         let prev = self.index.get(&s.key).and_then(|&i| self.entries[i].take());
+        // The file assigning a key twice is most likely a mistake (xl keeps the last one
+        // silently); an override replacing the file's value, or `+=`, is meant.
+        if let (Some(p), syntax::Op::Assign, Location::File { line: Some(l), .. }) =
+            (&prev, s.op, &at)
+        {
+            if let Location::File {
+                line: Some(first), ..
+            } = p.at
+            {
+                let e = self
+                    .reassigned
+                    .entry(s.key.clone())
+                    .or_insert((first, *l, 1));
+                e.1 = *l;
+                e.2 += 1;
+            }
+        }
         let value =
             match (s.op, prev) {
                 (syntax::Op::Append, Some(p)) => syntax::append(&p.setting.value, s.value)
@@ -94,6 +115,27 @@ impl Ctx<'_> {
             at,
         }));
         Ok(())
+    }
+
+    /// One warning per key the file assigns more than once, at its last assignment.
+    fn warn_reassigned(&mut self) {
+        let mut keys: Vec<(String, (u32, u32, u32))> = self.reassigned.drain().collect();
+        keys.sort_by_key(|(_, (_, last, _))| *last);
+        for (key, (first, last, n)) in keys {
+            let times = if n > 2 {
+                format!(" ({n} assignments)")
+            } else {
+                String::new()
+            };
+            let at = Location::line(self.source, last);
+            self.warn(
+                &at,
+                &key,
+                format!(
+                    "assigned again (first at line {first}){times}; the value of line {last} is used, as xl uses the last one"
+                ),
+            );
+        }
     }
 
     fn get(&self, key: &str) -> Option<&Entry> {
@@ -393,8 +435,18 @@ impl Ctx<'_> {
                 "maxvcpus" => &["maxvcpus", "vcpus"],
                 k => &[k][..],
             };
+            // A rule that involves several keys is reported where the last of them was set:
+            // that is the assignment (often a command-line override) that broke it. The
+            // command line is cmdline alone if that is set, else root and extra.
+            let keys = if key == "cmdline" && self.get("cmdline").is_some() {
+                &keys[..1]
+            } else {
+                keys
+            };
             keys.iter()
-                .find_map(|k| self.get(k))
+                .filter_map(|k| self.index.get(*k).filter(|&&i| self.entries[i].is_some()))
+                .max()
+                .and_then(|&i| self.entries[i].as_ref())
                 .map_or_else(|| Location::file(source), |e| e.at.clone())
         })
     }

@@ -3,6 +3,7 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use super::protocol::{PoolStatus, Request, Response, MAX_LINE};
 use crate::config::{DomainConfig, GuestSpec};
@@ -10,6 +11,22 @@ use crate::toolstack::Created;
 
 /// Replies can be larger than requests (status of many flavors), but not unbounded.
 const MAX_REPLY: usize = 16 * MAX_LINE;
+
+/// How long the client waits for chaosd to take a request and to answer it, unless
+/// [`TIMEOUT_VAR`] says otherwise. A creation chaosd has no shell for prepares one first
+/// (populating a large guest's memory takes seconds on a busy host).
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+/// Environment variable: chaosd's answer timeout in seconds.
+pub const TIMEOUT_VAR: &str = "CHAOS_DAEMON_TIMEOUT";
+
+/// The timeout from [`TIMEOUT_VAR`], or [`DEFAULT_TIMEOUT`].
+pub fn timeout_from_env() -> Duration {
+    std::env::var(TIMEOUT_VAR)
+        .ok()
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .filter(|s| s.is_finite() && *s > 0.0)
+        .map_or(DEFAULT_TIMEOUT, Duration::from_secs_f64)
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -21,6 +38,18 @@ pub enum ClientError {
     },
     #[error("chaosd ({0}) hung up without replying")]
     HungUp(PathBuf),
+    /// Nothing of the request reached chaosd: the caller may do the work itself.
+    #[error("chaosd ({path}) did not take the request within {secs} s: {source}")]
+    NotSent {
+        path: PathBuf,
+        secs: f64,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The request was sent and no answer came in time. chaosd rolls a creation back when it
+    /// finds its client gone, so the caller must not do the work a second time.
+    #[error("chaosd ({path}) did not answer within {secs} s (is it stopped or overloaded?); the request was sent, so chaos did not do it here as well, and chaosd drops it when it sees this client gone")]
+    TimedOut { path: PathBuf, secs: f64 },
     #[error("chaosd ({path}) sent a reply chaos does not understand: {message}")]
     BadReply { path: PathBuf, message: String },
     /// The daemon refused or failed the request.
@@ -28,11 +57,19 @@ pub enum ClientError {
     Refused(String),
 }
 
+impl ClientError {
+    /// Whether chaosd got none of the request (a fallback cannot do the work twice).
+    pub fn nothing_sent(&self) -> bool {
+        matches!(self, ClientError::NotSent { .. })
+    }
+}
+
 #[derive(Debug)]
 pub struct Client {
     path: PathBuf,
     reader: BufReader<UnixStream>,
     writer: UnixStream,
+    timeout: Duration,
 }
 
 impl Client {
@@ -58,15 +95,31 @@ impl Client {
         }
     }
 
-    /// Connects; fails (NotFound, ConnectionRefused) when no daemon listens there.
+    /// Connects; fails (NotFound, ConnectionRefused) when no daemon listens there. Every wait
+    /// on chaosd is bounded by [`timeout_from_env`].
     pub fn connect(path: &Path) -> std::io::Result<Client> {
+        Self::connect_with_timeout(path, timeout_from_env())
+    }
+
+    /// [`connect`](Self::connect) with another bound on every wait.
+    pub fn connect_with_timeout(path: &Path, timeout: Duration) -> std::io::Result<Client> {
         let writer = UnixStream::connect(path)?;
+        writer.set_read_timeout(Some(timeout))?;
+        writer.set_write_timeout(Some(timeout))?;
         let reader = BufReader::new(writer.try_clone()?);
         Ok(Client {
             path: path.to_path_buf(),
             reader,
             writer,
+            timeout,
         })
+    }
+
+    fn timed_out(e: &std::io::Error) -> bool {
+        matches!(
+            e.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        )
     }
 
     fn io(&self, source: std::io::Error) -> ClientError {
@@ -83,12 +136,43 @@ impl Client {
             message: format!("cannot encode the request: {e}"),
         })?;
         line.push(b'\n');
-        self.writer.write_all(&line).map_err(|e| self.io(e))?;
+        let secs = self.timeout.as_secs_f64();
+        let mut sent = 0;
+        while sent < line.len() {
+            match self.writer.write(&line[sent..]) {
+                Ok(0) => return Err(ClientError::HungUp(self.path.clone())),
+                Ok(n) => sent += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(source) if sent == 0 => {
+                    return Err(ClientError::NotSent {
+                        path: self.path.clone(),
+                        secs,
+                        source,
+                    })
+                }
+                Err(e) if Self::timed_out(&e) => {
+                    return Err(ClientError::TimedOut {
+                        path: self.path.clone(),
+                        secs,
+                    })
+                }
+                Err(e) => return Err(self.io(e)),
+            }
+        }
         let mut buf = Vec::new();
         let n = (&mut self.reader)
             .take(MAX_REPLY as u64)
             .read_until(b'\n', &mut buf)
-            .map_err(|e| self.io(e))?;
+            .map_err(|e| {
+                if Self::timed_out(&e) {
+                    ClientError::TimedOut {
+                        path: self.path.clone(),
+                        secs,
+                    }
+                } else {
+                    self.io(e)
+                }
+            })?;
         if n == 0 {
             return Err(ClientError::HungUp(self.path.clone()));
         }

@@ -87,20 +87,22 @@ struct Core {
 const DRAIN_REQUESTS: Duration = Duration::from_secs(30);
 
 impl Core {
-    fn handle(&self, req: Request) -> Response {
+    /// Serves one request; `wanted` says whether its client still waits for the answer (asked
+    /// right before a creation is committed).
+    fn handle(&self, req: Request, wanted: &dyn Fn() -> bool) -> Response {
         // SeqCst pairs with shutdown's store of `stopping` then load of `busy`: either this
         // request sees `stopping`, or shutdown sees it busy and waits for it.
         self.busy.fetch_add(1, Ordering::SeqCst);
         let response = if self.stopping.load(Ordering::SeqCst) {
             Response::error("chaosd is shutting down")
         } else {
-            self.dispatch(req)
+            self.dispatch(req, wanted)
         };
         self.busy.fetch_sub(1, Ordering::SeqCst);
         response
     }
 
-    fn dispatch(&self, req: Request) -> Response {
+    fn dispatch(&self, req: Request, wanted: &dyn Fn() -> bool) -> Response {
         match req {
             Request::Create {
                 config,
@@ -132,7 +134,7 @@ impl Core {
                     },
                     _ => return Response::error("create needs exactly one of config or file"),
                 };
-                match self.create(&cfg, paused, pool_only) {
+                match self.create(&cfg, paused, pool_only, wanted) {
                     Ok(c) => Response::Created(Box::new(c)),
                     Err(e) => Response::error(e),
                 }
@@ -149,7 +151,13 @@ impl Core {
         }
     }
 
-    fn create(&self, cfg: &DomainConfig, paused: bool, pool_only: bool) -> Result<Created, String> {
+    fn create(
+        &self,
+        cfg: &DomainConfig,
+        paused: bool,
+        pool_only: bool,
+        wanted: &dyn Fn() -> bool,
+    ) -> Result<Created, String> {
         check_paths(cfg)?;
         let flavor = Flavor::of(cfg);
         let start = Instant::now();
@@ -157,7 +165,7 @@ impl Core {
         self.ts.check_creatable(cfg).map_err(|e| e.to_string())?;
         let mut created = match self.pool.take(&flavor) {
             Some(ready) => {
-                let result = self.ts.execute_pooled(ready.shell, cfg, paused);
+                let result = self.ts.execute_pooled_if(ready.shell, cfg, paused, wanted);
                 // Either a guest now (with its own record) or destroyed by the rollback.
                 self.pool.forget(&ready.uuid);
                 let created = result.map_err(|e| e.to_string())?;
@@ -175,7 +183,10 @@ impl Core {
                 });
             }
             None => {
-                let created = self.ts.create(cfg, paused).map_err(|e| e.to_string())?;
+                let created = self
+                    .ts
+                    .create_if(cfg, paused, wanted)
+                    .map_err(|e| e.to_string())?;
                 lock(&self.direct_times).add(start.elapsed());
                 created
             }
@@ -297,6 +308,11 @@ impl Daemon {
         let reclaimed = pool::reclaim(&ts).map_err(DaemonError::Reclaim)?;
         if reclaimed > 0 {
             log::warn!("destroyed {reclaimed} shell(s) left by an earlier chaosd");
+        }
+        // Creations an earlier daemon (or a chaos command) died in, stale records and names.
+        // What cannot be cleaned now (xenstored away, say) is tried again by the next list.
+        if let Err(e) = ts.clean_up() {
+            log::warn!("cleaning up after processes that died: {e}");
         }
         let pool = Arc::new(Pool::new(ts.clone(), &cfg.flavors, cfg.reserve_mib));
         let core = Arc::new(Core {

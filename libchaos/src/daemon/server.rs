@@ -127,6 +127,9 @@ fn serve(stream: UnixStream, core: &Core) -> std::io::Result<()> {
         return reply(&mut writer, &Response::error(msg));
     }
     stream.set_read_timeout(Some(IDLE))?;
+    // A client that does not read its replies must not hold the thread either.
+    writer.set_write_timeout(Some(IDLE))?;
+    let probe = stream.try_clone()?;
     let mut reader = BufReader::new(stream);
     let mut line = Vec::new();
     loop {
@@ -152,10 +155,29 @@ fn serve(stream: UnixStream, core: &Core) -> std::io::Result<()> {
             continue;
         }
         let response = match serde_json::from_slice::<Request>(&line) {
-            Ok(req) => core.handle(req),
+            Ok(req) => core.handle(req, &|| still_connected(&probe)),
             Err(e) => Response::error(format!("invalid request: {e}")),
         };
         reply(&mut writer, &response)?;
+    }
+}
+
+/// Whether the client is still there to hear the answer: a client that was killed or gave up
+/// waiting has closed its end, and its creation is rolled back rather than committed for no
+/// one. (A request it sent before hanging up may still be buffered: it is read, and refused
+/// here at the commit point.)
+fn still_connected(stream: &UnixStream) -> bool {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    use std::os::fd::AsFd;
+    // A unix socket whose peer closed its end polls POLLHUP (reported whatever is asked for,
+    // also while unread data waits).
+    let mut fds = [PollFd::new(stream.as_fd(), PollFlags::empty())];
+    match poll(&mut fds, PollTimeout::ZERO) {
+        Ok(_) => !fds[0]
+            .revents()
+            .is_some_and(|r| r.intersects(PollFlags::POLLHUP | PollFlags::POLLERR)),
+        // Cannot tell: do what was asked.
+        Err(_) => true,
     }
 }
 
@@ -178,5 +200,20 @@ fn check_peer(stream: &UnixStream) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!("uid {uid} may not use chaosd (root only)"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_closed_client_is_seen_gone_even_with_its_request_unread() {
+        let (a, b) = UnixStream::pair().expect("pair");
+        assert!(still_connected(&a));
+        (&b).write_all(b"{\"op\":\"status\"}\n").expect("write");
+        assert!(still_connected(&a), "data waiting is no hang-up");
+        drop(b);
+        assert!(!still_connected(&a));
     }
 }

@@ -12,6 +12,7 @@ use crate::hypervisor::sim::{SimConfig, SimHypervisor};
 use crate::hypervisor::{DomId, Hypervisor};
 use crate::testing::{sim_host, Scratch};
 use crate::toolstack::{CreationPath, ShellRecord};
+use crate::xenstore::Xenstore;
 
 /// Generous: the workers only wait on each other and the sim.
 const FILL: Duration = Duration::from_secs(30);
@@ -19,6 +20,7 @@ const FILL: Duration = Duration::from_secs(30);
 struct World {
     scratch: Scratch,
     sim: Arc<SimHypervisor>,
+    xs: Arc<crate::xenstore::MemStore>,
     ts: Arc<Toolstack>,
     kernel: PathBuf,
 }
@@ -32,6 +34,7 @@ fn world_with(tag: &str, host: SimConfig) -> World {
     World {
         scratch: h.scratch,
         sim: h.sim,
+        xs: h.xs,
         ts: Arc::new(h.ts),
         kernel: h.kernel,
     }
@@ -588,6 +591,7 @@ fn noxs_shells_are_kept_and_executed() {
     let w = World {
         scratch: h.scratch,
         sim: h.sim,
+        xs: h.xs,
         ts: Arc::new(h.ts),
         kernel: h.noxs_kernel,
     };
@@ -624,4 +628,189 @@ fn noxs_shells_are_kept_and_executed() {
     assert_eq!(record.devices.len(), 1, "the sysctl device");
     assert!(d.wait_filled(FILL), "refilled");
     assert_eq!(d.shutdown(), 2);
+}
+
+/// Runs `f` on another thread and gives up after `limit` (a test of what used to hang must fail,
+/// not hang).
+fn within<T: Send + 'static>(limit: Duration, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(limit)
+        .unwrap_or_else(|_| panic!("did not finish within {limit:?}"))
+}
+
+/// Waits until the daemon has taken `taken` shells and serves no request.
+fn wait_idle_after(d: &Daemon, taken: u64) {
+    let deadline = Instant::now() + FILL;
+    while d.status().flavors.iter().map(|f| f.taken).sum::<u64>() < taken
+        || d.core.busy.load(Ordering::SeqCst) > 0
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the daemon did not get to the request"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn a_creation_whose_client_went_away_is_rolled_back_not_committed() {
+    let w = world("gone");
+    let d = w.start(&[(16, 1)], 0);
+    assert!(d.wait_filled(FILL));
+    let req = serde_json::to_vec(&Request::Create {
+        config: Some(Box::new(w.config("orphan", 16).into_spec())),
+        file: None,
+        overrides: Vec::new(),
+        paused: false,
+        pool_only: false,
+    })
+    .expect("encode");
+    {
+        // A CLI that sent its request and was killed (or gave up) before the answer.
+        let mut s = UnixStream::connect(w.socket()).expect("connect");
+        s.write_all(&req).expect("write");
+        s.write_all(b"\n").expect("write");
+    }
+    wait_idle_after(&d, 1);
+    assert!(d.wait_filled(FILL));
+    assert!(
+        w.ts.state().all().expect("records").is_empty(),
+        "no guest record"
+    );
+    assert!(w.ts.resolve("orphan").is_err(), "no guest");
+    assert_eq!(w.sim.guest_count(), 1, "only the refilled shell");
+    assert_eq!(d.shutdown(), 1);
+}
+
+#[test]
+fn the_destroy_op_never_destroys_the_domain_that_reused_a_stale_names_domid() {
+    let w = world("stalekill");
+    // A creation killed after claiming "web"; its domid goes to a new daemon's shell.
+    let first = w.ts.create(&w.config("first", 16), false).expect("first");
+    let web = w.ts.create(&w.config("web", 16), false).expect("web");
+    w.ts.destroy(first.domid).expect("destroy first");
+    w.sim.destroy_domain(web.domid).expect("web dies");
+    w.xs.release_domain(web.domid).expect("released");
+    w.xs.rm(
+        crate::xenstore::TxId::NONE,
+        &format!("/local/domain/{}", web.domid.0),
+    )
+    .expect("rm");
+    w.ts.state().remove(web.domid).expect("no record");
+    let args = crate::hypervisor::CreateDomain {
+        kind: crate::hypervisor::GuestKind::Pv,
+        handle: crate::hypervisor::Uuid::NIL,
+        max_vcpus: 1,
+        max_evtchn_port: 1023,
+        max_grant_frames: 1,
+        max_maptrack_frames: 1,
+    };
+    loop {
+        let dom = w.sim.create_domain(&args).expect("bare domain");
+        w.sim.destroy_domain(dom).expect("destroy");
+        if dom.0 + 1 == web.domid.0 {
+            break;
+        }
+    }
+    let d = w.start(&[(16, 1)], 0);
+    assert!(d.wait_filled(FILL));
+    assert!(
+        w.sim.domain_info(web.domid).is_ok(),
+        "the shell has web's old domid"
+    );
+    assert!(is_error(
+        &raw(&w, b"{\"op\":\"destroy\",\"domain\":\"web\"}\n"),
+        "web"
+    ));
+    assert!(
+        w.sim.domain_info(web.domid).is_ok(),
+        "the shell was not destroyed"
+    );
+    assert_eq!(ready(&d, 16), 1);
+    assert_eq!(d.shutdown(), 1);
+}
+
+#[test]
+fn requests_naming_fifos_or_relative_paths_are_refused_at_once() {
+    let w = world("fifo");
+    let d = w.start(&[(16, 1)], 0);
+    assert!(d.wait_filled(FILL));
+    let fifo = w.scratch.0.join("kernel.fifo");
+    let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+    assert!(made.is_ok_and(|s| s.success()), "mkfifo");
+    let socket = w.socket();
+    let mut spec = w.config("fifo", 16).into_spec();
+    spec.kernel = fifo.clone();
+    let err = within(Duration::from_secs(20), move || {
+        let mut c =
+            Client::connect_with_timeout(&socket, Duration::from_secs(60)).expect("connect");
+        c.create_spec(&spec, false, false).map(|_| ())
+    })
+    .expect_err("refused");
+    assert!(err.to_string().contains("not a regular file"), "{err}");
+    // The file form: a FIFO as the config, relative kernel or ramdisk paths inside it.
+    let cfg = w.scratch.0.join("rel.cfg");
+    for (what, line) in [
+        ("kernel", "kernel = \"relative/kernel\""),
+        (
+            "ramdisk",
+            &*format!(
+                "kernel = \"{}\"\nramdisk = \"initrd.gz\"",
+                w.kernel.display()
+            ),
+        ),
+    ] {
+        std::fs::write(&cfg, format!("name = \"rel\"\n{line}\nmemory = 16\n")).expect("write");
+        let req = format!("{{\"op\":\"create\",\"file\":\"{}\"}}\n", cfg.display());
+        let reply = raw(&w, req.as_bytes());
+        assert!(is_error(&reply, "absolute"), "{what}: {reply}");
+    }
+    let req = format!("{{\"op\":\"create\",\"file\":\"{}\"}}\n", fifo.display());
+    let socket = w.socket();
+    let reply = within(Duration::from_secs(20), move || {
+        let mut s = UnixStream::connect(socket).expect("connect");
+        s.write_all(req.as_bytes()).expect("write");
+        let mut line = String::new();
+        BufReader::new(s).read_line(&mut line).expect("read reply");
+        line
+    });
+    assert!(is_error(&reply, "not a regular file"), "{reply}");
+    assert!(is_error(
+        &raw(&w, b"{\"op\":\"create\",\"file\":\"rel.cfg\"}\n"),
+        "absolute"
+    ));
+    assert_eq!(ready(&d, 16), 1, "no shell was spent");
+    assert_eq!(d.shutdown(), 1);
+}
+
+#[test]
+fn a_daemon_that_does_not_answer_times_out_with_a_clear_message() {
+    let w = world("mute");
+    let socket = w.socket();
+    // Accepts and reads, never answers (a SIGSTOPped chaosd's kernel queue looks the same).
+    let listener = std::os::unix::net::UnixListener::bind(&socket).expect("bind");
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for s in listener.incoming().flatten() {
+            held.push(s);
+        }
+    });
+    let err = within(Duration::from_secs(20), move || {
+        let mut c =
+            Client::connect_with_timeout(&socket, Duration::from_millis(300)).expect("connect");
+        c.status().map(|_| ())
+    })
+    .expect_err("times out");
+    assert!(matches!(err, ClientError::TimedOut { .. }), "{err}");
+    assert!(
+        !err.nothing_sent(),
+        "the request went out: no fallback may repeat it"
+    );
+    assert!(
+        err.to_string().contains("did not answer within 0.3 s"),
+        "{err}"
+    );
 }

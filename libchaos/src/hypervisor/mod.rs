@@ -289,6 +289,12 @@ pub trait Hypervisor: Send + Sync {
     /// unbinds, leaving it unbound for the next time (NoXS sysctl requests).
     fn notify_guest(&self, dom: DomId, port: EvtchnPort) -> Result<()>;
 
+    /// Makes the host's state durable where the backend keeps it, after the toolstack changed
+    /// it (a creation, a destroy, ...): the simulated host saves itself to its file, so a
+    /// process killed afterwards loses nothing it reported. Xen keeps its own state: nothing
+    /// to do.
+    fn checkpoint(&self) {}
+
     /// Domain exception events, if this process can have them: on Xen only one process binds
     /// VIRQ_DOM_EXC, and xenstored does when it runs (`None` then).
     fn domain_events(&self) -> Result<Option<Box<dyn DomainEvents>>> {

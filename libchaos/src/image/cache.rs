@@ -6,7 +6,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use super::{ImageError, KernelImage};
+use super::{ImageError, KernelImage, MAX_IMAGE};
 
 /// What identifies one version of a file: if any of it changes, the file is read again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,11 +21,17 @@ struct FileKey {
 }
 
 impl FileKey {
-    fn of(path: &Path) -> Result<FileKey, ImageError> {
+    /// The identity of the regular file at `path`, if it is one of at most `limit` bytes: a
+    /// cached image is refused by the same rules as a file read now.
+    fn of(path: &Path, limit: u64, why: &'static str) -> Result<FileKey, ImageError> {
         let m = std::fs::metadata(path).map_err(|source| ImageError::Io {
             path: path.to_path_buf(),
             source,
         })?;
+        if !m.is_file() || m.len() > limit.min(MAX_IMAGE) {
+            // The reader's error says which rule, with the reader's words.
+            super::read_image(path, limit, why)?;
+        }
         Ok(FileKey {
             dev: m.dev(),
             ino: m.ino(),
@@ -58,9 +64,10 @@ fn lock<T: ?Sized>(t: &Table<T>) -> MutexGuard<'_, HashMap<PathBuf, (FileKey, Ar
 fn cached<T: ?Sized>(
     table: &Table<T>,
     path: &Path,
+    (limit, why): (u64, &'static str),
     load: impl FnOnce() -> Result<Arc<T>, ImageError>,
 ) -> Result<Arc<T>, ImageError> {
-    let key = FileKey::of(path)?;
+    let key = FileKey::of(path, limit, why)?;
     if let Some((k, v)) = lock(table).get(path) {
         if *k == key {
             return Ok(v.clone());
@@ -81,20 +88,36 @@ impl ImageCache {
 
     /// The parsed kernel at `path`, read and parsed only if not cached or changed on disk.
     pub fn load(&self, path: &Path) -> Result<Arc<KernelImage>, ImageError> {
-        cached(&self.kernels, path, || {
-            KernelImage::from_file(path).map(Arc::new)
+        self.load_within(path, MAX_IMAGE, "the largest image chaos reads")
+    }
+
+    /// [`load`](Self::load) for a guest: a file larger than `limit` bytes (its memory) cannot
+    /// boot in it and is refused before it is read.
+    pub fn load_within(
+        &self,
+        path: &Path,
+        limit: u64,
+        why: &'static str,
+    ) -> Result<Arc<KernelImage>, ImageError> {
+        cached(&self.kernels, path, (limit, why), || {
+            KernelImage::from_file_within(path, limit, why).map(Arc::new)
         })
     }
 
     /// The ramdisk at `path`, as is (the guest decompresses it).
     pub fn load_ramdisk(&self, path: &Path) -> Result<Arc<Vec<u8>>, ImageError> {
-        cached(&self.ramdisks, path, || {
-            std::fs::read(path)
-                .map(Arc::new)
-                .map_err(|source| ImageError::Io {
-                    path: path.to_path_buf(),
-                    source,
-                })
+        self.load_ramdisk_within(path, MAX_IMAGE, "the largest image chaos reads")
+    }
+
+    /// [`load_ramdisk`](Self::load_ramdisk) with the limit of [`load_within`](Self::load_within).
+    pub fn load_ramdisk_within(
+        &self,
+        path: &Path,
+        limit: u64,
+        why: &'static str,
+    ) -> Result<Arc<Vec<u8>>, ImageError> {
+        cached(&self.ramdisks, path, (limit, why), || {
+            super::read_image(path, limit, why).map(Arc::new)
         })
     }
 

@@ -13,6 +13,34 @@ pub mod notes;
 use std::path::{Path, PathBuf};
 
 pub use cache::ImageCache;
+
+/// The largest kernel or ramdisk file chaos reads: no guest boots from more (it is also the
+/// most a kernel may decompress to).
+pub const MAX_IMAGE: u64 = MAX_DECOMPRESSED;
+const MAX_IMAGE_WHY: &str = "the largest image chaos reads";
+
+/// Reads a kernel or ramdisk file: a regular file of at most `limit` bytes.
+pub(crate) fn read_image(
+    path: &Path,
+    limit: u64,
+    why: &'static str,
+) -> Result<Vec<u8>, ImageError> {
+    let (limit, why) = if limit > MAX_IMAGE {
+        (MAX_IMAGE, MAX_IMAGE_WHY)
+    } else {
+        (limit, why)
+    };
+    crate::files::read_regular(path, limit, why).map_err(|source| match source {
+        crate::files::ReadError::Io(source) => ImageError::Io {
+            path: path.to_path_buf(),
+            source,
+        },
+        source => ImageError::File {
+            path: path.to_path_buf(),
+            source,
+        },
+    })
+}
 pub use compress::MAX_DECOMPRESSED;
 pub use notes::XenNotes;
 
@@ -75,6 +103,13 @@ pub enum ImageError {
         #[source]
         source: std::io::Error,
     },
+    /// Not a regular file, or larger than a kernel or ramdisk can be.
+    #[error("{}: {source}", path.display())]
+    File {
+        path: PathBuf,
+        #[source]
+        source: crate::files::ReadError,
+    },
     #[error("{}: {problem}", path.display())]
     Invalid {
         path: PathBuf,
@@ -88,7 +123,7 @@ impl ImageError {
     pub fn problem(&self) -> Option<&ImageProblem> {
         match self {
             ImageError::Invalid { problem, .. } => Some(problem),
-            ImageError::Io { .. } => None,
+            ImageError::Io { .. } | ImageError::File { .. } => None,
         }
     }
 }
@@ -226,10 +261,17 @@ impl KernelImage {
 
     /// Reads and parses a kernel file (uncached; see [`ImageCache`]).
     pub fn from_file(path: &Path) -> Result<KernelImage, ImageError> {
-        let data = std::fs::read(path).map_err(|source| ImageError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        Self::from_file_within(path, MAX_IMAGE, MAX_IMAGE_WHY)
+    }
+
+    /// [`from_file`](Self::from_file), refusing files larger than `limit` bytes before reading
+    /// them (`why` names the limit in the message).
+    pub fn from_file_within(
+        path: &Path,
+        limit: u64,
+        why: &'static str,
+    ) -> Result<KernelImage, ImageError> {
+        let data = read_image(path, limit, why)?;
         KernelImage::parse_owned(&path.display().to_string(), data).map_err(|problem| {
             ImageError::Invalid {
                 path: path.to_path_buf(),

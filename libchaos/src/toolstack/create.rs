@@ -7,8 +7,8 @@ use std::time::Instant;
 use super::error::hv_step;
 use super::random::{now_ms, random_mac, random_uuid};
 use super::{
-    Created, CreationPath, DomainRecord, Flavor, Result, Shell, Timings, Toolstack, ToolstackError,
-    Via,
+    Created, CreationPath, DomainRecord, Flavor, PendingCreation, Result, Shell, Timings,
+    Toolstack, ToolstackError, Via,
 };
 use crate::build::{self, BuildParams, BuiltGuest, NoxsDevice, StorePage};
 use crate::config::{DomainConfig, GuestSpec, PlaneKind};
@@ -119,20 +119,38 @@ impl Toolstack {
 
     /// Destroys a shell nobody will execute.
     pub fn discard(&self, shell: Shell) -> Result<()> {
-        self.hv
+        let destroyed = self
+            .hv
             .destroy_domain(shell.domid)
-            .map_err(hv_step("destroy shell"))
+            .map_err(hv_step("destroy shell"));
+        self.hv.checkpoint();
+        destroyed
     }
 
     /// Turns a shell into a guest: load the image, build, publish devices, unpause. On failure
     /// the shell's domain is destroyed and everything written for it removed.
     pub fn execute(&self, shell: Shell, cfg: &DomainConfig, paused: bool) -> Result<Created> {
-        let wanted = Flavor::of(cfg);
-        if shell.flavor != wanted {
+        let uuid = cfg.uuid.unwrap_or_else(random_uuid);
+        self.execute_as(shell, cfg, paused, uuid, &|| true)
+    }
+
+    /// [`execute`](Self::execute) as the guest `uuid`; `wanted` is asked right before the
+    /// guest is committed (its record written): `false` rolls the creation back (chaosd: the
+    /// client that asked for it has gone).
+    fn execute_as(
+        &self,
+        shell: Shell,
+        cfg: &DomainConfig,
+        paused: bool,
+        uuid: Uuid,
+        wanted: &dyn Fn() -> bool,
+    ) -> Result<Created> {
+        let needed = Flavor::of(cfg);
+        if shell.flavor != needed {
             let err = ToolstackError::FlavorMismatch {
                 domid: shell.domid,
                 shell: Box::new(shell.flavor.clone()),
-                wanted: Box::new(wanted),
+                wanted: Box::new(needed),
             };
             // The shell is untouched: give it back to its owner's accounting by destroying it,
             // since execute consumed it.
@@ -140,29 +158,53 @@ impl Toolstack {
             return Err(err);
         }
         let domid = shell.domid;
+        // If this process dies from here on, the next scan destroys the half-made guest.
+        let pending = PendingCreation {
+            uuid,
+            name: cfg.name.clone(),
+            pid: std::process::id(),
+            domid: Some(domid),
+        };
+        if let Err(e) = self.state.save_pending(&pending) {
+            self.discard(shell)?;
+            return Err(e.into());
+        }
         let mut timings = shell.timings.clone();
         let mut published = None;
-        match self.execute_steps(&shell, cfg, paused, &mut timings, &mut published) {
-            Ok(()) => Ok(Created {
-                domid,
-                name: cfg.name.clone(),
-                paused: paused || cfg.paused,
-                path: CreationPath::Direct,
-                via: Via::Local,
-                timings,
-            }),
-            Err(e) => {
-                self.rollback(domid, cfg, published);
-                Err(e)
-            }
+        let result = self.execute_steps(
+            &shell,
+            cfg,
+            paused,
+            uuid,
+            wanted,
+            &mut timings,
+            &mut published,
+        );
+        if result.is_err() {
+            self.rollback(domid, cfg, published);
         }
+        if let Err(e) = self.state.remove_pending(&uuid) {
+            log::warn!("removing the record of the creation of {domid}: {e}");
+        }
+        self.hv.checkpoint();
+        result.map(|()| Created {
+            domid,
+            name: cfg.name.clone(),
+            paused: paused || cfg.paused,
+            path: CreationPath::Direct,
+            via: Via::Local,
+            timings,
+        })
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn execute_steps(
         &self,
         shell: &Shell,
         cfg: &DomainConfig,
         paused: bool,
+        uuid: Uuid,
+        wanted: &dyn Fn() -> bool,
         timings: &mut Timings,
         published: &mut Option<Uuid>,
     ) -> Result<()> {
@@ -170,9 +212,13 @@ impl Toolstack {
         check_supported(cfg)?;
         let plane = self.plane(cfg.control_plane)?;
         let t = Instant::now();
-        let image = self.images.load(&cfg.kernel)?;
+        let image = self.load_kernel(cfg)?;
         let ramdisk = match &cfg.ramdisk {
-            Some(path) => Some(self.images.load_ramdisk(path)?),
+            Some(path) => Some(self.images.load_ramdisk_within(
+                path,
+                guest_bytes(cfg),
+                GUEST_LIMIT,
+            )?),
             None => None,
         };
         timings.record("load_image", t);
@@ -244,15 +290,16 @@ impl Toolstack {
             .collect();
 
         {
-            // Check and claim under the lock, so two creations cannot take one name.
+            // Check and claim under the lock, so two creations cannot take one name. The
+            // domain carries its handle before the name is claimed: a name counts only for
+            // the domain with the handle in its entry.
             let _lock = self.state.lock()?;
             self.check_name_free(&cfg.name)?;
-            self.state.claim_name(&cfg.name, domid)?;
+            self.hv
+                .set_domain_handle(domid, uuid)
+                .map_err(hv_step("set domain handle"))?;
+            self.state.claim_name(&cfg.name, domid, uuid)?;
         }
-        let uuid = cfg.uuid.unwrap_or_else(random_uuid);
-        self.hv
-            .set_domain_handle(domid, uuid)
-            .map_err(hv_step("set domain handle"))?;
         let console = Ring {
             frame: built.console_mfn,
             evtchn: shell.console_evtchn,
@@ -278,6 +325,10 @@ impl Toolstack {
             timings,
         )?;
 
+        // The commit point: from the record on, the guest exists for everyone.
+        if !wanted() {
+            return Err(ToolstackError::Abandoned);
+        }
         let t = Instant::now();
         self.state.save(&DomainRecord {
             domid,
@@ -323,11 +374,41 @@ impl Toolstack {
 
     /// Creates a guest by prepare + execute.
     pub fn create(&self, cfg: &DomainConfig, paused: bool) -> Result<Created> {
+        self.create_if(cfg, paused, &|| true)
+    }
+
+    /// [`create`](Self::create), rolled back if `wanted` says no right before the guest is
+    /// committed (chaosd asks whether its client is still there).
+    pub fn create_if(
+        &self,
+        cfg: &DomainConfig,
+        paused: bool,
+        wanted: &dyn Fn() -> bool,
+    ) -> Result<Created> {
+        // A creation that a killed process left half-made may hold this name.
+        self.clean_up_abandoned_creations()?;
         // Refuse what cannot work before making anything, so mistakes cost nothing.
         self.check_creatable(cfg)?;
         self.check_name_free(&cfg.name)?;
-        let shell = self.prepare(&Flavor::of(cfg))?;
-        self.execute(shell, cfg, paused)
+        // The domain carries the guest's handle from the start and is recorded as pending
+        // before it exists, so a process killed at any point leaves nothing unrecorded.
+        let uuid = cfg.uuid.unwrap_or_else(random_uuid);
+        self.state.save_pending(&PendingCreation {
+            uuid,
+            name: cfg.name.clone(),
+            pid: std::process::id(),
+            domid: None,
+        })?;
+        let shell = match self.prepare_tagged(&Flavor::of(cfg), uuid) {
+            Ok(shell) => shell,
+            Err(e) => {
+                if let Err(r) = self.state.remove_pending(&uuid) {
+                    log::warn!("removing the record of a failed creation: {r}");
+                }
+                return Err(e);
+            }
+        };
+        self.execute_as(shell, cfg, paused, uuid, wanted)
     }
 
     /// Executes a shell that was prepared ahead of time (path "pool"): only this creation's
@@ -338,11 +419,23 @@ impl Toolstack {
         cfg: &DomainConfig,
         paused: bool,
     ) -> Result<Created> {
+        self.execute_pooled_if(shell, cfg, paused, &|| true)
+    }
+
+    /// [`execute_pooled`](Self::execute_pooled) with the check of [`create_if`](Self::create_if).
+    pub fn execute_pooled_if(
+        &self,
+        shell: Shell,
+        cfg: &DomainConfig,
+        paused: bool,
+        wanted: &dyn Fn() -> bool,
+    ) -> Result<Created> {
         let shell = Shell {
             timings: Timings::default(),
             ..shell
         };
-        let mut created = self.execute(shell, cfg, paused)?;
+        let uuid = cfg.uuid.unwrap_or_else(random_uuid);
+        let mut created = self.execute_as(shell, cfg, paused, uuid, wanted)?;
         created.path = CreationPath::Pool;
         Ok(created)
     }
@@ -353,16 +446,29 @@ impl Toolstack {
     pub fn check_creatable(&self, cfg: &DomainConfig) -> Result<()> {
         check_supported(cfg)?;
         self.plane(cfg.control_plane)?.ready()?;
-        let image = self.images.load(&cfg.kernel)?;
+        let image = self.load_kernel(cfg)?;
         if cfg.control_plane == PlaneKind::Noxs {
             check_noxs_kernel(&image)?;
         }
         if let Some(path) = &cfg.ramdisk {
-            std::fs::metadata(path).map_err(|e| {
+            // Its type and size now (reading it waits for execute, where it is cached).
+            let size = crate::files::regular_size(path).map_err(|e| {
                 ToolstackError::Unsupported(format!("ramdisk {}: {e}", path.display()))
             })?;
+            if size > guest_bytes(cfg).min(crate::image::MAX_IMAGE) {
+                // The reader's own words for the limit.
+                self.images
+                    .load_ramdisk_within(path, guest_bytes(cfg), GUEST_LIMIT)?;
+            }
         }
         Ok(())
+    }
+
+    /// The guest's kernel: a regular file no larger than the guest's memory.
+    fn load_kernel(&self, cfg: &DomainConfig) -> Result<std::sync::Arc<KernelImage>> {
+        Ok(self
+            .images
+            .load_within(&cfg.kernel, guest_bytes(cfg), GUEST_LIMIT)?)
     }
 
     /// Names are unique among chaos's guests (checked through the name index, so the check
@@ -373,6 +479,14 @@ impl Toolstack {
         }
         Ok(())
     }
+}
+
+/// What limits a guest's kernel and ramdisk files, in messages.
+const GUEST_LIMIT: &str = "the guest's memory";
+
+/// A guest's memory in bytes: no kernel or ramdisk file larger than it can be loaded into it.
+fn guest_bytes(cfg: &DomainConfig) -> u64 {
+    cfg.memory_mib.saturating_mul(1024 * 1024)
 }
 
 /// A NoXS guest must say it implements the frontend (noxs/ABI.md section 1): a kernel that

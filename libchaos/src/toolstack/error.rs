@@ -33,6 +33,8 @@ pub enum ToolstackError {
     HostMemory { needed_mib: u64, free_mib: u64 },
     #[error("a domain named {0:?} already exists")]
     NameInUse(String),
+    #[error("the requester went away before the guest was committed; it was rolled back")]
+    Abandoned,
     #[error("no domain {0:?}")]
     NoSuchDomain(String),
     #[error("{0}")]

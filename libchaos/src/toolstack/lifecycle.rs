@@ -90,17 +90,134 @@ impl Toolstack {
     }
 
     /// The live chaos guest with this name, from the name index: one file read and one
-    /// hypercall, however many guests run (this is on the creation path).
+    /// hypercall, however many guests run (this is on the creation path). The entry counts only
+    /// while its domain carries the handle it was claimed with: after a crash, its domid may
+    /// belong to another domain since.
     pub(super) fn find_chaos_guest(&self, name: &str) -> Result<Option<DomId>> {
-        let Some(dom) = self.state.name_owner(name)? else {
+        let Some(entry) = self.state.name_entry(name)? else {
             return Ok(None);
         };
         // A live owner holds the name even before its record exists (it is being created).
+        if self.carries(entry.domid, entry.uuid)? {
+            Ok(Some(entry.domid))
+        } else {
+            Ok(None)
+        }
+    }
+
+    /// Whether domain `dom` exists with the handle `uuid`.
+    pub(super) fn carries(&self, dom: DomId, uuid: crate::hypervisor::Uuid) -> Result<bool> {
         match self.hv.domain_info(dom) {
-            Ok(_) => Ok(Some(dom)),
-            Err(HypervisorError::NoSuchDomain(_)) => Ok(None),
+            Ok(info) => Ok(info.handle == uuid),
+            Err(HypervisorError::NoSuchDomain(_)) => Ok(false),
             Err(e) => Err(hv_step("look up domain")(e)),
         }
+    }
+
+    /// Removes what processes that died left behind: half-made domains of creations they never
+    /// finished (with their Xenstore entries and names), records of domains that are gone or
+    /// whose domid another domain has now, and name entries no domain carries. `list`, every
+    /// creation and chaosd's start run it.
+    pub fn clean_up(&self) -> Result<()> {
+        let infos = self.hv.list_domains().map_err(hv_step("list domains"))?;
+        self.clean_up_pending(&infos)?;
+        for r in self.state.all()? {
+            let cleaned = match infos.iter().find(|i| i.domid == r.domid) {
+                Some(i) if i.handle == r.uuid => Ok(()),
+                // The domid belongs to another domain now: the record's Xenstore entries went
+                // with its domain's; only the record and the name are ours to remove.
+                Some(_) => self.state.forget(&r).map_err(Into::into),
+                None => self.clean_up_after(&r),
+            };
+            if let Err(e) = cleaned {
+                log::warn!("cleaning up after domain {} ({:?}): {e}", r.domid, r.name);
+            }
+        }
+        for (path, e) in self.state.name_entries()? {
+            if !infos
+                .iter()
+                .any(|i| i.domid == e.domid && i.handle == e.uuid)
+            {
+                self.state.remove_name_entry(&path)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Destroys the half-made domains of creations whose process died, with what was written
+    /// for them, and removes their pending records.
+    fn clean_up_pending(&self, infos: &[DomainInfo]) -> Result<()> {
+        for p in self.state.pending()? {
+            if super::state::process_alive(p.pid) {
+                continue;
+            }
+            // One that cannot be undone now is tried again next time; the others go on.
+            if let Err(e) = self.undo_pending(&p, infos) {
+                log::warn!(
+                    "undoing the creation of {:?} by process {}: {e}",
+                    p.name,
+                    p.pid
+                );
+            }
+        }
+        Ok(())
+    }
+
+    fn undo_pending(&self, p: &super::PendingCreation, infos: &[DomainInfo]) -> Result<()> {
+        let found = infos
+            .iter()
+            .find(|i| i.handle == p.uuid && p.domid.is_none_or(|d| d == i.domid));
+        if let Some(info) = found {
+            let record = self.state.load(info.domid)?;
+            if record.as_ref().is_none_or(|r| r.uuid != p.uuid) {
+                log::warn!(
+                    "domain {}: half-made by process {} that died; destroying it",
+                    info.domid,
+                    p.pid
+                );
+                match self.hv.destroy_domain(info.domid) {
+                    Ok(()) | Err(HypervisorError::NoSuchDomain(_)) => {}
+                    Err(e) => return Err(hv_step("destroy")(e)),
+                }
+                self.hv.checkpoint();
+                // Whichever plane it was published on, if it got that far.
+                if let Some(xs) = self.xenstore_plane() {
+                    xs.unpublish(info.domid, Some(p.uuid))?;
+                }
+                let noxs_record = self
+                    .state
+                    .root()
+                    .join(xendevd_api::RECORDS_SUBDIR)
+                    .join(format!("{}.json", info.domid.0));
+                if noxs_record.exists() {
+                    crate::plane::ControlPlane::unpublish(&self.noxs, info.domid, Some(p.uuid))?;
+                }
+                self.state.release_name(&p.name, info.domid)?;
+            }
+        }
+        Ok(self.state.remove_pending(&p.uuid)?)
+    }
+
+    /// The part of [`clean_up`](Self::clean_up) a creation runs: creations that a killed
+    /// process left half-made (cheap when there are none: one directory read).
+    pub(super) fn clean_up_abandoned_creations(&self) -> Result<()> {
+        if self
+            .state
+            .pending()?
+            .iter()
+            .all(|p| super::state::process_alive(p.pid))
+        {
+            return Ok(());
+        }
+        self.clean_up_pending(&self.hv.list_domains().map_err(hv_step("list domains"))?)
+    }
+
+    /// Removes what chaos wrote for a guest whose domain is gone: the plane's entries, then the
+    /// record and the name. If the plane fails, the record stays for the next try.
+    fn clean_up_after(&self, r: &DomainRecord) -> Result<()> {
+        self.plane(r.config.control_plane)?
+            .unpublish(r.domid, Some(r.uuid))?;
+        Ok(self.state.forget(r)?)
     }
 
     /// The running domain with this name: chaos's guests first, then Xenstore (which also
@@ -122,6 +239,10 @@ impl Toolstack {
     /// Every domain with what chaos and Xenstore know of it; stale records of domains that
     /// no longer exist are removed on the way.
     pub fn list(&self) -> Result<Vec<DomainSummary>> {
+        if let Err(e) = self.clean_up() {
+            // Listing must work even when cleaning up cannot (it is tried again next time).
+            log::warn!("cleaning up leftovers: {e}");
+        }
         let infos = self.hv.list_domains().map_err(hv_step("list domains"))?;
         let records = self.state.all()?;
         // chaosd's ready shells: domains, but not guests anyone asked for.
@@ -131,14 +252,11 @@ impl Toolstack {
             .iter()
             .filter_map(|s| s.domid)
             .collect();
-        for r in &records {
-            if !infos.iter().any(|i| i.domid == r.domid) {
-                self.forget_gone(r)?;
-            }
-        }
         let mut out = Vec::with_capacity(infos.len());
         for info in infos {
-            let record = records.iter().find(|r| r.domid == info.domid);
+            let record = records
+                .iter()
+                .find(|r| r.domid == info.domid && r.uuid == info.handle);
             let name = match record {
                 Some(r) => r.name.clone(),
                 None if info.domid == DomId::DOM0 => "Domain-0".to_string(),
@@ -174,11 +292,15 @@ impl Toolstack {
     }
 
     pub fn pause(&self, dom: DomId) -> Result<()> {
-        self.hv.pause_domain(dom).map_err(hv_step("pause"))
+        self.hv.pause_domain(dom).map_err(hv_step("pause"))?;
+        self.hv.checkpoint();
+        Ok(())
     }
 
     pub fn unpause(&self, dom: DomId) -> Result<()> {
-        self.hv.unpause_domain(dom).map_err(hv_step("unpause"))
+        self.hv.unpause_domain(dom).map_err(hv_step("unpause"))?;
+        self.hv.checkpoint();
+        Ok(())
     }
 
     /// Destroys a guest and removes everything chaos wrote for it.
@@ -188,13 +310,21 @@ impl Toolstack {
                 "domain 0 cannot be destroyed".into(),
             ));
         }
-        let record = self.state.load(dom)?;
+        let record = match self.state.load(dom)? {
+            // A record of an earlier domain with this domid: not this domain's.
+            Some(r) if !self.carries(dom, r.uuid)? && self.hv.domain_info(dom).is_ok() => {
+                self.state.forget(&r)?;
+                None
+            }
+            r => r,
+        };
         self.destroy_with(dom, record.as_ref())
     }
 
     /// Destroys `dom` and removes what chaos wrote for it, as its record (if any) says.
     fn destroy_with(&self, dom: DomId, record: Option<&DomainRecord>) -> Result<()> {
         let destroyed = self.hv.destroy_domain(dom);
+        self.hv.checkpoint();
         // Clean up even when the domain was already gone: the leftovers are ours to remove.
         // A domain chaos has no record of may be xl's: its Xenstore entries go too, as with xl.
         let plane = match record {

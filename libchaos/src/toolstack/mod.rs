@@ -20,7 +20,7 @@ use std::sync::Arc;
 pub use error::{Result, ToolstackError};
 pub use lifecycle::{ConsoleServer, DomainSummary, ShutdownKind};
 pub use random::{random_mac, random_uuid};
-pub use state::{DomainRecord, ShellRecord, StateDir, StateError};
+pub use state::{DomainRecord, NameEntry, PendingCreation, ShellRecord, StateDir, StateError};
 pub use timings::{Phase, Timings};
 pub use types::{Created, CreationPath, Flavor, Shell, Via};
 

@@ -20,6 +20,8 @@ pub enum StateError {
         #[source]
         source: std::io::Error,
     },
+    #[error("the name index has no free slot for {0:?} (other names share its hash)")]
+    NameSlots(String),
     #[error("{path}: corrupt domain record: {source}")]
     Corrupt {
         path: PathBuf,
@@ -83,6 +85,35 @@ pub struct ShellRecord {
     pub created_ms: u64,
 }
 
+/// An entry of the name index: `name` belongs to the domain `domid` as long as that domain
+/// carries the handle `uuid` (domids are reused; handles are not).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NameEntry {
+    pub name: String,
+    pub domid: DomId,
+    pub uuid: Uuid,
+}
+
+/// A creation in progress: the guest's handle (its domain is created with it), its name, the
+/// process creating it, and its domid once known.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingCreation {
+    pub uuid: Uuid,
+    pub name: String,
+    pub pid: u32,
+    pub domid: Option<DomId>,
+}
+
+/// Slots per name hash: names whose hashes collide take the next slot.
+const NAME_SLOTS: u32 = 4;
+
+/// FNV-1a, 64 bits: a short stable file name for any name (collisions are resolved by slots).
+fn fnv1a64(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
 /// The runtime directory and the records in it.
 #[derive(Debug, Clone)]
 pub struct StateDir {
@@ -93,47 +124,125 @@ impl StateDir {
     /// Opens (creating if needed) the runtime directory.
     pub fn open(root: impl Into<PathBuf>) -> Result<Self> {
         let root = root.into();
-        for sub in ["domains", "names", "shells"] {
+        for sub in ["domains", "names", "shells", "creating"] {
             let dir = root.join(sub);
             fs::create_dir_all(&dir).map_err(io(&dir))?;
         }
         Ok(StateDir { root })
     }
 
-    /// The name index: one file per name chaos gave out, holding the domid. It makes the
-    /// uniqueness check one lookup, however many guests run. File names are the name in hex,
-    /// so any name is a safe file name.
-    fn name_path(&self, name: &str) -> PathBuf {
-        let hex: String = name.bytes().map(|b| format!("{b:02x}")).collect();
-        self.root.join("names").join(hex)
+    /// The name index: one small file per name chaos gave out, holding the name, the domain and
+    /// its handle. It makes the uniqueness check one lookup, however many guests run. Files are
+    /// named by a hash of the name (any name up to 255 bytes gives a short, safe file name);
+    /// the full name is stored inside and compared, and names whose hashes collide take the
+    /// next of a few slots, so two names never share an entry.
+    fn name_slots(&self, name: &str) -> impl Iterator<Item = PathBuf> + '_ {
+        let hash = fnv1a64(name.as_bytes());
+        (0..NAME_SLOTS).map(move |k| self.root.join("names").join(format!("{hash:016x}.{k}")))
     }
 
-    /// The domain the index gives `name` to, if any (it may have died since: callers check).
-    pub fn name_owner(&self, name: &str) -> Result<Option<DomId>> {
-        let path = self.name_path(name);
-        match fs::read_to_string(&path) {
-            Ok(s) => Ok(s.trim().parse().ok().map(DomId)),
+    fn read_name_entry(path: &Path) -> Result<Option<NameEntry>> {
+        match fs::read(path) {
+            Ok(bytes) => Ok(serde_json::from_slice(&bytes).ok()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(io(&path)(e)),
+            Err(e) => Err(io(path)(e)),
         }
     }
 
-    /// Gives `name` to `domid` in the index (under [`StateDir::lock`], after checking it is free).
-    pub fn claim_name(&self, name: &str, domid: DomId) -> Result<()> {
-        let path = self.name_path(name);
-        fs::write(&path, domid.0.to_string()).map_err(io(&path))
+    /// The index entry of `name`, if any. It may be stale (its domain died, or the domid now
+    /// belongs to another domain): callers check it against the domain's handle.
+    pub fn name_entry(&self, name: &str) -> Result<Option<NameEntry>> {
+        for path in self.name_slots(name) {
+            if let Some(e) = Self::read_name_entry(&path)? {
+                if e.name == name {
+                    return Ok(Some(e));
+                }
+            }
+        }
+        Ok(None)
     }
 
-    /// Frees `name`, if `domid` holds it.
+    /// Gives `name` to the domain `domid` with handle `uuid` (under [`StateDir::lock`], after
+    /// checking the name is free: an entry of the same name is replaced).
+    pub fn claim_name(&self, name: &str, domid: DomId, uuid: Uuid) -> Result<()> {
+        let entry = NameEntry {
+            name: name.to_string(),
+            domid,
+            uuid,
+        };
+        let mut free = None;
+        for path in self.name_slots(name) {
+            match Self::read_name_entry(&path)? {
+                Some(e) if e.name == name => return write_atomic(&path, &entry),
+                Some(_) => {}
+                // Missing or unreadable: a slot to use, once no slot holds this name.
+                None => {
+                    free.get_or_insert(path);
+                }
+            }
+        }
+        match free {
+            Some(path) => write_atomic(&path, &entry),
+            None => Err(StateError::NameSlots(name.to_string())),
+        }
+    }
+
+    /// Frees `name`, if the domain `domid` holds it.
     pub fn release_name(&self, name: &str, domid: DomId) -> Result<()> {
-        if self.name_owner(name)? == Some(domid) {
-            let path = self.name_path(name);
-            match fs::remove_file(&path) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io(&path)(e)),
-                _ => {}
+        for path in self.name_slots(name) {
+            if let Some(e) = Self::read_name_entry(&path)? {
+                if e.name == name && e.domid == domid {
+                    remove_file(&path)?;
+                }
             }
         }
         Ok(())
+    }
+
+    /// Every entry of the name index with its file; files that are no entry (left half-written
+    /// by an old chaos, say) are removed on the way.
+    pub fn name_entries(&self) -> Result<Vec<(PathBuf, NameEntry)>> {
+        let dir = self.root.join("names");
+        let mut out = Vec::new();
+        for path in list_dir(&dir)? {
+            if is_temporary(&path) {
+                remove_if_abandoned(&path);
+                continue;
+            }
+            match Self::read_name_entry(&path)? {
+                Some(e) => out.push((path, e)),
+                None => {
+                    log::warn!("{}: not a name entry; removed", path.display());
+                    remove_file(&path)?;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Removes one entry found by [`StateDir::name_entries`].
+    pub fn remove_name_entry(&self, path: &Path) -> Result<()> {
+        remove_file(path)
+    }
+
+    fn pending_path(&self, uuid: &Uuid) -> PathBuf {
+        self.root.join("creating").join(format!("{uuid}.json"))
+    }
+
+    /// Records a creation in progress before its domain exists, so that if this process dies
+    /// midway, whoever scans next (list, the next creation, chaosd) destroys what it left.
+    pub fn save_pending(&self, p: &PendingCreation) -> Result<()> {
+        write_atomic(&self.pending_path(&p.uuid), p)
+    }
+
+    /// The creation is done (a guest with its record) or rolled back.
+    pub fn remove_pending(&self, uuid: &Uuid) -> Result<()> {
+        remove_file(&self.pending_path(uuid))
+    }
+
+    /// Every readable record of a creation in progress.
+    pub fn pending(&self) -> Result<Vec<PendingCreation>> {
+        read_all(&self.root.join("creating"), "creation")
     }
 
     pub fn root(&self) -> &Path {
@@ -228,8 +337,57 @@ impl StateDir {
     }
 }
 
+/// The temporary file a process writes `path` through: `<file>.<pid>.tmp`, so that a scan can
+/// tell the files of live writers from those a killed process left.
+fn temporary_path(path: &Path) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".{}.tmp", std::process::id()));
+    path.with_file_name(name)
+}
+
+fn is_temporary(path: &Path) -> bool {
+    path.extension().is_some_and(|e| e == "tmp")
+}
+
+/// Whether process `pid` is alive (or may be: one we may not signal counts as alive).
+pub(crate) fn process_alive(pid: u32) -> bool {
+    let Ok(pid) = i32::try_from(pid) else {
+        return false;
+    };
+    !matches!(
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None),
+        Err(nix::errno::Errno::ESRCH)
+    )
+}
+
+/// Removes a temporary file whose writer is gone (`<file>.<pid>.tmp` of a dead pid, or the
+/// `<file>.tmp` of older versions).
+fn remove_if_abandoned(path: &Path) {
+    let writer = path
+        .file_stem()
+        .and_then(|s| Path::new(s).extension())
+        .and_then(|e| e.to_str())
+        .and_then(|e| e.parse::<u32>().ok());
+    if writer.is_some_and(process_alive) {
+        return;
+    }
+    match fs::remove_file(path) {
+        Ok(()) => log::info!("{}: removed (left by a process that died)", path.display()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => log::warn!("{}: {e}", path.display()),
+    }
+}
+
+fn list_dir(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for entry in fs::read_dir(dir).map_err(io(dir))? {
+        out.push(entry.map_err(io(dir))?.path());
+    }
+    Ok(out)
+}
+
 fn write_atomic<T: Serialize>(path: &Path, value: &T) -> Result<()> {
-    let tmp = path.with_extension("json.tmp");
+    let tmp = temporary_path(path);
     let json = serde_json::to_vec_pretty(value).map_err(|source| StateError::Corrupt {
         path: path.to_path_buf(),
         source,
@@ -249,8 +407,11 @@ fn remove_file(path: &Path) -> Result<()> {
 
 fn read_all<T: serde::de::DeserializeOwned>(dir: &Path, what: &str) -> Result<Vec<T>> {
     let mut records = Vec::new();
-    for entry in fs::read_dir(dir).map_err(io(dir))? {
-        let path = entry.map_err(io(dir))?.path();
+    for path in list_dir(dir)? {
+        if is_temporary(&path) {
+            remove_if_abandoned(&path);
+            continue;
+        }
         if path.extension().and_then(|e| e.to_str()) != Some("json") {
             continue;
         }

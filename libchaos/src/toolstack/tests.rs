@@ -7,6 +7,7 @@ use crate::hypervisor::sim::{Fault, SimConfig};
 use crate::hypervisor::ShutdownReason;
 use std::time::Duration;
 
+mod harden;
 mod noxs;
 mod vif;
 

@@ -51,6 +51,8 @@ impl Default for SimConfig {
 #[derive(Debug)]
 pub struct SimHypervisor {
     state: Mutex<SimState>,
+    /// Where [`Hypervisor::checkpoint`](super::Hypervisor::checkpoint) saves the host.
+    autosave: Option<std::path::PathBuf>,
     /// Domain exceptions so far (shutdowns, destructions), for `domain_events`.
     exceptions: std::sync::Arc<(Mutex<u64>, std::sync::Condvar)>,
 }
@@ -84,7 +86,24 @@ impl SimHypervisor {
                 faults: FaultPlan::default(),
                 devctl: false,
             }),
+            autosave: None,
             exceptions: Default::default(),
+        }
+    }
+
+    /// The same host, saved to `path` at every checkpoint (after each toolstack operation),
+    /// as `chaos --hypervisor sim` and chaosd on the sim keep it.
+    pub fn with_autosave(mut self, path: impl Into<std::path::PathBuf>) -> Self {
+        self.autosave = Some(path.into());
+        self
+    }
+
+    /// Saves the host where [`with_autosave`](Self::with_autosave) said, if it did.
+    pub(super) fn autosave_now(&self) {
+        if let Some(path) = &self.autosave {
+            if let Err(e) = self.save(path) {
+                log::error!("saving the simulated host: {e}");
+            }
         }
     }
 

@@ -330,6 +330,10 @@ impl Hypervisor for SimHypervisor {
         Ok(port)
     }
 
+    fn checkpoint(&self) {
+        self.autosave_now();
+    }
+
     fn noxs_flavour(&self) -> NoxsFlavour {
         if self.lock().devctl {
             NoxsFlavour::Hypervisor

@@ -73,6 +73,7 @@ impl SimHypervisor {
                 }
                 Ok(SimHypervisor {
                     state: Mutex::new(state),
+                    autosave: None,
                     exceptions: Default::default(),
                 })
             }
@@ -87,7 +88,10 @@ impl SimHypervisor {
     /// Saves the host (not guest memory contents) atomically.
     pub fn save(&self, path: &Path) -> std::result::Result<(), SimStateError> {
         let shown = path.display().to_string();
-        let json = serde_json::to_vec(&*self.lock()).map_err(|source| SimStateError::Corrupt {
+        // Held until the file is in place: threads saving at once (chaosd's) take turns, and
+        // the file always holds one consistent host.
+        let state = self.lock();
+        let json = serde_json::to_vec(&*state).map_err(|source| SimStateError::Corrupt {
             path: shown.clone(),
             source,
         })?;

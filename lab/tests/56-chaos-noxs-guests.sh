@@ -1,0 +1,142 @@
+# chaos creates the test unikernels on the NoXS plane (chaos_control_plane = "noxs": no
+# Xenstore entries, a device page instead): hello prints one line per device of its device
+# page (its sysctl device at least), then its greeting, and powers off; noop listens on its
+# sysctl device (fe_state Connected) and powers off or reboots when `chaos shutdown` asks.
+# The console log is written by xendevd's NoXS console backend (same path as xenconsoled's).
+# xl knows NoXS guests by id only (it reads names from Xenstore): names are looked up with
+# `chaos list`.
+#
+# The PVH cases say SKIP while chaos builds PV guests only (marked ADJUST).
+. "$XENLAB_TESTS/lib.sh"
+
+XENDEVD_PID=
+chaos reap --watch >reaper.log 2>&1 &
+reaper=$!
+cleanup() {
+	for n in nx-hello nx-hellopvh nx-noop nx-ping; do chaos destroy "$n" >/dev/null 2>&1; done
+	kill "$reaper" 2>/dev/null
+	[ -n "$XENDEVD_PID" ] && kill "$XENDEVD_PID" 2>/dev/null
+}
+trap cleanup EXIT
+# The NoXS console backend (and, later, vif backend).
+start_xendevd xendevd.log
+
+# noxs_cfg NAME KERNEL TYPE EXTRA: writes ./NAME.cfg and prints its path.
+noxs_cfg() {
+	cat >"$PWD/$1.cfg" <<-EOF2
+	name = "$1"
+	type = "$3"
+	kernel = "$GUEST/$2"
+	extra = "$4"
+	memory = 2
+	chaos_control_plane = "noxs"
+	on_poweroff = "destroy"
+	on_reboot = "destroy"
+	on_crash = "preserve"
+	EOF2
+	echo "$PWD/$1.cfg"
+}
+
+# pv_only OUTPUT: true (and says so) if chaos refused a PVH guest because it builds PV only.
+# ADJUST: drop once chaos builds PVH guests.
+pv_only() {
+	case "$1" in
+	*"only PV guests can be built"*) echo "SKIP (PVH case): $1" ;;
+	*) return 1 ;;
+	esac
+}
+
+# chaos_field NAME COLUMN: a column of `chaos list` (2 id, 5 state, 6 cpu time) for NAME.
+chaos_field() { chaos list | awk -v n="$1" -v c="$2" 'NR > 1 && $1 == n { print $c }'; }
+chaos_gone() { [ -z "$(chaos_field "$1" 2)" ]; }
+# created_domid OUTPUT: the domid in chaos create's "Created domain N (NAME)".
+created_domid() { echo "$1" | sed -n 's/.*Created domain \([0-9][0-9]*\).*/\1/p'; }
+
+# no_xenstore DOMID: chaos wrote nothing for the guest in Xenstore.
+no_xenstore() {
+	if xenstore-exists "/local/domain/$1" 2>/dev/null; then
+		fail "xenstore: expected no /local/domain/$1 for a NoXS guest, got: $(xenstore-ls "/local/domain/$1" 2>&1 | head -n 5)"
+	fi
+}
+
+# hello NAME TYPE: its device lines (sysctl, id 0, backend dom0), its greeting (domid unknown
+# without Xenstore), poweroff.
+hello() {
+	out=$(chaos create "$(noxs_cfg "$1" hello "$2" "noxs words")" 2>&1) || {
+		pv_only "$out" && return 0
+		fail "chaos create $1 (NoXS, $2): expected success, got: $out"
+	}
+	domid=$(created_domid "$out")
+	[ -n "$domid" ] || fail "chaos create $1: expected 'Created domain N', got: $out"
+	no_xenstore "$domid"
+	log=$(console_log "$1")
+	wait_for_line "$log" 'hello from chaos test guest' 60 ||
+		fail "$1 console: expected the hello line within 60s, got: $(tail -n 5 "$log" 2>&1 | tr -d '\r'); xl list: $(xl list 2>&1)"
+	tr -d '\r' <"$log" | grep -E 'hello' | sed "s/^/$1: /"
+	grep -q 'noxs device page refused' "$log" && fail "$1: the guest refused its device page: $(grep refused "$log" | tr -d '\r')"
+	# ADJUST if chaos numbers or places devices differently (ABI.md section 5: sysctl first).
+	grep -qE 'hello: noxs device type=sysctl id=0 backend=0 ctrl=0x[0-9a-f]+ port=[1-9][0-9]*' "$log" ||
+		fail "$1 console: expected a line for its sysctl device, got: $(grep 'noxs' "$log" | tr -d '\r')"
+	line=$(grep 'hello from chaos test guest' "$log" | tail -n 1 | tr -d '\r')
+	expect_contains "$1 greeting" 'domid=? cmdline="noxs words"' "$line"
+	wait_until 30 chaos_gone "$1" || fail "$1: expected the reaper to destroy it after poweroff, still there: $(chaos list)"
+}
+
+hello nx-hello pv
+hello nx-hellopvh pvh
+
+# noop: idle, then a poweroff request through the sysctl device.
+out=$(chaos create "$(noxs_cfg nx-noop noop pv "")" 2>&1) || fail "chaos create nx-noop (NoXS): expected success, got: $out"
+domid=$(created_domid "$out")
+[ -n "$domid" ] || fail "chaos create nx-noop: expected 'Created domain N', got: $out"
+no_xenstore "$domid"
+sleep 2
+t1=$(chaos_field nx-noop 6)
+sleep 4
+t2=$(chaos_field nx-noop 6)
+state=$(chaos_field nx-noop 5)
+echo "nx-noop: state $state, cpu time $t1 s -> $t2 s over 4 s"
+expect_eq "nx-noop state" "-b----" "$state"
+awk -v a="$t1" -v b="$t2" 'BEGIN { exit !(b - a < 0.5) }' || fail "nx-noop cpu time: expected idle (<0.5 s over 4 s), got $t1 -> $t2"
+start=$(now)
+out=$(chaos shutdown -w --timeout 60 nx-noop 2>&1) || fail "chaos shutdown -w nx-noop: expected the guest to obey its sysctl request, got: $out"
+echo "nx-noop: powered off on request in $(elapsed "$start")s"
+wait_until 30 chaos_gone nx-noop || fail "nx-noop: expected the reaper to destroy it after poweroff, still there: $(chaos list)"
+
+# reboot requests: with on_reboot = "destroy" the domain goes away as well.
+for type in pv pvh; do
+	if out=$(chaos create "$(noxs_cfg nx-noop noop $type "")" 2>&1); then
+		sleep 2
+		out=$(chaos shutdown -R -w --timeout 60 nx-noop 2>&1) || fail "chaos shutdown -R -w nx-noop ($type): expected the guest to obey its reboot request, got: $out"
+		wait_until 30 chaos_gone nx-noop || fail "nx-noop ($type): expected gone after the reboot request (on_reboot = destroy), still there: $(chaos list)"
+		echo "nx-noop ($type): rebooted on request"
+	else
+		pv_only "$out" || fail "chaos create nx-noop (NoXS, $type): expected success, got: $out"
+	fi
+done
+# ping on the NoXS plane, its vif not served yet (no userspace vif backend): it finds its vif
+# and sysctl devices, grants its rings and publishes them in the vif control page, then waits;
+# it must not have given up (it prints "ping: <why>" and crashes when it does) and must obey a
+# poweroff request meanwhile. ADJUST: ping it from dom0 once xendevd serves NoXS vifs.
+cat >nx-ping.cfg <<-EOF2
+name = "nx-ping"
+kernel = "$GUEST/ping"
+memory = 4
+vif = ['bridge=xenbr0,ip=10.99.0.30']
+chaos_control_plane = "noxs"
+on_poweroff = "destroy"
+on_crash = "preserve"
+EOF2
+out=$(chaos create nx-ping.cfg 2>&1) || fail "chaos create nx-ping (NoXS, a vif): expected success, got: $out"
+sleep 3
+state=$(chaos_field nx-ping 5)
+log=$(console_log nx-ping)
+echo "nx-ping: state $state, console: $(tr -d '\r' <"$log" 2>/dev/null | tr '\n' ' ')"
+case "$state" in *c*) fail "nx-ping: crashed: $(tr -d '\r' <"$log" 2>&1)" ;; esac
+grep -q 'ping: ' "$log" 2>/dev/null && ! grep -q 'ping: vif 0 up' "$log" &&
+	fail "nx-ping: gave up: $(tr -d '\r' <"$log")"
+out=$(chaos shutdown -w --timeout 60 nx-ping 2>&1) || fail "chaos shutdown -w nx-ping: expected the guest to obey its sysctl request, got: $out"
+wait_until 30 chaos_gone nx-ping || fail "nx-ping: expected the reaper to destroy it after poweroff, still there: $(chaos list)"
+echo "nx-ping: powered off on request"
+
+[ -z "$(ls /run/chaos/domains/)" ] || fail "state dir: expected empty after reaping, got: $(ls /run/chaos/domains/)"
