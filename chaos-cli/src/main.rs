@@ -286,13 +286,15 @@ fn load_for_daemon(file: &std::path::Path, overrides: &[String]) -> Result<Domai
 }
 
 /// Creates `count` guests from one config (names get -1 .. -N when there are several) with
-/// `make`, printing each as it comes.
+/// `make`, printing each as it comes (one line, or one JSON object per line with `--json`),
+/// with a progress line (count, rate, time left) below them when stderr is a terminal.
 fn create_each(
     base: &DomainConfig,
     count: u32,
     json: bool,
     mut make: impl FnMut(&DomainConfig) -> Result<Created, String>,
 ) -> Result<(), String> {
+    let mut progress = output::Progress::on_terminal(count);
     for i in 1..=count {
         let cfg = base.numbered(i, count).map_err(|e| e.to_string())?;
         let created = make(&cfg).map_err(|e| {
@@ -302,12 +304,21 @@ fn create_each(
                 e
             }
         })?;
+        if let Some(p) = &mut progress {
+            p.clear();
+        }
         output::created(&created, json)?;
         // The reader went away (`chaos create -n 100 | head -1`): that is the end, as for any
         // command in a pipe; the guests made so far are recorded.
         if output::closed() {
             break;
         }
+        if let Some(p) = &mut progress {
+            p.advance();
+        }
+    }
+    if let Some(p) = progress {
+        p.finish();
     }
     Ok(())
 }

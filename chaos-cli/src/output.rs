@@ -4,9 +4,10 @@
 //! -1`) ends the output quietly instead of failing (or, with `println!`, panicking) the
 //! command; [`closed`] tells the commands that print as they go to stop.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use libchaos::config::Action;
 use libchaos::daemon::{Percentiles, PoolStatus};
@@ -212,4 +213,121 @@ pub fn pool_status(s: &PoolStatus, json: bool) -> Result<(), String> {
     row("create from a shell", &s.pool_create)?;
     row("create direct", &s.direct_create)?;
     row("prepare (background)", &s.prepare)
+}
+
+/// Progress of `chaos create -n N` while the guests come: count, rate and time left, redrawn
+/// in place on stderr. Only on a terminal: piped or logged, chaos prints just the guests.
+#[derive(Debug)]
+pub struct Progress {
+    total: u32,
+    done: u32,
+    start: Instant,
+    shown: bool,
+}
+
+impl Progress {
+    /// A progress line for `total` creations, if there are several and stderr is a terminal.
+    pub fn on_terminal(total: u32) -> Option<Progress> {
+        (total > 1 && std::io::stderr().is_terminal()).then(|| Progress {
+            total,
+            done: 0,
+            start: Instant::now(),
+            shown: false,
+        })
+    }
+
+    /// Takes the line away, so that other output does not land on it.
+    pub fn clear(&mut self) {
+        if self.shown {
+            eprint!("\r\x1b[K");
+            self.shown = false;
+        }
+    }
+
+    /// One more guest created: draws the line again.
+    pub fn advance(&mut self) {
+        self.done += 1;
+        let mut err = std::io::stderr().lock();
+        let _ = write!(
+            err,
+            "\r\x1b[K{}",
+            progress_line(self.done, self.total, self.start.elapsed())
+        );
+        let _ = err.flush();
+        self.shown = true;
+    }
+
+    /// All done: the line gives way to a last word on how long it took.
+    pub fn finish(mut self) {
+        self.clear();
+        let secs = self.start.elapsed().as_secs_f64();
+        eprintln!(
+            "created {} guests in {:.1} s ({:.1}/s)",
+            self.done,
+            secs,
+            self.done as f64 / secs.max(1e-9)
+        );
+    }
+}
+
+impl Drop for Progress {
+    fn drop(&mut self) {
+        self.clear();
+    }
+}
+
+/// "creating: 37/100, 12.3/s, 5s left".
+pub fn progress_line(done: u32, total: u32, elapsed: Duration) -> String {
+    let secs = elapsed.as_secs_f64();
+    let rate = done as f64 / secs.max(1e-9);
+    let left = if done == 0 {
+        "?".to_string()
+    } else {
+        clock(f64::from(total.saturating_sub(done)) / rate)
+    };
+    format!("creating: {done}/{total}, {rate:.1}/s, {left} left")
+}
+
+/// Seconds as "12s", "4m05s" or "1h02m".
+fn clock(secs: f64) -> String {
+    let s = secs.max(0.0).round() as u64;
+    match s {
+        0..=59 => format!("{s}s"),
+        60..=3599 => format!("{}m{:02}s", s / 60, s % 60),
+        _ => format!("{}h{:02}m", s / 3600, s % 3600 / 60),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn progress_says_count_rate_and_time_left() {
+        assert_eq!(
+            progress_line(25, 100, Duration::from_secs(5)),
+            "creating: 25/100, 5.0/s, 15s left"
+        );
+        assert_eq!(
+            progress_line(10, 1000, Duration::from_secs(10)),
+            "creating: 10/1000, 1.0/s, 16m30s left"
+        );
+        assert_eq!(
+            progress_line(1, 20_000, Duration::from_secs(1)),
+            "creating: 1/20000, 1.0/s, 5h33m left"
+        );
+        assert_eq!(
+            progress_line(100, 100, Duration::from_secs(4)),
+            "creating: 100/100, 25.0/s, 0s left"
+        );
+    }
+
+    #[test]
+    fn no_progress_when_stderr_is_not_a_terminal_or_for_one_guest() {
+        // cargo test captures stderr through a pipe
+        if !std::io::stderr().is_terminal() {
+            assert!(Progress::on_terminal(100).is_none());
+        }
+        assert!(Progress::on_terminal(1).is_none());
+    }
 }

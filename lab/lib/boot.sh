@@ -181,13 +181,29 @@ boot_and_run() {
 }
 
 # Reads the serial console: writes every line, time-stamped, to $LOG; shows boot progress on stderr
-# and the script's output on stdout; records the script's exit code and test results.
+# and the script's output on stdout; records the script's exit code and test results. Files dom0
+# sends (base64 between `@@XENLAB-FILE NAME SIZE SHA256` and `@@XENLAB-FILE-END`) go to
+# $RUN/files/NAME.b64, not to the log; FILES_RECEIVED lists them as "NAME SHA256".
 stream_console() {
-	local line t state=boot name rc uptime
-	SCRIPT_RC="" TESTS_DONE=() TESTS_FAILED=() CURRENT_TEST=""
+	local line t state=boot name rc uptime file="" file_sum="" file_lines=0
+	SCRIPT_RC="" TESTS_DONE=() TESTS_FAILED=() CURRENT_TEST="" FILES_RECEIVED=()
 	exec 4>"$LOG"
 	while IFS= read -r line || [ -n "$line" ]; do
 		line=${line//$'\r'/}
+		if [ -n "$file" ]; then
+			if [[ $line == *@@XENLAB-FILE-END* ]]; then
+				exec 5>&-
+				FILES_RECEIVED+=("$file $file_sum")
+				printf '[file %s: %d lines of base64, not logged]\n' "$file" "$file_lines" >&4
+				file=""
+			elif [[ $line =~ ^[A-Za-z0-9+/=]+$ ]]; then
+				printf '%s\n' "$line" >&5
+				file_lines=$((file_lines + 1))
+			else
+				printf '%s\n' "$line" >&4 # a console message in between
+			fi
+			continue
+		fi
 		secs_since "$T_QEMU" t
 		printf '[%7s] %s\n' "$t" "$line" >&4
 		case $line in
@@ -220,6 +236,16 @@ stream_console() {
 			continue
 			;;
 		*@@XENLAB-RESULT*) continue ;;
+		*@@XENLAB-FILE\ *)
+			read -r name _ file_sum _ <<<"${line##*@@XENLAB-FILE }"
+			if [[ $name =~ ^[A-Za-z0-9._-]+$ && $file_sum =~ ^[0-9a-f]{64}$ ]]; then
+				mkdir -p "$RUN/files"
+				file=$name file_lines=0
+				exec 5>"$RUN/files/$name.b64"
+				say "dom0: sending $name"
+			fi
+			continue
+			;;
 		"(XEN) Xen version"*) say "xen: ${line#(XEN) }" ;;
 		*"*** LOADING DOMAIN 0 ***"*) say "xen: building dom0" ;;
 		*"Scrubbing"* | *"Std. Loglevel"*) ;;

@@ -36,6 +36,13 @@ build_project() {
 	say "build: cargo build --release --target $LAB_TARGET ${pkgs[*]} (static)"
 	(cd "$REPO" && "$cargo" build --release -q --target "$LAB_TARGET" "${pkgs[@]}") >&2 ||
 		die "cargo build failed"
+	# The scale harness (benches/src/bin/scale), for `bench scale` and the scale test only (its
+	# LTO link would cost every other run time for nothing).
+	if [ "${LAB_WANT_SCALE:-0}" = 1 ]; then
+		say "build: cargo build --release --target $LAB_TARGET -p chaos-benches --bin scale"
+		(cd "$REPO" && "$cargo" build --release -q --target "$LAB_TARGET" -p chaos-benches --bin scale) >&2 ||
+			die "cargo build failed"
+	fi
 	# Lab-only probes of the library against real Xen (lab/tests/40-*, 60-*).
 	say "build: cargo build --release --target $LAB_TARGET -p libchaos --examples"
 	(cd "$REPO" && "$cargo" build --release -q --target "$LAB_TARGET" -p libchaos --examples) >&2 ||
@@ -55,10 +62,10 @@ build_initrd() {
 	mkdir -p "$ov"/{etc/xenlab,lab/tests,usr/bin,usr/local/bin,guest}
 	install -m 755 "$LAB/dom0/init" "$ov/init"
 	dom0_options >"$ov/etc/xenlab/options"
-	install -m 755 "$LAB/dom0/run-tests" "$LAB/dom0/demo" "$ov/usr/local/bin/"
+	install -m 755 "$LAB/dom0/run-tests" "$LAB/dom0/demo" "$LAB/dom0/bench-scale" "$ov/usr/local/bin/"
 	for f in "$LAB"/tests/*.sh; do install -m 644 "$f" "$ov/lab/tests/"; done
 	[ -z "$cmd" ] || install -m 755 "$cmd" "$ov/lab/cmd"
-	for bin in chaos chaosd xendevd; do
+	for bin in chaos chaosd xendevd scale; do
 		f=$bins/$bin
 		[ -x "$f" ] || continue
 		install -m 755 "$f" "$ov/usr/bin/$bin"

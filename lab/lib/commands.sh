@@ -41,6 +41,8 @@ cmd_test() {
 	local tests=() passed failed
 	mapfile -t tests < <(select_tests "$@")
 	[ ${#tests[@]} -gt 0 ] || die "no lab test matches: $*"
+	# shellcheck disable=SC2034 # read by build_project (build.sh)
+	case " ${tests[*]}" in *-scale-*) LAB_WANT_SCALE=1 ;; esac
 	setup
 	reap_stale
 	new_run_dir
@@ -60,6 +62,67 @@ cmd_test() {
 	echo "$passed passed, $failed failed"
 	if [ "$failed" -ne 0 ]; then exit 1; fi
 	exit 0
+}
+
+# `bench scale [N]`: the scale harness (benches/src/bin/scale) with N guests per tool (default
+# 1000) and a churn check of N cycles; XENLAB_SCALE_ARGS adds harness flags. The machine gets
+# room for them unless told otherwise. Results land in lab/work/results/<date>/.
+cmd_bench() {
+	[ "${1:-}" = scale ] || die "usage: xenlab bench scale [N]   (the only bench so far)"
+	local n=${2:-1000}
+	if ! is_uint "$n" || [ "$n" -lt 1 ]; then die "bench scale: N=$n: expected a number of guests"; fi
+	# ~2 MiB and Xen's own pages per noop guest, plus dom0: 8 GiB for 1000 (the host has 24).
+	: "${XENLAB_DOM0_MEM:=2048}"
+	: "${XENLAB_MEM:=$((XENLAB_DOM0_MEM + 2048 + 5 * n))}"
+	export XENLAB_DOM0_MEM XENLAB_MEM
+	read_options
+	# shellcheck disable=SC2034 # read by build_project (build.sh)
+	LAB_WANT_SCALE=1
+	setup
+	reap_stale
+	new_run_dir
+	{
+		echo '#!/bin/sh'
+		echo "exec bench-scale -n $n --churn $n ${XENLAB_SCALE_ARGS:-}"
+	} >"$RUN/cmd"
+	say "bench: scale, $n guests per tool${XENLAB_SCALE_ARGS:+, $XENLAB_SCALE_ARGS}"
+	boot_and_run "$RUN/cmd" "${XENLAB_TIMEOUT:-$((900 + 8 * n))}" bench-scale
+	receive_results
+	case $BOOT_OUTCOME in
+	ok) exit "$SCRIPT_RC" ;;
+	timeout) exit 124 ;;
+	*) exit 125 ;;
+	esac
+}
+
+# Turns the files dom0 sent (stream_console) into lab/work/results/<date>/, checked against
+# their SHA-256; a .tgz is unpacked there.
+receive_results() {
+	local entry name sum b64 dest
+	[ ${#FILES_RECEIVED[@]} -gt 0 ] || {
+		say "no results came out of dom0"
+		return
+	}
+	dest=$WORK/results/$(date +%Y%m%d-%H%M%S)
+	mkdir -p "$dest"
+	for entry in "${FILES_RECEIVED[@]}"; do
+		read -r name sum <<<"$entry"
+		b64=$RUN/files/$name.b64
+		base64 -d <"$b64" >"$dest/$name" 2>/dev/null || {
+			say "error: $name: not valid base64 (console garbled?)"
+			continue
+		}
+		if [ "$(sha256sum <"$dest/$name" | cut -d' ' -f1)" != "$sum" ]; then
+			say "error: $name: SHA-256 differs from dom0's (console garbled?); kept as $dest/$name"
+			continue
+		fi
+		case $name in *.tgz)
+			tar xzf "$dest/$name" -C "$dest" && rm -f "$dest/$name"
+			;;
+		esac
+	done
+	say "results: $dest"
+	(cd "$dest" && ls)
 }
 
 cmd_demo() {

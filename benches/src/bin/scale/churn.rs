@@ -1,0 +1,202 @@
+//! The churn check: many create/destroy cycles over the chaos paths in turn, then every
+//! resource a guest holds in Xen and dom0 must be back where it started.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use libchaos::hypervisor::{DomId, Hypervisor};
+use serde::Serialize;
+
+use crate::host;
+use crate::run::{Ctx, Progress};
+use crate::tools::{Kind, Made, Tool};
+
+/// One thing counted before and after.
+#[derive(Debug, Clone, Serialize)]
+pub struct Count {
+    pub what: String,
+    pub start: i64,
+    pub end: i64,
+}
+
+impl Count {
+    pub fn delta(&self) -> i64 {
+        self.end - self.start
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ChurnResult {
+    pub cycles: u32,
+    pub paths: Vec<&'static str>,
+    pub counts: Vec<Count>,
+    /// Seconds the end values took to come back (or the limit, if they did not).
+    pub settle_s: f64,
+}
+
+impl ChurnResult {
+    pub fn clean(&self) -> bool {
+        self.counts.iter().all(|c| c.delta() == 0)
+    }
+}
+
+/// Everything the check compares, as (what, value).
+fn snapshot(hv: &dyn Hypervisor, run_dir: &Path) -> Vec<(String, i64)> {
+    let mut v: Vec<(String, i64)> = vec![
+        (
+            "Xen free memory (KiB)".into(),
+            host::xen_free_kib(hv) as i64,
+        ),
+        (
+            "domains besides dom0".into(),
+            hv.list_domains()
+                .map(|l| l.iter().filter(|d| d.domid != DomId::DOM0).count() as i64)
+                .unwrap_or(-1),
+        ),
+        (
+            "Xenstore nodes".into(),
+            host::xenstore_nodes().map_or(-1, |n| n as i64),
+        ),
+        (
+            "dom0 event channels (xen-dyn irqs)".into(),
+            host::dom0_event_channels() as i64,
+        ),
+        ("dom0 open files".into(), host::dom0_open_files() as i64),
+        (
+            "grant mappings (gntdev VMAs)".into(),
+            host::mappings_of("/dev/xen/gntdev") as i64,
+        ),
+        (
+            "foreign mappings (privcmd VMAs)".into(),
+            host::mappings_of("/dev/xen/privcmd") as i64,
+        ),
+        (
+            format!("{} entries", run_dir.display()),
+            host::entries_below(run_dir) as i64,
+        ),
+    ];
+    // Not the reaper (`chaos`): it leaves by design 30 s after the last guest, and chaosd's
+    // reaper thread takes over from it; its coming and going is not a leak.
+    for d in host::DAEMONS.iter().filter(|d| **d != "chaos") {
+        if let Some(pid) = host::find_pid(d) {
+            v.push((format!("fds of {d}"), host::proc_sample(pid).fds as i64));
+        }
+    }
+    v.push((
+        "fds of this harness".into(),
+        host::proc_sample(std::process::id()).fds as i64,
+    ));
+    v
+}
+
+/// `cycles` create/destroy cycles over `paths` in turn, after one warm-up cycle each (state
+/// made on first use, such as a lazily opened connection, is not a leak).
+pub fn churn(ctx: &mut Ctx<'_>, tools: &mut [Tool], cycles: u32) -> Option<ChurnResult> {
+    let paths: Vec<&'static str> = tools.iter().map(|t| t.kind.name()).collect();
+    println!(
+        "scale: churn: {cycles} create/destroy cycles over {}",
+        paths.join(", ")
+    );
+    for t in tools.iter_mut() {
+        if let Err(e) = t.start(ctx.setup) {
+            ctx.errors
+                .push(format!("churn: start {}: {e}", t.kind.name()));
+            stop_all(ctx, tools);
+            return None;
+        }
+    }
+    let mut seq = 0;
+    for t in tools.iter_mut() {
+        if !cycle(ctx, t, &mut seq, "churn-warmup") {
+            stop_all(ctx, tools);
+            return None;
+        }
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    let start = snapshot(ctx.hv, &ctx.setup.run_dir);
+    let mut progress = Progress::new("churn", "cycles", cycles);
+    seq = 0;
+    for c in 0..cycles {
+        let n = tools.len();
+        let t = &mut tools[c as usize % n];
+        let before = ctx.samples.len();
+        if !cycle(ctx, t, &mut seq, "churn") {
+            break;
+        }
+        let ms: f64 = ctx.samples[before..].iter().map(|s| s.wall_ms).sum();
+        progress.tick(c + 1, ms);
+    }
+    // Destroyed domains are freed asynchronously and chaosd refills what was taken: wait
+    // until the counts are back, up to 20 s (less than the reaper's idle exit, whose
+    // hand-over to chaosd would move fds between processes).
+    let t = Instant::now();
+    let mut end = snapshot(ctx.hv, &ctx.setup.run_dir);
+    while end != start && t.elapsed() < Duration::from_secs(20) {
+        std::thread::sleep(Duration::from_millis(500));
+        end = snapshot(ctx.hv, &ctx.setup.run_dir);
+    }
+    let settle_s = t.elapsed().as_secs_f64();
+    stop_all(ctx, tools);
+    let counts = start
+        .iter()
+        .map(|(what, s)| Count {
+            what: what.clone(),
+            start: *s,
+            end: end.iter().find(|(w, _)| w == what).map_or(-1, |(_, e)| *e),
+        })
+        .collect();
+    Some(ChurnResult {
+        cycles,
+        paths,
+        counts,
+        settle_s,
+    })
+}
+
+/// One create and destroy with `tool`, recorded; false (and an error noted) on failure.
+fn cycle(ctx: &mut Ctx<'_>, tool: &mut Tool, seq: &mut u32, stage: &'static str) -> bool {
+    let kind = tool.kind;
+    let name = format!("churn-{}", kind.name());
+    *seq += 1;
+    let made = match tool.create(ctx.setup, &name) {
+        Ok(m) => m,
+        Err(e) => {
+            ctx.errors
+                .push(format!("{stage} cycle {seq} ({}): {e}", kind.name()));
+            return false;
+        }
+    };
+    ctx.record(kind, stage, "create", *seq, 0, &made);
+    match tool.destroy(&name, made.domid) {
+        Ok(us) => {
+            let m = Made {
+                wall_us: us,
+                domid: made.domid,
+                ..Made::default()
+            };
+            ctx.record(kind, stage, "destroy", *seq, 1, &m);
+            true
+        }
+        Err(e) => {
+            ctx.errors.push(format!(
+                "{stage} cycle {seq} ({}): destroy: {e}",
+                kind.name()
+            ));
+            false
+        }
+    }
+}
+
+fn stop_all(ctx: &mut Ctx<'_>, tools: &mut [Tool]) {
+    for t in tools.iter_mut() {
+        if let Err(e) = t.stop() {
+            ctx.errors
+                .push(format!("churn: stop {}: {e}", t.kind.name()));
+        }
+    }
+}
+
+/// The chaos tools a churn goes through.
+pub fn churn_kinds(kinds: &[Kind]) -> Vec<Kind> {
+    kinds.iter().copied().filter(|k| k.is_chaos()).collect()
+}
