@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use super::error::{ConfigError, Location};
+pub use crate::hypervisor::TscMode;
 use crate::hypervisor::{GuestKind, Uuid};
 use xen_types::Mac;
 
@@ -328,44 +329,6 @@ impl PlaneKind {
 }
 
 impl fmt::Display for PlaneKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// xl `tsc_mode` (libxl's names; the numeric values are xl's deprecated integer forms).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum TscMode {
-    Default = 0,
-    AlwaysEmulate = 1,
-    Native = 2,
-    NativeParavirt = 3,
-}
-
-impl TscMode {
-    pub const ALL: [TscMode; 4] = [
-        TscMode::Default,
-        TscMode::AlwaysEmulate,
-        TscMode::Native,
-        TscMode::NativeParavirt,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            TscMode::Default => "default",
-            TscMode::AlwaysEmulate => "always_emulate",
-            TscMode::Native => "native",
-            TscMode::NativeParavirt => "native_paravirt",
-        }
-    }
-
-    pub fn from_name(s: &str) -> Option<TscMode> {
-        TscMode::ALL.into_iter().find(|m| m.as_str() == s)
-    }
-}
-
-impl fmt::Display for TscMode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
     }

@@ -23,7 +23,7 @@ use self::domctl::*;
 use self::privcmd::{BufAlloc, HcallBuf, MapError, Mapping, Privcmd};
 use super::{
     CreateDomain, DomId, DomainInfo, EvtchnPort, ForeignMapping, GrantEntry, GuestKind, Hypervisor,
-    HypervisorError, NoxsFlavour, PageTableLevel, PhysInfo, Result, ShutdownReason, Uuid,
+    HypervisorError, NoxsFlavour, PageTableLevel, PhysInfo, Result, ShutdownReason, TscMode, Uuid,
     VcpuContext, PAGE_SIZE,
 };
 

@@ -208,6 +208,28 @@ impl Hypervisor for XenHypervisor {
         Ok(())
     }
 
+    fn set_tsc_mode(&self, dom: DomId, mode: TscMode) -> Result<()> {
+        const OP: &str = "XEN_DOMCTL_settscinfo";
+        // What libxl's xc_domain_set_tsc_info(xch, domid, mode, 0, 0, 0) sends.
+        let arg = TscInfo {
+            tsc_mode: mode as u32,
+            ..TscInfo::default()
+        };
+        self.domctl(OP, dom, XEN_DOMCTL_SETTSCINFO, arg)?;
+        Ok(())
+    }
+
+    fn set_paging_pool(&self, dom: DomId, bytes: u64) -> Result<()> {
+        const OP: &str = "XEN_DOMCTL_set_paging_mempool_size";
+        self.domctl(
+            OP,
+            dom,
+            XEN_DOMCTL_SET_PAGING_MEMPOOL_SIZE,
+            PagingMempool { size: bytes },
+        )?;
+        Ok(())
+    }
+
     fn populate_physmap(&self, dom: DomId, gfns: &[u64]) -> Result<Vec<u64>> {
         const OP: &str = "XENMEM_populate_physmap";
         let mut mfns = Vec::with_capacity(gfns.len());
