@@ -14,7 +14,7 @@ use chaos_cli::backend::{self, Backend, HypervisorKind};
 use chaos_cli::{console, logger, output};
 use libchaos::config::DomainConfig;
 use libchaos::daemon::Client;
-use libchaos::toolstack::{Created, ShutdownKind};
+use libchaos::toolstack::{reaper, Created, ShutdownKind};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -101,9 +101,14 @@ enum Command {
         /// Keep reaping until killed: this process is then the reaper of chaos's guests.
         #[arg(long)]
         watch: bool,
-        /// How often --watch looks, in milliseconds.
+        /// How often --watch looks when nothing can wake it (no VIRQ_DOM_EXC, no xenstored),
+        /// in milliseconds.
         #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=60_000))]
         interval_ms: u64,
+        /// With --watch: leave when another process reaps, or when no chaos guest has been
+        /// left for 30 s (how `chaos create` starts it).
+        #[arg(long, requires = "watch")]
+        exit_when_idle: bool,
     },
     /// Attach to a guest's PV console (through xenconsoled, as xl console does).
     Console { domain: String },
@@ -216,17 +221,10 @@ fn run(cli: Cli) -> Result<(), String> {
         }
         Command::Reap {
             json,
-            watch,
+            watch: true,
             interval_ms,
-        } if watch => {
-            let never = AtomicBool::new(false);
-            ts.reap_watch(Duration::from_millis(interval_ms), &never, |done| {
-                if let Err(e) = output::reaped(done, json) {
-                    log::error!("{e}");
-                }
-            });
-            Ok(())
-        }
+            exit_when_idle,
+        } => reap_watch(ts, json, Duration::from_millis(interval_ms), exit_when_idle),
         Command::Reap { json, .. } => {
             let reaped = ts.reap().map_err(|e| e.to_string())?;
             output::reaped(&reaped, json)
@@ -326,7 +324,51 @@ fn create(
     json: bool,
 ) -> Result<(), String> {
     let base = load_config(file, overrides)?;
-    create_each(&base, count, json, |cfg| {
+    let created = create_each(&base, count, json, |cfg| {
         ts.create(cfg, paused).map_err(|e| e.to_string())
-    })
+    });
+    // A guest that powers off must go away without anything started by hand, as with xl:
+    // one reaper for all guests (chaosd's, or this one) once there is something to reap.
+    if ts.hypervisor().name() == "xen" {
+        let started = std::env::current_exe()
+            .and_then(|exe| reaper::start_in_background(&exe, ts.state().root()));
+        match started {
+            Ok(true) => log::info!("started a reaper (chaos reap --watch --exit-when-idle)"),
+            Ok(false) => {}
+            Err(e) => eprintln!("chaos: warning: cannot start a reaper: {e}"),
+        }
+    }
+    created
+}
+
+/// `chaos reap --watch`: becomes the reaper once it holds the reaper's lock.
+fn reap_watch(
+    ts: &libchaos::toolstack::Toolstack,
+    json: bool,
+    poll: Duration,
+    exit_when_idle: bool,
+) -> Result<(), String> {
+    let root = ts.state().root();
+    let mut said = false;
+    let _lock = loop {
+        match reaper::try_lock(root).map_err(|e| format!("{}: {e}", root.display()))? {
+            Some(lock) => break lock,
+            None if exit_when_idle => return Ok(()),
+            None => {
+                if !said {
+                    eprintln!("chaos: another process reaps; waiting to take over");
+                    said = true;
+                }
+                std::thread::sleep(Duration::from_secs(1));
+            }
+        }
+    };
+    let never = AtomicBool::new(false);
+    let idle = exit_when_idle.then_some(reaper::IDLE_EXIT);
+    ts.run_reaper(&never, idle, poll, |done| {
+        if let Err(e) = output::reaped(done, json) {
+            log::error!("{e}");
+        }
+    });
+    Ok(())
 }

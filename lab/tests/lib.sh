@@ -184,3 +184,53 @@ xs_trace_by_conn_since() {
 xs_trace_count_since() {
 	xs_trace_by_conn_since "$1" | awk -v only="${2:-}" 'only == "" || $3 == only { s += $2 } END { print s + 0 }'
 }
+
+# --- NoXS guests (chaos_control_plane = "noxs"). They have no Xenstore name, so xl cannot find
+# them by name: chaos can.
+
+# noxs_cfg NAME KERNEL [EXTRA_CFG_LINE...]: writes ./NAME.cfg (a 2 MiB PV NoXS guest of
+# /guest/KERNEL) and prints its path.
+noxs_cfg() {
+	_n=$1 _k=$2
+	shift 2
+	{
+		echo "name = \"$_n\""
+		echo "kernel = \"$XENLAB_GUEST/$_k\""
+		echo "memory = 2"
+		echo "chaos_control_plane = \"noxs\""
+		for _l in "$@"; do echo "$_l"; done
+	} >"$PWD/$_n.cfg"
+	echo "$PWD/$_n.cfg"
+}
+
+# chaos_has NAME: chaos lists a domain called NAME.
+chaos_has() { chaos list | awk -v n="$1" '$1 == n { f = 1 } END { exit !f }'; }
+
+# chaos_domid NAME: its domid, from chaos list.
+chaos_domid() { chaos list | awk -v n="$1" '$1 == n { print $2; f = 1 } END { exit !f }'; }
+
+# wait_gone_chaos NAME SECS: like wait_gone, through chaos list.
+wait_gone_chaos() {
+	_end=$(awk -v n="$(now)" -v s="$2" 'BEGIN { print n + s }')
+	while chaos_has "$1"; do
+		awk -v n="$(now)" -v d="$_end" 'BEGIN { exit !(n > d) }' && return 1
+		sleep 0.2
+	done
+}
+
+# dom0_evtchns PROCESS: event channels PROCESS bound through /dev/xen/evtchn (/proc/interrupts
+# names them evtchn:PROCESS).
+dom0_evtchns() { grep -c "evtchn:$1" /proc/interrupts || true; }
+
+# gntdev_maps PID: grant mappings the process holds (its /dev/xen/gntdev mappings).
+gntdev_maps() { grep -c '/dev/xen/gntdev' "/proc/$1/maps" 2>/dev/null || echo 0; }
+
+# xs_trace_on FILE: xenstored logs every request to FILE from now on (C xenstored, at run time);
+# xs_trace_off stops. The xs_trace_* counters read $XS_TRACE_LOG.
+xs_trace_on() {
+	if ! { xenstore-control logfile "$1" >/dev/null && xenstore-control log on >/dev/null; }; then
+		fail "xenstore-control: cannot turn on xenstored's trace"
+	fi
+	XS_TRACE_LOG=$1
+}
+xs_trace_off() { xenstore-control log off >/dev/null 2>&1 || true; }

@@ -192,7 +192,7 @@ fn run(args: Args) -> Result<(), String> {
     }
     let pool =
         Pool::new(args.workers, handler, None).map_err(|e| format!("cannot start workers: {e}"))?;
-    log::info!("listening for vif uevents with {} workers", args.workers);
+    // NoXS first: once "listening" is logged, both halves serve.
     let noxs = if args.no_noxs {
         None
     } else {
@@ -202,6 +202,7 @@ fn run(args: Args) -> Result<(), String> {
             log_dir: args.console_log_dir,
         })?
     };
+    log::info!("listening for vif uevents with {} workers", args.workers);
 
     let result = event_loop(&mut sock, &signals, &pool, vbds.as_ref());
     log::info!("stopping: finishing queued events");

@@ -47,7 +47,9 @@ struct Cli {
     /// Refill worker threads [default: 2].
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=64))]
     workers: Option<u64>,
-    /// How often to reap guests that shut down (0: do not reap; leave it to `chaos reap`).
+    /// 0: do not reap (leave it to `chaos reap`). Otherwise chaosd is the reaper, woken by
+    /// VIRQ_DOM_EXC or xenstored's @releaseDomain, and polls this often (ms) only when neither
+    /// can wake it.
     #[arg(long, default_value_t = 100)]
     reap_interval_ms: u64,
     /// More log output (repeat for more).

@@ -138,6 +138,16 @@ impl Client {
         }
     }
 
+    /// Destroys a guest by name or domid.
+    pub fn destroy(&mut self, domain: &str) -> Result<crate::hypervisor::DomId, ClientError> {
+        match self.request(&Request::Destroy {
+            domain: domain.to_string(),
+        })? {
+            Response::Destroyed { domid } => Ok(domid),
+            r => Err(self.unexpected(r)),
+        }
+    }
+
     pub fn status(&mut self) -> Result<PoolStatus, ClientError> {
         match self.request(&Request::Status {})? {
             Response::Status(s) => Ok(*s),

@@ -208,12 +208,26 @@ impl Core {
         }
     }
 
-    fn reaper(&self, interval: Duration) {
-        self.ts.reap_watch(interval, &self.stopping, |done| {
-            for (dom, action) in done {
-                log::info!("reaped domain {dom}: {action:?}");
+    /// chaosd reaps once it holds the reaper's lock (a `chaos reap --watch` started by an
+    /// earlier `chaos create` may hold it until it finds no guest left).
+    fn reaper(&self, poll: Duration) {
+        let root = self.ts.state().root().to_path_buf();
+        while !self.stopping.load(Ordering::Acquire) {
+            match crate::toolstack::reaper::try_lock(&root) {
+                Ok(Some(_lock)) => {
+                    self.ts.run_reaper(&self.stopping, None, poll, |done| {
+                        for (dom, action) in done {
+                            log::info!("reaped domain {dom}: {action:?}");
+                        }
+                    });
+                }
+                Ok(None) => std::thread::sleep(Duration::from_millis(500)),
+                Err(e) => {
+                    log::warn!("reaper lock: {e}");
+                    std::thread::sleep(Duration::from_secs(1));
+                }
             }
-        });
+        }
     }
 }
 

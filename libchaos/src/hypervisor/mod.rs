@@ -205,6 +205,13 @@ pub trait ForeignMapping {
     fn bytes_mut(&mut self) -> &mut [u8];
 }
 
+/// Wakes a reaper when some domain's state may have changed (Xen's VIRQ_DOM_EXC: a domain
+/// shut down, crashed or died). It does not say which one.
+pub trait DomainEvents: Send {
+    /// Waits up to `timeout` for an event; true if one came.
+    fn wait(&mut self, timeout: std::time::Duration) -> Result<bool>;
+}
+
 /// Errors of a hypervisor operation.
 #[derive(Debug, thiserror::Error)]
 pub enum HypervisorError {
@@ -327,6 +334,12 @@ pub trait Hypervisor: Send + Sync {
     /// Signals the guest's port `port` (allocated toward dom0) once: binds it, notifies and
     /// unbinds, leaving it unbound for the next time (NoXS sysctl requests).
     fn notify_guest(&self, dom: DomId, port: EvtchnPort) -> Result<()>;
+
+    /// Domain exception events, if this process can have them: on Xen only one process binds
+    /// VIRQ_DOM_EXC, and xenstored does when it runs (`None` then).
+    fn domain_events(&self) -> Result<Option<Box<dyn DomainEvents>>> {
+        Ok(None)
+    }
 
     /// Who owns NoXS device pages here (the devctl hypercall answers, or stock Xen).
     fn noxs_flavour(&self) -> NoxsFlavour {

@@ -479,6 +479,24 @@ impl XenstorePlane {
         XenstorePlane { xs }
     }
 
+    /// Watches `@releaseDomain` (xenstored fires it when an introduced domain shuts down or
+    /// dies), for the reaper.
+    pub fn watch_releases(&self, token: &str) -> std::result::Result<(), XenstoreError> {
+        self.xs.watch("@releaseDomain", token)
+    }
+
+    pub fn unwatch_releases(&self, token: &str) -> std::result::Result<(), XenstoreError> {
+        self.xs.unwatch("@releaseDomain", token)
+    }
+
+    /// Waits up to `timeout` for a watch event; true if one came.
+    pub fn wait_release(
+        &self,
+        timeout: std::time::Duration,
+    ) -> std::result::Result<bool, XenstoreError> {
+        Ok(self.xs.read_watch(Some(timeout))?.is_some())
+    }
+
     /// The vifs as published: devid = position, the MACs the toolstack chose, the script path
     /// libxl would record.
     fn vifs(g: &Guest<'_>) -> Vec<VifEntry> {

@@ -1,7 +1,6 @@
 //! Lifecycle of existing guests: find, list, pause, unpause, shutdown, destroy, and reaping
 //! guests that stopped according to their on_poweroff / on_reboot / on_crash actions.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -134,7 +133,7 @@ impl Toolstack {
             .collect();
         for r in &records {
             if !infos.iter().any(|i| i.domid == r.domid) {
-                self.state.forget(r)?;
+                self.forget_gone(r)?;
             }
         }
         let mut out = Vec::with_capacity(infos.len());
@@ -267,38 +266,36 @@ impl Toolstack {
         Ok(done)
     }
 
-    /// Reaps every `interval` until `stop` is set: this process is then the reaper of chaos's
-    /// guests (`chaos reap --watch`, chaosd's reaper thread). `reaped` hears of every action
-    /// taken; errors are logged and the next round tries again.
-    pub fn reap_watch(
-        &self,
-        interval: Duration,
-        stop: &AtomicBool,
-        mut reaped: impl FnMut(&[(DomId, Action)]),
-    ) {
-        while !stop.load(Ordering::Acquire) {
-            match self.reap() {
-                Ok(done) if !done.is_empty() => reaped(&done),
-                Ok(_) => {}
-                Err(e) => log::warn!("reaping: {e}"),
+    /// Forgets a guest whose domain is gone (or going): what its plane published (a NoXS
+    /// backend's mappings would keep a dying domain from going), its record and its name.
+    pub(super) fn forget_gone(&self, record: &DomainRecord) -> Result<()> {
+        if let Ok(plane) = self.plane(record.config.control_plane) {
+            if let Err(e) = plane.unpublish(record.domid, Some(record.uuid)) {
+                log::warn!("domain {}: {e}", record.domid);
             }
-            std::thread::sleep(interval);
         }
+        self.state.forget(record)?;
+        Ok(())
     }
 
     /// Applies the action for one domain if it has shut down; `None` if it is still running,
     /// gone, or not a chaos guest.
-    fn reap_one(&self, dom: DomId) -> Result<Option<Action>> {
+    pub(super) fn reap_one(&self, dom: DomId) -> Result<Option<Action>> {
         let Some(record) = self.state.load(dom)? else {
             return Ok(None);
         };
         let reason = match self.hv.domain_info(dom) {
             Ok(info) => match info.shutdown {
                 Some(reason) => reason,
+                // Destroyed by someone else, waiting for its last mappings to go.
+                None if info.dying => {
+                    self.forget_gone(&record)?;
+                    return Ok(None);
+                }
                 None => return Ok(None),
             },
             Err(HypervisorError::NoSuchDomain(_)) => {
-                self.state.forget(&record)?;
+                self.forget_gone(&record)?;
                 return Ok(None);
             }
             Err(e) => return Err(hv_step("domain info")(e)),

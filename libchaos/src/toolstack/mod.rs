@@ -7,6 +7,7 @@ mod create;
 mod error;
 mod lifecycle;
 mod random;
+pub mod reaper;
 pub mod state;
 #[cfg(test)]
 mod tests;

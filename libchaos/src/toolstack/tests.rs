@@ -5,6 +5,7 @@ use super::*;
 use crate::config::{parse_xl, Action, DomainConfig};
 use crate::hypervisor::sim::{Fault, SimConfig};
 use crate::hypervisor::ShutdownReason;
+use std::time::Duration;
 
 mod noxs;
 mod pvh;
@@ -410,4 +411,64 @@ fn a_guest_claimed_by_another_reaper_is_left_to_it() {
     );
     assert!(w.sim.domain_info(g.domid).is_ok(), "not destroyed twice");
     assert_eq!(w.sim.guest_count(), 1, "not restarted twice");
+}
+
+#[test]
+fn the_reaper_is_woken_by_domain_exceptions_and_leaves_when_idle() {
+    use std::sync::atomic::AtomicBool;
+    let w = world("reaper");
+    let a = w.ts.create(&config(&w, "a", ""), false).expect("create");
+    let kept =
+        w.ts.create(&config(&w, "kept", "on_poweroff = \"preserve\""), false)
+            .expect("create");
+    let lock = reaper::try_lock(w.ts.state().root())
+        .expect("lock")
+        .expect("free");
+    assert!(
+        reaper::running(w.ts.state().root()),
+        "the lock says who reaps"
+    );
+    let stop = AtomicBool::new(false);
+    let reaped = std::sync::Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        let r = s.spawn(|| {
+            w.ts.run_reaper(&stop, None, Duration::from_secs(3600), |done| {
+                reaped.lock().unwrap().extend_from_slice(done)
+            })
+        });
+        // The sim's VIRQ_DOM_EXC wakes it at once (its poll is an hour).
+        w.sim
+            .guest_shutdown(a.domid, ShutdownReason::Poweroff)
+            .expect("poweroff");
+        w.sim
+            .guest_shutdown(kept.domid, ShutdownReason::Poweroff)
+            .expect("poweroff");
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while reaped.lock().unwrap().len() < 2 {
+            assert!(std::time::Instant::now() < deadline, "reaped within 20 s");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        stop.store(true, std::sync::atomic::Ordering::Release);
+        assert_eq!(r.join().expect("reaper"), reaper::Source::Virq);
+    });
+    let mut done = reaped.into_inner().unwrap();
+    done.sort_by_key(|(d, _)| *d);
+    assert_eq!(
+        done,
+        vec![(a.domid, Action::Destroy), (kept.domid, Action::Preserve)]
+    );
+    assert!(w.sim.domain_info(a.domid).is_err(), "destroyed");
+    assert!(w.sim.domain_info(kept.domid).is_ok(), "preserved");
+    w.ts.destroy(kept.domid).expect("destroy");
+
+    // With nothing left to reap, a reaper started by `chaos create` leaves.
+    let stop = AtomicBool::new(false);
+    w.ts.run_reaper(
+        &stop,
+        Some(Duration::ZERO),
+        Duration::from_millis(1),
+        |_| {},
+    );
+    drop(lock);
+    assert!(!reaper::running(w.ts.state().root()));
 }

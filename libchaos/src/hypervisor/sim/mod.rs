@@ -51,6 +51,8 @@ impl Default for SimConfig {
 #[derive(Debug)]
 pub struct SimHypervisor {
     state: Mutex<SimState>,
+    /// Domain exceptions so far (shutdowns, destructions), for `domain_events`.
+    exceptions: std::sync::Arc<(Mutex<u64>, std::sync::Condvar)>,
 }
 
 impl SimHypervisor {
@@ -82,6 +84,7 @@ impl SimHypervisor {
                 faults: FaultPlan::default(),
                 devctl: false,
             }),
+            exceptions: Default::default(),
         }
     }
 
@@ -227,7 +230,16 @@ impl SimHypervisor {
         let mut s = self.lock();
         let d = domain_mut(&mut s, dom)?;
         d.shutdown = Some(reason);
+        drop(s);
+        self.exception();
         Ok(())
+    }
+
+    /// Counts a domain exception and wakes the waiters, as VIRQ_DOM_EXC would.
+    pub(crate) fn exception(&self) {
+        let (count, cv) = &*self.exceptions;
+        *count.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+        cv.notify_all();
     }
 
     fn lock(&self) -> MutexGuard<'_, SimState> {

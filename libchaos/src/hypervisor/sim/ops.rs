@@ -3,9 +3,9 @@
 use super::model::*;
 use super::SimHypervisor;
 use crate::hypervisor::{
-    CreateDomain, DomId, DomainInfo, EvtchnPort, ForeignMapping, GrantEntry, GuestKind, Hypervisor,
-    HypervisorError, NoxsFlavour, PageTableLevel, PhysInfo, Result, ShutdownReason, TscMode, Uuid,
-    VcpuContext, PAGE_SIZE,
+    CreateDomain, DomId, DomainEvents, DomainInfo, EvtchnPort, ForeignMapping, GrantEntry,
+    GuestKind, Hypervisor, HypervisorError, NoxsFlavour, PageTableLevel, PhysInfo, Result,
+    ShutdownReason, TscMode, Uuid, VcpuContext, PAGE_SIZE,
 };
 
 impl Hypervisor for SimHypervisor {
@@ -87,6 +87,8 @@ impl Hypervisor for SimHypervisor {
             // Populated frames, the paging pool and the shared info page go back to the host.
             s.free_pages += d.p2m.len() as u64 + d.paging_pool_pages + 1;
         }
+        drop(s);
+        self.exception();
         Ok(())
     }
 
@@ -119,7 +121,15 @@ impl Hypervisor for SimHypervisor {
     fn shutdown_domain(&self, dom: DomId, reason: ShutdownReason) -> Result<()> {
         let mut s = self.enter("SCHEDOP_remote_shutdown")?;
         guest_mut(&mut s, dom, "SCHEDOP_remote_shutdown")?.shutdown = Some(reason);
+        drop(s);
+        self.exception();
         Ok(())
+    }
+
+    fn domain_events(&self) -> Result<Option<Box<dyn DomainEvents>>> {
+        let exceptions = self.exceptions.clone();
+        let seen = *exceptions.0.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(Some(Box::new(SimEvents { exceptions, seen })))
     }
 
     fn domain_info(&self, dom: DomId) -> Result<DomainInfo> {
@@ -499,5 +509,24 @@ impl Drop for SimMapping<'_> {
                 d.frames.insert(*mfn, page.into());
             }
         }
+    }
+}
+
+/// The sim's VIRQ_DOM_EXC: a counter of exceptions and a condvar.
+struct SimEvents {
+    exceptions: std::sync::Arc<(std::sync::Mutex<u64>, std::sync::Condvar)>,
+    seen: u64,
+}
+
+impl DomainEvents for SimEvents {
+    fn wait(&mut self, timeout: std::time::Duration) -> Result<bool> {
+        let (count, cv) = &*self.exceptions;
+        let guard = count.lock().unwrap_or_else(|e| e.into_inner());
+        let (guard, _) = cv
+            .wait_timeout_while(guard, timeout, |n| *n == self.seen)
+            .unwrap_or_else(|e| e.into_inner());
+        let fired = *guard != self.seen;
+        self.seen = *guard;
+        Ok(fired)
     }
 }

@@ -73,6 +73,7 @@ impl SimHypervisor {
                 }
                 Ok(SimHypervisor {
                     state: Mutex::new(state),
+                    exceptions: Default::default(),
                 })
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Self::new(config)),

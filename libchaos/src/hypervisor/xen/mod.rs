@@ -22,9 +22,9 @@ use self::abi::*;
 use self::domctl::*;
 use self::privcmd::{BufAlloc, HcallBuf, MapError, Mapping, Privcmd};
 use super::{
-    CreateDomain, DomId, DomainInfo, EvtchnPort, ForeignMapping, GrantEntry, GuestKind, Hypervisor,
-    HypervisorError, NoxsFlavour, PageTableLevel, PhysInfo, Result, ShutdownReason, TscMode, Uuid,
-    VcpuContext, PAGE_SIZE,
+    CreateDomain, DomId, DomainEvents, DomainInfo, EvtchnPort, ForeignMapping, GrantEntry,
+    GuestKind, Hypervisor, HypervisorError, NoxsFlavour, PageTableLevel, PhysInfo, Result,
+    ShutdownReason, TscMode, Uuid, VcpuContext, PAGE_SIZE,
 };
 
 pub use self::privcmd::PRIVCMD_PATH;

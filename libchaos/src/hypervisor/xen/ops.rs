@@ -402,6 +402,20 @@ impl Hypervisor for XenHypervisor {
         Ok(out.port)
     }
 
+    fn domain_events(&self) -> Result<Option<Box<dyn DomainEvents>>> {
+        const OP: &str = "IOCTL_EVTCHN_BIND_VIRQ (VIRQ_DOM_EXC)";
+        let dev = xen_dev::EventChannels::open(true).map_err(|source| HypervisorError::Open {
+            path: xen_dev::evtchn::EVTCHN_PATH.into(),
+            source,
+        })?;
+        match dev.bind_virq(xen_dev::evtchn::VIRQ_DOM_EXC) {
+            Ok(port) => Ok(Some(Box::new(VirqEvents { dev, port }))),
+            // xenstored (or another reaper) has it: there is one binding per domain.
+            Err(e) if is_errno(&e, libc::EEXIST) || is_errno(&e, libc::EBUSY) => Ok(None),
+            Err(e) => Err(os(OP, e)),
+        }
+    }
+
     fn noxs_flavour(&self) -> NoxsFlavour {
         *self.noxs.get_or_init(|| {
             let arg = devctl::Devctl::new(devctl::DEVCTL_GET, DomId::SELF);
@@ -509,5 +523,35 @@ impl XenHypervisor {
             ),
             Err(e) => e,
         }
+    }
+}
+
+/// VIRQ_DOM_EXC bound through /dev/xen/evtchn.
+struct VirqEvents {
+    dev: xen_dev::EventChannels,
+    port: EvtchnPort,
+}
+
+impl DomainEvents for VirqEvents {
+    fn wait(&mut self, timeout: std::time::Duration) -> Result<bool> {
+        use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+        use std::os::fd::AsFd;
+        let ms = u16::try_from(timeout.as_millis()).unwrap_or(u16::MAX);
+        let mut fds = [PollFd::new(self.dev.as_fd(), PollFlags::POLLIN)];
+        match poll(&mut fds, PollTimeout::from(ms)) {
+            Ok(0) | Err(nix::errno::Errno::EINTR) => return Ok(false),
+            Ok(_) => {}
+            Err(e) => return Err(os("poll /dev/xen/evtchn", e.into())),
+        }
+        let fired = self
+            .dev
+            .pending()
+            .map_err(|e| os("read /dev/xen/evtchn", e))?;
+        for p in &fired {
+            self.dev
+                .unmask(*p)
+                .map_err(|e| os("unmask VIRQ_DOM_EXC", e))?;
+        }
+        Ok(fired.contains(&self.port))
     }
 }

@@ -1,0 +1,73 @@
+//! What an orchestrator sees: creations through chaosd's socket from one long-lived client
+//! (no process start per guest), timed from request to reply, beside the time chaosd spent
+//! inside (the creation's phases). Run in the lab's dom0 with chaosd running:
+//!
+//! ```text
+//! daemon-rtt SOCKET CONFIG N      # N paused guests CONFIG-1..N, each destroyed after
+//! ```
+//!
+//! Prints each round, then the medians and one `DAEMON-RTT {json}` line.
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use libchaos::daemon::Client;
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+fn run(socket: &Path, config: &Path, n: u32) -> Result<(), String> {
+    let loaded = libchaos::config::load(config, &[]).map_err(|e| e.to_string())?;
+    let base = loaded.config;
+    let mut client = Client::connect(socket).map_err(|e| format!("{}: {e}", socket.display()))?;
+    let (mut wall, mut inside) = (Vec::new(), Vec::new());
+    for i in 1..=n {
+        let cfg = base.numbered(i, n.max(2)).map_err(|e| e.to_string())?;
+        let t = Instant::now();
+        let created = client
+            .create(&cfg, true, false)
+            .map_err(|e| e.to_string())?;
+        let w = t.elapsed().as_secs_f64() * 1000.0;
+        let inner = created.timings.total_us() as f64 / 1000.0;
+        println!(
+            "round {i}: {w:.3} ms request to reply, {inner:.3} ms inside chaosd ({:?} path)",
+            created.path
+        );
+        wall.push(w);
+        inside.push(inner);
+        client.destroy(&cfg.name).map_err(|e| e.to_string())?;
+    }
+    let mut over: Vec<f64> = wall.iter().zip(&inside).map(|(w, i)| w - i).collect();
+    let (w, i, o) = (median(&mut wall), median(&mut inside), median(&mut over));
+    println!("median: {w:.3} ms request to reply, {i:.3} ms inside, {o:.3} ms socket and daemon");
+    println!(
+        r#"DAEMON-RTT {{"rounds":{n},"rtt_ms":{w:.3},"inside_ms":{i:.3},"overhead_ms":{o:.3}}}"#
+    );
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().collect();
+    let [_, socket, config, n] = &args[..] else {
+        eprintln!("usage: daemon-rtt SOCKET CONFIG N");
+        return ExitCode::from(2);
+    };
+    let Ok(n) = n.parse::<u32>() else {
+        eprintln!("daemon-rtt: N: expected a number, got {n:?}");
+        return ExitCode::from(2);
+    };
+    match run(Path::new(socket), Path::new(config), n) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("daemon-rtt: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

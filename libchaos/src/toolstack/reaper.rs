@@ -1,0 +1,259 @@
+//! The one reaper of chaos's guests: applies on_poweroff / on_reboot / on_crash when a guest
+//! shuts down, as xl's per-guest background process does, but one process for all of them.
+//!
+//! Who reaps: whoever holds `<run dir>/reaper.lock` — chaosd's reaper thread, or
+//! `chaos reap --watch`, which the first `chaos create` starts when none runs (it exits when no
+//! chaos guest is left). Only one process can hold it, so the work is never done twice and one
+//! process owns the event source.
+//!
+//! What wakes it, best first:
+//! - VIRQ_DOM_EXC, bound through /dev/xen/evtchn, when no other process has it (on a host
+//!   without xenstored: one binding per domain, and xenstored takes it when it runs);
+//! - else, once a Xenstore-plane guest exists, Xenstore's `@releaseDomain` watch, which
+//!   xenstored fires when an introduced domain shuts down or dies; NoXS guests are not
+//!   introduced, so a look every second covers them (and with only NoXS guests the reaper
+//!   never talks to xenstored);
+//! - else a poll.
+//!
+//! On a wake-up it makes one hypercall (the domain list) and reads the records of only the
+//! domains that shut down: no record is read for a guest that is still running, so the cost of
+//! an event does not grow with the guests that run (the list itself is one copy of ~100 bytes a
+//! domain, inside that one hypercall).
+
+use std::collections::HashSet;
+use std::fs::File;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use super::error::hv_step;
+use super::{Result, Toolstack};
+use crate::config::Action;
+use crate::hypervisor::{DomId, DomainEvents};
+
+/// The lock file whose holder is the reaper.
+pub const REAPER_LOCK: &str = "reaper.lock";
+/// The watch token of the reaper's `@releaseDomain` watch.
+const RELEASE_TOKEN: &str = "chaos-reaper";
+
+/// How long to wait for an event before looking anyway, per source.
+const WITH_VIRQ: Duration = Duration::from_secs(1);
+/// With the Xenstore watch: NoXS guests raise no `@releaseDomain`, so look this often.
+const WITH_WATCH: Duration = Duration::from_secs(1);
+/// The poll period when nothing can wake the reaper, unless the caller says otherwise.
+pub const POLL: Duration = Duration::from_millis(100);
+/// How often records of domains that vanished (destroyed behind chaos's back) are swept.
+const SWEEP: Duration = Duration::from_secs(30);
+
+/// What woke the reaper, for logs and tests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    Virq,
+    ReleaseWatch,
+    Poll,
+}
+
+enum Waker {
+    Virq(Box<dyn DomainEvents>),
+    ReleaseWatch,
+    Poll,
+}
+
+impl Waker {
+    fn source(&self) -> Source {
+        match self {
+            Waker::Virq(_) => Source::Virq,
+            Waker::ReleaseWatch => Source::ReleaseWatch,
+            Waker::Poll => Source::Poll,
+        }
+    }
+}
+
+/// Takes the reaper's lock if nobody holds it; `None` when another process reaps.
+pub fn try_lock(run_dir: &Path) -> std::io::Result<Option<File>> {
+    let path = run_dir.join(REAPER_LOCK);
+    let file = File::create(&path)?;
+    match file.try_lock() {
+        Ok(()) => Ok(Some(file)),
+        Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+        Err(std::fs::TryLockError::Error(e)) => Err(e),
+    }
+}
+
+/// How long a reaper started by `chaos create` stays once no chaos guest is left.
+pub const IDLE_EXIT: Duration = Duration::from_secs(30);
+/// Set (to anything) to keep `chaos create` from starting a reaper.
+pub const NO_REAPER_VAR: &str = "CHAOS_NO_REAPER";
+
+/// Starts `exe reap --watch --exit-when-idle` in the background (its own process group, no
+/// terminal, its log in `<run dir>/reaper.log`), unless a reaper runs already. This is what
+/// makes a chaos guest that powers off go away without anything started by hand, as with xl.
+pub fn start_in_background(exe: &Path, run_dir: &Path) -> std::io::Result<bool> {
+    use std::os::unix::process::CommandExt;
+    if std::env::var_os(NO_REAPER_VAR).is_some() || running(run_dir) {
+        return Ok(false);
+    }
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(run_dir.join("reaper.log"))?;
+    std::process::Command::new(exe)
+        .arg("--run-dir")
+        .arg(run_dir)
+        .args(["reap", "--watch", "--exit-when-idle"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .process_group(0)
+        .spawn()?;
+    Ok(true)
+}
+
+/// Whether some process holds the reaper's lock.
+pub fn running(run_dir: &Path) -> bool {
+    match try_lock(run_dir) {
+        Ok(Some(_released_on_drop)) => false,
+        Ok(None) => true,
+        // Cannot tell (no run dir yet): say no, and let the caller start one.
+        Err(_) => false,
+    }
+}
+
+impl Toolstack {
+    /// Reaps until `stop` is set (or, with `exit_when_idle`, until no chaos guest has been
+    /// left for that long). The caller holds the reaper's lock ([`try_lock`]). `reaped` hears
+    /// of every action taken; errors are logged and the next round tries again.
+    pub fn run_reaper(
+        &self,
+        stop: &AtomicBool,
+        exit_when_idle: Option<Duration>,
+        poll: Duration,
+        mut reaped: impl FnMut(&[(DomId, Action)]),
+    ) -> Source {
+        let mut waker = self.waker();
+        let mut preserved = HashSet::new();
+        // Sweep at once (None): it also says whether a Xenstore guest wants the watch.
+        let mut last_sweep: Option<Instant> = None;
+        let mut idle_since: Option<Instant> = None;
+        while !stop.load(Ordering::Acquire) {
+            self.wait(&mut waker, poll);
+            match self.reap_shut_down(&mut preserved) {
+                Ok(done) if !done.is_empty() => reaped(&done),
+                Ok(_) => {}
+                Err(e) => log::warn!("reaping: {e}"),
+            }
+            if last_sweep.is_none_or(|t| t.elapsed() >= SWEEP) {
+                last_sweep = Some(Instant::now());
+                match self.forget_vanished() {
+                    Ok(true) if matches!(waker, Waker::Poll) => waker = self.release_watch(),
+                    Ok(_) => {}
+                    Err(e) => log::warn!("reaper sweep: {e}"),
+                }
+            }
+            if let Some(limit) = exit_when_idle {
+                let guests = self.state.all().map(|r| r.len()).unwrap_or(1);
+                match (guests, idle_since) {
+                    (0, None) => idle_since = Some(Instant::now()),
+                    (0, Some(t)) if t.elapsed() >= limit => break,
+                    (0, Some(_)) => {}
+                    _ => idle_since = None,
+                }
+            }
+        }
+        let source = waker.source();
+        if let (Waker::ReleaseWatch, Some(xs)) = (&waker, &self.xenstore) {
+            let _ = xs.unwatch_releases(RELEASE_TOKEN);
+        }
+        source
+    }
+
+    fn waker(&self) -> Waker {
+        match self.hv.domain_events() {
+            Ok(Some(events)) => {
+                log::info!("reaper: woken by VIRQ_DOM_EXC");
+                Waker::Virq(events)
+            }
+            Ok(None) => Waker::Poll,
+            Err(e) => {
+                log::info!("reaper: no domain exception events: {e}");
+                Waker::Poll
+            }
+        }
+    }
+
+    /// xenstored's relay of VIRQ_DOM_EXC, for Xenstore-plane guests.
+    fn release_watch(&self) -> Waker {
+        if let Some(xs) = &self.xenstore {
+            match xs.watch_releases(RELEASE_TOKEN) {
+                Ok(()) => {
+                    log::info!("reaper: woken by @releaseDomain");
+                    return Waker::ReleaseWatch;
+                }
+                Err(e) => log::info!("reaper: no @releaseDomain watch: {e}"),
+            }
+        }
+        Waker::Poll
+    }
+
+    fn wait(&self, waker: &mut Waker, poll: Duration) {
+        match waker {
+            Waker::Virq(events) => {
+                if let Err(e) = events.wait(WITH_VIRQ) {
+                    log::warn!("reaper: waiting for VIRQ_DOM_EXC: {e}");
+                    std::thread::sleep(poll);
+                }
+            }
+            Waker::ReleaseWatch => match &self.xenstore {
+                Some(xs) => {
+                    if let Err(e) = xs.wait_release(WITH_WATCH) {
+                        log::warn!("reaper: waiting for @releaseDomain: {e}");
+                        std::thread::sleep(poll);
+                    }
+                }
+                None => std::thread::sleep(poll),
+            },
+            Waker::Poll => std::thread::sleep(poll),
+        }
+    }
+
+    /// Applies the action of every chaos guest that shut down: one domain list, and the
+    /// records of the shut-down domains only. `preserved` remembers the guests left as they
+    /// are (on_* = preserve), so they are not looked at again on every event.
+    fn reap_shut_down(&self, preserved: &mut HashSet<DomId>) -> Result<Vec<(DomId, Action)>> {
+        let infos = self.hv.list_domains().map_err(hv_step("list domains"))?;
+        preserved.retain(|d| infos.iter().any(|i| i.domid == *d && i.shutdown.is_some()));
+        let mut done = Vec::new();
+        for info in infos {
+            if info.domid == DomId::DOM0
+                || (info.shutdown.is_none() && !info.dying)
+                || preserved.contains(&info.domid)
+            {
+                continue;
+            }
+            match self.reap_one(info.domid)? {
+                Some(Action::Preserve) => {
+                    preserved.insert(info.domid);
+                    done.push((info.domid, Action::Preserve));
+                }
+                Some(action) => done.push((info.domid, action)),
+                None => {}
+            }
+        }
+        Ok(done)
+    }
+
+    /// Forgets the records of guests whose domain is gone; says whether a Xenstore-plane
+    /// guest is left.
+    fn forget_vanished(&self) -> Result<bool> {
+        let infos = self.hv.list_domains().map_err(hv_step("list domains"))?;
+        let mut xenstore_guests = false;
+        for r in self.state.all()? {
+            if !infos.iter().any(|i| i.domid == r.domid) {
+                self.forget_gone(&r)?;
+            } else if r.config.control_plane == crate::config::PlaneKind::Xenstore {
+                xenstore_guests = true;
+            }
+        }
+        Ok(xenstore_guests)
+    }
+}
