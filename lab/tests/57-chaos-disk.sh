@@ -95,7 +95,7 @@ echo "failed creation: $out"
 chaos reap --watch >reaper.log 2>&1 &
 reaper=$!
 cp "$GUEST/disk.img" root.img
-token=chaos-disk-$$-$(cut -d. -f2 /proc/uptime)
+token=chaos-disk-$$-$(cut -d' ' -f1 /proc/uptime | tr -d .)
 name=chaosdisk
 cfg=$(disk_linux_cfg $name "$PWD/root.img,raw,xvda,w" "extra = \"console=hvc0 quiet root=/dev/xvda rw disk_write=$token\"")
 start=$(now)

@@ -361,7 +361,11 @@ fn pvh_guest(xen: &XenHypervisor) -> Res<()> {
             "set_tsc_mode (pvh)",
             xen.set_tsc_mode(dom, libchaos::hypervisor::TscMode::Native),
         )?;
-        println!("SMOKE pvh paging pool and tsc mode set");
+        step(
+            "set_hvm_param (pvh)",
+            xen.set_hvm_param(dom, 1 /* HVM_PARAM_STORE_PFN */, PAGES - 1),
+        )?;
+        println!("SMOKE pvh paging pool, tsc mode and an HVM param set");
         let gfns: Vec<u64> = (0..PAGES).collect();
         step("populate_physmap (pvh)", xen.populate_physmap(dom, &gfns))?;
         {

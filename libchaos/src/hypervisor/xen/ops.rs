@@ -208,6 +208,19 @@ impl Hypervisor for XenHypervisor {
         Ok(())
     }
 
+    fn set_hvm_param(&self, dom: DomId, param: u32, value: u64) -> Result<()> {
+        const OP: &str = "HVMOP_set_param";
+        let arg = HvmParam {
+            domid: dom.0,
+            _pad: 0,
+            index: param,
+            value,
+        };
+        self.op_with_arg(HYPERVISOR_HVM_OP, HVMOP_SET_PARAM, arg)
+            .map_err(|e| dom_err(OP, dom, e))?;
+        Ok(())
+    }
+
     fn set_tsc_mode(&self, dom: DomId, mode: TscMode) -> Result<()> {
         const OP: &str = "XEN_DOMCTL_settscinfo";
         // What libxl's xc_domain_set_tsc_info(xch, domid, mode, 0, 0, 0) sends.
