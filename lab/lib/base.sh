@@ -3,9 +3,13 @@
 # archive of dom0's root, all made from the Debian packages of host.sh.
 
 # Bump when the way the base image is built changes, so old caches are not reused.
-BASE_FORMAT=3
+BASE_FORMAT=4
 # dom0 kernel modules, in insmod order (dependencies first)
-DOM0_MODULES=(xen-evtchn xen-privcmd xenfs xen-gntdev xen-gntalloc xen-netback xen-blkback llc stp bridge tun)
+DOM0_MODULES=(xen-evtchn xen-privcmd xenfs xen-gntdev xen-gntalloc xen-netback xen-blkback loop llc stp bridge tun)
+# The disk guest's modules (blkfront, ext4 and what ext4 needs), in insmod order
+DISK_GUEST_MODULES=(crc32c_generic crc16 mbcache jbd2 ext4 xen-blkfront)
+# Size of the disk guest's ext4 image (MiB): Debian's vmlinuz, the disk initramfs, busybox
+DISK_IMAGE_MIB=32
 
 # Shared libraries (absolute paths on the host) needed by the given ELF files, one per line.
 # Fails, naming them, if the host lacks some.
@@ -88,6 +92,45 @@ build_guest_material() {
 	cpio_of "$guestfs" | gzip -9 >"$out/initrd-net.gz"
 	cp "$pkg/boot/vmlinuz-$kver" "$out/vmlinuz"
 	cp "$pkg"/usr/lib/grub-xen/grub-x86_64-xen.bin "$out/" 2>/dev/null || true
+	build_disk_material "$pkg" "$out" "$kver"
+}
+
+# build_disk_material PKG OUT KVER: the disk guest (OUT/initrd-disk.gz: blkfront and ext4, mounts
+# root= and switches to it) and its root (OUT/disk.img: ext4 holding busybox, an init that prints
+# DISK-HELLO and powers off, and /boot with Debian's vmlinuz, that initramfs and a grub.cfg for
+# PV GRUB). mkfs.ext4 -d fills the file system from a directory, as root, without mounting.
+build_disk_material() {
+	local pkg=$1 out=$2 kver=$3 fs root a m
+	say "base: disk guest (initramfs, ${DISK_IMAGE_MIB} MiB ext4 image)"
+	fs=$WORK/base.$$/diskfs
+	mkdir -p "$fs"/{bin,proc,sys,dev,newroot,lib/modules}
+	cp "$pkg/bin/busybox" "$fs/bin/"
+	for a in sh echo cat cut mount umount mkdir ls sleep insmod switch_root poweroff uname; do
+		ln -s busybox "$fs/bin/$a"
+	done
+	for m in "${DISK_GUEST_MODULES[@]}"; do
+		install_module "$pkg/lib/modules/$kver" "$m" "$fs/lib/modules/$m.ko"
+	done
+	install -m 755 "$LAB/dom0/guest-disk-init" "$fs/init"
+	cpio_of "$fs" | gzip -9 >"$out/initrd-disk.gz"
+
+	root=$WORK/base.$$/diskroot
+	mkdir -p "$root"/{bin,sbin,proc,sys,dev,tmp,boot/grub}
+	cp "$pkg/bin/busybox" "$root/bin/"
+	for a in sh echo cat cut grep tail mount sync poweroff uname; do ln -s busybox "$root/bin/$a"; done
+	install -m 755 "$LAB/dom0/guest-disk-rootinit" "$root/sbin/init"
+	cp "$pkg/boot/vmlinuz-$kver" "$root/boot/vmlinuz"
+	cp "$out/initrd-disk.gz" "$root/boot/initrd-disk.gz"
+	cat >"$root/boot/grub/grub.cfg" <<-EOF
+	set timeout=0
+	menuentry 'chaos lab disk' {
+	    linux /boot/vmlinuz root=/dev/xvda ro console=hvc0 quiet
+	    initrd /boot/initrd-disk.gz
+	}
+	EOF
+	rm -f "$out/disk.img"
+	mkfs.ext4 -q -F -L chaos-lab -E root_owner=0:0 -d "$root" "$out/disk.img" "${DISK_IMAGE_MIB}M" ||
+		die "mkfs.ext4 of the disk image failed"
 }
 
 # build_dom0_root PKG ROOT KVER: dom0's root file system (busybox, Xen's tools and libraries,
@@ -173,7 +216,8 @@ ensure_base() {
 	BASE_KEY_TEXT="format=$BASE_FORMAT
 $PKG_VERSIONS
 $(dpkg-query -W bash libc6 libgcc-s1 2>/dev/null)
-$(sha256sum "$LAB/dom0/guest-init" "$LAB/dom0/guest-net-init" | cut -d' ' -f1)"
+$(sha256sum "$LAB/dom0/guest-init" "$LAB/dom0/guest-net-init" "$LAB/dom0/guest-disk-init" \
+		"$LAB/dom0/guest-disk-rootinit" | cut -d' ' -f1)"
 	local key old
 	key=$(sha256sum <<<"$BASE_KEY_TEXT" | cut -c1-16)
 	BASE=$CACHE/base-$key

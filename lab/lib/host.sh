@@ -8,7 +8,8 @@ DEB_PKGS=(xen-hypervisor-4.17-amd64 xen-utils-4.17 xen-utils-common xenstore-uti
 	libxentoollog1 libxendevicemodel1 libxenhypfs1 libxentoolcore1 libyajl2
 	busybox-static grub-xen-host strace libunwind8)
 # command:package pairs the host needs
-HOST_TOOLS=(qemu-system-x86_64:qemu-system-x86 cpio:cpio xz:xz-utils gzip:gzip flock:util-linux)
+HOST_TOOLS=(qemu-system-x86_64:qemu-system-x86 cpio:cpio xz:xz-utils gzip:gzip flock:util-linux
+	mkfs.ext4:e2fsprogs)
 
 # apt_install PKG...: installs host packages (apt-get update first when that is what it takes).
 apt_install() {

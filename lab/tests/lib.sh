@@ -98,6 +98,25 @@ net_linux_cfg() {
 		"extra = \"console=hvc0 quiet guest_ip=$_ip peer=$_peer\"" "$@"
 }
 
+# disk_linux_cfg NAME DISKSPEC [EXTRA_LINE...]: like pv_linux_cfg, with the disk initramfs (loads
+# blkfront and ext4, mounts root= read-only, or read-write with `rw` in extra) and disk = [DISKSPEC];
+# the lab's disk image ($GUEST/disk.img) has an init that prints DISK-HELLO and powers off
+# (with disk_write=TOKEN in extra, it writes TOKEN to the disk first and prints DISK-WRITTEN).
+disk_linux_cfg() {
+	_n=$1 _spec=$2
+	shift 2
+	pv_linux_cfg "$_n" "ramdisk = \"$GUEST/initrd-disk.gz\"" \
+		"extra = \"console=hvc0 quiet root=/dev/xvda\"" "disk = ['$_spec']" "$@"
+}
+
+# loops_of FILE: the loop devices (loopN, one per line) bound to FILE, from sysfs.
+loops_of() {
+	for _b in /sys/block/loop*/loop/backing_file; do
+		[ -f "$_b" ] && [ "$(cat "$_b")" = "$1" ] && basename "$(dirname "$(dirname "$_b")")"
+	done
+	return 0
+}
+
 # wait_until SECS CMD...: polls CMD every 0.05 s; returns 1 if it never succeeds within SECS.
 wait_until() {
 	_deadline=$(awk -v n="$(now)" -v s="$1" 'BEGIN { print n + s }')

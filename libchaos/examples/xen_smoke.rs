@@ -352,6 +352,20 @@ fn pvh_guest(xen: &XenHypervisor) -> Res<()> {
     let dom = step("create_domain (pvh)", xen.create_domain(&args))?;
     let r = (|| -> Res<()> {
         step("set_max_mem (pvh)", xen.set_max_mem(dom, PAGES * 4))?;
+        // libxl's pool for one vcpu: 256 pages and one per MiB.
+        step(
+            "set_paging_pool (pvh)",
+            xen.set_paging_pool(dom, (256 + 1) * 4096),
+        )?;
+        step(
+            "set_tsc_mode (pvh)",
+            xen.set_tsc_mode(dom, libchaos::hypervisor::TscMode::Native),
+        )?;
+        step(
+            "set_hvm_param (pvh)",
+            xen.set_hvm_param(dom, 1 /* HVM_PARAM_STORE_PFN */, PAGES - 1),
+        )?;
+        println!("SMOKE pvh paging pool, tsc mode and an HVM param set");
         let gfns: Vec<u64> = (0..PAGES).collect();
         step("populate_physmap (pvh)", xen.populate_physmap(dom, &gfns))?;
         {

@@ -1,8 +1,10 @@
 //! Property tests: the parsers never panic, and what chaos renders it reads back unchanged.
 
+use libchaos::config::disk::{parse_disk_spec, vdev_devid};
 use libchaos::config::syntax::{parse_settings, render, Op, Setting, Value};
 use libchaos::config::{
-    parse_json, parse_xl, Action, DomainConfig, GuestSpec, PlaneKind, TscMode, VifConfig,
+    parse_json, parse_xl, Action, DiskConfig, DomainConfig, GuestSpec, PlaneKind, TscMode,
+    VifConfig,
 };
 use libchaos::hypervisor::{GuestKind, Uuid};
 use proptest::prelude::*;
@@ -18,7 +20,8 @@ fn jsonish() -> impl Strategy<Value = String> {
 }
 
 const VALID_XL: &str = "name = \"g\"\ntype = \"pvh\"\nkernel = \"/k\"\nmemory = 64\nmaxmem = 128\nvcpus = 2\n\
-vif = [ 'mac=00:16:3e:00:00:01,bridge=br0', '' ]\non_crash = \"preserve\"\nextra = \"quiet\"\ntsc_mode = \"native\"\n";
+vif = [ 'mac=00:16:3e:00:00:01,bridge=br0', '' ]\non_crash = \"preserve\"\nextra = \"quiet\"\ntsc_mode = \"native\"\n\
+disk = [ '/srv/a.img,raw,xvda,rw', 'phy:/dev/vg/b,xvdb,r', 'vdev=hdc, access=ro, target=/c,d' ]\n";
 
 const VALID_JSON: &str = r#"{"name": "g", "kernel": "/k", "memory": 16, "vcpus": {"count": 2, "cpumap": [[1], [2]]},
  "vifs": [{"ip": "10.0.0.2", "mac": "00:16:3e:00:00:01", "bridge": "br0"}], "xen": {"pvh": true, "dev_method": "noxs"}}"#;
@@ -92,8 +95,21 @@ proptest! {
     }
 }
 
+/// Text made of what disk specs are made of.
+fn diskish() -> impl Strategy<Value = String> {
+    "([a-z]{1,6}|[0-9]{1,3}|[ ,=:/\t-]|target=|vdev=|access=|format=|phy:|raw:|xvd[a-z]{1,3}|cdrom|d[0-9]p[0-9]){0,24}"
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    #[test]
+    fn disk_specs_never_panic(s in any::<String>(), t in diskish()) {
+        let _ = parse_disk_spec(&s);
+        let _ = parse_disk_spec(&t);
+        let _ = vdev_devid(&s);
+        let _ = vdev_devid(&t);
+    }
 
     #[test]
     fn mutated_valid_configs_never_panic(
@@ -170,6 +186,55 @@ fn vif() -> impl Strategy<Value = VifConfig> {
         })
 }
 
+fn disk() -> impl Strategy<Value = DiskConfig> {
+    (
+        // target= keeps everything but one trailing comma.
+        "/[^\0-\x1f\x7f-\u{9f}]{0,30}".prop_filter("no trailing comma", |t| !t.ends_with(',')),
+        prop_oneof![
+            "xvd[a-z]{1,2}([1-9][0-9]?)?",
+            "hd[a-d]([1-9])?",
+            "sd[a-p]([1-9])?",
+            "d[0-9]{1,3}p[0-9]{1,2}",
+            "[1-9][0-9]{0,6}",
+        ],
+        (
+            prop::bool::ANY,
+            prop::option::of(prop::sample::select(vec![
+                "block",
+                "/etc/xen/scripts/block",
+            ])),
+            prop::option::of(prop::bool::ANY),
+            prop::bool::ANY,
+            prop::bool::ANY,
+            prop::option::of("[a-z0-9-]{1,10}"),
+        ),
+    )
+        .prop_map(
+            |(target, vdev, (readonly, script, discard, direct_io_safe, trusted, backend))| {
+                DiskConfig {
+                    target: target.into(),
+                    vdev,
+                    readonly,
+                    script: script.map(String::from),
+                    discard,
+                    direct_io_safe,
+                    trusted,
+                    backend,
+                }
+            },
+        )
+        .prop_filter("a number libxl knows", |d| d.devid().is_some())
+}
+
+/// Disks the guest would see as distinct devices.
+fn disks() -> impl Strategy<Value = Vec<DiskConfig>> {
+    prop::collection::vec(disk(), 0..4).prop_map(|mut v| {
+        let mut seen = std::collections::HashSet::new();
+        v.retain(|d| seen.insert(d.devid()));
+        v
+    })
+}
+
 fn domain_config() -> impl Strategy<Value = DomainConfig> {
     (
         (
@@ -191,13 +256,14 @@ fn domain_config() -> impl Strategy<Value = DomainConfig> {
             prop::bool::ANY,
             prop::sample::select(TscMode::ALL.to_vec()),
             prop::option::of(any::<[u8; 16]>()),
+            disks(),
         ),
     )
         .prop_filter("Domain-0 is reserved", |((name, ..), _)| name != "Domain-0")
         .prop_map(
             |(
                 (name, pvh, kernel, ramdisk, cmdline, memory, extra_mem, vcpus),
-                (extra_vcpus, on_poweroff, on_reboot, on_crash, vifs, noxs, tsc_mode, uuid),
+                (extra_vcpus, on_poweroff, on_reboot, on_crash, vifs, noxs, tsc_mode, uuid, disks),
             )| {
                 GuestSpec {
                     name,
@@ -221,7 +287,7 @@ fn domain_config() -> impl Strategy<Value = DomainConfig> {
                     tsc_mode,
                     uuid: uuid.map(Uuid),
                     paused: false,
-                    disks: Vec::new(),
+                    disks,
                 }
                 .validate()
                 .expect("generated configs are valid")
@@ -288,6 +354,39 @@ fn to_xl(c: &DomainConfig) -> String {
     out.push(Setting {
         key: "vif".into(),
         value: Value::List(vifs),
+        line: 0,
+        op: Op::Assign,
+    });
+    let disks = c
+        .disks
+        .iter()
+        .map(|d| {
+            let mut parts = vec![
+                format!("vdev={}", d.vdev),
+                format!("access={}", if d.readonly { "ro" } else { "rw" }),
+            ];
+            match d.discard {
+                Some(true) => parts.push("discard".into()),
+                Some(false) => parts.push("no-discard".into()),
+                None => {}
+            }
+            if d.direct_io_safe {
+                parts.push("direct-io-safe".into());
+            }
+            parts.push(if d.trusted { "trusted" } else { "untrusted" }.into());
+            for (k, o) in [("script", &d.script), ("backend", &d.backend)] {
+                if let Some(x) = o {
+                    parts.push(format!("{k}={x}"));
+                }
+            }
+            // target= takes the rest of the spec, so it goes last.
+            parts.push(format!("target={}", d.target.to_string_lossy()));
+            Value::Str(parts.join(","))
+        })
+        .collect();
+    out.push(Setting {
+        key: "disk".into(),
+        value: Value::List(disks),
         line: 0,
         op: Op::Assign,
     });

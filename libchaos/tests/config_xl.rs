@@ -1,8 +1,8 @@
 //! xl.cfg parsing and validation through the public API.
 
 use libchaos::config::{
-    self, parse_xl, Action, ConfigError, DomainConfig, GuestSpec, Location, PlaneKind, TscMode,
-    VifConfig,
+    self, parse_xl, Action, ConfigError, DiskConfig, DomainConfig, GuestSpec, Location, PlaneKind,
+    TscMode, VifConfig,
 };
 use libchaos::hypervisor::GuestKind;
 use std::path::{Path, PathBuf};
@@ -180,7 +180,7 @@ fn override_errors_name_the_override() {
         "command line: memory=\"abc\": memory: expected a number, got \"abc\""
     );
     let c = with_overrides(MIN, &["disk=['/dev/sda,raw,xvda,rw']"]).unwrap();
-    assert_eq!(c.config.disks, ["/dev/sda,raw,xvda,rw"]);
+    assert_eq!(c.config.disks, [DiskConfig::new("/dev/sda", "xvda")]);
     let e = with_overrides(MIN, &["disk='/dev/sda'"]).unwrap_err();
     assert!(
         e.to_string()

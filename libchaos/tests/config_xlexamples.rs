@@ -3,7 +3,7 @@
 //! They are GPL, so they are not in the repository: `scripts/fetch-xlexamples.sh` extracts them
 //! into target/xlexamples/ (or $XLEXAMPLES_DIR).
 
-use libchaos::config::{self, ConfigError};
+use libchaos::config::{self, ConfigError, DiskConfig};
 use libchaos::hypervisor::GuestKind;
 use std::path::{Path, PathBuf};
 
@@ -47,13 +47,34 @@ fn pvlinux_parses() {
     assert!(l.warnings.is_empty(), "{:?}", l.warnings);
 }
 
-/// The parser keeps the disk as written; creating the guest is what refuses it (no block
-/// devices yet: see the toolstack's tests).
+/// The examples' disks are block devices (LVM, a zvol): parsed as xl does.
 #[test]
-fn pvlinux_disk_is_kept_for_the_toolstack_to_refuse() {
-    let l = config::load(&examples_dir().join("xlexample.pvlinux"), &[]).unwrap();
-    assert_eq!(l.config.disks.len(), 1);
-    assert!(l.config.disks[0].contains("xvda"), "{:?}", l.config.disks);
+fn example_disks_parse_as_xl_reads_them() {
+    for (file, target) in [
+        ("xlexample.pvlinux", "/dev/vg/guest-volume"),
+        ("xlexample.pvhlinux", "/dev/zvol/tank/guest-volume"),
+    ] {
+        let l = config::load(&examples_dir().join(file), &[]).unwrap();
+        assert_eq!(l.config.disks, [DiskConfig::new(target, "xvda")], "{file}");
+        assert_eq!(l.config.disks[0].devid(), Some(51712));
+    }
+    // The HVM example's disk line parses too (the guest type is what is refused): the same
+    // text under a PV config.
+    let text = std::fs::read_to_string(examples_dir().join("xlexample.hvm")).unwrap();
+    let disk = text
+        .lines()
+        .find(|l| l.starts_with("disk"))
+        .expect("the HVM example has a disk line");
+    let l = config::parse_xl(
+        &format!("name = \"g\"\nkernel = \"/k\"\n{disk}\n"),
+        "hvm-disk.cfg",
+        &[],
+    )
+    .unwrap();
+    assert_eq!(
+        l.config.disks,
+        [DiskConfig::new("/dev/vg/guest-volume", "xvda")]
+    );
 }
 
 #[test]

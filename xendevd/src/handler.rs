@@ -62,7 +62,7 @@ impl StoreSource {
         }
     }
 
-    fn get(&self) -> Result<Arc<dyn Xenstore>, HandleError> {
+    pub(crate) fn get(&self) -> Result<Arc<dyn Xenstore>, HandleError> {
         match self {
             StoreSource::Fixed(xs) => Ok(xs.clone()),
             StoreSource::Connect { connect, current } => {
@@ -79,7 +79,7 @@ impl StoreSource {
     }
 
     /// Drops a connection that failed, so the next event reconnects.
-    fn forget(&self) {
+    pub(crate) fn forget(&self) {
         if let StoreSource::Connect { current, .. } = self {
             *current.lock().unwrap_or_else(|e| e.into_inner()) = None;
         }

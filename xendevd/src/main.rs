@@ -1,4 +1,5 @@
-//! The xendevd daemon: kernel uevents in, bridge ports out. See the library docs.
+//! The xendevd daemon: kernel uevents in; bridge ports, block devices and NoXS backends out.
+//! See the library docs.
 
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
@@ -15,12 +16,14 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::unistd::{dup2_stdin, dup2_stdout, fork, setsid, ForkResult};
 use xendevd::handler::{Config, Handler, StoreSource};
 use xendevd::pool::Pool;
-use xendevd::uevent::{vif_event, Received, UeventSocket};
+use xendevd::uevent::{vbd_event, vif_event, Received, UeventSocket};
+use xendevd::vbd::{VbdHandler, VbdWorker};
 use xendevd::{logger, ovs};
 
 const DEFAULT_PID_FILE: &str = "/run/xendevd.pid";
 
-/// Attaches Xen vif backends to bridges from kernel uevents, without hotplug scripts.
+/// Attaches Xen vif backends to bridges and gives vbd backends their devices, from kernel
+/// uevents, without hotplug scripts.
 #[derive(Parser, Debug)]
 #[command(name = "xendevd", version)]
 struct Args {
@@ -60,6 +63,9 @@ struct Args {
     /// Do not serve NoXS guests (vifs of Xenstore guests only).
     #[arg(long)]
     no_noxs: bool,
+    /// Do not serve vbd backends (leave them to Xen's block hotplug script).
+    #[arg(long)]
+    no_vbd: bool,
     /// Log every uevent considered, not only actions.
     #[arg(short, long)]
     verbose: bool,
@@ -163,6 +169,15 @@ fn run(args: Args) -> Result<(), String> {
     let signals =
         block_stop_signals().map_err(|e| format!("cannot set up signal handling: {e}"))?;
 
+    let vbds = if args.no_vbd {
+        None
+    } else {
+        let handler = VbdHandler::new(StoreSource::connect_on_demand(), &args.xs_home, true);
+        let worker = VbdWorker::start(handler, None)
+            .map_err(|e| format!("cannot start the vbd thread: {e}"))?;
+        log::info!("serving vbd backends (loop devices for files)");
+        Some(worker)
+    };
     let config = Config {
         default_bridge: args.default_bridge,
         xs_home: args.xs_home,
@@ -191,9 +206,12 @@ fn run(args: Args) -> Result<(), String> {
     };
     log::info!("listening for vif uevents with {} workers", args.workers);
 
-    let result = event_loop(&mut sock, &signals, &pool);
+    let result = event_loop(&mut sock, &signals, &pool, vbds.as_ref());
     log::info!("stopping: finishing queued events");
     pool.shutdown();
+    if let Some(w) = vbds {
+        w.shutdown();
+    }
     if let Some((stop, thread)) = noxs {
         stop.store(true, Ordering::SeqCst);
         if thread.join().is_err() {
@@ -232,8 +250,13 @@ fn start_noxs(settings: xendevd::noxs::Settings) -> Result<Option<NoxsThread>, S
     Ok(Some((stop, thread)))
 }
 
-/// Hands vif events to the pool until SIGTERM or SIGINT.
-fn event_loop(sock: &mut UeventSocket, signals: &SignalFd, pool: &Pool) -> Result<(), String> {
+/// Hands vif events to the pool and vbd events to the vbd thread until SIGTERM or SIGINT.
+fn event_loop(
+    sock: &mut UeventSocket,
+    signals: &SignalFd,
+    pool: &Pool,
+    vbds: Option<&VbdWorker>,
+) -> Result<(), String> {
     loop {
         let mut fds = [
             PollFd::new(sock.as_fd(), PollFlags::POLLIN),
@@ -257,7 +280,14 @@ fn event_loop(sock: &mut UeventSocket, signals: &SignalFd, pool: &Pool) -> Resul
                             log::debug!("{} {} ({})", vif.vif, vif.action, ev.devpath);
                             pool.submit_at(vif, received);
                         }
-                        Ok(None) => log::trace!("ignored {}@{}", ev.action, ev.devpath),
+                        Ok(None) => match (vbds, vbd_event(&ev)) {
+                            (Some(w), Ok(Some(vbd))) => {
+                                log::debug!("{} {} ({})", vbd.backend_path, vbd.action, ev.devpath);
+                                w.submit_at(vbd, received);
+                            }
+                            (_, Err(e)) => log::warn!("{e}"),
+                            _ => log::trace!("ignored {}@{}", ev.action, ev.devpath),
+                        },
                         Err(e) => log::warn!("{e}"),
                     }
                 }

@@ -1,5 +1,6 @@
 //! Kernel uevents: the NETLINK_KOBJECT_UEVENT socket, the message format
-//! (`ACTION@DEVPATH\0KEY=VALUE\0...`) and the filter that picks Xen vif online/offline events.
+//! (`ACTION@DEVPATH\0KEY=VALUE\0...`) and the filters that pick Xen vif online/offline and
+//! vbd add/remove events.
 
 use std::collections::HashMap;
 use std::io;
@@ -183,6 +184,62 @@ pub fn vif_event(ev: &Uevent) -> Result<Option<VifEvent>, FilterError> {
         action,
         vif: vif.clone(),
         control,
+    }))
+}
+
+/// What happened to a vbd backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VbdAction {
+    /// The backend device appeared (`add`; `online` is taken the same way): its disk needs a
+    /// device (a loop device for a file) before blkback can serve it.
+    Add,
+    /// The backend device went (`remove`): free what was set up for it.
+    Remove,
+}
+
+impl std::fmt::Display for VbdAction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            VbdAction::Add => "add",
+            VbdAction::Remove => "remove",
+        })
+    }
+}
+
+/// A vbd backend came or went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VbdEvent {
+    pub action: VbdAction,
+    /// `backend/vbd/<domid>/<devid>`, usually relative to the backend domain's home.
+    pub backend_path: String,
+}
+
+/// Picks the vbd backend events xendevd acts on (blkback's `xen-backend` devices). `Ok(None)`
+/// for everything else.
+pub fn vbd_event(ev: &Uevent) -> Result<Option<VbdEvent>, FilterError> {
+    let action = match ev.action.as_str() {
+        "add" | "online" => VbdAction::Add,
+        "remove" => VbdAction::Remove,
+        _ => return Ok(None),
+    };
+    if ev.props.get("SUBSYSTEM").map(String::as_str) != Some("xen-backend") {
+        return Ok(None);
+    }
+    let path = ev.props.get("XENBUS_PATH");
+    let is_vbd = ev.props.get("XENBUS_TYPE").is_some_and(|t| t == "vbd")
+        || path.is_some_and(|p| p.starts_with("backend/vbd/") || p.contains("/backend/vbd/"));
+    if !is_vbd {
+        return Ok(None);
+    }
+    let path = path
+        .filter(|p| !p.is_empty())
+        .ok_or_else(|| FilterError::NoXenbusPath {
+            action: ev.action.clone(),
+            devpath: ev.devpath.clone(),
+        })?;
+    Ok(Some(VbdEvent {
+        action,
+        backend_path: path.clone(),
     }))
 }
 
@@ -422,6 +479,75 @@ mod tests {
         for c in cases {
             assert_eq!(vif_event(&parse(&c).unwrap()), Ok(None), "{:?}", parse(&c));
         }
+    }
+
+    #[test]
+    fn blkback_add_and_remove_become_vbd_events() {
+        let add = raw(
+            "add@/devices/vbd-3-51712",
+            &[
+                "ACTION=add",
+                "DEVPATH=/devices/vbd-3-51712",
+                "SUBSYSTEM=xen-backend",
+                "XENBUS_TYPE=vbd",
+                "XENBUS_PATH=backend/vbd/3/51712",
+                "XENBUS_BASE_PATH=backend",
+                "MODALIAS=xen-backend:vbd",
+            ],
+        );
+        let ev = parse(&add).unwrap();
+        assert_eq!(
+            vbd_event(&ev),
+            Ok(Some(VbdEvent {
+                action: VbdAction::Add,
+                backend_path: "backend/vbd/3/51712".into()
+            }))
+        );
+        // Not a vif event.
+        assert_eq!(vif_event(&ev), Ok(None));
+        let remove = raw(
+            "remove@/devices/vbd-3-51712",
+            &["SUBSYSTEM=xen-backend", "XENBUS_PATH=backend/vbd/3/51712"],
+        );
+        assert_eq!(
+            vbd_event(&parse(&remove).unwrap()).unwrap().unwrap().action,
+            VbdAction::Remove
+        );
+        let online = raw(
+            "online@/devices/vbd-3-51712",
+            &[
+                "SUBSYSTEM=xen-backend",
+                "XENBUS_TYPE=vbd",
+                "XENBUS_PATH=backend/vbd/3/51712",
+            ],
+        );
+        assert_eq!(
+            vbd_event(&parse(&online).unwrap()).unwrap().unwrap().action,
+            VbdAction::Add
+        );
+        // Vifs, changes and other subsystems are not vbd events.
+        for other in [
+            netback_online(),
+            raw(
+                "change@/devices/vbd-3-51712",
+                &[
+                    "SUBSYSTEM=xen-backend",
+                    "XENBUS_TYPE=vbd",
+                    "XENBUS_PATH=backend/vbd/3/51712",
+                ],
+            ),
+            raw("add@/devices/virtual/block/loop0", &["SUBSYSTEM=block"]),
+        ] {
+            assert_eq!(vbd_event(&parse(&other).unwrap()), Ok(None));
+        }
+        let no_path = raw(
+            "add@/devices/vbd-3-51712",
+            &["SUBSYSTEM=xen-backend", "XENBUS_TYPE=vbd"],
+        );
+        assert!(matches!(
+            vbd_event(&parse(&no_path).unwrap()),
+            Err(FilterError::NoXenbusPath { .. })
+        ));
     }
 
     #[test]

@@ -583,6 +583,12 @@ impl Hypervisor for WithHvmParams<'_> {
     fn set_address_size(&self, dom: DomId, bits: u32) -> HvResult<()> {
         self.sim.set_address_size(dom, bits)
     }
+    fn set_tsc_mode(&self, dom: DomId, mode: crate::hypervisor::TscMode) -> HvResult<()> {
+        self.sim.set_tsc_mode(dom, mode)
+    }
+    fn set_paging_pool(&self, dom: DomId, bytes: u64) -> HvResult<()> {
+        self.sim.set_paging_pool(dom, bytes)
+    }
     fn populate_physmap(&self, dom: DomId, gfns: &[u64]) -> HvResult<Vec<u64>> {
         self.sim.populate_physmap(dom, gfns)
     }
@@ -717,10 +723,13 @@ fn pvh_errors() {
     let big = KernelImage::parse("big", &t.build()).unwrap();
     let e = build_pvh(&xen, &big, &s.params("", None)).unwrap_err();
     assert!(matches!(e, BuildError::GuestTooSmall { .. }), "{e}");
-    // The sim alone keeps no HVM params: the default trait method refuses clearly.
+    // The sim keeps HVM params (for PVH domains only).
     let mut t = TestElf::pv(0, 0x1000, 0x1000, 0);
     t.notes = vec![num(XEN_ELFNOTE_PHYS32_ENTRY, 0x1000)];
     let small = KernelImage::parse("small", &t.build()).unwrap();
-    let e = build_pvh(&s.sim, &small, &s.params("", None)).unwrap_err();
-    assert!(e.to_string().contains("HVM param"), "{e}");
+    let g = build_pvh(&s.sim, &small, &s.params("", None)).unwrap();
+    assert_eq!(s.sim.hvm_param(s.dom, 1), Some(g.store_pfn));
+    let pv = shell_of(GuestKind::Pv, 2);
+    let e = pv.sim.set_hvm_param(pv.dom, 1, 0).unwrap_err();
+    assert!(e.to_string().contains("no HVM params"), "{e}");
 }

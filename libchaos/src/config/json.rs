@@ -4,17 +4,18 @@
 //! { "name": "g1", "kernel": "/k", "ramdisk": "/r", "cmdline": "...", "memory": 16,
 //!   "vcpus": 1 | {"count": 2, "cpumap": [[2,3],[2,3]]}, "address_size": 64,
 //!   "vifs": [{"ip": "10.0.0.2", "mac": "00:16:3e:00:00:01", "bridge": "xenbr0"}],
+//!   "vbds": [{"target": "/srv/web.img", "type": "file", "vdev": "xvda", "access": "r"}],
 //!   "paused": false, "xen": {"pvh": false, "dev_method": "xenstore" | "noxs"} }
 //! ```
 //! As in LightVM, unknown and duplicate keys are errors and name, kernel, memory and vcpus are
 //! required. Values are checked while they are read, so every error carries line:column.
 
 use super::error::{ConfigError, Location, Warning};
-use super::validate::{check_ifname, check_ip, check_name};
+use super::validate::{check_disk, check_disks, check_ifname, check_ip, check_name};
 use super::vif::parse_mac;
-use super::{GuestSpec, Loaded, PlaneKind, VifConfig, MAX_MEMORY_MIB, MAX_VCPUS};
+use super::{DiskConfig, GuestSpec, Loaded, PlaneKind, VifConfig, MAX_MEMORY_MIB, MAX_VCPUS};
 use crate::hypervisor::GuestKind;
-use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 use std::fmt;
 use std::path::PathBuf;
@@ -100,14 +101,50 @@ fn de_address_size<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Er
     )
 }
 
-fn de_vbds<'de, D: Deserializer<'de>>(d: D) -> Result<(), D::Error> {
-    let vbds: Option<Vec<IgnoredAny>> = keyed("vbds", d)?;
-    match vbds {
-        Some(v) if !v.is_empty() => Err(de::Error::custom(
-            "vbds: not supported by chaos yet (no block devices)",
-        )),
-        _ => Ok(()),
+/// LightVM's `vbds`: `[{"target": PATH, "type": "phy" | "file", "vdev": "xvda", "access":
+/// "r" | "w"}]`. The type says nothing chaos needs (xendevd looks at the target, as the
+/// `block` script does); vdev and target are checked as xl's are.
+#[derive(Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a vbd object {\"target\", \"type\", \"vdev\", \"access\"}"
+)]
+struct JsonVbd {
+    target: String,
+    #[serde(default, rename = "type")]
+    kind: Option<String>,
+    vdev: String,
+    #[serde(default)]
+    access: Option<String>,
+}
+
+fn de_vbds<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<DiskConfig>, D::Error> {
+    let vbds: Option<Vec<JsonVbd>> = keyed("vbds", d)?;
+    let mut disks = Vec::new();
+    for (i, v) in vbds.unwrap_or_default().into_iter().enumerate() {
+        let fail = |m: String| de::Error::custom(format!("vbds[{i}]: {m}"));
+        match v.kind.as_deref() {
+            None | Some("phy") | Some("file") => {}
+            Some(other) => {
+                return Err(fail(format!(
+                    "type {other:?}: expected \"phy\" or \"file\""
+                )))
+            }
+        }
+        let readonly = match v.access.as_deref() {
+            None | Some("w") | Some("rw") => false,
+            Some("r") | Some("ro") => true,
+            Some(other) => return Err(fail(format!("access {other:?}: expected \"r\" or \"w\""))),
+        };
+        let disk = DiskConfig {
+            readonly,
+            ..DiskConfig::new(v.target, v.vdev)
+        };
+        check_disk(&disk).map_err(fail)?;
+        disks.push(disk);
     }
+    check_disks(&disks).map_err(|m| de::Error::custom(format!("vbds: {m}")))?;
+    Ok(disks)
 }
 
 fn de_paused<'de, D: Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Error> {
@@ -202,8 +239,7 @@ struct JsonConfig {
     #[serde(default, deserialize_with = "de_vifs")]
     vifs: Vec<JsonVif>,
     #[serde(default, deserialize_with = "de_vbds")]
-    #[allow(dead_code)] // refused while read unless empty
-    vbds: (),
+    vbds: Vec<DiskConfig>,
     #[serde(default, deserialize_with = "de_paused")]
     paused: Option<bool>,
     #[serde(default, deserialize_with = "de_xen")]
@@ -348,6 +384,7 @@ pub(crate) fn parse(text: &str, source: &str) -> Result<Loaded, ConfigError> {
     spec.vcpus = j.vcpus.count;
     spec.max_vcpus = j.vcpus.count;
     spec.vifs = vifs;
+    spec.disks = j.vbds;
     spec.control_plane = xen.dev_method.unwrap_or(PlaneKind::Xenstore);
     spec.paused = j.paused.unwrap_or(false);
     let config = spec.validate_at(&Location::file(source))?;

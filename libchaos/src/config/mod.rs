@@ -9,13 +9,14 @@
 //! 2. validation ([`xl`]): the effective settings (later keys override earlier ones, then the
 //!    command-line `KEY=VALUE` overrides, as `xl create cfg KEY=VALUE...`) are checked and turned
 //!    into a [`DomainConfig`]. Keys xl knows that would change the guest in ways chaos cannot
-//!    honour yet (PCI, bootloaders, ...) are refused; disks are kept as written and refused
-//!    when a guest is created; keys without effect on the guest are ignored with a
+//!    honour yet (PCI, bootloaders, ...) are refused; keys without effect on the guest are
+//!    ignored with a
 //!    [`Warning`]; unknown keys are warned about, as xl ignores them.
 //!
 //! A `.json` file is read as LightVM's config format instead ([`json`]), into the same type.
 //! Every error names the file, the line (and column for JSON) and the key.
 
+pub mod disk;
 pub mod error;
 pub mod json;
 pub mod syntax;
@@ -27,8 +28,8 @@ mod xl_keys;
 
 pub use error::{ConfigError, Location, Warning};
 pub use types::{
-    Action, DomainConfig, GuestSpec, Loaded, PlaneKind, TscMode, VifConfig, DEFAULT_BRIDGE,
-    DEFAULT_MEMORY_MIB, MAX_MEMORY_MIB, MAX_VCPUS,
+    Action, DiskConfig, DomainConfig, GuestSpec, Loaded, PlaneKind, TscMode, VifConfig,
+    DEFAULT_BRIDGE, DEFAULT_MEMORY_MIB, MAX_MEMORY_MIB, MAX_VCPUS,
 };
 pub use xl_keys::{treatment, Treatment, HANDLED_KEYS, OTHER_KEYS};
 

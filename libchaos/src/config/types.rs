@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use super::error::{ConfigError, Location};
+pub use crate::hypervisor::TscMode;
 use crate::hypervisor::{GuestKind, Uuid};
 use xen_types::Mac;
 
@@ -56,11 +57,9 @@ pub struct GuestSpec {
     pub uuid: Option<Uuid>,
     /// Create paused (JSON `paused`; xl uses `xl create -p` instead, so false for xl.cfg).
     pub paused: bool,
-    /// xl `disk` specs, kept as written. The parser accepts them so that ordinary configs
-    /// (Debian's xlexample.pvlinux has one) load; creating a guest with disks is refused until
-    /// chaos has block devices.
+    /// xl `disk`: the guest's virtual block devices, in the order written.
     #[serde(default)]
-    pub disks: Vec<String>,
+    pub disks: Vec<DiskConfig>,
 }
 
 impl GuestSpec {
@@ -249,6 +248,59 @@ impl Default for VifConfig {
     }
 }
 
+/// One virtual block device (xl `disk`, xl-disk-configuration(5)): a file or a block device
+/// in dom0 that Linux blkback serves to the guest's blkfront. A file goes through a loop device
+/// xendevd sets up; a block device is used as it is.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiskConfig {
+    /// The file or block device in dom0 (`target`), absolute: xl's `/dev/` is put in front
+    /// of a relative name.
+    pub target: PathBuf,
+    /// The guest's name for the disk as written (`xvda`, `hdc`, `sdb1`, `d0p1`, `51712`);
+    /// [`DiskConfig::devid`] is its number.
+    pub vdev: String,
+    /// `access=r`/`ro`: the guest may not write (and the loop device is read-only).
+    pub readonly: bool,
+    /// `script=`: recorded in Xenstore for tools that read it; chaos runs no hotplug script.
+    pub script: Option<String>,
+    /// `discard`/`no-discard`; unset, discard is advertised for writable disks (libxl).
+    pub discard: Option<bool>,
+    /// `direct-io-safe`.
+    pub direct_io_safe: bool,
+    /// `trusted`/`untrusted`: whether the guest may trust the backend (default trusted).
+    pub trusted: bool,
+    /// `backend=`: the backend domain; none means dom0 (the only one chaos supports yet).
+    pub backend: Option<String>,
+}
+
+impl DiskConfig {
+    /// A writable disk `target` seen by the guest as `vdev`, with xl's defaults otherwise.
+    pub fn new(target: impl Into<PathBuf>, vdev: impl Into<String>) -> DiskConfig {
+        DiskConfig {
+            target: target.into(),
+            vdev: vdev.into(),
+            readonly: false,
+            script: None,
+            discard: None,
+            direct_io_safe: false,
+            trusted: true,
+            backend: None,
+        }
+    }
+
+    /// The disk's number (Xenstore's `virtual-device` and the device directories' name), as
+    /// libxl computes it from the vdev; `None` for a vdev libxl does not know.
+    pub fn devid(&self) -> Option<u32> {
+        super::disk::vdev_devid(&self.vdev)
+    }
+
+    /// Whether the backend advertises discard: as asked, else for writable disks (libxl).
+    pub fn discard_enabled(&self) -> bool {
+        self.discard.unwrap_or(!self.readonly)
+    }
+}
+
 /// How devices are described to the guest: which control plane it uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -277,44 +329,6 @@ impl PlaneKind {
 }
 
 impl fmt::Display for PlaneKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// xl `tsc_mode` (libxl's names; the numeric values are xl's deprecated integer forms).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum TscMode {
-    Default = 0,
-    AlwaysEmulate = 1,
-    Native = 2,
-    NativeParavirt = 3,
-}
-
-impl TscMode {
-    pub const ALL: [TscMode; 4] = [
-        TscMode::Default,
-        TscMode::AlwaysEmulate,
-        TscMode::Native,
-        TscMode::NativeParavirt,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            TscMode::Default => "default",
-            TscMode::AlwaysEmulate => "always_emulate",
-            TscMode::Native => "native",
-            TscMode::NativeParavirt => "native_paravirt",
-        }
-    }
-
-    pub fn from_name(s: &str) -> Option<TscMode> {
-        TscMode::ALL.into_iter().find(|m| m.as_str() == s)
-    }
-}
-
-impl fmt::Display for TscMode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
     }

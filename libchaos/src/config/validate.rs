@@ -2,10 +2,11 @@
 //! [`GuestSpec`] into a [`DomainConfig`](super::DomainConfig); the parsers call the single
 //! checks below as they read, so that their errors also carry the line of the key.
 
+use std::collections::HashMap;
 use std::net::IpAddr;
 
 use super::error::{ConfigError, Location};
-use super::types::{GuestSpec, VifConfig, MAX_MEMORY_MIB, MAX_VCPUS};
+use super::types::{DiskConfig, GuestSpec, VifConfig, MAX_MEMORY_MIB, MAX_VCPUS};
 use crate::config::PlaneKind;
 
 /// The longest command line a guest can be given: start_info holds 1024 bytes, NUL included
@@ -80,15 +81,55 @@ pub fn check(s: &GuestSpec) -> Result<(), Invalid> {
             ),
         ));
     }
-    for (i, d) in s.disks.iter().enumerate() {
-        if d.contains('\0') {
-            return Err(Invalid::new(
-                "disk",
-                format!("disk {i}: contains a NUL character"),
+    check_disks(&s.disks).map_err(|m| Invalid::new("disk", m))?;
+    Ok(())
+}
+
+/// Every disk, and no two the guest would see as the same device.
+pub fn check_disks(disks: &[DiskConfig]) -> Result<(), String> {
+    let mut seen: HashMap<u32, usize> = HashMap::new();
+    for (i, d) in disks.iter().enumerate() {
+        let devid = check_disk(d).map_err(|m| format!("disk {i}: {m}"))?;
+        if let Some(first) = seen.insert(devid, i) {
+            return Err(format!(
+                "disk {i}: vdev {} is the same device ({devid}) as disk {first}'s ({})",
+                d.vdev, disks[first].vdev
             ));
         }
     }
     Ok(())
+}
+
+/// One disk: an absolute target without control characters (it goes to Xenstore and to
+/// xendevd as a path; a target a script interprets is recorded as written), a vdev libxl can
+/// number, and the names recorded for tools. Returns the disk's number.
+pub fn check_disk(d: &DiskConfig) -> Result<u32, String> {
+    let target = d.target.to_str().ok_or("target: not valid UTF-8")?;
+    if target.is_empty() {
+        return Err("target: empty".into());
+    }
+    if target.chars().any(char::is_control) {
+        return Err(format!("target {target:?}: contains control characters"));
+    }
+    if d.script.is_none() && !target.starts_with('/') {
+        return Err(format!("target {target:?}: not an absolute path"));
+    }
+    let devid = d.devid().ok_or_else(|| {
+        format!(
+            "vdev {:?}: not a virtual disk name (xvdX[N], hdX[N], sdX[N], dNpN or a number, as in xen-vbd-interface(7))",
+            d.vdev
+        )
+    })?;
+    for (key, value) in [("script", &d.script), ("backend", &d.backend)] {
+        match value.as_deref() {
+            Some("") => return Err(format!("{key}: empty")),
+            Some(s) if s.chars().any(char::is_control) => {
+                return Err(format!("{key}: {s:?} contains control characters"))
+            }
+            _ => {}
+        }
+    }
+    Ok(devid)
 }
 
 /// Domain names: what xl and Xenstore accept, minus what breaks paths and terminals.
@@ -260,6 +301,51 @@ mod tests {
             }),
             "vif"
         );
+    }
+
+    #[test]
+    fn disks() {
+        let ok = |disks: Vec<DiskConfig>| check_disks(&disks);
+        assert!(ok(vec![
+            DiskConfig::new("/a", "xvda"),
+            DiskConfig::new("/a", "xvdb")
+        ])
+        .is_ok());
+        let same = ok(vec![
+            DiskConfig::new("/a", "xvda"),
+            DiskConfig::new("/b", "51712"),
+        ]);
+        assert_eq!(
+            same.unwrap_err(),
+            "disk 1: vdev 51712 is the same device (51712) as disk 0's (xvda)"
+        );
+        for (d, want) in [
+            (DiskConfig::new("rel/img", "xvda"), "not an absolute path"),
+            (DiskConfig::new("", "xvda"), "target: empty"),
+            (DiskConfig::new("/a\nb", "xvda"), "control characters"),
+            (DiskConfig::new("/a", "xvd"), "vdev \"xvd\""),
+            (
+                DiskConfig {
+                    script: Some(String::new()),
+                    ..DiskConfig::new("/a", "xvda")
+                },
+                "script: empty",
+            ),
+        ] {
+            let e = ok(vec![d]).unwrap_err();
+            assert!(e.starts_with("disk 0: ") && e.contains(want), "{e}");
+        }
+        // A target a script interprets need not be a path.
+        let scripted = DiskConfig {
+            script: Some("block-nbd".into()),
+            ..DiskConfig::new("host:1234", "xvda")
+        };
+        assert!(ok(vec![scripted]).is_ok());
+        let mut s = GuestSpec::new("g", "/k");
+        s.disks = vec![DiskConfig::new("/a", "xvdz9")];
+        assert!(check(&s).is_ok());
+        s.disks.push(DiskConfig::new("/a", "xvdz9"));
+        assert_eq!(check(&s).unwrap_err().key, "disk");
     }
 
     #[test]

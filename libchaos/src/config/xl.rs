@@ -6,13 +6,14 @@
 //! chaos cannot do it yet), or ignored with a warning (no effect on what the guest sees, or
 //! only meaningful for HVM guests or a device model, which chaos never runs).
 
+use super::disk::{parse_disk_spec, DiskSpecError};
 use super::error::{ConfigError, Location, Warning};
 use super::syntax::{self, parse_c_number, Setting, Value};
-use super::validate::{check_name, check_path};
+use super::validate::{check_disk, check_name, check_path};
 use super::vif::parse_vif_spec;
 use super::xl_keys::{suggest, treatment, Treatment, HANDLED_KEYS};
 use super::{
-    Action, DomainConfig, GuestSpec, Loaded, PlaneKind, TscMode, DEFAULT_MEMORY_MIB,
+    Action, DiskConfig, DomainConfig, GuestSpec, Loaded, PlaneKind, TscMode, DEFAULT_MEMORY_MIB,
     MAX_MEMORY_MIB, MAX_VCPUS,
 };
 use crate::hypervisor::{GuestKind, Uuid};
@@ -510,8 +511,8 @@ impl Ctx<'_> {
         Ok(vifs)
     }
 
-    /// xl `disk`: a list of disk spec strings, kept as written (see [`DomainConfig::disks`]).
-    fn disks(&mut self) -> Result<Vec<String>, ConfigError> {
+    /// xl `disk`: a list of disk spec strings (xl-disk-configuration(5)).
+    fn disks(&mut self) -> Result<Vec<DiskConfig>, ConfigError> {
         let Some(e) = self.get("disk") else {
             return Ok(Vec::new());
         };
@@ -524,7 +525,9 @@ impl Ctx<'_> {
                 ),
             ));
         };
+        let at = e.at.clone();
         let mut disks = Vec::new();
+        let mut notes = Vec::new();
         for (i, item) in items.iter().enumerate() {
             let Value::Str(spec) = item else {
                 return Err(self.invalid(
@@ -535,7 +538,30 @@ impl Ctx<'_> {
                     ),
                 ));
             };
-            disks.push(spec.clone());
+            let parsed = parse_disk_spec(spec).map_err(|err| {
+                let message = format!("disk {i} ({spec:?}): {err}");
+                match err {
+                    DiskSpecError::Invalid(_) => self.invalid(e, message),
+                    DiskSpecError::Unsupported(_) => ConfigError::Unsupported {
+                        at: e.at.clone(),
+                        key: e.setting.key.clone(),
+                        message,
+                    },
+                }
+            })?;
+            // The number and the path are checked here too, so that the error quotes the spec.
+            check_disk(&parsed.disk)
+                .map_err(|m| self.invalid(e, format!("disk {i} ({spec:?}): {m}")))?;
+            notes.extend(
+                parsed
+                    .warnings
+                    .into_iter()
+                    .map(|w| format!("disk {i}: {w}")),
+            );
+            disks.push(parsed.disk);
+        }
+        for n in notes {
+            self.warn(&at, "disk", n);
         }
         Ok(disks)
     }

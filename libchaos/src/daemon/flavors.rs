@@ -129,9 +129,6 @@ fn check(f: &Flavor) -> Result<(), String> {
         ));
     }
     check_vcpus(f.max_vcpus.into()).map_err(|m| format!("vcpus: {m}"))?;
-    if f.kind != GuestKind::Pv {
-        return Err("only pv guests can be created so far".into());
-    }
     Ok(())
 }
 

@@ -472,6 +472,8 @@ fn flavor_specs_and_files_parse_and_refuse_nonsense() {
     assert_eq!(t.flavor.max_vcpus, 2);
     let t = flavors::parse_spec("memory=4,count=3,control_plane=noxs").expect("noxs");
     assert_eq!(t.flavor.control_plane, crate::config::PlaneKind::Noxs);
+    let t = flavors::parse_spec("memory=4,count=3,type=pvh").expect("pvh");
+    assert_eq!(t.flavor.kind, crate::hypervisor::GuestKind::Pvh);
     for bad in [
         "memory=4",
         "count=3",
@@ -813,4 +815,56 @@ fn a_daemon_that_does_not_answer_times_out_with_a_clear_message() {
         err.to_string().contains("did not answer within 0.3 s"),
         "{err}"
     );
+}
+
+#[test]
+fn pvh_shells_are_kept_and_executed_with_their_disks() {
+    use crate::image::notes::XEN_ELFNOTE_PHYS32_ENTRY;
+    use crate::image::testelf::{num, TestElf};
+    let w = world("pvh");
+    let mut elf = TestElf::pv(0, 0x10_0000, 0x2000, 0x1000);
+    elf.notes = vec![num(XEN_ELFNOTE_PHYS32_ENTRY, 0x10_0000)];
+    let kernel = w.scratch.0.join("pvh.elf");
+    std::fs::write(&kernel, elf.build()).expect("write kernel");
+    let pvh_flavor = Flavor {
+        kind: crate::hypervisor::GuestKind::Pvh,
+        ..flavor(16)
+    };
+    let d = Daemon::start(
+        w.ts.clone(),
+        DaemonConfig {
+            socket: w.socket(),
+            flavors: vec![FlavorTarget {
+                flavor: pvh_flavor,
+                target: 2,
+            }],
+            reserve_mib: 0,
+            workers: 1,
+            reap_interval: None,
+        },
+    )
+    .expect("daemon starts");
+    assert!(d.wait_filled(FILL));
+    let text = format!(
+        "name = \"pvh\"\ntype = \"pvh\"\ntsc_mode = \"native\"\nkernel = \"{}\"\nmemory = 16\ndisk = ['/srv/root.img,,xvda,r']\n",
+        kernel.display()
+    );
+    let cfg = parse_xl(&text, "pvh.cfg", &[]).expect("config").config;
+    let created = w
+        .client()
+        .create(&cfg, true, true)
+        .expect("from a PVH shell");
+    assert_eq!(created.path, CreationPath::Pool);
+    assert!(matches!(
+        w.sim.vcpu_context(created.domid, 0),
+        Some(crate::hypervisor::VcpuContext::Pvh { .. })
+    ));
+    assert_eq!(
+        w.sim.tsc_mode(created.domid),
+        Some(crate::config::TscMode::Native)
+    );
+    let record = w.ts.state().load(created.domid).unwrap().expect("record");
+    assert_eq!(record.config.disks.len(), 1);
+    assert!(d.wait_filled(FILL), "refilled");
+    assert_eq!(d.shutdown(), 2);
 }

@@ -47,6 +47,45 @@ impl fmt::Display for GuestKind {
     }
 }
 
+/// How the guest's TSC is provided (xl `tsc_mode`, libxl's names). The numeric values are
+/// xl's deprecated integer forms and Xen's `XEN_CPUID_TSC_MODE_*`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TscMode {
+    Default = 0,
+    AlwaysEmulate = 1,
+    Native = 2,
+    NativeParavirt = 3,
+}
+
+impl TscMode {
+    pub const ALL: [TscMode; 4] = [
+        TscMode::Default,
+        TscMode::AlwaysEmulate,
+        TscMode::Native,
+        TscMode::NativeParavirt,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TscMode::Default => "default",
+            TscMode::AlwaysEmulate => "always_emulate",
+            TscMode::Native => "native",
+            TscMode::NativeParavirt => "native_paravirt",
+        }
+    }
+
+    pub fn from_name(s: &str) -> Option<TscMode> {
+        TscMode::ALL.into_iter().find(|m| m.as_str() == s)
+    }
+}
+
+impl fmt::Display for TscMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// Arguments of `XEN_DOMCTL_createdomain`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CreateDomain {
@@ -249,6 +288,13 @@ pub trait Hypervisor: Send + Sync {
     fn set_max_mem(&self, dom: DomId, max_kib: u64) -> Result<()>;
     /// `XEN_DOMCTL_set_address_size` (PV only; 64 for x86_64 guests).
     fn set_address_size(&self, dom: DomId, bits: u32) -> Result<()>;
+    /// `XEN_DOMCTL_settscinfo`: how the guest reads its TSC (xl `tsc_mode`; PVH guests under
+    /// an emulator without next-RIP support need `native`). Xen starts every domain in
+    /// `default`.
+    fn set_tsc_mode(&self, dom: DomId, mode: TscMode) -> Result<()>;
+    /// `XEN_DOMCTL_set_paging_mempool_size`: the pool Xen builds an HVM-container (PVH)
+    /// guest's second-stage page tables from, in bytes (libxl's shadow_memkb).
+    fn set_paging_pool(&self, dom: DomId, bytes: u64) -> Result<()>;
     /// `XENMEM_populate_physmap` for 4 KiB frames at the given guest frame numbers; returns the
     /// machine frame numbers backing them (a PV guest's p2m needs them).
     fn populate_physmap(&self, dom: DomId, gfns: &[u64]) -> Result<Vec<u64>>;

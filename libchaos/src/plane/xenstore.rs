@@ -1,13 +1,13 @@
 //! The Xenstore control plane: the minimal entries a PV guest, xenconsoled and `xl list` need,
-//! and the front/back directories of its vifs, written in ONE transaction, then the domain
-//! introduced to xenstored.
+//! and the front/back directories of its vifs and vbds, written in ONE transaction, then the
+//! domain introduced to xenstored.
 
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::{ControlPlane, Guest, Result};
+use super::{ControlPlane, Guest, PlaneError, Result};
 use crate::config::PlaneKind;
-use crate::hypervisor::{DomId, Uuid};
+use crate::hypervisor::{DomId, GuestKind, Uuid};
 use crate::toolstack::{ShutdownKind, Timings};
 use crate::xenstore::{Access, Perm, TxId, TxOutcome, Xenstore, XenstoreError, XsOp};
 use xen_types::Mac;
@@ -19,6 +19,11 @@ const MAX_TX_ATTEMPTS: u32 = 16;
 pub const XEN_SCRIPT_DIR: &str = "/etc/xen/scripts";
 /// The script libxl records when a vif names none.
 pub const DEFAULT_VIF_SCRIPT: &str = "vif-bridge";
+/// The script libxl records when a disk names none.
+pub const DEFAULT_VBD_SCRIPT: &str = crate::config::disk::DEFAULT_SCRIPT;
+/// The block protocol of a 64-bit PV guest, recorded for old frontends as libxl does (new
+/// ones write it themselves).
+const PV_BLOCK_PROTOCOL: &str = "x86_64-abi";
 /// XenbusStateInitialising: where both ends of a new device start.
 const XENBUS_STATE_INITIALISING: &str = "1";
 /// Linux netfront's default MTU, recorded read-only for the guest as libxl does.
@@ -37,6 +42,28 @@ pub struct VifEntry {
     pub script: String,
 }
 
+/// One virtual block device as it is published: backend in dom0 (Linux blkback), frontend
+/// in the guest (blkfront). blkback waits for `physical-device` ("major:minor" in hex), which
+/// xendevd (or a hotplug script) writes once the device exists: the target itself for a block
+/// device, a loop device over it for a file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VbdEntry {
+    /// The disk's number (libxl's from the vdev): the directories' name and `virtual-device`.
+    pub devid: u32,
+    /// The vdev as the config wrote it (`dev`).
+    pub vdev: String,
+    /// The file or block device (`params`).
+    pub params: String,
+    pub readonly: bool,
+    /// Recorded for tools that read it; chaos runs no script.
+    pub script: String,
+    pub discard: bool,
+    pub direct_io_safe: bool,
+    pub trusted: bool,
+    /// The frontend's `protocol`, written for PV guests as libxl does.
+    pub protocol: Option<&'static str>,
+}
+
 /// What the Xenstore entries of a new guest say.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GuestEntries<'a> {
@@ -51,6 +78,7 @@ pub struct GuestEntries<'a> {
     pub store_mfn: u64,
     pub store_evtchn: u32,
     pub vifs: &'a [VifEntry],
+    pub vbds: &'a [VbdEntry],
 }
 
 /// `/local/domain/<domid>`
@@ -62,9 +90,15 @@ fn vm_path(uuid: &str) -> String {
     format!("/vm/{uuid}")
 }
 
-/// The absolute script path libxl would record: relative names are under [`XEN_SCRIPT_DIR`].
+/// The absolute script path libxl would record for a vif: relative names are under
+/// [`XEN_SCRIPT_DIR`].
 pub fn script_path(script: Option<&str>) -> String {
-    let s = script.unwrap_or(DEFAULT_VIF_SCRIPT);
+    script_path_or(script, DEFAULT_VIF_SCRIPT)
+}
+
+/// The absolute path of `script`, or of `default` when there is none (libxl__abs_path).
+pub fn script_path_or(script: Option<&str>, default: &str) -> String {
+    let s = script.unwrap_or(default);
     if s.starts_with('/') {
         s.to_string()
     } else {
@@ -87,9 +121,25 @@ pub fn vif_frontend_path(domid: DomId, devid: u32) -> String {
     format!("{}/device/vif/{devid}", domain_path(domid))
 }
 
-/// The paths, values and permissions of one vif, as libxl's libxl__device_generic_add and
-/// libxl__set_xenstore_nic lay them out.
-struct VifNodes {
+/// `/local/domain/0/backend/vbd/<domid>`: every vbd backend of the guest.
+pub fn vbd_backends_path(domid: DomId) -> String {
+    format!("{}/backend/vbd/{}", domain_path(DomId::DOM0), domid.0)
+}
+
+/// `/local/domain/0/backend/vbd/<domid>/<devid>`
+pub fn vbd_backend_path(domid: DomId, devid: u32) -> String {
+    format!("{}/{devid}", vbd_backends_path(domid))
+}
+
+/// `/local/domain/<domid>/device/vbd/<devid>`
+pub fn vbd_frontend_path(domid: DomId, devid: u32) -> String {
+    format!("{}/device/vbd/{devid}", domain_path(domid))
+}
+
+/// The paths, values and permissions of one device's two directories, as libxl's
+/// libxl__device_generic_add lays them out, with the keys of libxl__set_xenstore_nic (vifs)
+/// or device_disk_add (vbds).
+struct DeviceNodes {
     frontend: String,
     backend: String,
     /// The frontend directory: owned by the guest, readable by the backend (dom0).
@@ -103,8 +153,35 @@ struct VifNodes {
     backend_values: Vec<(String, String)>,
 }
 
-impl VifNodes {
-    fn new(domid: DomId, vif: &VifEntry) -> VifNodes {
+impl DeviceNodes {
+    /// The frontend directory owned by the guest and readable by dom0; the backend directory
+    /// (and read-only frontend keys) owned by dom0 and readable by the guest.
+    fn perms(domid: DomId) -> ([Perm; 2], [Perm; 2]) {
+        (
+            [
+                Perm {
+                    dom: domid,
+                    access: Access::None,
+                },
+                Perm {
+                    dom: DomId::DOM0,
+                    access: Access::Read,
+                },
+            ],
+            [
+                Perm {
+                    dom: DomId::DOM0,
+                    access: Access::None,
+                },
+                Perm {
+                    dom: domid,
+                    access: Access::Read,
+                },
+            ],
+        )
+    }
+
+    fn vif(domid: DomId, vif: &VifEntry) -> DeviceNodes {
         let frontend = vif_frontend_path(domid, vif.devid);
         let backend = vif_backend_path(domid, vif.devid);
         let mac = vif.mac.to_string();
@@ -137,31 +214,66 @@ impl VifNodes {
             be("type", "vif"),
             be("hotplug-status", ""),
         ]);
-        VifNodes {
+        let (frontend_perms, backend_perms) = Self::perms(domid);
+        DeviceNodes {
             frontend,
             backend,
-            frontend_perms: [
-                Perm {
-                    dom: domid,
-                    access: Access::None,
-                },
-                Perm {
-                    dom: DomId::DOM0,
-                    access: Access::Read,
-                },
-            ],
-            backend_perms: [
-                Perm {
-                    dom: DomId::DOM0,
-                    access: Access::None,
-                },
-                Perm {
-                    dom: domid,
-                    access: Access::Read,
-                },
-            ],
+            frontend_perms,
+            backend_perms,
             frontend_values,
             frontend_ro_values,
+            backend_values,
+        }
+    }
+
+    /// libxl 4.17's device_disk_add for the phy backend. No `hotplug-status` is written:
+    /// blkback does not wait for one (it waits for `physical-device`), xendevd adds it.
+    fn vbd(domid: DomId, vbd: &VbdEntry) -> DeviceNodes {
+        let frontend = vbd_frontend_path(domid, vbd.devid);
+        let backend = vbd_backend_path(domid, vbd.devid);
+        let fe = |k: &str, v: &str| (format!("{frontend}/{k}"), v.to_string());
+        let be = |k: &str, v: &str| (format!("{backend}/{k}"), v.to_string());
+        let flag = |b: bool| if b { "1" } else { "0" };
+        let mut backend_values = vec![
+            be("frontend", &frontend),
+            be("params", &vbd.params),
+            be("script", &vbd.script),
+            be("frontend-id", &domid.0.to_string()),
+            be("online", "1"),
+            be("removable", "0"),
+            be("bootable", "1"),
+            be("state", XENBUS_STATE_INITIALISING),
+            be("dev", &vbd.vdev),
+            be("type", "phy"),
+            be("mode", if vbd.readonly { "r" } else { "w" }),
+            be("device-type", "disk"),
+        ];
+        if vbd.direct_io_safe {
+            backend_values.push(be("direct-io-safe", "1"));
+        }
+        backend_values.extend([
+            be("discard-enable", flag(vbd.discard)),
+            be("specification", "xen"),
+        ]);
+        let mut frontend_values = vec![
+            fe("backend", &backend),
+            fe("backend-id", &DomId::DOM0.0.to_string()),
+            fe("state", XENBUS_STATE_INITIALISING),
+            fe("virtual-device", &vbd.devid.to_string()),
+            fe("device-type", "disk"),
+            fe("trusted", flag(vbd.trusted)),
+        ];
+        if let Some(p) = vbd.protocol {
+            frontend_values.push(fe("protocol", p));
+        }
+        let (frontend_perms, backend_perms) = Self::perms(domid);
+        DeviceNodes {
+            frontend,
+            backend,
+            frontend_perms,
+            backend_perms,
+            frontend_values,
+            frontend_ro_values: Vec::new(),
             backend_values,
         }
     }
@@ -279,9 +391,14 @@ fn publish_entries(
         ops.push(XsOp::Write(path, b""));
         ops.push(XsOp::SetPerms(path, &guest_owns));
     }
-    let vifs: Vec<VifNodes> = g.vifs.iter().map(|v| VifNodes::new(g.domid, v)).collect();
-    for vif in &vifs {
-        vif.ops(&mut ops);
+    let devices: Vec<DeviceNodes> = g
+        .vifs
+        .iter()
+        .map(|v| DeviceNodes::vif(g.domid, v))
+        .chain(g.vbds.iter().map(|v| DeviceNodes::vbd(g.domid, v)))
+        .collect();
+    for device in &devices {
+        device.ops(&mut ops);
     }
     // All of it in one transaction, sent in one go.
     in_transaction(xs, |tx| xs.apply(tx, &ops))
@@ -319,18 +436,22 @@ fn name_of(xs: &dyn Xenstore, domid: DomId) -> std::result::Result<Option<String
 /// Removing a vif's backend directory is what makes Linux netback tear the device down
 /// (unmap the guest's rings, unregister vifD.N, which leaves its bridge); this is the forced
 /// removal libxl does on `xl destroy`, without the Closing/Closed handshake of a hot unplug.
+/// A vbd's goes the same way: blkback closes the device, and the backend's removal uevent
+/// tells xendevd to free the loop device it set up for a file.
 fn remove(
     xs: &dyn Xenstore,
     domid: DomId,
     uuid: Option<&str>,
 ) -> std::result::Result<(), XenstoreError> {
     let dom = domain_path(domid);
-    let backends = vif_backends_path(domid);
+    let vifs = vif_backends_path(domid);
+    let vbds = vbd_backends_path(domid);
     in_transaction(xs, |tx| {
         if let Some(uuid) = uuid {
             xs.rm(tx, &vm_path(uuid))?;
         }
-        xs.rm(tx, &backends)?;
+        xs.rm(tx, &vifs)?;
+        xs.rm(tx, &vbds)?;
         xs.rm(tx, &dom)
     })?;
     match xs.release_domain(domid) {
@@ -395,6 +516,33 @@ impl XenstorePlane {
     }
 }
 
+impl XenstorePlane {
+    /// The disks as published: libxl's numbers, the script path libxl would record.
+    fn vbds(g: &Guest<'_>) -> Result<Vec<VbdEntry>> {
+        g.config
+            .disks
+            .iter()
+            .map(|d| {
+                // The config was validated, so every vdev has a number.
+                let devid = d.devid().ok_or_else(|| {
+                    PlaneError::Refused(format!("disk {}: no device number", d.vdev))
+                })?;
+                Ok(VbdEntry {
+                    devid,
+                    vdev: d.vdev.clone(),
+                    params: d.target.to_string_lossy().into_owned(),
+                    readonly: d.readonly,
+                    script: script_path_or(d.script.as_deref(), DEFAULT_VBD_SCRIPT),
+                    discard: d.discard_enabled(),
+                    direct_io_safe: d.direct_io_safe,
+                    trusted: d.trusted,
+                    protocol: (g.config.kind == GuestKind::Pv).then_some(PV_BLOCK_PROTOCOL),
+                })
+            })
+            .collect()
+    }
+}
+
 impl ControlPlane for XenstorePlane {
     fn kind(&self) -> PlaneKind {
         PlaneKind::Xenstore
@@ -404,6 +552,7 @@ impl ControlPlane for XenstorePlane {
         let t = Instant::now();
         let uuid = g.uuid.to_string();
         let vifs = Self::vifs(g);
+        let vbds = Self::vbds(g)?;
         let entries = GuestEntries {
             domid: g.domid,
             name: &g.config.name,
@@ -416,6 +565,7 @@ impl ControlPlane for XenstorePlane {
             store_mfn: g.store.frame,
             store_evtchn: g.store.evtchn,
             vifs: &vifs,
+            vbds: &vbds,
         };
         publish_entries(self.xs.as_ref(), &entries)?;
         timings.record("devices", t);

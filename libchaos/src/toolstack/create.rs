@@ -10,8 +10,8 @@ use super::{
     Created, CreationPath, DomainRecord, Flavor, PendingCreation, Result, Shell, Timings,
     Toolstack, ToolstackError, Via,
 };
-use crate::build::{self, BuildParams, BuiltGuest, NoxsDevice, StorePage};
-use crate::config::{DomainConfig, GuestSpec, PlaneKind};
+use crate::build::{self, BuildParams, BuiltGuest, BuiltPvhGuest, NoxsDevice, StorePage};
+use crate::config::{DomainConfig, GuestSpec, PlaneKind, TscMode};
 use crate::hypervisor::costs::{CostMeter, Costs};
 use crate::hypervisor::{CreateDomain, DomId, GuestKind, NoxsFlavour, Uuid, PAGE_SIZE};
 use crate::image::KernelImage;
@@ -47,7 +47,7 @@ impl Toolstack {
             .physinfo()
             .map_err(hv_step("read host memory"))?
             .free_pages;
-        if free < flavor.nr_pages() {
+        if free < flavor.nr_pages() + flavor.paging_pool_bytes() / PAGE_SIZE as u64 {
             let mib = |pages: u64| pages * PAGE_SIZE as u64 / (1024 * 1024);
             return Err(ToolstackError::HostMemory {
                 needed_mib: flavor.memory_mib,
@@ -96,10 +96,16 @@ impl Toolstack {
         self.hv
             .set_max_mem(domid, flavor.maxmem_mib * 1024 + MAXMEM_SLACK_KIB)
             .map_err(hv_step("set max memory"))?;
-        if flavor.kind == GuestKind::Pv {
-            self.hv
+        match flavor.kind {
+            GuestKind::Pv => self
+                .hv
                 .set_address_size(domid, 64)
-                .map_err(hv_step("set address size"))?;
+                .map_err(hv_step("set address size"))?,
+            // Before populating: Xen builds the guest's p2m from this pool.
+            GuestKind::Pvh => self
+                .hv
+                .set_paging_pool(domid, flavor.paging_pool_bytes())
+                .map_err(hv_step("set the paging pool size"))?,
         }
         let gfns: Vec<u64> = (0..flavor.nr_pages()).collect();
         let p2m = self
@@ -251,21 +257,27 @@ impl Toolstack {
                 hypervisor_page,
             },
         };
+        if cfg.tsc_mode != TscMode::Default {
+            // Xen starts every domain in the default mode; libxl sets it before the build.
+            self.hv
+                .set_tsc_mode(domid, cfg.tsc_mode)
+                .map_err(hv_step("set the TSC mode"))?;
+        }
         let t = Instant::now();
-        let built: BuiltGuest = build::build_pv(
-            self.hv.as_ref(),
-            &image,
-            &BuildParams {
-                domid,
-                p2m: &shell.p2m,
-                cmdline: &cfg.cmdline,
-                ramdisk: ramdisk.as_ref().map(|r| r.as_slice()),
-                vcpus: cfg.vcpus,
-                console_evtchn: shell.console_evtchn,
-                console_backend: DomId::DOM0,
-                store,
-            },
-        )?;
+        let params = BuildParams {
+            domid,
+            p2m: &shell.p2m,
+            cmdline: &cfg.cmdline,
+            ramdisk: ramdisk.as_ref().map(|r| r.as_slice()),
+            vcpus: cfg.vcpus,
+            console_evtchn: shell.console_evtchn,
+            console_backend: DomId::DOM0,
+            store,
+        };
+        let built = match cfg.kind {
+            GuestKind::Pv => Built::from(build::build_pv(self.hv.as_ref(), &image, &params)?),
+            GuestKind::Pvh => Built::from(build::build_pvh(self.hv.as_ref(), &image, &params)?),
+        };
         timings.record("build", t);
         if hypervisor_page {
             // Xen owns the device page: list the devices in it.
@@ -284,7 +296,7 @@ impl Toolstack {
         }
         let devices: Vec<Device> = noxs_devices
             .iter()
-            .zip(&built.ctrl_mfns)
+            .zip(&built.ctrl_frames)
             .map(|(d, mfn)| Device {
                 kind: match d.ty {
                     noxs::DevType::Vif => DeviceKind::Vif,
@@ -309,12 +321,16 @@ impl Toolstack {
             self.state.claim_name(&cfg.name, domid, uuid)?;
         }
         let console = Ring {
-            frame: built.console_mfn,
+            frame: built.console_frame,
             evtchn: shell.console_evtchn,
         };
         let store = Ring {
             // No page of ours in the store slot when Xen owns the device page.
-            frame: if hypervisor_page { 0 } else { built.store_mfn },
+            frame: if hypervisor_page {
+                0
+            } else {
+                built.store_frame
+            },
             evtchn: match cfg.control_plane {
                 PlaneKind::Xenstore => shell.plane_evtchn,
                 PlaneKind::Noxs => 0,
@@ -460,6 +476,12 @@ impl Toolstack {
         if cfg.control_plane == PlaneKind::Noxs {
             check_noxs_kernel(&image)?;
         }
+        if cfg.kind == GuestKind::Pvh && image.phys32_entry().is_none() {
+            return Err(ToolstackError::Unsupported(format!(
+                "{}: type = \"pvh\" needs a kernel with a PVH entry (the XEN_ELFNOTE_PHYS32_ENTRY note); this one boots as PV only",
+                image.name
+            )));
+        }
         if let Some(path) = &cfg.ramdisk {
             // Its type and size now (reading it waits for execute, where it is cached).
             let size = crate::files::regular_size(path).map_err(|e| {
@@ -497,6 +519,41 @@ const GUEST_LIMIT: &str = "the guest's memory";
 /// A guest's memory in bytes: no kernel or ramdisk file larger than it can be loaded into it.
 fn guest_bytes(cfg: &DomainConfig) -> u64 {
     cfg.memory_mib.saturating_mul(1024 * 1024)
+}
+
+/// What the rest of a creation needs from either builder. Frames are named as Xen's
+/// interfaces take them for the guest: machine frames for PV, guest frames for PVH.
+struct Built {
+    console_frame: u64,
+    /// The Xenstore ring, or the NoXS device page.
+    store_frame: u64,
+    /// The NoXS control pages, in device order: their pfns (what the device page names) and
+    /// frames.
+    ctrl_pfns: Vec<u64>,
+    ctrl_frames: Vec<u64>,
+}
+
+impl From<BuiltGuest> for Built {
+    fn from(b: BuiltGuest) -> Built {
+        Built {
+            console_frame: b.console_mfn,
+            store_frame: b.store_mfn,
+            ctrl_pfns: b.ctrl_pfns,
+            ctrl_frames: b.ctrl_mfns,
+        }
+    }
+}
+
+impl From<BuiltPvhGuest> for Built {
+    fn from(b: BuiltPvhGuest) -> Built {
+        let ctrl: Vec<u64> = (b.layout.ctrl.start..b.layout.ctrl.end()).collect();
+        Built {
+            console_frame: b.console_pfn,
+            store_frame: b.store_pfn,
+            ctrl_pfns: ctrl.clone(),
+            ctrl_frames: ctrl,
+        }
+    }
 }
 
 /// A NoXS guest must say it implements the frontend (noxs/ABI.md section 1): a kernel that
@@ -589,9 +646,10 @@ fn first_ipv4(ip: Option<&str>) -> ([u8; 4], u8) {
 
 /// What chaos cannot build yet, refused before anything is made.
 fn check_supported(cfg: &DomainConfig) -> Result<()> {
-    if !cfg.disks.is_empty() {
+    if cfg.control_plane == PlaneKind::Noxs && !cfg.disks.is_empty() {
         return Err(ToolstackError::Unsupported(
-            "disk: block devices are not supported by chaos yet".into(),
+            "disk: NoXS guests have no block devices yet (use chaos_control_plane = \"xenstore\")"
+                .into(),
         ));
     }
     if cfg.control_plane == PlaneKind::Noxs && cfg.vifs.len() > noxs::VIF_MAX {
@@ -600,6 +658,15 @@ fn check_supported(cfg: &DomainConfig) -> Result<()> {
             cfg.vifs.len(),
             noxs::VIF_MAX
         )));
+    }
+    for (i, disk) in cfg.disks.iter().enumerate() {
+        if let Some(backend) = disk.backend.as_deref() {
+            if !matches!(backend, "0" | "Domain-0") {
+                return Err(ToolstackError::Unsupported(format!(
+                    "disk {i}: backend={backend}: driver domains are not supported yet (the backend is dom0)"
+                )));
+            }
+        }
     }
     for (devid, vif) in cfg.vifs.iter().enumerate() {
         if let Some(backend) = vif.backend.as_deref() {
@@ -615,11 +682,10 @@ fn check_supported(cfg: &DomainConfig) -> Result<()> {
             )));
         }
     }
-    if cfg.kind != GuestKind::Pv {
-        return Err(ToolstackError::Unsupported(format!(
-            "type = \"{}\": only PV guests can be built so far",
-            cfg.kind
-        )));
+    if cfg.tsc_mode == TscMode::NativeParavirt {
+        return Err(ToolstackError::Unsupported(
+            "tsc_mode = \"native_paravirt\": removed from Xen (4.13), as xl says".into(),
+        ));
     }
     Ok(())
 }

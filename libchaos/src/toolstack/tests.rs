@@ -9,6 +9,8 @@ use std::time::Duration;
 
 mod harden;
 mod noxs;
+mod pvh;
+mod vbd;
 mod vif;
 
 use crate::testing::{sim_host, SimHost};
@@ -354,11 +356,15 @@ fn unsupported_features_are_refused_before_touching_xen() {
     assert!(err.to_string().contains("vif 1: vifname=web0"), "{err}");
     let err =
         w.ts.create(
-            &config(&w, "disk", "disk = ['/dev/vg/g,raw,xvda,rw']"),
+            &config(
+                &w,
+                "disk",
+                "disk = ['/dev/vg/g,raw,xvda,rw,backend=storvm']",
+            ),
             false,
         )
         .unwrap_err();
-    assert!(err.to_string().contains("disk"), "{err}");
+    assert!(err.to_string().contains("disk 0: backend=storvm"), "{err}");
     let err =
         w.ts.create(&config(&w, "nx", "chaos_control_plane = \"noxs\""), false)
             .unwrap_err();

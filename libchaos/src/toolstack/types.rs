@@ -33,6 +33,19 @@ impl Flavor {
     pub fn nr_pages(&self) -> u64 {
         self.memory_mib * (1024 * 1024 / PAGE_SIZE as u64)
     }
+
+    /// The paging pool Xen builds a PVH guest's second-stage page tables from, as libxl sizes
+    /// it (libxl__get_required_paging_memory, with HAP): 1 MiB per vcpu and a page per MiB
+    /// of maxmem. PV guests have none.
+    pub fn paging_pool_bytes(&self) -> u64 {
+        match self.kind {
+            GuestKind::Pv => 0,
+            GuestKind::Pvh => {
+                let pages = 256 * u64::from(self.max_vcpus) + self.maxmem_mib;
+                pages * PAGE_SIZE as u64
+            }
+        }
+    }
 }
 
 /// A prepared, paused domain with its memory populated and its event channels allocated.

@@ -20,8 +20,8 @@ use std::sync::{Mutex, MutexGuard};
 use serde::{Deserialize, Serialize};
 
 use super::{
-    DomId, GrantEntry, GuestKind, HypervisorError, PageTableLevel, Result, ShutdownReason, Uuid,
-    VcpuContext, PAGE_SIZE,
+    DomId, GrantEntry, GuestKind, HypervisorError, PageTableLevel, Result, ShutdownReason, TscMode,
+    Uuid, VcpuContext, PAGE_SIZE,
 };
 pub use fault::Fault;
 use fault::FaultPlan;
@@ -178,6 +178,26 @@ impl SimHypervisor {
                 .map(|f| f.to_vec())
                 .unwrap_or_else(|| vec![0; PAGE_SIZE]),
         )
+    }
+
+    /// The guest's TSC mode (`default` until the toolstack sets another).
+    pub fn tsc_mode(&self, dom: DomId) -> Option<TscMode> {
+        Some(self.lock().domains.get(&dom)?.tsc_mode)
+    }
+
+    /// Pages in the guest's paging pool (PVH).
+    pub fn paging_pool_pages(&self, dom: DomId) -> Option<u64> {
+        Some(self.lock().domains.get(&dom)?.paging_pool_pages)
+    }
+
+    /// An HVM param of a PVH guest.
+    pub fn hvm_param(&self, dom: DomId, param: u32) -> Option<u64> {
+        self.lock()
+            .domains
+            .get(&dom)?
+            .hvm_params
+            .get(&param)
+            .copied()
     }
 
     pub fn vcpu_context(&self, dom: DomId, vcpu: u32) -> Option<VcpuContext> {

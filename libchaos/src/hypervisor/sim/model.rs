@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use super::{FaultPlan, SimConfig};
 use crate::hypervisor::{
     DomId, DomainInfo, GrantEntry, GuestKind, HypervisorError, PageTableLevel, Result,
-    ShutdownReason, Uuid, VcpuContext, PAGE_SIZE,
+    ShutdownReason, TscMode, Uuid, VcpuContext, PAGE_SIZE,
 };
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -43,6 +43,18 @@ pub(super) struct SimDomain {
     /// The hypervisor-owned NoXS device page, on a host with the devctl patch (not saved).
     #[serde(skip)]
     pub(super) device_page: Option<Box<noxs::DevPage>>,
+    #[serde(default = "default_tsc_mode")]
+    pub(super) tsc_mode: TscMode,
+    /// Pages of host memory in the domain's paging pool (PVH), returned on destroy.
+    #[serde(default)]
+    pub(super) paging_pool_pages: u64,
+    /// HVM params set by the toolstack (PVH: where the rings are).
+    #[serde(default)]
+    pub(super) hvm_params: BTreeMap<u32, u64>,
+}
+
+fn default_tsc_mode() -> TscMode {
+    TscMode::Default
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -90,6 +102,9 @@ impl SimDomain {
             evtchns: BTreeMap::new(),
             notified: BTreeMap::new(),
             device_page: None,
+            tsc_mode: TscMode::Default,
+            paging_pool_pages: 0,
+            hvm_params: BTreeMap::new(),
         }
     }
 }

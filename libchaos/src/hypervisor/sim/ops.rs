@@ -5,7 +5,7 @@ use super::SimHypervisor;
 use crate::hypervisor::{
     CreateDomain, DomId, DomainEvents, DomainInfo, EvtchnPort, ForeignMapping, GrantEntry,
     GuestKind, Hypervisor, HypervisorError, NoxsFlavour, PageTableLevel, PhysInfo, Result,
-    ShutdownReason, Uuid, VcpuContext, PAGE_SIZE,
+    ShutdownReason, TscMode, Uuid, VcpuContext, PAGE_SIZE,
 };
 
 impl Hypervisor for SimHypervisor {
@@ -84,8 +84,8 @@ impl Hypervisor for SimHypervisor {
         let mut s = self.enter("XEN_DOMCTL_destroydomain")?;
         guest_mut(&mut s, dom, "XEN_DOMCTL_destroydomain")?;
         if let Some(d) = s.domains.remove(&dom) {
-            // Populated frames and the shared info page go back to the host.
-            s.free_pages += d.p2m.len() as u64 + 1;
+            // Populated frames, the paging pool and the shared info page go back to the host.
+            s.free_pages += d.p2m.len() as u64 + d.paging_pool_pages + 1;
         }
         drop(s);
         self.exception();
@@ -161,6 +161,61 @@ impl Hypervisor for SimHypervisor {
             return Err(invalid(OP, format!("{bits}-bit guests do not exist")));
         }
         d.address_size = Some(bits);
+        Ok(())
+    }
+
+    fn set_hvm_param(&self, dom: DomId, param: u32, value: u64) -> Result<()> {
+        const OP: &str = "HVMOP_set_param";
+        let mut s = self.enter(OP)?;
+        let d = guest_mut(&mut s, dom, OP)?;
+        if d.kind != GuestKind::Pvh {
+            return Err(invalid(OP, "a PV domain has no HVM params"));
+        }
+        d.hvm_params.insert(param, value);
+        Ok(())
+    }
+
+    fn set_tsc_mode(&self, dom: DomId, mode: TscMode) -> Result<()> {
+        const OP: &str = "XEN_DOMCTL_settscinfo";
+        let mut s = self.enter(OP)?;
+        let d = guest_mut(&mut s, dom, OP)?;
+        // Xen 4.17's tsc_set_info knows modes 0 to 2 (native_paravirt was removed in 4.13).
+        if mode == TscMode::NativeParavirt {
+            return Err(invalid(OP, "tsc mode 3 (pvrdtscp) no longer exists"));
+        }
+        d.tsc_mode = mode;
+        Ok(())
+    }
+
+    fn set_paging_pool(&self, dom: DomId, bytes: u64) -> Result<()> {
+        const OP: &str = "XEN_DOMCTL_set_paging_mempool_size";
+        let mut s = self.enter(OP)?;
+        let free = s.free_pages;
+        let d = guest_mut(&mut s, dom, OP)?;
+        if d.kind != GuestKind::Pvh {
+            return Err(invalid(
+                OP,
+                "the toolstack sizes the pools of PVH guests only",
+            ));
+        }
+        if !bytes.is_multiple_of(PAGE_SIZE as u64) {
+            return Err(invalid(
+                OP,
+                format!("{bytes} bytes is not a whole number of pages"),
+            ));
+        }
+        let pages = bytes / PAGE_SIZE as u64;
+        let more = pages.saturating_sub(d.paging_pool_pages);
+        if more > free {
+            return Err(HypervisorError::OutOfMemory {
+                op: OP,
+                needed_pages: more,
+                free_pages: free,
+            });
+        }
+        let released = d.paging_pool_pages.saturating_sub(pages);
+        d.paging_pool_pages = pages;
+        s.free_pages = s.free_pages - more + released;
         Ok(())
     }
 

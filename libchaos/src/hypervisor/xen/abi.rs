@@ -42,6 +42,7 @@ pub const HYPERVISOR_XEN_VERSION: u64 = 17;
 pub const HYPERVISOR_MMUEXT_OP: u64 = 26;
 pub const HYPERVISOR_SCHED_OP: u64 = 29;
 pub const HYPERVISOR_EVENT_CHANNEL_OP: u64 = 32;
+pub const HYPERVISOR_HVM_OP: u64 = 34;
 pub const HYPERVISOR_SYSCTL: u64 = 35;
 pub const HYPERVISOR_DOMCTL: u64 = 36;
 
@@ -145,6 +146,19 @@ pub struct SchedRemoteShutdown {
     pub reason: u32,
 }
 
+// ---------------------------------------------------------------- hvm/hvm_op.h
+pub const HVMOP_SET_PARAM: u64 = 0;
+
+/// `struct xen_hvm_param`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct HvmParam {
+    pub domid: u16,
+    pub _pad: u16,
+    pub index: u32,
+    pub value: u64,
+}
+
 // ---------------------------------------------------------------- xen.h: mmuext
 pub const MMUEXT_PIN_L1_TABLE: u32 = 0;
 pub const MMUEXT_PIN_L2_TABLE: u32 = 1;
@@ -180,6 +194,7 @@ plain! {
     MemoryReservation = 32;
     EvtchnAllocUnbound = 8;
     SchedRemoteShutdown = 8;
+    HvmParam = 16;
     MmuextOp = 24;
     GrantEntryV1 = 8;
 }
@@ -341,6 +356,8 @@ mod tests {
         assert_eq!(offset_of!(MmuextOp, arg2), 16);
         assert_eq!(offset_of!(EvtchnAllocUnbound, port), 4);
         assert_eq!(offset_of!(SchedRemoteShutdown, reason), 4);
+        assert_eq!(offset_of!(HvmParam, index), 4);
+        assert_eq!(offset_of!(HvmParam, value), 8);
         assert_eq!(offset_of!(GrantEntryV1, frame), 4);
     }
 

@@ -52,6 +52,8 @@ pub const XEN_DOMCTL_HYPERCALL_INIT: u32 = 22;
 pub const XEN_DOMCTL_GETHVMCONTEXT: u32 = 33;
 pub const XEN_DOMCTL_SETHVMCONTEXT: u32 = 34;
 pub const XEN_DOMCTL_SET_ADDRESS_SIZE: u32 = 35;
+pub const XEN_DOMCTL_SETTSCINFO: u32 = 60;
+pub const XEN_DOMCTL_SET_PAGING_MEMPOOL_SIZE: u32 = 86;
 
 pub const XEN_SYSCTL_PHYSINFO: u32 = 3;
 pub const XEN_SYSCTL_GETDOMAININFOLIST: u32 = 6;
@@ -253,6 +255,27 @@ pub struct AddressSize {
     pub _pad: u32,
 }
 
+/// `struct xen_domctl_tsc_info`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TscInfo {
+    /// `XEN_CPUID_TSC_MODE_*`.
+    pub tsc_mode: u32,
+    /// 0: the host's frequency.
+    pub gtsc_khz: u32,
+    pub incarnation: u32,
+    pub pad: u32,
+    pub elapsed_nsec: u64,
+}
+
+/// `struct xen_domctl_paging_mempool`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PagingMempool {
+    /// In bytes.
+    pub size: u64,
+}
+
 /// `struct xen_sysctl_physinfo` (sysctl 0x15).
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default)]
@@ -301,6 +324,8 @@ plain! {
     HypercallInit = 8;
     AddressSize = 8;
     HvmContextArg = 16;
+    TscInfo = 24;
+    PagingMempool = 8;
     PhysinfoV15 = 112;
     GetDomainInfoList = 24;
 }

@@ -24,7 +24,7 @@ use self::privcmd::{BufAlloc, HcallBuf, MapError, Mapping, Privcmd};
 use super::{
     CreateDomain, DomId, DomainEvents, DomainInfo, EvtchnPort, ForeignMapping, GrantEntry,
     GuestKind, Hypervisor, HypervisorError, NoxsFlavour, PageTableLevel, PhysInfo, Result,
-    ShutdownReason, Uuid, VcpuContext, PAGE_SIZE,
+    ShutdownReason, TscMode, Uuid, VcpuContext, PAGE_SIZE,
 };
 
 pub use self::privcmd::PRIVCMD_PATH;

@@ -212,6 +212,41 @@ impl Hypervisor for XenHypervisor {
         Ok(())
     }
 
+    fn set_hvm_param(&self, dom: DomId, param: u32, value: u64) -> Result<()> {
+        const OP: &str = "HVMOP_set_param";
+        let arg = HvmParam {
+            domid: dom.0,
+            _pad: 0,
+            index: param,
+            value,
+        };
+        self.op_with_arg(OP, HYPERVISOR_HVM_OP, HVMOP_SET_PARAM, arg)
+            .map_err(|e| dom_err(OP, dom, e))?;
+        Ok(())
+    }
+
+    fn set_tsc_mode(&self, dom: DomId, mode: TscMode) -> Result<()> {
+        const OP: &str = "XEN_DOMCTL_settscinfo";
+        // What libxl's xc_domain_set_tsc_info(xch, domid, mode, 0, 0, 0) sends.
+        let arg = TscInfo {
+            tsc_mode: mode as u32,
+            ..TscInfo::default()
+        };
+        self.domctl(OP, dom, XEN_DOMCTL_SETTSCINFO, arg)?;
+        Ok(())
+    }
+
+    fn set_paging_pool(&self, dom: DomId, bytes: u64) -> Result<()> {
+        const OP: &str = "XEN_DOMCTL_set_paging_mempool_size";
+        self.domctl(
+            OP,
+            dom,
+            XEN_DOMCTL_SET_PAGING_MEMPOOL_SIZE,
+            PagingMempool { size: bytes },
+        )?;
+        Ok(())
+    }
+
     fn populate_physmap(&self, dom: DomId, gfns: &[u64]) -> Result<Vec<u64>> {
         const OP: &str = "XENMEM_populate_physmap";
         let mut mfns = Vec::with_capacity(gfns.len());

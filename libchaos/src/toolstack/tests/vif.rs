@@ -13,12 +13,15 @@ use crate::xenstore::{
 
 type XsResult<T> = std::result::Result<T, XenstoreError>;
 
-/// A MemStore that records which transaction each change was made in, and how each ended.
-struct Recorder {
+/// A MemStore that records which transaction each change was made in, and how each ended,
+/// and can refuse writes below a path (EACCES), as a failing xenstored would.
+pub(super) struct Recorder {
     inner: Arc<MemStore>,
     /// (transaction, operation, path) of every change.
     changes: Mutex<Vec<(TxId, &'static str, String)>>,
     ended: Mutex<Vec<(TxId, TxOutcome)>>,
+    /// Writes below this path fail.
+    pub(super) fail_under: Mutex<Option<String>>,
 }
 
 impl Recorder {
@@ -29,7 +32,7 @@ impl Recorder {
             .push((tx, op, path.to_string()));
     }
 
-    fn changes_under(&self, prefix: &str) -> Vec<(TxId, &'static str, String)> {
+    pub(super) fn changes_under(&self, prefix: &str) -> Vec<(TxId, &'static str, String)> {
         self.changes
             .lock()
             .expect("lock")
@@ -39,7 +42,7 @@ impl Recorder {
             .collect()
     }
 
-    fn outcome(&self, tx: TxId) -> Option<TxOutcome> {
+    pub(super) fn outcome(&self, tx: TxId) -> Option<TxOutcome> {
         self.ended
             .lock()
             .expect("lock")
@@ -63,6 +66,15 @@ impl Xenstore for Recorder {
     }
     fn write(&self, tx: TxId, path: &str, value: &[u8]) -> XsResult<()> {
         self.note(tx, "write", path);
+        if let Some(prefix) = self.fail_under.lock().expect("lock").as_deref() {
+            if path.starts_with(prefix) {
+                return Err(XenstoreError::Failed {
+                    op: "write",
+                    path: path.to_string(),
+                    errno: "EACCES".into(),
+                });
+            }
+        }
         self.inner.write(tx, path, value)
     }
     fn mkdir(&self, tx: TxId, path: &str) -> XsResult<()> {
@@ -104,12 +116,13 @@ impl Xenstore for Recorder {
 }
 
 /// The world of the other tests, with the recorder between the toolstack and the store.
-fn recorded_world(tag: &str) -> (World, Arc<Recorder>) {
+pub(super) fn recorded_world(tag: &str) -> (World, Arc<Recorder>) {
     let w = world(tag);
     let rec = Arc::new(Recorder {
         inner: w.xs.clone(),
         changes: Mutex::new(Vec::new()),
         ended: Mutex::new(Vec::new()),
+        fail_under: Mutex::new(None),
     });
     let state = StateDir::open(w.scratch.0.join("run-recorded")).expect("state dir");
     let ts = Toolstack::new(w.sim.clone(), Some(rec.clone()), state);
@@ -119,11 +132,11 @@ fn recorded_world(tag: &str) -> (World, Arc<Recorder>) {
 const TWO_VIFS: &str =
     "vif = ['bridge=xenbr1,ip=10.0.0.2', 'mac=00:16:3e:01:02:03,script=vif-route']";
 
-fn perms(w: &World, path: &str) -> Vec<Perm> {
+pub(super) fn perms(w: &World, path: &str) -> Vec<Perm> {
     w.xs.get_perms(TxId::NONE, path).expect("perms")
 }
 
-fn p(dom: DomId, access: Access) -> Perm {
+pub(super) fn p(dom: DomId, access: Access) -> Perm {
     Perm { dom, access }
 }
 

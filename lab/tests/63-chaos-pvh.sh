@@ -1,0 +1,110 @@
+# chaos creates PVH guests (type = "pvh", tsc_mode = "native" as the lab needs: QEMU's nested
+# SVM has no next-RIP for the RDTSC intercepts): the test unikernels through their PVH entry
+# (hello prints and powers off, noop idles until destroyed), chaosd's PVH shells, and Debian's
+# Linux as PVH with a vif (pings dom0 through xendevd) and then with its root on the lab's disk.
+. "$XENLAB_TESTS/lib.sh"
+
+reaper=
+daemon=
+XENDEVD_PID=
+cleanup() {
+	for n in c-hellopvh c-nooppvh c-poolpvh c-netpvh c-diskpvh; do chaos destroy "$n" >/dev/null 2>&1; done
+	[ -n "$daemon" ] && kill "$daemon" 2>/dev/null && wait "$daemon" 2>/dev/null
+	[ -n "$reaper" ] && kill "$reaper" 2>/dev/null
+	[ -n "$XENDEVD_PID" ] && kill "$XENDEVD_PID" 2>/dev/null
+}
+trap cleanup EXIT
+no_loops() { [ -z "$(loops_of "$1")" ]; }
+chaos reap --watch >reaper.log 2>&1 &
+reaper=$!
+
+# pvh_cfg NAME KERNEL MEMORY [EXTRA_LINE...]: writes ./NAME.cfg and prints its path.
+pvh_cfg() {
+	_n=$1 _k=$2 _m=$3
+	shift 3
+	{
+		echo "name = \"$_n\""
+		echo 'type = "pvh"'
+		echo 'tsc_mode = "native"'
+		echo "kernel = \"$_k\""
+		echo "memory = $_m"
+		echo 'on_poweroff = "destroy"'
+		echo 'on_crash = "destroy"'
+		for _l in "$@"; do echo "$_l"; done
+	} >"$PWD/$_n.cfg"
+	echo "$PWD/$_n.cfg"
+}
+
+# 1. hello: its line (rings found through HVM params), then poweroff and the reaper.
+start=$(now)
+out=$(chaos create "$(pvh_cfg c-hellopvh "$GUEST/hello" 2 'extra = "pvh by chaos"')" 2>&1) ||
+	fail "chaos create hello (PVH): expected success, got: $out"
+echo "chaos create hello (PVH): $(elapsed "$start")s: $out"
+log=$(console_log c-hellopvh)
+wait_for_line "$log" 'hello from chaos test guest' 60 ||
+	fail "hello (PVH) console: expected the hello line within 60s, got: $(tail -n 3 "$log" 2>&1); xl dmesg: $(xl dmesg | tail -n 5)"
+line=$(grep 'hello from chaos test guest' "$log" | tail -n 1 | tr -d '\r')
+echo "hello (PVH): $line"
+expect_contains "hello's command line" 'cmdline="pvh by chaos"' "$line"
+wait_gone c-hellopvh 30 || fail "c-hellopvh: expected the reaper to destroy it after poweroff: $(xl list)"
+
+# 2. noop: idle (blocked, no CPU), then chaos destroy.
+out=$(chaos create "$(pvh_cfg c-nooppvh "$GUEST/noop" 2)" 2>&1) || fail "chaos create noop (PVH): expected success, got: $out"
+sleep 2
+t1=$(xl list c-nooppvh | awk 'NR == 2 { print $6 }')
+state=$(xl list c-nooppvh | awk 'NR == 2 { print $5 }')
+sleep 4
+t2=$(xl list c-nooppvh | awk 'NR == 2 { print $6 }')
+echo "noop (PVH): state $state, cpu time $t1 s -> $t2 s over 4 s"
+expect_contains "noop (PVH) state (blocked)" b "$state"
+awk -v a="$t1" -v b="$t2" 'BEGIN { exit !(b - a < 0.5) }' || fail "noop (PVH) cpu time: expected idle, got $t1 -> $t2"
+expect_ok "chaos destroy noop (PVH)" chaos destroy c-nooppvh
+
+# 3. chaosd keeps PVH shells; a PVH creation takes one.
+pvh_cfg c-poolpvh "$GUEST/hello" 2 >/dev/null
+chaosd --flavor "config=$PWD/c-poolpvh.cfg,count=1" --reap-interval-ms 0 >chaosd.log 2>&1 &
+daemon=$!
+ready() { chaos pool status --json 2>/dev/null | grep -q '"ready":1'; }
+wait_until 60 ready || fail "chaosd: expected one ready PVH shell, status: $(chaos pool status 2>&1); log: $(cat chaosd.log)"
+out=$(chaos create c-poolpvh.cfg 2>&1) || fail "chaos create via chaosd (PVH): expected success, got: $out"
+echo "chaos create via chaosd: $out"
+expect_contains "the creation's path" "via the pool path (chaosd)" "$out"
+wait_for_line "$(console_log c-poolpvh)" 'hello from chaos test guest' 60 ||
+	fail "c-poolpvh console: expected the hello line within 60s, got: $(tail -n 3 "$(console_log c-poolpvh)" 2>&1)"
+wait_gone c-poolpvh 30 || fail "c-poolpvh: expected gone after poweroff: $(xl list)"
+kill "$daemon" && wait "$daemon" 2>/dev/null
+daemon=
+expect_eq "guests left after chaosd stopped" 0 "$(guest_count)"
+
+# 4. Debian's Linux as PVH with a vif: it pings dom0 through xenbr0 (xendevd attaches the vif).
+start_xendevd xendevd.log
+bridge_addr xenbr0 10.99.0.1/24
+name=c-netpvh
+cfg=$(pvh_cfg $name "$GUEST/vmlinux" 256 "ramdisk = \"$GUEST/initrd-net.gz\"" \
+	'extra = "console=hvc0 quiet guest_ip=10.99.0.4/24 peer=10.99.0.1"' "vif = ['bridge=xenbr0']")
+start=$(now)
+out=$(chaos create "$cfg" 2>&1) || fail "chaos create Linux (PVH, vif): expected success, got: $out"
+echo "chaos create Linux (PVH, vif): $(elapsed "$start")s: $out"
+log=$(console_log $name)
+wait_for_line "$log" 'PING-OK|PING-FAIL' 240 ||
+	fail "Linux (PVH) console: expected PING-OK within 240s, got: $(tail -n 8 "$log" 2>&1); xl dmesg: $(xl dmesg | tail -n 5)"
+grep -E 'GUEST-NET|PING-' "$log" | tr -d '\r'
+grep -q PING-OK "$log" || fail "Linux (PVH) ping: expected PING-OK, got: $(grep PING-FAIL "$log" | tr -d '\r')"
+wait_gone $name 60 || fail "$name: expected gone after poweroff: $(xl list)"
+echo "Linux (PVH, vif): ping done and gone after $(elapsed "$start")s"
+
+# 5. Debian's Linux as PVH with its root on the disk.
+name=c-diskpvh
+img=$GUEST/disk.img
+cfg=$(pvh_cfg $name "$GUEST/vmlinux" 256 "ramdisk = \"$GUEST/initrd-disk.gz\"" \
+	'extra = "console=hvc0 quiet root=/dev/xvda"' "disk = ['$img,raw,xvda,r']")
+start=$(now)
+out=$(chaos create "$cfg" 2>&1) || fail "chaos create Linux (PVH, disk): expected success, got: $out"
+log=$(console_log $name)
+wait_for_line "$log" 'DISK-HELLO|DISK-FAIL' 240 ||
+	fail "Linux (PVH, disk) console: expected DISK-HELLO within 240s, got: $(tail -n 8 "$log" 2>&1)"
+line=$(grep -E 'DISK-HELLO|DISK-FAIL' "$log" | tr -d '\r')
+echo "Linux (PVH, disk): $line ($(elapsed "$start")s)"
+expect_contains "the guest's root" "/dev/xvda / ext4 ro" "$line"
+wait_gone $name 60 || fail "$name: expected gone after poweroff: $(xl list)"
+wait_until 30 no_loops "$img" || fail "expected no loop device over $img after the guest, got: $(loops_of "$img")"
