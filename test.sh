@@ -3,6 +3,8 @@
 # lab suite on real Xen inside QEMU.
 #   ./test.sh            everything
 #   ./test.sh --no-lab   skip the lab (no QEMU boot)
+# The lab is three boots: the whole suite on Debian's Xen, the NoXS tests in a boot without
+# xenstored, and the NoXS tests again on the patched hypervisor.
 set -euo pipefail
 cd "$(dirname "$0")"
 lab=1
@@ -26,6 +28,10 @@ step "cargo test --workspace"
 cargo test --workspace
 
 if [ "$lab" = 1 ]; then
-  step "lab: real Xen in QEMU"
+  step "lab: real Xen in QEMU (Debian's Xen 4.17, the whole suite)"
   lab/xenlab test
+  step "lab: a boot without xenstored (NoXS guests alone)"
+  XENLAB_XENSTORED=0 lab/xenlab test no-xenstored
+  step "lab: Xen with hypervisor-patches/xen-4.17 (the Xen-owned device page)"
+  XENLAB_XEN=noxs lab/xenlab test 56-chaos-noxs-guests 57-chaos-noxs-no-xenstore 59-chaos-noxs-50
 fi
