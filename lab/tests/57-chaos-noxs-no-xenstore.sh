@@ -33,11 +33,32 @@ echo "NoXS (create hello and noop, list, console, shutdown, create, destroy): $n
 echo "XS-REQUESTS chaos-noxs $noxs"
 expect_eq "Xenstore requests made by chaos for NoXS guests" 0 "$noxs"
 
+# chaos counts its own calls (chaos create --json: "costs"): hypercalls and ioctls by kind,
+# Xenstore requests. They are the same from run to run, unlike times.
+costs_of() { echo "$1" | sed -n 's/.*"costs":\({"hypercalls":{[^}]*},"xenstore_requests":[0-9]*}\).*/\1/p'; }
+hypercalls_in() { echo "$1" | sed 's/.*"hypercalls":{\([^}]*\)}.*/\1/' | tr ',' '\n' | sed 's/.*://' | awk '{ s += $1 } END { print s + 0 }'; }
+out=$(chaos create -p --json "$(noxs_cfg nx-noop noop)" 2>&1) || fail "chaos create -p --json nx-noop (NoXS): expected success, got: $out"
+c=$(costs_of "$out")
+[ -n "$c" ] || fail "chaos create --json: expected a costs object, got: $out"
+chaos destroy nx-noop || fail "chaos destroy nx-noop: expected success"
+echo "COSTS chaos-noxs $c"
+expect_contains "chaos's own count of a NoXS creation's Xenstore requests" '"xenstore_requests":0}' "$c"
+h=$(hypercalls_in "$c")
+[ "$h" -gt 0 ] || fail "chaos create --json (NoXS): expected hypercalls counted, got $c"
+echo "HYPERCALLS chaos-noxs $h"
+
 # The same creation on the Xenstore plane, and xl's, for the numbers.
 printf 'name = "xs-noop"\nkernel = "%s/noop"\nmemory = 2\n' "$XENLAB_GUEST" >xs-noop.cfg
 for tool in chaos xl; do
 	m=$(xs_trace_mark)
-	$tool create -p xs-noop.cfg >/dev/null 2>&1 || fail "$tool create -p xs-noop: expected success"
+	if [ $tool = chaos ]; then
+		out=$(chaos create -p --json xs-noop.cfg 2>&1) || fail "chaos create -p xs-noop: expected success, got: $out"
+		c=$(costs_of "$out")
+		echo "COSTS chaos-xenstore $c"
+		echo "HYPERCALLS chaos-xenstore $(hypercalls_in "$c")"
+	else
+		xl create -p xs-noop.cfg >/dev/null 2>&1 || fail "xl create -p xs-noop: expected success"
+	fi
 	n=$(xs_trace_count_since "$m" new)
 	$tool destroy xs-noop || fail "$tool destroy xs-noop: expected success"
 	echo "XS-REQUESTS $tool-xenstore $n"

@@ -3,7 +3,8 @@
 # control page (granted to dom0), puts a TAP vif<domid>.0 on xenbr0, connects the guest's
 # netfront (ABI.md 4.2) and moves frames between the TAP and the guest's rings; dom0 pings it.
 # Then, with 20 ping guests at once: all answer; xendevd is killed and restarted while they
-# run and they answer again (their vifs reconnect to the rings in their control pages); all
+# run and they answer again (their vifs reconnect to the rings in their control pages) and
+# their consoles carry on into the same logs (each guest prints its count of answers); all
 # are destroyed and nothing is left: no TAP, no grant mapping in xendevd
 # (/proc/PID/maps), no event channel bound by it (/proc/interrupts).
 . "$XENLAB_TESTS/lib.sh"
@@ -110,6 +111,18 @@ wait_until 30 taps_are "$N" || fail "TAPs after the restart: expected $N, got $(
 start=$(now)
 all_answer
 echo "$N guests: all answer again after xendevd was killed and restarted ($(elapsed "$start")s for all pings)"
+# The console backend went down and came back too: each guest's log has what it printed
+# before (vif up; 1 and 2 echo requests answered) and what it printed after (the 4th of its 6).
+i=1
+while [ "$i" -le "$N" ]; do
+	log=$(console_log "np-$i")
+	wait_for_line "$log" 'ping: answered 4 echo requests' 30 ||
+		fail "np-$i console after xendevd's restart: expected 'ping: answered 4 echo requests' (6 answered), got: $(tail -n 3 "$log" 2>&1 | tr -d '\r')"
+	grep -q 'ping: answered 2 echo requests' "$log" ||
+		fail "np-$i console: expected what it printed before the restart, got: $(tr -d '\r' <"$log" | head -n 5)"
+	i=$((i + 1))
+done
+echo "$N guests: their console logs hold what they printed before and after xendevd's restart"
 
 i=1
 while [ "$i" -le "$N" ]; do

@@ -128,15 +128,20 @@ fn our_ip(si: &StartInfo, out: &Out, from_plane: Option<[u8; 4]>) -> [u8; 4] {
 }
 
 /// Answers on the rings until a shutdown request: sleeps on `ports` (the data channel and the
-/// control plane's), clearing each before looking, and asks `control` for requests.
+/// control plane's), clearing each before looking, and asks `control` for requests. The
+/// console says how many echo requests were answered at 1, 2, 4, 8, ... (output on demand,
+/// which the lab uses to check a console backend restarted under the guest).
+#[allow(clippy::too_many_arguments)]
 fn serve(
     nf: &mut Netfront,
     me: &Iface,
+    out: &Out,
     data_port: u32,
     events: &Events,
     ports: &[u32],
     mut control: impl FnMut() -> Option<Shutdown>,
 ) -> ! {
+    let mut echoes: u64 = 0;
     loop {
         for &p in ports {
             events.clear(p);
@@ -144,11 +149,24 @@ fn serve(
         if let Some(reason) = control() {
             hypercall::shutdown(reason);
         }
-        if nf
-            .pass(|packet, reply| net::answer(me, packet, reply))
-            .notify
-        {
+        let before = echoes;
+        let pass = nf.pass(|packet, reply| {
+            let n = net::answer(me, packet, reply);
+            if n > 0 && net::is_ipv4(reply) {
+                echoes += 1;
+            }
+            n
+        });
+        if pass.notify {
             hypercall::evtchn_send(data_port);
+        }
+        // The highest power of two passed in this pass, if any.
+        if echoes != before && (before == 0 || echoes.ilog2() > before.ilog2()) {
+            let mut l = Line::<80>::new();
+            l.push(b"ping: answered ")
+                .dec(1 << echoes.ilog2())
+                .push(b" echo requests\r\n");
+            out.say(l.as_bytes());
         }
         if nf.idle() {
             events.wait(ports);
@@ -237,7 +255,7 @@ fn on_xenstore(si: &StartInfo, out: &Out, events: &Events, mut grants: Grants, r
     xs.write(b"control/feature-reboot", b"1");
     xs.watch(b"control/shutdown", b"shutdown");
     let store_port = xs.port();
-    serve(&mut nf, &me, port, events, &[port, store_port], || {
+    serve(&mut nf, &me, out, port, events, &[port, store_port], || {
         if !xs.watch_fired(events) {
             return None;
         }
@@ -280,6 +298,7 @@ fn on_noxs(si: &StartInfo, out: &Out, events: &Events, mut grants: Grants, devic
     serve(
         &mut nf,
         &me,
+        out,
         port,
         events,
         &[port, vif.port, sysctl_port],

@@ -39,6 +39,11 @@ pub fn checksum(data: &[u8]) -> u16 {
 
 /// Writes the answer to `frame` into `out` and returns its length; 0 when there is nothing to
 /// answer (or `out` is too small).
+/// Whether an Ethernet frame carries IPv4 (an echo reply among [`answer`]'s).
+pub fn is_ipv4(frame: &[u8]) -> bool {
+    frame.len() >= ETH_HLEN && be16(frame, 12) == ETHERTYPE_IPV4
+}
+
 pub fn answer(me: &Iface, frame: &[u8], out: &mut [u8]) -> usize {
     if frame.len() < ETH_HLEN || out.len() < ETH_HLEN {
         return 0;
@@ -224,6 +229,16 @@ mod tests {
         let mut reply = arp_request(ME.ip);
         reply[21] = 2;
         assert_eq!(answer(&ME, &reply, &mut out), 0);
+    }
+
+    #[test]
+    fn echo_replies_are_ipv4_and_arp_replies_are_not() {
+        let mut out = [0u8; 1514];
+        assert!(answer(&ME, &echo_request(ME.ip), &mut out) > 0);
+        assert!(is_ipv4(&out));
+        assert!(answer(&ME, &arp_request(ME.ip), &mut out) > 0);
+        assert!(!is_ipv4(&out));
+        assert!(!is_ipv4(&out[..13]));
     }
 
     #[test]
