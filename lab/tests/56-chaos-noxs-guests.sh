@@ -13,7 +13,7 @@ XENDEVD_PID=
 chaos reap --watch >reaper.log 2>&1 &
 reaper=$!
 cleanup() {
-	for n in nx-hello nx-hellopvh nx-noop nx-ping; do chaos destroy "$n" >/dev/null 2>&1; done
+	for n in nx-hello nx-hellopvh nx-probe nx-noop nx-ping; do chaos destroy "$n" >/dev/null 2>&1; done
 	kill "$reaper" 2>/dev/null
 	[ -n "$XENDEVD_PID" ] && kill "$XENDEVD_PID" 2>/dev/null
 }
@@ -84,6 +84,21 @@ hello() {
 
 hello nx-hello pv
 hello nx-hellopvh pvh
+
+# What only the control domain may do, asked by the guest: dev_add and dev_remove on itself,
+# get of dom0's page. Patched Xen refuses each with -EPERM (XSM's dummy policy); stock Xen has
+# no devctl (-ENOSYS).
+case $(cat /sys/hypervisor/version/extra 2>/dev/null) in
+*noxs*) want=-1 xen="patched Xen" ;;
+*) want=-38 xen="stock Xen" ;;
+esac
+out=$(chaos create "$(noxs_cfg nx-probe hello pv "devctl-probe")" 2>&1) || fail "chaos create nx-probe: expected success, got: $out"
+log=$(console_log nx-probe)
+wait_for_line "$log" 'hello: devctl probe:' 60 || fail "nx-probe console: expected its devctl probe line, got: $(tail -n 5 "$log" 2>&1 | tr -d '\r')"
+line=$(grep 'hello: devctl probe:' "$log" | tail -n 1 | tr -d '\r')
+echo "nx-probe on $xen: $line"
+expect_contains "devctl from a guest on $xen" "dev_add self=$want dev_remove self=$want get dom0=$want" "$line"
+wait_until 30 chaos_gone nx-probe || fail "nx-probe: expected the reaper to destroy it after poweroff, still there: $(chaos list)"
 
 # noop: idle, then a poweroff request through the sysctl device.
 out=$(chaos create "$(noxs_cfg nx-noop noop pv "")" 2>&1) || fail "chaos create nx-noop (NoXS): expected success, got: $out"

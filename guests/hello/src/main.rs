@@ -84,6 +84,21 @@ fn main(si: StartInfo) -> ! {
         Plane::None => &b"?"[..],
     };
 
+    if contains(cmdline, b"devctl-probe") {
+        line.clear();
+        line.push(b"hello: devctl probe:");
+        for (what, rc) in noxs::devctl_probe() {
+            line.push(b" ").push(what).push(b"=");
+            if rc < 0 {
+                line.push(b"-").dec(rc.unsigned_abs());
+            } else {
+                line.dec(rc as u64);
+            }
+        }
+        line.push(b"\r\n");
+        out.say(line.as_bytes());
+    }
+
     let mut greeting = Line::<1200>::new();
     greeting
         .push(b"hello from chaos test guest: domid=")
@@ -109,4 +124,9 @@ fn main(si: StartInfo) -> ! {
         Shutdown::Poweroff
     };
     hypercall::shutdown(reason)
+}
+
+/// Whether `needle` occurs in `hay` (the command line).
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
 }

@@ -261,6 +261,48 @@ fn hypervisor_page(si: &StartInfo) -> Option<*const u8> {
         .then_some(page.cast_const())
 }
 
+/// `struct xen_devctl` with its whole 648-byte union, for the commands other than `get`.
+#[repr(C)]
+struct DevctlAny {
+    interface_version: u32,
+    cmd: u32,
+    domain: u16,
+    pad0: u16,
+    pad1: u32,
+    u: [u8; 648],
+}
+const DEVCTL_DEV_ADD: u32 = 2;
+const DEVCTL_DEV_REMOVE: u32 = 3;
+
+/// What Xen answers this guest when it asks for what only the control domain may do (the lab's
+/// security test): `dev_add` and `dev_remove` of a sysctl device on itself, and `get` of dom0's
+/// page. Each is Xen's return value: -EPERM (-1) from patched Xen, -ENOSYS (-38) from stock Xen;
+/// 0 would be a hole.
+pub fn devctl_probe() -> [(&'static [u8], i64); 3] {
+    let call = |cmd: u32, domain: u16| {
+        let mut arg = DevctlAny {
+            interface_version: DEVCTL_INTERFACE_VERSION,
+            cmd,
+            domain,
+            pad0: 0,
+            pad1: 0,
+            u: [0; 648],
+        };
+        // dev_add / dev_remove: type (sysctl), id 7; the rest (backend, grant, port) zero.
+        arg.u[0..4].copy_from_slice(&(DevType::Sysctl as u32).to_le_bytes());
+        arg.u[4..8].copy_from_slice(&7u32.to_le_bytes());
+        hypercall::devctl(&mut arg)
+    };
+    [
+        (b"dev_add self", call(DEVCTL_DEV_ADD, hypercall::DOMID_SELF)),
+        (
+            b"dev_remove self",
+            call(DEVCTL_DEV_REMOVE, hypercall::DOMID_SELF),
+        ),
+        (b"get dom0", call(DEVCTL_GET, 0)),
+    ]
+}
+
 /// The sysctl device's control page (ABI section 4.1): power requests from the toolstack.
 pub struct Sysctl {
     page: *mut u8,
