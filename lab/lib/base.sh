@@ -3,7 +3,7 @@
 # archive of dom0's root, all made from the Debian packages of host.sh.
 
 # Bump when the way the base image is built changes, so old caches are not reused.
-BASE_FORMAT=4
+BASE_FORMAT=5
 # dom0 kernel modules, in insmod order (dependencies first)
 DOM0_MODULES=(xen-evtchn xen-privcmd xenfs xen-gntdev xen-gntalloc xen-netback xen-blkback loop llc stp bridge tun)
 # The disk guest's modules (blkfront, ext4 and what ext4 needs), in insmod order
@@ -152,11 +152,13 @@ build_dom0_root() {
 	cp -a "$pkg"/usr/bin/xenstore* "$pkg/usr/bin/strace" "$root/usr/bin/"
 	cp -a "$pkg/etc/xen" "$root/etc/"
 	for f in "$root"/usr/lib/xen-4.17/bin/*; do ln -sf "/usr/lib/xen-4.17/bin/${f##*/}" "$root/usr/sbin/${f##*/}"; done
-	# hotplug scripts (/etc/xen/scripts) are bash
+	# hotplug scripts (/etc/xen/scripts) are bash; their locks (locking.sh) take flock(1),
+	# which Debian's busybox lacks
 	cp /bin/bash "$root/bin/bash"
+	cp /usr/bin/flock "$root/usr/bin/flock"
 	# host libraries: the host is Debian bookworm like the packages
 	LD_LIBRARY_PATH=$pkg/usr/lib/x86_64-linux-gnu:$pkg/usr/lib/xen-4.17/lib/x86_64-linux-gnu \
-		needed_libs "$pkg"/usr/lib/xen-4.17/bin/* "$pkg"/usr/bin/xenstore* "$pkg/usr/bin/strace" /bin/bash \
+		needed_libs "$pkg"/usr/lib/xen-4.17/bin/* "$pkg"/usr/bin/xenstore* "$pkg/usr/bin/strace" /bin/bash /usr/bin/flock \
 		>"$WORK/base.$$/libs" || die "cannot ship Xen's tools: host libraries missing"
 	mapfile -t libs < <(grep -v "^$pkg/" "$WORK/base.$$/libs")
 	# glibc dlopen()s libgcc_s for pthread_cancel; without it every xl aborts on exit (rc 134)
@@ -215,7 +217,7 @@ build_base() {
 ensure_base() {
 	BASE_KEY_TEXT="format=$BASE_FORMAT
 $PKG_VERSIONS
-$(dpkg-query -W bash libc6 libgcc-s1 2>/dev/null)
+$(dpkg-query -W bash libc6 libgcc-s1 util-linux 2>/dev/null)
 $(sha256sum "$LAB/dom0/guest-init" "$LAB/dom0/guest-net-init" "$LAB/dom0/guest-disk-init" \
 		"$LAB/dom0/guest-disk-rootinit" | cut -d' ' -f1)"
 	local key old

@@ -223,7 +223,11 @@ wait_gone_chaos() {
 dom0_evtchns() { grep -c "evtchn:$1" /proc/interrupts || true; }
 
 # gntdev_maps PID: grant mappings the process holds (its /dev/xen/gntdev mappings).
-gntdev_maps() { grep -c '/dev/xen/gntdev' "/proc/$1/maps" 2>/dev/null || echo 0; }
+# (grep -c prints 0 and fails when there is none: one number either way)
+gntdev_maps() {
+	_n=$(grep -c '/dev/xen/gntdev' "/proc/$1/maps" 2>/dev/null)
+	echo "${_n:-0}"
+}
 
 # xs_trace_on FILE: xenstored logs every request to FILE from now on (C xenstored, at run time);
 # xs_trace_off stops. The xs_trace_* counters read $XS_TRACE_LOG.

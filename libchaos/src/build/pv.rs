@@ -52,81 +52,223 @@ pub fn build_pv(
     image: &KernelImage,
     params: &BuildParams,
 ) -> Result<BuiltGuest, BuildError> {
+    check_params(params)?;
+    let dom = params.domid;
+    let p2m = params.p2m;
+    let (pv, layout) = layout_for(image, p2m, params.ramdisk, params.store.ctrl_pages())?;
+    let shared_info_frame = shared_info_frame(hv, dom)?;
+    {
+        // The whole boot area in ONE foreign mapping.
+        let (first, end) = (layout.first_written_pfn(), layout.end_written_pfn());
+        let mut mapping = hv
+            .map_foreign(dom, &p2m[first as usize..end as usize])
+            .map_err(hv_step("mapping the guest's boot area"))?;
+        let mut area = BootArea::contiguous(mapping.bytes_mut(), first, end)?;
+        write_image(&mut area, image, &layout, params.ramdisk, p2m)?;
+        write_guest(&mut area, &layout, params, shared_info_frame << 12);
+        // Dropping the mapping here matters: Xen only validates (pins) page tables that no
+        // one maps writable, and libxc unmaps them before pinning too.
+    }
+    let ramdisk_len = params.ramdisk.map(<[u8]>::len);
+    let image_part = boot_image(hv, dom, pv, layout, p2m, shared_info_frame, ramdisk_len)?;
+    finish_hypercalls(hv, &image_part, params)
+}
+
+/// A PV shell with the image already in it (a warm shell): kernel, ramdisk, p2m list and page
+/// tables written, the hypercall page filled and the L4 pinned. [`finish_pv`] adds what is
+/// per guest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PvPrebuilt {
+    pub domid: DomId,
+    layout: PvLayout,
+    shared_info_frame: u64,
+    l4_mfn: u64,
+    virt_entry: u64,
+    ramdisk_len: Option<usize>,
+}
+
+impl PvPrebuilt {
+    /// Control pages the layout has room for (the NoXS devices a guest of it may have).
+    pub fn ctrl_pages(&self) -> u64 {
+        self.layout.ctrl.count
+    }
+}
+
+/// The image half of [`build_pv`], ahead of any guest: what is the same for every guest of
+/// `image` (and `ramdisk`) with `ctrl_pages` NoXS control pages.
+pub fn prebuild_pv(
+    hv: &dyn Hypervisor,
+    image: &KernelImage,
+    domid: DomId,
+    p2m: &[u64],
+    ramdisk: Option<&[u8]>,
+    ctrl_pages: u64,
+) -> Result<PvPrebuilt, BuildError> {
+    let (pv, layout) = layout_for(image, p2m, ramdisk, ctrl_pages)?;
+    let shared_info_frame = shared_info_frame(hv, domid)?;
+    {
+        let (first, end) = (layout.first_written_pfn(), layout.end_written_pfn());
+        let mut mapping = hv
+            .map_foreign(domid, &p2m[first as usize..end as usize])
+            .map_err(hv_step("mapping the guest's boot area"))?;
+        let mut area = BootArea::contiguous(mapping.bytes_mut(), first, end)?;
+        write_image(&mut area, image, &layout, ramdisk, p2m)?;
+        // The per-guest pages are written by finish_pv; zero them now so that nothing of the
+        // previous owner of these frames is left if one of them is not.
+        for pfn in guest_pfns(&layout) {
+            area.fill(pfn, 1, &[]);
+        }
+    }
+    let ramdisk_len = ramdisk.map(<[u8]>::len);
+    boot_image(hv, domid, pv, layout, p2m, shared_info_frame, ramdisk_len)
+}
+
+/// The guest half of [`build_pv`] on a shell [`prebuild_pv`] made: start_info (command line,
+/// channels), the console and control plane's pages, the grant table and vcpu 0.
+pub fn finish_pv(
+    hv: &dyn Hypervisor,
+    pre: &PvPrebuilt,
+    params: &BuildParams,
+) -> Result<BuiltGuest, BuildError> {
+    check_params(params)?;
+    let mismatch = |what: &str| Err(BuildError::Params(format!("warm shell: {what}")));
+    if params.domid != pre.domid {
+        return mismatch("built for another domain");
+    }
+    if params.ramdisk.map(<[u8]>::len) != pre.ramdisk_len {
+        return mismatch("built with another ramdisk");
+    }
+    if params.store.ctrl_pages() != pre.layout.ctrl.count {
+        return mismatch("built for another number of NoXS devices");
+    }
+    {
+        // Only the per-guest pages: the page tables are pinned and cannot be mapped writable.
+        let pfns: Vec<u64> = guest_pfns(&pre.layout).collect();
+        let frames: Vec<u64> = pfns.iter().map(|&pfn| params.p2m[pfn as usize]).collect();
+        let mut mapping = hv
+            .map_foreign(pre.domid, &frames)
+            .map_err(hv_step("mapping the guest's start pages"))?;
+        let mut area = BootArea::listed(mapping.bytes_mut(), pfns)?;
+        write_guest(&mut area, &pre.layout, params, pre.shared_info_frame << 12);
+    }
+    finish_hypercalls(hv, pre, params)
+}
+
+/// The image's layout in a guest of `p2m.len()` pages.
+fn layout_for<'i>(
+    image: &'i KernelImage,
+    p2m: &[u64],
+    ramdisk: Option<&[u8]>,
+    ctrl_pages: u64,
+) -> Result<(&'i crate::image::PvAddrs, PvLayout), BuildError> {
     let pv = image.pv().map_err(|problem| BuildError::Image {
         name: image.name.clone(),
         problem,
     })?;
-    check_params(params)?;
-    let p2m = params.p2m;
     let layout = PvLayout::compute(
         &image.name,
         pv,
         p2m.len() as u64,
-        params.ramdisk.map(<[u8]>::len),
-        params.store.ctrl_pages(),
+        ramdisk.map(<[u8]>::len),
+        ctrl_pages,
     )?;
-    let dom = params.domid;
-    let shared_info_frame = hv
+    Ok((pv, layout))
+}
+
+fn shared_info_frame(hv: &dyn Hypervisor, dom: DomId) -> Result<u64, BuildError> {
+    Ok(hv
         .domain_info(dom)
         .map_err(hv_step("reading the shared info frame"))?
-        .shared_info_frame;
-    // A PV guest's frames are named by mfn in foreign maps, hypercall_init and grants.
-    let frame = |pfn: u64| p2m[pfn as usize];
+        .shared_info_frame)
+}
 
-    let (first, end) = (layout.first_written_pfn(), layout.end_written_pfn());
-    {
-        let mut mapping = hv
-            .map_foreign(dom, &p2m[first as usize..end as usize])
-            .map_err(hv_step("mapping the guest's boot area"))?;
-        let bytes = mapping.bytes_mut();
-        let want = ((end - first) * PAGE) as usize;
-        if bytes.len() < want {
-            return Err(BuildError::Layout(format!(
-                "mapping the boot area gave {} bytes, {want} expected",
-                bytes.len()
-            )));
-        }
-        let mut area = BootArea {
-            bytes: &mut bytes[..want],
-            first,
-        };
-        write_kernel(&mut area, image, &layout)?;
-        if let (Some(r), Some(data)) = (layout.ramdisk, params.ramdisk) {
-            area.fill(r.start, r.count, data);
-        }
-        write_p2m(&mut area, &layout, p2m);
-        area.fill(layout.console_pfn, 1, &[]);
-        area.fill(layout.store_pfn, 1, &[]);
-        if let StorePage::Noxs {
-            devices,
-            hypervisor_page,
-        } = params.store
-        {
-            let pfns: Vec<u64> = (layout.ctrl.start..layout.ctrl.end()).collect();
-            if !hypervisor_page {
-                write_device_page(area.pages(layout.store_pfn, 1), devices, &pfns);
-            }
-            for (d, pfn) in devices.iter().zip(&pfns) {
-                area.fill(*pfn, 1, &d.ctrl);
-            }
-        }
-        area.fill(layout.stack_pfn, 1, &[]);
-        write_page_tables(&mut area, &layout, p2m);
-        write_start_info(&mut area, &layout, params, shared_info_frame << 12);
-        // Dropping the mapping here matters: Xen only validates (pins) page tables that no
-        // one maps writable, and libxc unmaps them before pinning too.
+/// The pages a guest's own data goes in: start_info, the console and store pages, the control
+/// pages and the stack.
+fn guest_pfns(layout: &PvLayout) -> impl Iterator<Item = u64> {
+    [layout.start_info_pfn, layout.store_pfn, layout.console_pfn]
+        .into_iter()
+        .chain(layout.ctrl.start..layout.ctrl.end())
+        .chain([layout.stack_pfn])
+}
+
+/// What is the same for every guest of an image: its segments, the ramdisk, the p2m list and
+/// the page tables.
+fn write_image(
+    area: &mut BootArea,
+    image: &KernelImage,
+    layout: &PvLayout,
+    ramdisk: Option<&[u8]>,
+    p2m: &[u64],
+) -> Result<(), BuildError> {
+    write_kernel(area, image, layout)?;
+    if let (Some(r), Some(data)) = (layout.ramdisk, ramdisk) {
+        area.fill(r.start, r.count, data);
     }
+    write_p2m(area, layout, p2m);
+    write_page_tables(area, layout, p2m);
+    Ok(())
+}
 
+/// What is the guest's own: the console and store pages (zeroed), the NoXS device and control
+/// pages, the stack, start_info.
+fn write_guest(area: &mut BootArea, layout: &PvLayout, params: &BuildParams, shared_info: u64) {
+    area.fill(layout.console_pfn, 1, &[]);
+    area.fill(layout.store_pfn, 1, &[]);
+    if let StorePage::Noxs {
+        devices,
+        hypervisor_page,
+    } = params.store
+    {
+        let pfns: Vec<u64> = (layout.ctrl.start..layout.ctrl.end()).collect();
+        if !hypervisor_page {
+            write_device_page(area.pages(layout.store_pfn, 1), devices, &pfns);
+        }
+        for (d, pfn) in devices.iter().zip(&pfns) {
+            area.fill(*pfn, 1, &d.ctrl);
+        }
+    }
+    area.fill(layout.stack_pfn, 1, &[]);
+    write_start_info(area, layout, params, shared_info);
+}
+
+/// The image's hypercalls: events masked, the hypercall page filled, the L4 pinned.
+fn boot_image(
+    hv: &dyn Hypervisor,
+    dom: DomId,
+    pv: &crate::image::PvAddrs,
+    layout: PvLayout,
+    p2m: &[u64],
+    shared_info_frame: u64,
+    ramdisk_len: Option<usize>,
+) -> Result<PvPrebuilt, BuildError> {
     mask_events(hv, dom, shared_info_frame)?;
-
     if let Some(hc) = pv.hypercall_page {
         let pfn = (hc - layout.virt_base) / PAGE;
-        hv.init_hypercall_page(dom, frame(pfn))
+        hv.init_hypercall_page(dom, p2m[pfn as usize])
             .map_err(hv_step("initialising the hypercall page"))?;
     }
     let l4_mfn = p2m[layout.page_tables.start as usize];
     hv.pin_page_table(dom, PageTableLevel::L4, l4_mfn)
         .map_err(hv_step("pinning the L4 page table"))?;
+    Ok(PvPrebuilt {
+        domid: dom,
+        ramdisk_len,
+        layout,
+        shared_info_frame,
+        l4_mfn,
+        virt_entry: pv.virt_entry,
+    })
+}
+
+/// The guest's hypercalls: its grants and vcpu 0's registers.
+fn finish_hypercalls(
+    hv: &dyn Hypervisor,
+    pre: &PvPrebuilt,
+    params: &BuildParams,
+) -> Result<BuiltGuest, BuildError> {
+    let (dom, layout, p2m) = (pre.domid, &pre.layout, params.p2m);
+    // A PV guest's frames are named by mfn in foreign maps, hypercall_init and grants.
+    let frame = |pfn: u64| p2m[pfn as usize];
     let mut grants = vec![GrantEntry {
         gref: GNTTAB_RESERVED_CONSOLE,
         backend: params.console_backend,
@@ -152,10 +294,10 @@ pub fn build_pv(
         dom,
         0,
         &VcpuContext::Pv {
-            rip: pv.virt_entry,
+            rip: pre.virt_entry,
             rsp: stack_top,
             rsi: start_info_vaddr,
-            cr3_mfn: l4_mfn,
+            cr3_mfn: pre.l4_mfn,
         },
     )
     .map_err(hv_step("setting vcpu 0's context"))?;
@@ -170,11 +312,11 @@ pub fn build_pv(
         ctrl_mfns: (layout.ctrl.start..layout.ctrl.end())
             .map(|pfn| p2m[pfn as usize])
             .collect(),
-        entry: pv.virt_entry,
+        entry: pre.virt_entry,
         start_info_vaddr,
         stack_top,
-        l4_mfn,
-        layout,
+        l4_mfn: pre.l4_mfn,
+        layout: layout.clone(),
     })
 }
 
@@ -199,16 +341,53 @@ fn check_params(p: &BuildParams) -> Result<(), BuildError> {
     Ok(())
 }
 
-/// The mapped boot area: guest pfns `first..` as one byte slice.
+/// Mapped guest pages by pfn: the boot area (pfns `first..end` as one byte slice), or a list
+/// of single pages (a warm shell's per-guest pages).
 struct BootArea<'a> {
     bytes: &'a mut [u8],
-    first: u64,
+    pfns: Pfns,
 }
 
-impl BootArea<'_> {
-    /// Bytes of `count` pages from `pfn` (which the layout puts inside the area).
+enum Pfns {
+    From(u64),
+    Listed(Vec<u64>),
+}
+
+impl<'a> BootArea<'a> {
+    fn contiguous(bytes: &'a mut [u8], first: u64, end: u64) -> Result<Self, BuildError> {
+        let want = ((end - first) * PAGE) as usize;
+        Self::checked(bytes, want, Pfns::From(first))
+    }
+
+    fn listed(bytes: &'a mut [u8], pfns: Vec<u64>) -> Result<Self, BuildError> {
+        let want = pfns.len() * PAGE_SIZE;
+        Self::checked(bytes, want, Pfns::Listed(pfns))
+    }
+
+    fn checked(bytes: &'a mut [u8], want: usize, pfns: Pfns) -> Result<Self, BuildError> {
+        if bytes.len() < want {
+            return Err(BuildError::Layout(format!(
+                "mapping the boot area gave {} bytes, {want} expected",
+                bytes.len()
+            )));
+        }
+        Ok(BootArea {
+            bytes: &mut bytes[..want],
+            pfns,
+        })
+    }
+
+    /// Bytes of `count` pages from `pfn` (which the layout puts inside the area; listed pages
+    /// are only ever asked for one at a time).
     fn pages(&mut self, pfn: u64, count: u64) -> &mut [u8] {
-        let start = ((pfn - self.first) * PAGE) as usize;
+        let index = match &self.pfns {
+            Pfns::From(first) => (pfn - first) as usize,
+            Pfns::Listed(pfns) => pfns
+                .iter()
+                .position(|&p| p == pfn)
+                .expect("only per-guest pages are written in a listed area"),
+        };
+        let start = index * PAGE_SIZE;
         &mut self.bytes[start..start + (count * PAGE) as usize]
     }
 

@@ -733,3 +733,50 @@ fn pvh_errors() {
     let e = pv.sim.set_hvm_param(pv.dom, 1, 0).unwrap_err();
     assert!(e.to_string().contains("no HVM params"), "{e}");
 }
+
+/// A warm shell (prebuild_pv, then finish_pv per guest) gives the guest the same memory,
+/// registers and grants as build_pv does in one go.
+#[test]
+fn prebuilt_then_finished_is_the_same_guest_as_built_at_once() {
+    let image = KernelImage::parse(
+        "linuxish",
+        &TestElf::pv(LINUX_BASE, 0x100_0000, 0x5123, 0x3000).build(),
+    )
+    .unwrap();
+    let ramdisk = pattern(0x1_2345);
+    let cmdline = "root=/dev/xvda1 console=hvc0";
+    let at_once = shell(32);
+    let g1 = at_once.build(&image, cmdline, Some(&ramdisk));
+
+    let warm = shell(32);
+    let pre = prebuild_pv(&warm.sim, &image, warm.dom, &warm.p2m, Some(&ramdisk), 0).unwrap();
+    assert!(warm.sim.vcpu_context(warm.dom, 0).is_none(), "no guest yet");
+    let g2 = finish_pv(&warm.sim, &pre, &warm.params(cmdline, Some(&ramdisk))).unwrap();
+    check_guest(&warm, &image, &g2, cmdline);
+    assert_eq!(g1.layout, g2.layout);
+    assert_eq!(
+        (g1.entry, g1.start_info_vaddr),
+        (g2.entry, g2.start_info_vaddr)
+    );
+    for pfn in 0..g1.layout.end_written_pfn() {
+        assert_eq!(at_once.frame(pfn), warm.frame(pfn), "pfn {pfn}");
+    }
+    assert_eq!(
+        at_once.sim.grant_entries(at_once.dom),
+        warm.sim.grant_entries(warm.dom)
+    );
+}
+
+#[test]
+fn a_warm_shell_refuses_a_guest_it_was_not_built_for() {
+    let image =
+        KernelImage::parse("tiny", &TestElf::pv(0x40_0000, 0, 0x2800, 0x1000).build()).unwrap();
+    let s = shell(2);
+    let pre = prebuild_pv(&s.sim, &image, s.dom, &s.p2m, None, 0).unwrap();
+    let ramdisk = pattern(100);
+    let err = finish_pv(&s.sim, &pre, &s.params("", Some(&ramdisk))).unwrap_err();
+    assert!(err.to_string().contains("another ramdisk"), "{err}");
+    // The page tables are pinned: building over them again is refused, not done.
+    let err = build_pv(&s.sim, &image, &s.params("", None)).unwrap_err();
+    assert!(err.to_string().contains("pinned page table"), "{err}");
+}

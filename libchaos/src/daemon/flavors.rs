@@ -3,7 +3,9 @@
 //!
 //! A spec is `KEY=VALUE,...` with `count` and either the flavor's parts
 //! (`memory=4,vcpus=1[,maxmem=8][,type=pv][,control_plane=xenstore]`) or `config=FILE`, the
-//! flavor of an xl.cfg file. The config file holds the same as JSON:
+//! flavor of an xl.cfg file; `config=FILE,warm=1` keeps warm shells, with that file's kernel
+//! (and ramdisk) already loaded and built in them (PV). The config file holds the same as JSON
+//! (`"warm": true`):
 //!
 //! ```json
 //! {"reserve_mib": 256, "workers": 2,
@@ -64,6 +66,9 @@ struct FlavorJson {
     kind: Option<String>,
     control_plane: Option<String>,
     config: Option<PathBuf>,
+    /// Warm shells: the config's kernel (and ramdisk) already loaded in them.
+    #[serde(default)]
+    warm: bool,
 }
 
 impl FlavorJson {
@@ -73,7 +78,10 @@ impl FlavorJson {
                 if self.memory.is_some() || self.maxmem.is_some() || self.vcpus.is_some() {
                     return Err("give either config or memory/maxmem/vcpus, not both".into());
                 }
-                flavor_of_file(&path)?
+                flavor_of_file(&path, self.warm)?
+            }
+            None if self.warm => {
+                return Err("warm needs config=FILE (the shells load its kernel)".into());
             }
             None => {
                 let memory = self.memory.ok_or("memory (MiB) is required")?;
@@ -97,6 +105,7 @@ impl FlavorJson {
                     maxmem_mib: self.maxmem.unwrap_or(memory),
                     max_vcpus: self.vcpus.unwrap_or(1),
                     control_plane,
+                    image: None,
                 }
             }
         };
@@ -111,9 +120,12 @@ impl FlavorJson {
     }
 }
 
-fn flavor_of_file(path: &Path) -> Result<Flavor, String> {
+fn flavor_of_file(path: &Path, warm: bool) -> Result<Flavor, String> {
     let loaded = crate::config::load(path, &[]).map_err(|e| e.to_string())?;
-    Ok(Flavor::of(&loaded.config))
+    if !warm {
+        return Ok(Flavor::of(&loaded.config));
+    }
+    Flavor::warm_of(&loaded.config).ok_or_else(|| "warm: PV guests only".to_string())
 }
 
 /// Refuses flavors whose shells could never become guests (the config rules, from
@@ -151,9 +163,14 @@ pub fn parse_spec(spec: &str) -> Result<FlavorTarget, FlavorError> {
                 serde_json::Value::from(n)
             }
             "type" | "control_plane" | "config" => serde_json::Value::from(value),
+            "warm" => match value {
+                "1" | "true" | "yes" => serde_json::Value::from(true),
+                "0" | "false" | "no" => serde_json::Value::from(false),
+                _ => return Err(err(format!("warm={value:?}: expected 1 or 0"))),
+            },
             _ => {
                 return Err(err(format!(
-                    "unknown key {key:?} (expected count, memory, maxmem, vcpus, type, control_plane or config)"
+                    "unknown key {key:?} (expected count, memory, maxmem, vcpus, type, control_plane, config or warm)"
                 )))
             }
         };

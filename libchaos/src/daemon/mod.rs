@@ -163,17 +163,38 @@ impl Core {
         let start = Instant::now();
         // Missing kernels and unsupported features must not cost a shell.
         self.ts.check_creatable(cfg).map_err(|e| e.to_string())?;
-        let mut created = match self.pool.take(&flavor) {
+        // A warm shell (the image already in it) first, then a plain one.
+        let warm = Flavor::warm_of(cfg);
+        let taken = warm
+            .as_ref()
+            .and_then(|w| self.pool.take(w))
+            .or_else(|| self.pool.take(&flavor));
+        let from_shell = match taken {
             Some(ready) => {
                 let result = self.ts.execute_pooled_if(ready.shell, cfg, paused, wanted);
                 // Either a guest now (with its own record) or destroyed by the rollback.
                 self.pool.forget(&ready.uuid);
-                let created = result.map_err(|e| e.to_string())?;
-                lock(&self.pool_times).add(start.elapsed());
-                created
+                match result {
+                    Ok(created) => {
+                        lock(&self.pool_times).add(start.elapsed());
+                        Some(created)
+                    }
+                    // The image changed under the warm shell: it is gone; create directly.
+                    Err(e @ ToolstackError::WarmShellStale { .. }) => {
+                        log::warn!("{e}; creating {} without a shell", cfg.name);
+                        None
+                    }
+                    Err(e) => return Err(e.to_string()),
+                }
             }
+            None => None,
+        };
+        let mut created = match from_shell {
+            Some(created) => created,
             None if pool_only => {
-                return Err(if self.pool.serves(&flavor) {
+                let served =
+                    self.pool.serves(&flavor) || warm.as_ref().is_some_and(|w| self.pool.serves(w));
+                return Err(if served {
                     format!("no ready shell of flavor {}", describe_flavor(&flavor))
                 } else {
                     format!(

@@ -349,8 +349,12 @@ impl Pool {
 
 /// A short description of a flavor for logs and errors.
 pub fn describe(f: &Flavor) -> String {
+    let warm = match &f.image {
+        Some(w) => format!(", warm with {}", w.kernel.display()),
+        None => String::new(),
+    };
     format!(
-        "{} {} MiB (max {}), {} vcpu(s), {}",
+        "{} {} MiB (max {}), {} vcpu(s), {}{warm}",
         f.kind, f.memory_mib, f.maxmem_mib, f.max_vcpus, f.control_plane
     )
 }

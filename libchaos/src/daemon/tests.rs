@@ -91,6 +91,7 @@ fn flavor(memory_mib: u64) -> Flavor {
         maxmem_mib: memory_mib,
         max_vcpus: 1,
         control_plane: crate::config::PlaneKind::Xenstore,
+        image: None,
     }
 }
 
@@ -867,4 +868,71 @@ fn pvh_shells_are_kept_and_executed_with_their_disks() {
     assert_eq!(record.config.disks.len(), 1);
     assert!(d.wait_filled(FILL), "refilled");
     assert_eq!(d.shutdown(), 2);
+}
+
+#[test]
+fn warm_shells_hold_the_image_and_a_changed_image_is_never_used() {
+    use crate::image::testelf::TestElf;
+    let w = world("warm");
+    let kernel = w.scratch.0.join("warm.elf");
+    std::fs::write(&kernel, TestElf::pv(0x40_0000, 0, 0x2800, 0x1000).build()).expect("kernel");
+    let text = format!(
+        "name = \"fn\"\nkernel = \"{}\"\nmemory = 16\nextra = \"per guest\"\n",
+        kernel.display()
+    );
+    let file = w.scratch.0.join("warm.cfg");
+    std::fs::write(&file, &text).expect("config");
+    let target = flavors::parse_spec(&format!("config={},count=2,warm=1", file.display()))
+        .expect("a warm flavor");
+    assert!(target.flavor.image.is_some());
+    let d = Daemon::start(
+        w.ts.clone(),
+        DaemonConfig {
+            socket: w.socket(),
+            flavors: vec![target.clone()],
+            reserve_mib: 0,
+            workers: 1,
+            reap_interval: None,
+        },
+    )
+    .expect("daemon starts");
+    assert!(d.wait_filled(FILL));
+    // A warm shell already has its vcpu's page tables pinned, and no guest in it yet.
+    let shells = w.shell_records();
+    assert_eq!(shells.len(), 2);
+    assert!(shells
+        .iter()
+        .all(|s| s.domid.is_some_and(|d| !w.sim.pinned_tables(d).is_empty())));
+
+    let cfg = parse_xl(&text, "warm.cfg", &[]).expect("config").config;
+    let created = w
+        .client()
+        .create(&cfg, true, true)
+        .expect("from a warm shell");
+    assert_eq!(created.path, CreationPath::Pool);
+    assert!(
+        created.timings.get("prebuild").is_none(),
+        "done ahead of time"
+    );
+    assert!(matches!(
+        w.sim.vcpu_context(created.domid, 0),
+        Some(crate::hypervisor::VcpuContext::Pv { .. })
+    ));
+    let status = w.client().status().expect("status");
+    assert_eq!(status.flavors[0].taken, 1);
+    assert!(d.wait_filled(FILL), "refilled");
+
+    // The kernel changes on disk: the warm shells hold the old one, so the guest is created
+    // without them, from the new file.
+    std::fs::write(&kernel, TestElf::pv(0x40_0000, 0, 0x5800, 0x1000).build()).expect("kernel");
+    let cfg2 = parse_xl(&text.replace("\"fn\"", "\"fn2\""), "warm.cfg", &[])
+        .expect("config")
+        .config;
+    let created = w
+        .client()
+        .create(&cfg2, true, false)
+        .expect("created anyway");
+    assert_eq!(created.path, CreationPath::Direct, "not from a stale shell");
+    assert!(w.ts.state().load(created.domid).unwrap().is_some());
+    d.shutdown();
 }

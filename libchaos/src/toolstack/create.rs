@@ -2,13 +2,15 @@
 //! `execute` turns a shell into a running guest, `create` does both. A failure anywhere rolls
 //! back what exists by then.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use super::error::hv_step;
 use super::random::{now_ms, random_mac, random_uuid};
+use super::types::Warm;
 use super::{
     Created, CreationPath, DomainRecord, Flavor, PendingCreation, Result, Shell, Timings,
-    Toolstack, ToolstackError, Via,
+    Toolstack, ToolstackError, Via, WarmImage,
 };
 use crate::build::{self, BuildParams, BuiltGuest, BuiltPvhGuest, NoxsDevice, StorePage};
 use crate::config::{DomainConfig, GuestSpec, PlaneKind, TscMode};
@@ -66,8 +68,17 @@ impl Toolstack {
             })
             .map_err(hv_step("create domain"))?;
         timings.record("create_domain", t);
-        match self.fill_shell(domid, flavor, &mut timings) {
-            Ok((p2m, console_evtchn, plane_evtchn)) => Ok(Shell {
+        let filled = self.fill_shell(domid, flavor, &mut timings).and_then(
+            |(p2m, console_evtchn, plane_evtchn)| {
+                let warm = match &flavor.image {
+                    Some(w) => Some(self.warm_up(domid, flavor, w, &p2m, &mut timings)?),
+                    None => None,
+                };
+                Ok((p2m, console_evtchn, plane_evtchn, warm))
+            },
+        );
+        match filled {
+            Ok((p2m, console_evtchn, plane_evtchn, warm)) => Ok(Shell {
                 domid,
                 flavor: flavor.clone(),
                 p2m,
@@ -75,6 +86,7 @@ impl Toolstack {
                 plane_evtchn,
                 timings,
                 costs: meter.read(),
+                warm,
             }),
             Err(e) => {
                 // Destroying the domain frees its memory and event channels with it.
@@ -126,6 +138,44 @@ impl Toolstack {
         Ok((p2m, console, plane))
     }
 
+    /// Loads a warm flavor's image into the shell and builds what does not depend on the
+    /// guest (PV: kernel, ramdisk, p2m, page tables, hypercall page, pinned L4).
+    fn warm_up(
+        &self,
+        domid: DomId,
+        flavor: &Flavor,
+        w: &WarmImage,
+        p2m: &[u64],
+        timings: &mut Timings,
+    ) -> Result<Warm> {
+        let t = Instant::now();
+        if flavor.kind != GuestKind::Pv {
+            return Err(ToolstackError::Unsupported(
+                "warm shells: PV guests only".into(),
+            ));
+        }
+        let limit = flavor.memory_mib.saturating_mul(1024 * 1024);
+        let image = self.images.load_within(&w.kernel, limit, GUEST_LIMIT)?;
+        let ramdisk = match &w.ramdisk {
+            Some(path) => Some(self.images.load_ramdisk_within(path, limit, GUEST_LIMIT)?),
+            None => None,
+        };
+        let built = build::prebuild_pv(
+            self.hv.as_ref(),
+            &image,
+            domid,
+            p2m,
+            ramdisk.as_ref().map(|r| r.as_slice()),
+            w.ctrl_pages,
+        )?;
+        timings.record("prebuild", t);
+        Ok(Warm {
+            image,
+            ramdisk,
+            built,
+        })
+    }
+
     /// Destroys a shell nobody will execute.
     pub fn discard(&self, shell: Shell) -> Result<()> {
         let destroyed = self
@@ -156,7 +206,7 @@ impl Toolstack {
     ) -> Result<Created> {
         let meter = CostMeter::start();
         let needed = Flavor::of(cfg);
-        if shell.flavor != needed {
+        if shell.flavor.plain() != needed {
             let err = ToolstackError::FlavorMismatch {
                 domid: shell.domid,
                 shell: Box::new(shell.flavor.clone()),
@@ -274,9 +324,17 @@ impl Toolstack {
             console_backend: DomId::DOM0,
             store,
         };
-        let built = match cfg.kind {
-            GuestKind::Pv => Built::from(build::build_pv(self.hv.as_ref(), &image, &params)?),
-            GuestKind::Pvh => Built::from(build::build_pvh(self.hv.as_ref(), &image, &params)?),
+        let built = match (cfg.kind, &shell.warm) {
+            (GuestKind::Pv, Some(warm)) => {
+                check_warm(shell, warm, cfg, &image, ramdisk.as_ref())?;
+                Built::from(build::finish_pv(self.hv.as_ref(), &warm.built, &params)?)
+            }
+            (GuestKind::Pv, None) => {
+                Built::from(build::build_pv(self.hv.as_ref(), &image, &params)?)
+            }
+            (GuestKind::Pvh, _) => {
+                Built::from(build::build_pvh(self.hv.as_ref(), &image, &params)?)
+            }
         };
         timings.record("build", t);
         if hypervisor_page {
@@ -511,6 +569,45 @@ impl Toolstack {
         }
         Ok(())
     }
+}
+
+/// A warm shell serves only the guest whose image it holds: the same files (paths, and the
+/// image cache's entries for them, which change when a file does) and as many NoXS devices.
+fn check_warm(
+    shell: &Shell,
+    warm: &Warm,
+    cfg: &DomainConfig,
+    image: &Arc<KernelImage>,
+    ramdisk: Option<&Arc<Vec<u8>>>,
+) -> Result<()> {
+    let stale = |why: String| {
+        Err(ToolstackError::WarmShellStale {
+            domid: shell.domid,
+            why,
+        })
+    };
+    let wanted = Flavor::warm_of(cfg).and_then(|f| f.image);
+    if shell.flavor.image != wanted {
+        return stale(format!(
+            "it was made for {:?}, the guest needs {:?}",
+            shell.flavor.image, wanted
+        ));
+    }
+    if !Arc::ptr_eq(&warm.image, image) {
+        return stale(format!(
+            "{} changed since the shell was made",
+            cfg.kernel.display()
+        ));
+    }
+    let same_ramdisk = match (&warm.ramdisk, ramdisk) {
+        (None, None) => true,
+        (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+        _ => false,
+    };
+    if !same_ramdisk {
+        return stale("the ramdisk changed since the shell was made".into());
+    }
+    Ok(())
 }
 
 /// What limits a guest's kernel and ramdisk files, in messages.

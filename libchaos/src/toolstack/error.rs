@@ -45,6 +45,10 @@ pub enum ToolstackError {
         shell: Box<Flavor>,
         wanted: Box<Flavor>,
     },
+    /// A warm shell whose image is not this guest's (another file, or the file changed since
+    /// the shell was made): it was destroyed; create the guest without it.
+    #[error("the warm shell (domain {domid}) holds another image: {why}")]
+    WarmShellStale { domid: DomId, why: String },
 }
 
 pub type Result<T> = std::result::Result<T, ToolstackError>;

@@ -1,12 +1,17 @@
 //! The toolstack's nouns: a shell's [`Flavor`], the [`Shell`] itself, and what a creation
 //! returns ([`Created`]).
 
+use std::path::PathBuf;
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 
 use super::Timings;
+use crate::build::PvPrebuilt;
 use crate::config::{DomainConfig, PlaneKind};
 use crate::hypervisor::costs::Costs;
 use crate::hypervisor::{DomId, EvtchnPort, GuestKind, PAGE_SIZE};
+use crate::image::KernelImage;
 
 /// What a shell is prepared for: two configs with the same flavor can use the same shell.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -16,9 +21,24 @@ pub struct Flavor {
     pub maxmem_mib: u64,
     pub max_vcpus: u32,
     pub control_plane: PlaneKind,
+    /// A warm flavor's image: its shells hold it already loaded (PV only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<WarmImage>,
+}
+
+/// What a warm shell has loaded: the kernel and ramdisk files, and room for this many NoXS
+/// control pages (the layout depends on it).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct WarmImage {
+    pub kernel: PathBuf,
+    #[serde(default)]
+    pub ramdisk: Option<PathBuf>,
+    #[serde(default)]
+    pub ctrl_pages: u64,
 }
 
 impl Flavor {
+    /// The plain flavor of `cfg` (shells with no image in them).
     pub fn of(cfg: &DomainConfig) -> Flavor {
         Flavor {
             kind: cfg.kind,
@@ -26,6 +46,36 @@ impl Flavor {
             maxmem_mib: cfg.maxmem_mib,
             max_vcpus: cfg.max_vcpus,
             control_plane: cfg.control_plane,
+            image: None,
+        }
+    }
+
+    /// The warm flavor of `cfg`: shells with its kernel and ramdisk already loaded. None for
+    /// what warm shells do not serve (PVH guests).
+    pub fn warm_of(cfg: &DomainConfig) -> Option<Flavor> {
+        if cfg.kind != GuestKind::Pv {
+            return None;
+        }
+        let ctrl_pages = match cfg.control_plane {
+            PlaneKind::Xenstore => 0,
+            // The sysctl device and one page per vif (noxs_devices).
+            PlaneKind::Noxs => 1 + cfg.vifs.len() as u64,
+        };
+        Some(Flavor {
+            image: Some(WarmImage {
+                kernel: cfg.kernel.clone(),
+                ramdisk: cfg.ramdisk.clone(),
+                ctrl_pages,
+            }),
+            ..Flavor::of(cfg)
+        })
+    }
+
+    /// This flavor without its image.
+    pub fn plain(&self) -> Flavor {
+        Flavor {
+            image: None,
+            ..self.clone()
         }
     }
 
@@ -65,6 +115,17 @@ pub struct Shell {
     pub(super) timings: Timings,
     /// What preparing it cost.
     pub(super) costs: Costs,
+    /// A warm shell's image, as prepare loaded and built it.
+    pub(super) warm: Option<Warm>,
+}
+
+/// The image a warm shell holds: the parsed files it came from (the image cache's entries,
+/// compared by identity at execute) and what the builder did with them.
+#[derive(Debug)]
+pub(super) struct Warm {
+    pub(super) image: Arc<KernelImage>,
+    pub(super) ramdisk: Option<Arc<Vec<u8>>>,
+    pub(super) built: PvPrebuilt,
 }
 
 impl Shell {

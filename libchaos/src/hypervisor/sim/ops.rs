@@ -267,6 +267,13 @@ impl Hypervisor for SimHypervisor {
         let mut bytes = vec![0u8; frames.len() * PAGE_SIZE];
         for (i, frame) in frames.iter().enumerate() {
             let mfn = resolve_frame(d, *frame, OP)?;
+            // Xen refuses writable mappings of a validated page table (-EBUSY per frame).
+            if d.pinned.iter().any(|(_, m)| *m == mfn) {
+                return Err(invalid(
+                    OP,
+                    format!("frame {mfn:#x} is a pinned page table"),
+                ));
+            }
             if let Some(data) = d.frames.get(&mfn) {
                 bytes[i * PAGE_SIZE..(i + 1) * PAGE_SIZE].copy_from_slice(data);
             }

@@ -377,3 +377,30 @@ fn a_creation_counts_its_xenstore_requests_and_a_noxs_one_makes_none() {
     assert!(pooled.costs.xenstore_requests > 0);
     assert!(pooled.costs.xenstore_requests <= xs.costs.xenstore_requests);
 }
+
+/// Warm shells (the image built in at prepare): a failure at any hypervisor call of the
+/// preparation or of the execution leaves nothing behind, NoXS devices included.
+#[test]
+fn a_failure_at_any_hypervisor_call_of_a_warm_creation_rolls_back_everything() {
+    let w = world("warm-rollback");
+    let cfg = noxs_config(&w, "warm", "");
+    let warm = Flavor::warm_of(&cfg).expect("a PV guest has a warm flavor");
+    let before = leftovers(&w);
+    w.sim.arm(Fault::Call(u64::MAX));
+    let shell = w.ts.prepare(&warm).expect("prepare");
+    let ok = w.ts.execute(shell, &cfg, false).expect("execute");
+    let calls = w.sim.calls();
+    w.ts.destroy(ok.domid).expect("destroy");
+    assert_eq!(leftovers(&w), before);
+    for n in 0..calls {
+        w.sim.arm(Fault::Call(n));
+        let result =
+            w.ts.prepare(&warm)
+                .and_then(|shell| w.ts.execute(shell, &cfg, false));
+        w.sim.disarm();
+        match result {
+            Err(_) => assert_eq!(leftovers(&w), before, "after a failure at call {n}"),
+            Ok(c) => panic!("creation survived a failure at call {n}: {c:?}"),
+        }
+    }
+}
