@@ -13,34 +13,37 @@
 //! A restarted xendevd attaches every guest whose record is there, so none loses its console
 //! or network (its vifs reconnect to the rings their control pages name); a guest whose record
 //! went away (the toolstack destroyed it) is detached at the next sweep even if nobody said so.
+//!
+//! The epoll loop is here; attaching and detaching a guest in `guest`, the socket's clients
+//! and requests in `socket`.
 
 mod console;
 pub mod console_ring;
+mod guest;
 pub mod netif;
 pub mod page;
+mod socket;
 pub mod tap;
 pub mod vif;
 
 use std::collections::{BTreeSet, HashMap};
-use std::io::{self, Read, Write};
+use std::io;
 use std::os::fd::AsFd;
-use std::os::unix::fs::PermissionsExt;
-use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::{Path, PathBuf};
+use std::os::unix::net::UnixListener;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
-use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
 use xen_dev::{EventChannels, GrantCopy, GrantDev, GrantMap};
 use xen_types::{DomId, EvtchnPort, GrantRef};
-use xendevd_api::{NoxsGuest, NoxsVif, RecordDir, Request, Response, MAX_LINE};
+use xendevd_api::RecordDir;
 
 use crate::handler::{self, Handler, StoreSource};
-use crate::uevent::{Action, Control, VifEvent};
 use console::Console;
 pub use console::{log_path, LOG_DIR};
+use socket::{bind, Conn};
 use tap::Tap;
 use vif::{Scratch, Vif};
 
@@ -77,21 +80,6 @@ pub enum NoxsError {
 fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> NoxsError {
     let what = what.into();
     move |source| NoxsError::Io { what, source }
-}
-
-/// A client connection: reading its request line, or a console stream.
-#[derive(Debug)]
-enum Conn {
-    Request { stream: UnixStream, buf: Vec<u8> },
-    Console { stream: UnixStream, domid: DomId },
-}
-
-impl Conn {
-    fn stream(&self) -> &UnixStream {
-        match self {
-            Conn::Request { stream, .. } | Conn::Console { stream, .. } => stream,
-        }
-    }
 }
 
 /// dom0's Xen devices, as the backends use them.
@@ -217,212 +205,6 @@ impl Service {
 
     fn records(&self) -> Result<RecordDir, String> {
         RecordDir::open(&self.settings.records).map_err(|e| e.to_string())
-    }
-
-    /// After a restart: every guest with a record is served again.
-    fn reattach_all(&mut self) {
-        let (guests, bad) = match self
-            .records()
-            .and_then(|r| r.all().map_err(|e| e.to_string()))
-        {
-            Ok(found) => found,
-            Err(e) => {
-                log::warn!("NoXS records: {e}");
-                return;
-            }
-        };
-        for e in bad {
-            log::warn!("{e}");
-        }
-        for g in guests {
-            match self.attach(g.domid) {
-                Ok(()) => log::info!(
-                    "domain {} ({}): console and {} vif(s) served again",
-                    g.domid,
-                    g.name,
-                    g.vifs.len()
-                ),
-                Err(e) => log::warn!("domain {} ({}): {e}", g.domid, g.name),
-            }
-        }
-    }
-
-    /// Serves the guest whose record is there: its console, then its vifs. If one of them
-    /// cannot be served, none is.
-    pub fn attach(&mut self, domid: DomId) -> Result<(), String> {
-        let guest = self
-            .records()?
-            .load(domid)
-            .map_err(|e| e.to_string())?
-            .ok_or_else(|| format!("no NoXS record of domain {domid}"))?;
-        // Attaching twice (a toolstack retrying, a restart racing an attach) serves once.
-        self.detach_devices(domid);
-        let console = Console::attach(
-            &guest,
-            &self.xen.grants,
-            &self.xen.evtchn,
-            &self.settings.log_dir,
-        )?;
-        self.xen
-            .evtchn
-            .unmask(console.port)
-            .map_err(|e| format!("unmasking domain {domid}'s console channel: {e}"))?;
-        self.by_port.insert(console.port, Owner::Console(domid));
-        self.consoles.insert(domid, console);
-        for v in &guest.vifs {
-            if let Err(e) = self.attach_vif(&guest, v) {
-                self.detach_devices(domid);
-                return Err(e);
-            }
-        }
-        Ok(())
-    }
-
-    /// A vif: its TAP on the bridge, then the control page and the handshake.
-    fn attach_vif(&mut self, guest: &NoxsGuest, v: &NoxsVif) -> Result<(), String> {
-        let dom = guest.domid;
-        let name = vif::ifname(dom, v.id);
-        let tap = Tap::create(&name, noxs::VIF_MTU).map_err(|e| format!("{name}: {e}"))?;
-        let plug = |action| VifEvent {
-            action,
-            vif: name.clone(),
-            control: Control::Noxs {
-                bridge: Some(v.bridge.clone()),
-            },
-        };
-        self.bridges
-            .handle(&plug(Action::Online))
-            .map_err(|e| format!("{name}: bridge {}: {e}", v.bridge))?;
-        let vif = match Vif::attach(
-            &self.xen,
-            &mut self.scratch,
-            dom,
-            v.id,
-            v.ctrl_gref,
-            v.evtchn,
-            tap,
-        ) {
-            Ok(vif) => vif,
-            Err(e) => {
-                // The TAP went with the failed attach; Open vSwitch keeps its port row.
-                let _ = self.bridges.handle(&plug(Action::Offline));
-                return Err(e);
-            }
-        };
-        let token = self.next_token;
-        self.next_token += 1;
-        if let Err(e) = self
-            .epoll
-            .add(vif.link(), EpollEvent::new(EpollFlags::empty(), token))
-        {
-            let tap = vif.detach(&self.xen);
-            let _ = self.bridges.handle(&plug(Action::Offline));
-            drop(tap);
-            return Err(format!("{name}: epoll: {e}"));
-        }
-        let key = (dom, v.id);
-        self.by_port.insert(vif.ctrl_port, Owner::VifCtrl(key));
-        self.links.insert(token, key);
-        log::info!("{name}: on {}, waiting for the frontend", v.bridge);
-        self.vifs.insert(
-            key,
-            Served {
-                vif,
-                bridge: v.bridge.clone(),
-                token,
-                watched: false,
-                data_ports: Vec::new(),
-            },
-        );
-        self.sync(key);
-        Ok(())
-    }
-
-    /// After a vif acted: its data ports in the port map, its TAP watched or not.
-    fn sync(&mut self, key: VifKey) {
-        let Some(s) = self.vifs.get_mut(&key) else {
-            return;
-        };
-        let ports = s.vif.data_ports();
-        if ports != s.data_ports {
-            for p in &s.data_ports {
-                self.by_port.remove(p);
-            }
-            for p in &ports {
-                self.by_port.insert(*p, Owner::VifData(key));
-            }
-            s.data_ports = ports;
-        }
-        let want = s.vif.wants_link() && self.links.contains_key(&s.token);
-        if want != s.watched && self.links.contains_key(&s.token) {
-            let flags = if want {
-                EpollFlags::EPOLLIN
-            } else {
-                EpollFlags::empty()
-            };
-            match self
-                .epoll
-                .modify(s.vif.link(), &mut EpollEvent::new(flags, s.token))
-            {
-                Ok(()) => s.watched = want,
-                Err(e) => log::warn!("{}: epoll: {e}", s.vif.name),
-            }
-        }
-    }
-
-    /// Stops serving a guest: console, vifs (TAPs removed, off their bridges), clients.
-    pub fn detach(&mut self, domid: DomId) {
-        self.detach_devices(domid);
-        let gone: Vec<u64> = self
-            .conns
-            .iter()
-            .filter(|(_, c)| matches!(c, Conn::Console { domid: d, .. } if *d == domid))
-            .map(|(t, _)| *t)
-            .collect();
-        for t in gone {
-            self.close(t);
-        }
-    }
-
-    fn detach_devices(&mut self, domid: DomId) {
-        if let Some(c) = self.consoles.remove(&domid) {
-            self.by_port.remove(&c.port);
-            c.detach(&self.xen.evtchn);
-        }
-        let keys: Vec<VifKey> = self
-            .vifs
-            .keys()
-            .filter(|(d, _)| *d == domid)
-            .copied()
-            .collect();
-        for key in keys {
-            let Some(s) = self.vifs.remove(&key) else {
-                continue;
-            };
-            self.again.remove(&key);
-            self.links.remove(&s.token);
-            self.by_port.remove(&s.vif.ctrl_port);
-            for p in &s.data_ports {
-                self.by_port.remove(p);
-            }
-            let _ = self.epoll.delete(s.vif.link());
-            let name = s.vif.name.clone();
-            let tap = s.vif.detach(&self.xen);
-            // Off the bridge while the TAP still exists (Open vSwitch keeps the port row of
-            // a vanished interface); the TAP goes when dropped.
-            let off = VifEvent {
-                action: Action::Offline,
-                vif: name.clone(),
-                control: Control::Noxs {
-                    bridge: Some(s.bridge.clone()),
-                },
-            };
-            if let Err(e) = self.bridges.handle(&off) {
-                log::warn!("{name}: leaving {}: {e}", s.bridge);
-            }
-            drop(tap);
-            log::info!("{name}: removed");
-        }
     }
 
     /// Runs until `stop` is set.
@@ -558,177 +340,4 @@ impl Service {
             self.detach(d);
         }
     }
-
-    fn accept(&mut self) {
-        loop {
-            let stream = match self.listener.accept() {
-                Ok((s, _)) => s,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) => {
-                    log::warn!("accept: {e}");
-                    return;
-                }
-            };
-            if let Err(m) = check_peer(&stream) {
-                log::warn!("refused a client: {m}");
-                let _ = reply(&stream, &Response::error(m));
-                continue;
-            }
-            if stream.set_nonblocking(true).is_err() {
-                continue;
-            }
-            let token = self.next_token;
-            self.next_token += 1;
-            if self
-                .epoll
-                .add(&stream, EpollEvent::new(EpollFlags::EPOLLIN, token))
-                .is_err()
-            {
-                continue;
-            }
-            self.conns.insert(
-                token,
-                Conn::Request {
-                    stream,
-                    buf: Vec::new(),
-                },
-            );
-        }
-    }
-
-    fn close(&mut self, token: u64) {
-        if let Some(conn) = self.conns.remove(&token) {
-            let _ = self.epoll.delete(conn.stream());
-        }
-    }
-
-    fn readable(&mut self, token: u64) {
-        let mut chunk = [0u8; 4096];
-        let Some(conn) = self.conns.get_mut(&token) else {
-            return;
-        };
-        let n = match conn {
-            Conn::Request { stream, .. } | Conn::Console { stream, .. } => stream.read(&mut chunk),
-        };
-        let n = match n {
-            Ok(0) => return self.close(token),
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-            Err(_) => return self.close(token),
-        };
-        match conn {
-            Conn::Console { domid, .. } => {
-                let domid = *domid;
-                if let Some(c) = self.consoles.get_mut(&domid) {
-                    c.input(&chunk[..n], &self.xen.evtchn);
-                }
-            }
-            Conn::Request { buf, .. } => {
-                buf.extend_from_slice(&chunk[..n]);
-                if buf.len() > MAX_LINE {
-                    return self.close(token);
-                }
-                if let Some(end) = buf.iter().position(|&b| b == b'\n') {
-                    let line = buf[..end].to_vec();
-                    self.request(token, &line);
-                }
-            }
-        }
-    }
-
-    /// Answers one request line; the connection closes after it unless it became a console.
-    fn request(&mut self, token: u64, line: &[u8]) {
-        let response = match serde_json::from_slice::<Request>(line) {
-            Err(e) => Response::error(format!("invalid request: {e}")),
-            Ok(Request::Attach { domid }) => match self.attach(domid) {
-                Ok(()) => Response::Ok {},
-                Err(e) => Response::error(e),
-            },
-            Ok(Request::Detach { domid }) => {
-                self.detach(domid);
-                Response::Ok {}
-            }
-            Ok(Request::List {}) => {
-                let mut domids: Vec<DomId> = self.consoles.keys().copied().collect();
-                domids.sort();
-                Response::Guests { domids }
-            }
-            Ok(Request::Console { domid }) => return self.become_console(token, domid),
-        };
-        if let Some(Conn::Request { stream, .. }) = self.conns.get(&token) {
-            let _ = reply(stream, &response);
-        }
-        self.close(token);
-    }
-
-    fn become_console(&mut self, token: u64, domid: DomId) {
-        let Some(Conn::Request { stream, .. }) = self.conns.remove(&token) else {
-            return;
-        };
-        let Some(console) = self.consoles.get_mut(&domid) else {
-            let _ = reply(
-                &stream,
-                &Response::error(format!("domain {domid} is not a NoXS guest served here")),
-            );
-            let _ = self.epoll.delete(&stream);
-            return;
-        };
-        if reply(&stream, &Response::Ok {}).is_err() {
-            let _ = self.epoll.delete(&stream);
-            return;
-        }
-        match stream.try_clone() {
-            Ok(writer) => console.watch(writer),
-            Err(_) => {
-                let _ = self.epoll.delete(&stream);
-                return;
-            }
-        }
-        self.conns.insert(token, Conn::Console { stream, domid });
-    }
-}
-
-/// Binds the socket, replacing a stale one, readable and writable by root only.
-fn bind(path: &Path) -> Result<UnixListener, NoxsError> {
-    let what = || path.display().to_string();
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(io_err(what()))?;
-    }
-    if path.exists() {
-        if UnixStream::connect(path).is_ok() {
-            return Err(NoxsError::Io {
-                what: what(),
-                source: io::Error::new(io::ErrorKind::AddrInUse, "another xendevd serves it"),
-            });
-        }
-        std::fs::remove_file(path).map_err(io_err(what()))?;
-    }
-    let listener = UnixListener::bind(path).map_err(io_err(what()))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-        .map_err(io_err(what()))?;
-    listener.set_nonblocking(true).map_err(io_err(what()))?;
-    Ok(listener)
-}
-
-/// Root, or the user xendevd runs as (tests), may talk to it.
-fn check_peer(stream: &UnixStream) -> Result<(), String> {
-    let uid = getsockopt(stream, PeerCredentials)
-        .map_err(|e| format!("SO_PEERCRED: {e}"))?
-        .uid();
-    let own = nix::unistd::geteuid().as_raw();
-    if uid == 0 || uid == own {
-        Ok(())
-    } else {
-        Err(format!("uid {uid} may not use xendevd (root only)"))
-    }
-}
-
-fn reply(mut stream: &UnixStream, response: &Response) -> io::Result<()> {
-    let mut line = serde_json::to_vec(response).map_err(io::Error::other)?;
-    line.push(b'\n');
-    // The reply is small: wait for room rather than lose it on a non-blocking socket.
-    stream.set_nonblocking(false)?;
-    let r = stream.write_all(&line);
-    stream.set_nonblocking(true)?;
-    r
 }

@@ -5,15 +5,17 @@
 //! knows falls in one of three groups: handled here, refused (it would change the guest and
 //! chaos cannot do it yet), or ignored with a warning (no effect on what the guest sees, or
 //! only meaningful for HVM guests or a device model, which chaos never runs).
+//!
+//! The `vif` and `disk` lists are read in `devices`.
 
-use super::disk::{parse_disk_spec, DiskSpecError};
+mod devices;
+
 use super::error::{ConfigError, Location, Warning};
 use super::syntax::{self, parse_c_number, Setting, Value};
-use super::validate::{check_disk, check_name, check_path};
-use super::vif::parse_vif_spec;
+use super::validate::{check_name, check_path};
 use super::xl_keys::{suggest, treatment, Treatment, HANDLED_KEYS};
 use super::{
-    Action, DiskConfig, DomainConfig, GuestSpec, Loaded, PlaneKind, TscMode, DEFAULT_MEMORY_MIB,
+    Action, DomainConfig, GuestSpec, Loaded, PlaneKind, TscMode, DEFAULT_MEMORY_MIB,
     MAX_MEMORY_MIB, MAX_VCPUS,
 };
 use crate::hypervisor::{GuestKind, Uuid};
@@ -472,98 +474,6 @@ impl Ctx<'_> {
             (None, None, Some(x)) => x,
             (None, None, None) => String::new(),
         })
-    }
-
-    fn vifs(&mut self) -> Result<Vec<super::VifConfig>, ConfigError> {
-        let Some(e) = self.get("vif") else {
-            return Ok(Vec::new());
-        };
-        let Value::List(items) = &e.setting.value else {
-            return Err(self.invalid(
-                e,
-                format!(
-                    "expected a list of vif specs, got {}",
-                    e.setting.value.describe()
-                ),
-            ));
-        };
-        let at = e.at.clone();
-        let mut vifs = Vec::new();
-        let mut notes = Vec::new();
-        for (i, item) in items.iter().enumerate() {
-            let Value::Str(spec) = item else {
-                return Err(self.invalid(
-                    e,
-                    format!(
-                        "vif {i}: expected a \"spec string\", got {}",
-                        item.describe()
-                    ),
-                ));
-            };
-            let parsed = parse_vif_spec(spec, i)
-                .map_err(|m| self.invalid(e, format!("vif {i} ({spec:?}): {m}")))?;
-            notes.extend(parsed.warnings.into_iter().map(|w| format!("vif {i}: {w}")));
-            vifs.push(parsed.vif);
-        }
-        for n in notes {
-            self.warn(&at, "vif", n);
-        }
-        Ok(vifs)
-    }
-
-    /// xl `disk`: a list of disk spec strings (xl-disk-configuration(5)).
-    fn disks(&mut self) -> Result<Vec<DiskConfig>, ConfigError> {
-        let Some(e) = self.get("disk") else {
-            return Ok(Vec::new());
-        };
-        let Value::List(items) = &e.setting.value else {
-            return Err(self.invalid(
-                e,
-                format!(
-                    "expected a list of disk specs, got {}",
-                    e.setting.value.describe()
-                ),
-            ));
-        };
-        let at = e.at.clone();
-        let mut disks = Vec::new();
-        let mut notes = Vec::new();
-        for (i, item) in items.iter().enumerate() {
-            let Value::Str(spec) = item else {
-                return Err(self.invalid(
-                    e,
-                    format!(
-                        "disk {i}: expected a \"spec string\", got {}",
-                        item.describe()
-                    ),
-                ));
-            };
-            let parsed = parse_disk_spec(spec).map_err(|err| {
-                let message = format!("disk {i} ({spec:?}): {err}");
-                match err {
-                    DiskSpecError::Invalid(_) => self.invalid(e, message),
-                    DiskSpecError::Unsupported(_) => ConfigError::Unsupported {
-                        at: e.at.clone(),
-                        key: e.setting.key.clone(),
-                        message,
-                    },
-                }
-            })?;
-            // The number and the path are checked here too, so that the error quotes the spec.
-            check_disk(&parsed.disk)
-                .map_err(|m| self.invalid(e, format!("disk {i} ({spec:?}): {m}")))?;
-            notes.extend(
-                parsed
-                    .warnings
-                    .into_iter()
-                    .map(|w| format!("disk {i}: {w}")),
-            );
-            disks.push(parsed.disk);
-        }
-        for n in notes {
-            self.warn(&at, "disk", n);
-        }
-        Ok(disks)
     }
 
     fn tsc_mode(&mut self) -> Result<TscMode, ConfigError> {

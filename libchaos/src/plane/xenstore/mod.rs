@@ -1,6 +1,10 @@
 //! The Xenstore control plane: the minimal entries a PV guest, xenconsoled and `xl list` need,
 //! and the front/back directories of its vifs and vbds, written in ONE transaction, then the
 //! domain introduced to xenstored.
+//!
+//! What each device's two directories hold is laid out in `device_nodes`.
+
+mod device_nodes;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -11,6 +15,8 @@ use crate::hypervisor::{DomId, GuestKind, Uuid};
 use crate::toolstack::{ShutdownKind, Timings};
 use crate::xenstore::{Access, Perm, TxId, TxOutcome, Xenstore, XenstoreError, XsOp};
 use xen_types::Mac;
+
+use device_nodes::DeviceNodes;
 
 /// Transactions lost to concurrent writers are retried this many times before giving up.
 const MAX_TX_ATTEMPTS: u32 = 16;
@@ -134,172 +140,6 @@ pub fn vbd_backend_path(domid: DomId, devid: u32) -> String {
 /// `/local/domain/<domid>/device/vbd/<devid>`
 pub fn vbd_frontend_path(domid: DomId, devid: u32) -> String {
     format!("{}/device/vbd/{devid}", domain_path(domid))
-}
-
-/// The paths, values and permissions of one device's two directories, as libxl's
-/// libxl__device_generic_add lays them out, with the keys of libxl__set_xenstore_nic (vifs)
-/// or device_disk_add (vbds).
-struct DeviceNodes {
-    frontend: String,
-    backend: String,
-    /// The frontend directory: owned by the guest, readable by the backend (dom0).
-    frontend_perms: [Perm; 2],
-    /// The backend directory (and the read-only frontend keys): owned by dom0, readable by
-    /// the guest.
-    backend_perms: [Perm; 2],
-    frontend_values: Vec<(String, String)>,
-    /// Frontend keys the guest may read but not change.
-    frontend_ro_values: Vec<(String, String)>,
-    backend_values: Vec<(String, String)>,
-}
-
-impl DeviceNodes {
-    /// The frontend directory owned by the guest and readable by dom0; the backend directory
-    /// (and read-only frontend keys) owned by dom0 and readable by the guest.
-    fn perms(domid: DomId) -> ([Perm; 2], [Perm; 2]) {
-        (
-            [
-                Perm {
-                    dom: domid,
-                    access: Access::None,
-                },
-                Perm {
-                    dom: DomId::DOM0,
-                    access: Access::Read,
-                },
-            ],
-            [
-                Perm {
-                    dom: DomId::DOM0,
-                    access: Access::None,
-                },
-                Perm {
-                    dom: domid,
-                    access: Access::Read,
-                },
-            ],
-        )
-    }
-
-    fn vif(domid: DomId, vif: &VifEntry) -> DeviceNodes {
-        let frontend = vif_frontend_path(domid, vif.devid);
-        let backend = vif_backend_path(domid, vif.devid);
-        let mac = vif.mac.to_string();
-        let handle = vif.devid.to_string();
-        let fe = |k: &str, v: &str| (format!("{frontend}/{k}"), v.to_string());
-        let be = |k: &str, v: &str| (format!("{backend}/{k}"), v.to_string());
-        let frontend_values = vec![
-            fe("backend", &backend),
-            fe("backend-id", &DomId::DOM0.0.to_string()),
-            fe("state", XENBUS_STATE_INITIALISING),
-            fe("handle", &handle),
-            fe("mac", &mac),
-            fe("trusted", "1"),
-        ];
-        let frontend_ro_values = vec![fe("mtu", VIF_MTU)];
-        let mut backend_values = vec![
-            be("frontend", &frontend),
-            be("frontend-id", &domid.0.to_string()),
-            be("online", "1"),
-            be("state", XENBUS_STATE_INITIALISING),
-            be("script", &vif.script),
-            be("mac", &mac),
-        ];
-        if let Some(ip) = &vif.ip {
-            backend_values.push(be("ip", ip));
-        }
-        backend_values.extend([
-            be("bridge", &vif.bridge),
-            be("handle", &handle),
-            be("type", "vif"),
-            be("hotplug-status", ""),
-        ]);
-        let (frontend_perms, backend_perms) = Self::perms(domid);
-        DeviceNodes {
-            frontend,
-            backend,
-            frontend_perms,
-            backend_perms,
-            frontend_values,
-            frontend_ro_values,
-            backend_values,
-        }
-    }
-
-    /// libxl 4.17's device_disk_add for the phy backend. No `hotplug-status` is written:
-    /// blkback does not wait for one (it waits for `physical-device`), xendevd adds it.
-    fn vbd(domid: DomId, vbd: &VbdEntry) -> DeviceNodes {
-        let frontend = vbd_frontend_path(domid, vbd.devid);
-        let backend = vbd_backend_path(domid, vbd.devid);
-        let fe = |k: &str, v: &str| (format!("{frontend}/{k}"), v.to_string());
-        let be = |k: &str, v: &str| (format!("{backend}/{k}"), v.to_string());
-        let flag = |b: bool| if b { "1" } else { "0" };
-        let mut backend_values = vec![
-            be("frontend", &frontend),
-            be("params", &vbd.params),
-            be("script", &vbd.script),
-            be("frontend-id", &domid.0.to_string()),
-            be("online", "1"),
-            be("removable", "0"),
-            be("bootable", "1"),
-            be("state", XENBUS_STATE_INITIALISING),
-            be("dev", &vbd.vdev),
-            be("type", "phy"),
-            be("mode", if vbd.readonly { "r" } else { "w" }),
-            be("device-type", "disk"),
-        ];
-        if vbd.direct_io_safe {
-            backend_values.push(be("direct-io-safe", "1"));
-        }
-        backend_values.extend([
-            be("discard-enable", flag(vbd.discard)),
-            be("specification", "xen"),
-        ]);
-        let mut frontend_values = vec![
-            fe("backend", &backend),
-            fe("backend-id", &DomId::DOM0.0.to_string()),
-            fe("state", XENBUS_STATE_INITIALISING),
-            fe("virtual-device", &vbd.devid.to_string()),
-            fe("device-type", "disk"),
-            fe("trusted", flag(vbd.trusted)),
-        ];
-        if let Some(p) = vbd.protocol {
-            frontend_values.push(fe("protocol", p));
-        }
-        let (frontend_perms, backend_perms) = Self::perms(domid);
-        DeviceNodes {
-            frontend,
-            backend,
-            frontend_perms,
-            backend_perms,
-            frontend_values,
-            frontend_ro_values: Vec::new(),
-            backend_values,
-        }
-    }
-
-    /// The operations, in libxl's order: frontend directory, its keys, backend directory,
-    /// its keys (new keys inherit their directory's permissions).
-    fn ops<'a>(&'a self, ops: &mut Vec<XsOp<'a>>) {
-        ops.push(XsOp::Mkdir(&self.frontend));
-        ops.push(XsOp::SetPerms(&self.frontend, &self.frontend_perms));
-        ops.extend(
-            self.frontend_values
-                .iter()
-                .map(|(p, v)| XsOp::Write(p, v.as_bytes())),
-        );
-        for (p, v) in &self.frontend_ro_values {
-            ops.push(XsOp::Write(p, v.as_bytes()));
-            ops.push(XsOp::SetPerms(p, &self.backend_perms));
-        }
-        ops.push(XsOp::Mkdir(&self.backend));
-        ops.push(XsOp::SetPerms(&self.backend, &self.backend_perms));
-        ops.extend(
-            self.backend_values
-                .iter()
-                .map(|(p, v)| XsOp::Write(p, v.as_bytes())),
-        );
-    }
 }
 
 /// Runs `body` inside a transaction, retrying when another writer got in first.

@@ -1,0 +1,179 @@
+//! Shells: a domain with its memory and event channels, made before the image is known.
+
+use std::time::Instant;
+
+use super::checks::GUEST_LIMIT;
+use crate::build;
+use crate::hypervisor::costs::CostMeter;
+use crate::hypervisor::{CreateDomain, DomId, GuestKind, Uuid, PAGE_SIZE};
+use crate::toolstack::error::hv_step;
+use crate::toolstack::types::Warm;
+use crate::toolstack::{Flavor, Result, Shell, Timings, Toolstack, ToolstackError, WarmImage};
+
+/// Event channels a guest may open (xl's default `max_event_channels`).
+const MAX_EVTCHN_PORT: u32 = 1023;
+/// Grant frames and maptrack frames (xl's defaults for a guest).
+const MAX_GRANT_FRAMES: u32 = 32;
+const MAX_MAPTRACK_FRAMES: u32 = 1024;
+/// Slack above maxmem that libxl also grants (LIBXL_MAXMEM_CONSTANT), for the special pages.
+const MAXMEM_SLACK_KIB: u64 = 1024;
+
+impl Toolstack {
+    /// Creates a shell: domain, memory, event channels. Nothing here depends on the image.
+    pub fn prepare(&self, flavor: &Flavor) -> Result<Shell> {
+        self.prepare_tagged(flavor, Uuid::NIL)
+    }
+
+    /// [`prepare`](Self::prepare) with the domain handle set to `handle`, so that the shell can
+    /// be recognised later (chaosd reclaims the shells of a daemon that crashed by it; `execute`
+    /// replaces it with the guest's UUID).
+    pub fn prepare_tagged(&self, flavor: &Flavor, handle: Uuid) -> Result<Shell> {
+        let meter = CostMeter::start();
+        // The plane must be there before a shell is spent on it.
+        self.plane(flavor.control_plane)?.ready()?;
+        let mut timings = Timings::default();
+        let t = Instant::now();
+        // Asking first costs one hypercall and turns a failure deep in populate_physmap into
+        // an error that says what is short.
+        let free = self
+            .hv
+            .physinfo()
+            .map_err(hv_step("read host memory"))?
+            .free_pages;
+        if free < flavor.nr_pages() + flavor.paging_pool_bytes() / PAGE_SIZE as u64 {
+            let mib = |pages: u64| pages * PAGE_SIZE as u64 / (1024 * 1024);
+            return Err(ToolstackError::HostMemory {
+                needed_mib: flavor.memory_mib,
+                free_mib: mib(free),
+            });
+        }
+        let domid = self
+            .hv
+            .create_domain(&CreateDomain {
+                kind: flavor.kind,
+                handle,
+                max_vcpus: flavor.max_vcpus,
+                max_evtchn_port: MAX_EVTCHN_PORT,
+                max_grant_frames: MAX_GRANT_FRAMES,
+                max_maptrack_frames: MAX_MAPTRACK_FRAMES,
+            })
+            .map_err(hv_step("create domain"))?;
+        timings.record("create_domain", t);
+        let filled = self.fill_shell(domid, flavor, &mut timings).and_then(
+            |(p2m, console_evtchn, plane_evtchn)| {
+                let warm = match &flavor.image {
+                    Some(w) => Some(self.warm_up(domid, flavor, w, &p2m, &mut timings)?),
+                    None => None,
+                };
+                Ok((p2m, console_evtchn, plane_evtchn, warm))
+            },
+        );
+        match filled {
+            Ok((p2m, console_evtchn, plane_evtchn, warm)) => Ok(Shell {
+                domid,
+                flavor: flavor.clone(),
+                p2m,
+                console_evtchn,
+                plane_evtchn,
+                timings,
+                costs: meter.read(),
+                warm,
+            }),
+            Err(e) => {
+                // Destroying the domain frees its memory and event channels with it.
+                if let Err(d) = self.hv.destroy_domain(domid) {
+                    log::error!("rollback: destroying domain {domid} failed: {d}");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    fn fill_shell(
+        &self,
+        domid: DomId,
+        flavor: &Flavor,
+        timings: &mut Timings,
+    ) -> Result<(Vec<u64>, u32, u32)> {
+        let t = Instant::now();
+        self.hv
+            .set_max_mem(domid, flavor.maxmem_mib * 1024 + MAXMEM_SLACK_KIB)
+            .map_err(hv_step("set max memory"))?;
+        match flavor.kind {
+            GuestKind::Pv => self
+                .hv
+                .set_address_size(domid, 64)
+                .map_err(hv_step("set address size"))?,
+            // Before populating: Xen builds the guest's p2m from this pool.
+            GuestKind::Pvh => self
+                .hv
+                .set_paging_pool(domid, flavor.paging_pool_bytes())
+                .map_err(hv_step("set the paging pool size"))?,
+        }
+        let gfns: Vec<u64> = (0..flavor.nr_pages()).collect();
+        let p2m = self
+            .hv
+            .populate_physmap(domid, &gfns)
+            .map_err(hv_step("populate guest memory"))?;
+        timings.record("populate", t);
+        let t = Instant::now();
+        let console = self
+            .hv
+            .evtchn_alloc_unbound(domid, DomId::DOM0)
+            .map_err(hv_step("console event channel"))?;
+        let plane = self
+            .hv
+            .evtchn_alloc_unbound(domid, DomId::DOM0)
+            .map_err(hv_step("control plane event channel"))?;
+        timings.record("evtchn", t);
+        Ok((p2m, console, plane))
+    }
+
+    /// Loads a warm flavor's image into the shell and builds what does not depend on the
+    /// guest (PV: kernel, ramdisk, p2m, page tables, hypercall page, pinned L4).
+    fn warm_up(
+        &self,
+        domid: DomId,
+        flavor: &Flavor,
+        w: &WarmImage,
+        p2m: &[u64],
+        timings: &mut Timings,
+    ) -> Result<Warm> {
+        let t = Instant::now();
+        if flavor.kind != GuestKind::Pv {
+            return Err(ToolstackError::Unsupported(
+                "warm shells: PV guests only".into(),
+            ));
+        }
+        let limit = flavor.memory_mib.saturating_mul(1024 * 1024);
+        let image = self.images.load_within(&w.kernel, limit, GUEST_LIMIT)?;
+        let ramdisk = match &w.ramdisk {
+            Some(path) => Some(self.images.load_ramdisk_within(path, limit, GUEST_LIMIT)?),
+            None => None,
+        };
+        let built = build::prebuild_pv(
+            self.hv.as_ref(),
+            &image,
+            domid,
+            p2m,
+            ramdisk.as_ref().map(|r| r.as_slice()),
+            w.ctrl_pages,
+        )?;
+        timings.record("prebuild", t);
+        Ok(Warm {
+            image,
+            ramdisk,
+            built,
+        })
+    }
+
+    /// Destroys a shell nobody will execute.
+    pub fn discard(&self, shell: Shell) -> Result<()> {
+        let destroyed = self
+            .hv
+            .destroy_domain(shell.domid)
+            .map_err(hv_step("destroy shell"));
+        self.hv.checkpoint();
+        destroyed
+    }
+}
