@@ -28,7 +28,7 @@ expect_contains "chaos pool status" "warm with $PWD/hello.elf" "$status"
 
 # create PLANE N WANT_PATH: a hello from chaosd with extra "warm PLANE N"; its greeting shows it.
 create() {
-	_out=$(chaos create "w-$1.cfg" "name=w-$1-$2" "extra=warm $1 $2" 2>&1) ||
+	_out=$(chaos create "w-$1.cfg" "name=\"w-$1-$2\"" "extra=\"warm $1 $2\"" 2>&1) ||
 		fail "chaos create w-$1-$2: expected success, got: $_out; chaosd: $(tail -n 3 chaosd.log)"
 	expect_contains "w-$1-$2" "via the $3 path (chaosd)" "$_out"
 	_log=$(console_log "w-$1-$2")

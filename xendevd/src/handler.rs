@@ -255,13 +255,16 @@ impl Handler {
                 // The interface may be gone already (netback unregisters it when the guest
                 // goes). It then has left a Linux bridge by itself, but Open vSwitch keeps its
                 // Port row, which is removed below all the same.
+                // ENODEV: it went between two of our ioctls.
                 match bridge::set_up(vif, false) {
                     Err(BridgeError::NoInterface(_)) => {}
+                    Err(e) if bridge::is_errno(&e, libc::ENODEV) => {}
                     r => r?,
                 }
                 match kind {
                     SwitchKind::Linux => match bridge::del_port(br, vif) {
                         Err(BridgeError::NoInterface(_)) => {}
+                        Err(e) if bridge::is_errno(&e, libc::ENODEV) => {}
                         // EINVAL: not a port of this bridge (any more).
                         Err(e) if bridge::is_errno(&e, libc::EINVAL) => {}
                         r => r?,
