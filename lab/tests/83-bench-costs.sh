@@ -30,8 +30,12 @@ noxs_cfg cost-nx noop >/dev/null
 xs_trace_on "$PWD/xs-trace.log"
 
 median() { sort -n | awk '{ v[NR] = $1 } END { if (NR) print v[int((NR + 1) / 2)] }'; }
-# calls_of FILE SYSCALL: the calls column of strace -c's line for SYSCALL ("total" for all)
-calls_of() { awk -v s="$2" 'NR == 1 { for (i = 1; i <= NF; i++) if ($i == "calls") c = i } $NF == s { print $c }' "$1"; }
+# calls_of FILE SYSCALL: the calls column of strace -c's line for SYSCALL ("total" for all).
+# The columns have fixed widths and may be blank, so the number is cut where the header's
+# "calls" ends.
+calls_of() {
+	awk -v s="$2" '/^% time/ { end = index($0, "calls") + 4 } end && $NF == s { n = substr($0, end - 8, 9) + 0 } END { print n + 0 }' "$1"
+}
 json_num() { echo "$2" | sed -n "s/.*\"$1\":\([0-9][0-9]*\).*/\1/p"; }
 hypercalls_in() { echo "$1" | sed -n 's/.*"hypercalls":{\([^}]*\)}.*/\1/p' | tr ',' '\n' | sed 's/.*://' | awk '{ s += $1 } END { print s + 0 }'; }
 # ready_shells N: chaosd has N ready shells of each of its two flavors
