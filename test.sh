@@ -31,7 +31,7 @@ if [ "$lab" = 1 ]; then
   step "lab: real Xen in QEMU (Debian's Xen 4.17, the whole suite)"
   lab/xenlab test
   step "lab: a boot without xenstored (NoXS guests alone)"
-  XENLAB_XENSTORED=0 lab/xenlab test no-xenstored
+  XENLAB_XENSTORED=0 lab/xenlab test no-xenstored without-xenstored
   step "lab: Xen with hypervisor-patches/xen-4.17 (the Xen-owned device page)"
   XENLAB_XEN=noxs lab/xenlab test 56-chaos-noxs-guests 57-chaos-noxs-no-xenstore 59-chaos-noxs-50
 fi
