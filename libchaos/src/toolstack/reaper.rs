@@ -98,6 +98,8 @@ pub fn start_in_background(exe: &Path, run_dir: &Path) -> std::io::Result<bool> 
         .append(true)
         .open(run_dir.join("reaper.log"))?;
     std::process::Command::new(exe)
+        // Info: what it reaped and what wakes it, in its log.
+        .arg("-v")
         .arg("--run-dir")
         .arg(run_dir)
         .args(["reap", "--watch", "--exit-when-idle"])
