@@ -226,7 +226,9 @@ impl Toolstack {
         if let Some(dom) = self.find_chaos_guest(name)? {
             return Ok(Some(dom));
         }
-        if let Some(xs) = self.xenstore_plane() {
+        // Without xenstored nobody has a Xenstore name (and asking for each domain would wait
+        // for it once per domain).
+        if let Some(xs) = self.xenstore_plane().filter(|xs| xs.ready().is_ok()) {
             for info in self.hv.list_domains().map_err(hv_step("list domains"))? {
                 if xs.name_of(info.domid)?.as_deref() == Some(name) {
                     return Ok(Some(info.domid));

@@ -22,6 +22,9 @@ use crate::{Perm, Result, TxId, TxOutcome, WatchEvent, Xenstore, XenstoreError, 
 pub const SOCKET_PATHS: [&str; 2] = ["/run/xenstored/socket", "/var/run/xenstored/socket"];
 /// The kernel's xenbus device, used when no daemon socket exists (xenstored in a stub domain).
 pub const XENBUS_DEVICE: &str = "/dev/xen/xenbus";
+/// How long the xenbus device may take to answer its first request before xenstored is taken
+/// to be absent.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// How long `read_watch` sleeps at most before re-checking the queue, so an event that a
 /// concurrent request read off the connection is not left waiting for the caller's timeout.
@@ -66,7 +69,7 @@ impl XsClient {
             tried.push(path);
         }
         if std::path::Path::new(XENBUS_DEVICE).exists() {
-            return Self::open_device(XENBUS_DEVICE);
+            return Self::open_device(XENBUS_DEVICE)?.answering(XENBUS_DEVICE, PROBE_TIMEOUT);
         }
         tried.push(XENBUS_DEVICE);
         Err(XenstoreError::Connect {
@@ -98,6 +101,34 @@ impl XsClient {
                 source,
             })?;
         Self::from_file(file, path)
+    }
+
+    /// The xenbus device opens whether or not xenstored runs (it is the kernel's), and a
+    /// request to it waits for ever when none does: one request with a deadline tells. No
+    /// answer counts as no xenstored (a connect error: [`XenstoreError::is_unreachable`]).
+    fn answering(self, endpoint: &str, limit: Duration) -> Result<XsClient> {
+        use std::io::Write;
+        {
+            let mut conn = self.lock()?;
+            let req_id = conn.next_req;
+            conn.next_req = conn.next_req.wrapping_add(1);
+            let msg = Msg::new(MsgType::GetDomainPath, req_id, 0, b"0\0".to_vec());
+            conn.io.write_all(&msg.encode()?)?;
+            if !wait_readable(&self.poll_fd, limit)? {
+                return Err(XenstoreError::Connect {
+                    path: endpoint.to_string(),
+                    source: std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!(
+                            "no answer within {} s: is xenstored running?",
+                            limit.as_secs()
+                        ),
+                    ),
+                });
+            }
+            read_reply(&mut conn, req_id)?;
+        }
+        Ok(self)
     }
 
     /// Uses an already connected stream (tests, socket activation).

@@ -326,3 +326,28 @@ fn connects_to_a_listening_socket() {
     assert_eq!(store.read(NO, "/via/socket").unwrap(), Some(b"1".to_vec()));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn a_xenbus_device_nobody_answers_is_unreachable_not_a_hang() {
+    let (ours, _silent) = UnixStream::pair().unwrap();
+    let client = XsClient::from_stream(ours, "silent").unwrap();
+    let err = client
+        .answering("silent", Duration::from_millis(100))
+        .unwrap_err();
+    assert!(err.is_unreachable(), "{err}");
+    assert!(err.to_string().contains("is xenstored running"), "{err}");
+}
+
+#[test]
+fn a_xenbus_device_that_answers_is_used() {
+    let store = Arc::new(MemStore::new());
+    let client = client_for(&store);
+    let client = client
+        .answering("fake", Duration::from_secs(5))
+        .expect("answered");
+    client.write(TxId::NONE, "/a", b"1").unwrap();
+    assert_eq!(
+        client.read(TxId::NONE, "/a").unwrap().as_deref(),
+        Some(&b"1"[..])
+    );
+}
