@@ -18,26 +18,9 @@ no_loops() { [ -z "$(loops_of "$1")" ]; }
 chaos reap --watch >reaper.log 2>&1 &
 reaper=$!
 
-# pvh_cfg NAME KERNEL MEMORY [EXTRA_LINE...]: writes ./NAME.cfg and prints its path.
-pvh_cfg() {
-	_n=$1 _k=$2 _m=$3
-	shift 3
-	{
-		echo "name = \"$_n\""
-		echo 'type = "pvh"'
-		echo 'tsc_mode = "native"'
-		echo "kernel = \"$_k\""
-		echo "memory = $_m"
-		echo 'on_poweroff = "destroy"'
-		echo 'on_crash = "destroy"'
-		for _l in "$@"; do echo "$_l"; done
-	} >"$PWD/$_n.cfg"
-	echo "$PWD/$_n.cfg"
-}
-
 # 1. hello: its line (rings found through HVM params), then poweroff and the reaper.
 start=$(now)
-out=$(chaos create "$(pvh_cfg c-hellopvh "$GUEST/hello" 2 'extra = "pvh by chaos"')" 2>&1) ||
+out=$(chaos create "$(pvh_guest_cfg c-hellopvh "$GUEST/hello" 2 'extra = "pvh by chaos"')" 2>&1) ||
 	fail "chaos create hello (PVH): expected success, got: $out"
 echo "chaos create hello (PVH): $(elapsed "$start")s: $out"
 log=$(console_log c-hellopvh)
@@ -49,7 +32,7 @@ expect_contains "hello's command line" 'cmdline="pvh by chaos"' "$line"
 wait_gone c-hellopvh 30 || fail "c-hellopvh: expected the reaper to destroy it after poweroff: $(xl list)"
 
 # 2. noop: idle (blocked, no CPU), then chaos destroy.
-out=$(chaos create "$(pvh_cfg c-nooppvh "$GUEST/noop" 2)" 2>&1) || fail "chaos create noop (PVH): expected success, got: $out"
+out=$(chaos create "$(pvh_guest_cfg c-nooppvh "$GUEST/noop" 2)" 2>&1) || fail "chaos create noop (PVH): expected success, got: $out"
 sleep 2
 t1=$(xl list c-nooppvh | awk 'NR == 2 { print $6 }')
 state=$(xl list c-nooppvh | awk 'NR == 2 { print $5 }')
@@ -61,7 +44,7 @@ awk -v a="$t1" -v b="$t2" 'BEGIN { exit !(b - a < 0.5) }' || fail "noop (PVH) cp
 expect_ok "chaos destroy noop (PVH)" chaos destroy c-nooppvh
 
 # 3. chaosd keeps PVH shells; a PVH creation takes one.
-pvh_cfg c-poolpvh "$GUEST/hello" 2 >/dev/null
+pvh_guest_cfg c-poolpvh "$GUEST/hello" 2 >/dev/null
 chaosd --flavor "config=$PWD/c-poolpvh.cfg,count=1" --reap-interval-ms 0 >chaosd.log 2>&1 &
 daemon=$!
 ready() { chaos pool status --json 2>/dev/null | grep -q '"ready":1'; }

@@ -23,28 +23,11 @@ no_loops() { [ -z "$(loops_of "$1")" ]; }
 chaos reap --watch >reaper.log 2>&1 &
 reaper=$!
 
-# pvh_cfg NAME KERNEL MEMORY [EXTRA_LINE...]: writes ./NAME.cfg and prints its path.
-pvh_cfg() {
-	_n=$1 _k=$2 _m=$3
-	shift 3
-	{
-		echo "name = \"$_n\""
-		echo 'type = "pvh"'
-		echo 'tsc_mode = "native"'
-		echo "kernel = \"$_k\""
-		echo "memory = $_m"
-		echo 'on_poweroff = "destroy"'
-		echo 'on_crash = "destroy"'
-		for _l in "$@"; do echo "$_l"; done
-	} >"$PWD/$_n.cfg"
-	echo "$PWD/$_n.cfg"
-}
-
 # 4. Debian's Linux as PVH with a vif: it pings dom0 through xenbr0 (xendevd attaches the vif).
 start_xendevd xendevd.log
 bridge_addr xenbr0 10.99.0.1/24
 name=c-netpvh
-cfg=$(pvh_cfg $name "$GUEST/vmlinux" 256 "ramdisk = \"$GUEST/initrd-net.gz\"" \
+cfg=$(pvh_guest_cfg $name "$GUEST/vmlinux" 256 "ramdisk = \"$GUEST/initrd-net.gz\"" \
 	'extra = "console=hvc0 quiet guest_ip=10.99.0.4/24 peer=10.99.0.1"' "vif = ['bridge=xenbr0']")
 start=$(now)
 out=$(chaos create "$cfg" 2>&1) || fail "chaos create Linux (PVH, vif): expected success, got: $out"
@@ -60,7 +43,7 @@ echo "Linux (PVH, vif): ping done and gone after $(elapsed "$start")s"
 # 5. Debian's Linux as PVH with its root on the disk.
 name=c-diskpvh
 img=$GUEST/disk.img
-cfg=$(pvh_cfg $name "$GUEST/vmlinux" 256 "ramdisk = \"$GUEST/initrd-disk.gz\"" \
+cfg=$(pvh_guest_cfg $name "$GUEST/vmlinux" 256 "ramdisk = \"$GUEST/initrd-disk.gz\"" \
 	'extra = "console=hvc0 quiet root=/dev/xvda"' "disk = ['$img,raw,xvda,r']")
 start=$(now)
 out=$(chaos create "$cfg" 2>&1) || fail "chaos create Linux (PVH, disk): expected success, got: $out"

@@ -238,3 +238,23 @@ xs_trace_on() {
 	XS_TRACE_LOG=$1
 }
 xs_trace_off() { xenstore-control log off >/dev/null 2>&1 || true; }
+
+# --- PVH guests (the lab's tsc settings: QEMU's nested SVM has no next-RIP for RDTSC intercepts)
+
+# pvh_guest_cfg NAME KERNEL MEMORY [EXTRA_LINE...]: writes ./NAME.cfg (a PVH guest, destroyed
+# on poweroff and crash) and prints its path.
+pvh_guest_cfg() {
+	_n=$1 _k=$2 _m=$3
+	shift 3
+	{
+		echo "name = \"$_n\""
+		echo 'type = "pvh"'
+		echo 'tsc_mode = "native"'
+		echo "kernel = \"$_k\""
+		echo "memory = $_m"
+		echo 'on_poweroff = "destroy"'
+		echo 'on_crash = "destroy"'
+		for _l in "$@"; do echo "$_l"; done
+	} >"$PWD/$_n.cfg"
+	echo "$PWD/$_n.cfg"
+}
