@@ -85,6 +85,13 @@ CHAOSD_PID=$!
 wait_until 120 ready_shells 2 || fail "chaosd: expected 2 ready shells of each flavor, got: $(chaos pool status 2>&1 | tail -n 4)"
 row "chaos via chaosd, Xenstore" cost-xs chaos chaos create --pool-only -p --json cost-xs.cfg
 row "chaos via chaosd, NoXS" cost-nx chaos chaos create --pool-only -p --json "$PWD/cost-nx.cfg"
+# What an orchestrator that keeps its connection sees: request to reply against inside time.
+if command -v daemon-rtt >/dev/null; then
+	for c in cost-xs cost-nx; do
+		out=$(daemon-rtt /run/chaos/chaosd.sock "$PWD/$c.cfg" 5 2>&1) || fail "daemon-rtt $c: $out"
+		echo "$c: $(echo "$out" | grep DAEMON-RTT)"
+	done
+fi
 
 kill -TERM "$CHAOSD_PID"
 wait "$CHAOSD_PID"
