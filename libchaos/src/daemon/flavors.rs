@@ -125,7 +125,18 @@ fn flavor_of_file(path: &Path, warm: bool) -> Result<Flavor, String> {
     if !warm {
         return Ok(Flavor::of(&loaded.config));
     }
-    Flavor::warm_of(&loaded.config).ok_or_else(|| "warm: PV guests only".to_string())
+    let mut flavor =
+        Flavor::warm_of(&loaded.config).ok_or_else(|| "warm: PV guests only".to_string())?;
+    // Clients send absolute paths (chaos makes them so): a warm shell matches only those.
+    if let Some(w) = flavor.image.as_mut() {
+        let absolute =
+            |p: &Path| std::path::absolute(p).map_err(|e| format!("warm: {}: {e}", p.display()));
+        w.kernel = absolute(&w.kernel)?;
+        if let Some(r) = w.ramdisk.as_mut() {
+            *r = absolute(r)?;
+        }
+    }
+    Ok(flavor)
 }
 
 /// Refuses flavors whose shells could never become guests (the config rules, from

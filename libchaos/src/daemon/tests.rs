@@ -936,3 +936,22 @@ fn warm_shells_hold_the_image_and_a_changed_image_is_never_used() {
     assert!(w.ts.state().load(created.domid).unwrap().is_some());
     d.shutdown();
 }
+
+#[test]
+fn warm_flavors_name_their_image_by_absolute_path_and_need_a_config() {
+    let w = world("warm-spec");
+    let cfg = w.scratch.0.join("rel.cfg");
+    std::fs::write(
+        &cfg,
+        "name = \"r\"\nkernel = \"kernels/k.elf\"\nmemory = 4\n",
+    )
+    .expect("cfg");
+    let t = flavors::parse_spec(&format!("config={},count=1,warm=1", cfg.display()))
+        .expect("warm spec");
+    let image = t.flavor.image.expect("warm");
+    assert!(image.kernel.is_absolute(), "{}", image.kernel.display());
+    assert!(image.kernel.ends_with("kernels/k.elf"));
+    for bad in ["memory=4,count=1,warm=1", "memory=4,count=1,warm=maybe"] {
+        assert!(flavors::parse_spec(bad).is_err(), "{bad} accepted");
+    }
+}
