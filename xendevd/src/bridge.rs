@@ -25,11 +25,12 @@ struct IfreqIndex {
     _pad: [u8; 20],
 }
 
+/// With the flags member (also TUNSETIFF's argument: noxs/tap.rs).
 #[repr(C)]
-struct IfreqFlags {
-    name: [u8; IFNAMSIZ],
-    flags: libc::c_short,
-    _pad: [u8; 22],
+pub(crate) struct IfreqFlags {
+    pub(crate) name: [u8; IFNAMSIZ],
+    pub(crate) flags: libc::c_short,
+    pub(crate) _pad: [u8; 22],
 }
 
 #[repr(C)]

@@ -11,6 +11,8 @@ use std::os::unix::fs::OpenOptionsExt;
 use nix::sys::socket::{socket, AddressFamily, SockFlag, SockType};
 use xen_types::IFNAMSIZ;
 
+use crate::bridge::IfreqFlags;
+
 const TUN_PATH: &str = "/dev/net/tun";
 /// linux/if_tun.h
 const IFF_TAP: libc::c_short = 0x0002;
@@ -23,14 +25,6 @@ const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
 const VIF_MAC: [u8; 6] = [0xfe, 0xff, 0xff, 0xff, 0xff, 0xff];
 /// ARPHRD_ETHER
 const ARPHRD_ETHER: u16 = 1;
-
-/// `struct ifreq` with the flags member.
-#[repr(C)]
-struct IfreqFlags {
-    name: [u8; IFNAMSIZ],
-    flags: libc::c_short,
-    _pad: [u8; 22],
-}
 
 /// `struct ifreq` with the hardware address member (`struct sockaddr`).
 #[repr(C)]
