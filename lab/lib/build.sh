@@ -2,11 +2,13 @@
 # xenlab, the project's side: builds chaos's binaries and test guests, and packs them with dom0's
 # /init, the test runner, the tests, the run's options and its command into the per-run overlay.
 
-# The lab's binaries: static (no dynamic loading or relocation of shared libraries at every
-# start, which costs page faults in a PV dom0 under emulation), for the one target installed.
-# Naming the target keeps the static flag off the build scripts and proc macros.
+# The lab's binaries: static and not position-independent, for the one target installed. A
+# static-pie binary relocates itself at every start (3,500 relocations, written over pages that
+# each cost a copy-on-write fault, 170 us apiece in a PV dom0 under TCG): `chaos --version` took
+# 218 ms against 128 ms without (and /bin/true 119 ms), measured in one lab boot (docs/COSTS.md).
+# Naming the target keeps these flags off the build scripts and proc macros.
 LAB_TARGET=x86_64-unknown-linux-gnu
-export CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS="-C target-feature=+crt-static"
+export CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS="-C target-feature=+crt-static -C relocation-model=static"
 
 # Where the lab takes the project's binaries from: the static build if there is one.
 bin_dir() {
