@@ -135,9 +135,13 @@ enum PoolCommand {
 }
 
 fn main() -> ExitCode {
+    let started = std::time::Instant::now();
     let cli = Cli::parse();
     logger::init("chaos", cli.verbose);
-    match run(cli) {
+    log::debug!("arguments parsed {:.3} ms into main", ms_since(started));
+    let result = run(cli);
+    log::debug!("done {:.3} ms into main", ms_since(started));
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // Not eprintln!: a closed stderr must not turn an error into a panic.
@@ -256,6 +260,10 @@ fn run(cli: Cli) -> Result<(), String> {
     result
 }
 
+fn ms_since(t: std::time::Instant) -> f64 {
+    t.elapsed().as_secs_f64() * 1000.0
+}
+
 /// chaosd's connection, or `None` (use the local path) when no daemon listens and none is
 /// required.
 fn connect(socket: &std::path::Path, required: bool) -> Result<Option<Client>, String> {
@@ -339,7 +347,9 @@ fn create_via_daemon(
     json: bool,
     pool_only: bool,
 ) -> Result<(), Routed> {
+    let loading = std::time::Instant::now();
     let base = load_for_daemon(file, overrides).map_err(Routed::Failed)?;
+    log::debug!("config loaded in {:.3} ms", ms_since(loading));
     let mut first_unsent = None;
     let mut first = true;
     let result = create_each(&base, count, json, |cfg| {

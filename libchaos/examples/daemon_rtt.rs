@@ -6,6 +6,10 @@
 //! daemon-rtt SOCKET CONFIG N      # N paused guests CONFIG-1..N, each destroyed after
 //! ```
 //!
+//! Before each round it waits (untimed) until chaosd's pool is full again, so every round
+//! takes a ready shell with no refill running: the case of an orchestrator the pool keeps up
+//! with. (Faster bursts than the refill rate fall back to direct creations.)
+//!
 //! Prints each round, then the medians and one `DAEMON-RTT {json}` line.
 
 use std::path::Path;
@@ -23,6 +27,21 @@ fn median(v: &mut [f64]) -> f64 {
     }
 }
 
+/// Waits until every flavor of chaosd's pool has its target ready (60 s at most).
+fn wait_full(client: &mut Client) -> Result<(), String> {
+    let deadline = Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let status = client.status().map_err(|e| e.to_string())?;
+        if status.flavors.iter().all(|f| f.ready >= f.target) {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err("chaosd's pool did not refill within 60 s".into());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 fn run(socket: &Path, config: &Path, n: u32) -> Result<(), String> {
     let loaded = libchaos::config::load(config, &[]).map_err(|e| e.to_string())?;
     let base = loaded.config;
@@ -30,6 +49,7 @@ fn run(socket: &Path, config: &Path, n: u32) -> Result<(), String> {
     let (mut wall, mut inside) = (Vec::new(), Vec::new());
     for i in 1..=n {
         let cfg = base.numbered(i, n.max(2)).map_err(|e| e.to_string())?;
+        wait_full(&mut client)?;
         let t = Instant::now();
         let created = client
             .create(&cfg, true, false)

@@ -3,7 +3,7 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::protocol::{PoolStatus, Request, Response, MAX_LINE};
 use crate::config::{DomainConfig, GuestSpec};
@@ -136,6 +136,7 @@ impl Client {
             message: format!("cannot encode the request: {e}"),
         })?;
         line.push(b'\n');
+        let start = Instant::now();
         let secs = self.timeout.as_secs_f64();
         let mut sent = 0;
         while sent < line.len() {
@@ -176,7 +177,15 @@ impl Client {
         if n == 0 {
             return Err(ClientError::HungUp(self.path.clone()));
         }
-        match serde_json::from_slice(&buf) {
+        let replied = start.elapsed();
+        let decoded = serde_json::from_slice(&buf);
+        log::debug!(
+            "chaosd: {} bytes sent, {n} bytes of reply after {:.3} ms, decoded by {:.3} ms",
+            line.len(),
+            replied.as_secs_f64() * 1000.0,
+            start.elapsed().as_secs_f64() * 1000.0
+        );
+        match decoded {
             Ok(Response::Error { message }) => Err(ClientError::Refused(message)),
             Ok(r) => Ok(r),
             Err(e) => Err(ClientError::BadReply {

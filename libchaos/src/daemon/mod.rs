@@ -169,11 +169,17 @@ impl Core {
             .as_ref()
             .and_then(|w| self.pool.take(w))
             .or_else(|| self.pool.take(&flavor));
+        // What the daemon did before the creation proper: it is chaos's time too.
+        let checked = start.elapsed();
         let from_shell = match taken {
-            Some(ready) => {
-                let result = self.ts.execute_pooled_if(ready.shell, cfg, paused, wanted);
+            Some((ready, _creating)) => {
+                let mut result = self.ts.execute_pooled_if(ready.shell, cfg, paused, wanted);
                 // Either a guest now (with its own record) or destroyed by the rollback.
+                let forgetting = Instant::now();
                 self.pool.forget(&ready.uuid);
+                if let Ok(created) = &mut result {
+                    created.timings.push("shell_record", forgetting.elapsed());
+                }
                 match result {
                     Ok(created) => {
                         lock(&self.pool_times).add(start.elapsed());
@@ -212,6 +218,13 @@ impl Core {
                 created
             }
         };
+        created.timings.push_front("check", checked);
+        log::debug!(
+            "{}: {:.3} ms in create, {:.3} ms of it in the phases",
+            cfg.name,
+            start.elapsed().as_secs_f64() * 1000.0,
+            created.timings.total_us() as f64 / 1000.0
+        );
         created.via = Via::Daemon;
         Ok(created)
     }

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
 use nix::unistd::geteuid;
@@ -104,9 +104,14 @@ fn accept_loop(listener: UnixListener, core: Arc<Core>, stopping: Arc<AtomicBool
         }
         let core = core.clone();
         let count = active.clone();
+        let accepted = Instant::now();
         let spawned = std::thread::Builder::new()
             .name("chaosd-client".into())
             .spawn(move || {
+                log::debug!(
+                    "client thread up {:.3} ms after accept",
+                    ms(accepted.elapsed())
+                );
                 if let Err(e) = serve(stream, &core) {
                     log::debug!("client: {e}");
                 }
@@ -154,11 +159,23 @@ fn serve(stream: UnixStream, core: &Core) -> std::io::Result<()> {
         if line.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
-        let response = match serde_json::from_slice::<Request>(&line) {
+        // Where a request's time goes outside the creation's own phases (chaosd -vv).
+        let read_at = Instant::now();
+        let request = serde_json::from_slice::<Request>(&line);
+        let decoded = read_at.elapsed();
+        let response = match request {
             Ok(req) => core.handle(req, &|| still_connected(&probe)),
             Err(e) => Response::error(format!("invalid request: {e}")),
         };
+        let handled = read_at.elapsed();
         reply(&mut writer, &response)?;
+        log::debug!(
+            "request of {} bytes: decoded in {:.3} ms, handled by {:.3} ms, replied by {:.3} ms",
+            line.len(),
+            ms(decoded),
+            ms(handled),
+            ms(read_at.elapsed())
+        );
     }
 }
 
@@ -179,6 +196,10 @@ fn still_connected(stream: &UnixStream) -> bool {
         // Cannot tell: do what was asked.
         Err(_) => true,
     }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
 }
 
 fn reply(w: &mut UnixStream, response: &Response) -> std::io::Result<()> {

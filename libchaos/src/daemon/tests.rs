@@ -955,3 +955,43 @@ fn warm_flavors_name_their_image_by_absolute_path_and_need_a_config() {
         assert!(flavors::parse_spec(bad).is_err(), "{bad} accepted");
     }
 }
+
+#[test]
+fn a_refill_waits_for_the_creation_from_a_shell_unless_the_flavor_ran_out() {
+    let w = world("quiet-refill");
+    let target = FlavorTarget {
+        flavor: flavor(4),
+        target: 2,
+    };
+    let pool = Arc::new(pool::Pool::new(w.ts.clone(), &[target], 0));
+    let workers = pool.spawn_workers(2).expect("workers");
+    assert!(pool.wait_filled(FILL), "pool filled");
+    let (first, creating) = pool.take(&flavor(4)).expect("a ready shell");
+    // One shell is left: its refill waits while the creation runs.
+    assert!(
+        !pool.wait_filled(Duration::from_millis(300)),
+        "refilled beside a running creation"
+    );
+    drop(creating);
+    assert!(
+        pool.wait_filled(FILL),
+        "refilled once the creation was over"
+    );
+    // Taking both: the flavor ran out, so refills start with both creations still running.
+    let (second, c2) = pool.take(&flavor(4)).expect("shell 2");
+    let (third, c3) = pool.take(&flavor(4)).expect("shell 3");
+    assert!(
+        pool.wait_filled(FILL),
+        "an empty flavor is refilled at once"
+    );
+    drop((c2, c3));
+    for shell in [first, second, third] {
+        w.ts.discard(shell.shell).expect("discard");
+        pool.forget(&shell.uuid);
+    }
+    pool.drain();
+    pool.stop();
+    for h in workers {
+        h.join().expect("worker");
+    }
+}

@@ -30,6 +30,18 @@ impl Timings {
         });
     }
 
+    /// A phase that ran before the ones recorded so far (chaosd's checks, measured around the
+    /// creation that recorded the rest).
+    pub fn push_front(&mut self, name: &'static str, took: Duration) {
+        self.0.insert(
+            0,
+            Phase {
+                name: Cow::Borrowed(name),
+                us: took.as_micros().try_into().unwrap_or(u64::MAX),
+            },
+        );
+    }
+
     pub fn phases(&self) -> &[Phase] {
         &self.0
     }

@@ -59,10 +59,12 @@ impl Toolstack {
             pid: std::process::id(),
             domid: Some(domid),
         };
+        let recording = Instant::now();
         if let Err(e) = self.state.save_pending(&pending) {
             self.discard(shell)?;
             return Err(e.into());
         }
+        let mut pending_time = recording.elapsed();
         let mut timings = shell.timings.clone();
         let mut published = None;
         let result = self.execute_steps(
@@ -77,9 +79,13 @@ impl Toolstack {
         if result.is_err() {
             self.rollback(domid, cfg, published);
         }
+        let removing = Instant::now();
         if let Err(e) = self.state.remove_pending(&uuid) {
             log::warn!("removing the record of the creation of {domid}: {e}");
         }
+        pending_time += removing.elapsed();
+        // The crash-safety record of the creation in progress, written and removed.
+        timings.push("pending", pending_time);
         self.hv.checkpoint();
         let mut costs = shell.costs.clone();
         costs.add(&meter.read());
@@ -205,12 +211,14 @@ impl Toolstack {
             // Check and claim under the lock, so two creations cannot take one name. The
             // domain carries its handle before the name is claimed: a name counts only for
             // the domain with the handle in its entry.
+            let t = Instant::now();
             let _lock = self.state.lock()?;
             self.check_name_free(&cfg.name)?;
             self.hv
                 .set_domain_handle(domid, uuid)
                 .map_err(hv_step("set domain handle"))?;
             self.state.claim_name(&cfg.name, domid, uuid)?;
+            timings.record("name", t);
         }
         let console = Ring {
             frame: built.console_frame,
