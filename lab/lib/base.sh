@@ -84,7 +84,7 @@ build_guest_material() {
 	chmod 755 "$guestfs/init"
 	cpio_of "$guestfs" | gzip -9 >"$out/initrd.gz"
 	# the network guest: the same plus netfront (a module in Debian's kernel) and ip/ping
-	for a in insmod ip ping grep ls; do ln -s busybox "$guestfs/bin/$a"; done
+	for a in insmod ip ping grep ls dmesg tail tr; do ln -s busybox "$guestfs/bin/$a"; done
 	mkdir -p "$guestfs/lib/modules"
 	install_module "$pkg/lib/modules/$kver" xen-netfront "$guestfs/lib/modules/xen-netfront.ko"
 	cp "$LAB/dom0/guest-net-init" "$guestfs/init"
