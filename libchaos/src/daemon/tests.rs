@@ -977,14 +977,18 @@ fn a_refill_waits_for_the_creation_from_a_shell_unless_the_flavor_ran_out() {
         pool.wait_filled(FILL),
         "refilled once the creation was over"
     );
-    // Taking both: the flavor ran out, so refills start with both creations still running.
+    // Taking both: the flavor ran out, so it is refilled with both creations still running
+    // (the next request must find a shell).
     let (second, c2) = pool.take(&flavor(4)).expect("shell 2");
     let (third, c3) = pool.take(&flavor(4)).expect("shell 3");
-    assert!(
-        pool.wait_filled(FILL),
-        "an empty flavor is refilled at once"
-    );
+    let ready = || pool.status(Duration::from_secs(1)).0[0].ready;
+    let deadline = Instant::now() + FILL;
+    while ready() == 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(ready() >= 1, "an empty flavor gets a shell at once");
     drop((c2, c3));
+    assert!(pool.wait_filled(FILL), "refilled once they were over");
     for shell in [first, second, third] {
         w.ts.discard(shell.shell).expect("discard");
         pool.forget(&shell.uuid);
