@@ -33,7 +33,10 @@ use tools::{Kind, Setup, Tool};
 #[derive(Parser, Debug)]
 #[command(
     name = "scale",
-    about = "Creation time against running guests: chaos's paths and xl, on this Xen host"
+    about = "Creation time against running guests: chaos's paths and xl, on this Xen host",
+    // A flag given twice takes its last value: `lab/xenlab bench scale N` passes `--churn N`
+    // and XENLAB_SCALE_ARGS may say otherwise after it.
+    args_override_self = true
 )]
 struct Cli {
     /// Guests per chaos tool.
