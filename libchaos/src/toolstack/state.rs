@@ -328,6 +328,24 @@ impl StateDir {
         self.remove(record.domid)
     }
 
+    /// Whether any guest record exists (readable or not), found without reading them: the
+    /// reaper asks on every wake-up, with thousands of guests.
+    pub fn has_guests(&self) -> Result<bool> {
+        let dir = self.root.join("domains");
+        let entries = match fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(io(&dir)(e)),
+        };
+        for entry in entries {
+            let path = entry.map_err(io(&dir))?.path();
+            if path.extension().is_some_and(|e| e == "json") {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
     /// Every readable record. A corrupt record is reported and skipped, so one bad file does not
     /// hide every other guest.
     pub fn all(&self) -> Result<Vec<DomainRecord>> {

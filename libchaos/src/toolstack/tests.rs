@@ -134,10 +134,13 @@ fn paused_creation_stays_paused_until_unpaused() {
 fn destroy_leaves_nothing_behind() {
     let w = world("destroy");
     let before = leftovers(&w);
+    assert!(!w.ts.state().has_guests().expect("state"), "no guest yet");
     let created = w.ts.create(&config(&w, "gone", ""), false).expect("create");
     assert_ne!(leftovers(&w), before);
+    assert!(w.ts.state().has_guests().expect("state"), "one guest");
     w.ts.destroy(created.domid).expect("destroy");
     assert_eq!(leftovers(&w), before);
+    assert!(!w.ts.state().has_guests().expect("state"), "none left");
     assert!(matches!(
         w.ts.destroy(created.domid),
         Err(ToolstackError::NoSuchDomain(_))
