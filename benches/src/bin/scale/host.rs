@@ -180,33 +180,31 @@ pub fn dom0_event_channels() -> u64 {
 
 /// Mappings of `device` (e.g. /dev/xen/gntdev) in every process's address space.
 pub fn mappings_of(device: &str) -> u64 {
-    let Ok(dir) = fs::read_dir("/proc") else {
-        return 0;
-    };
-    dir.filter_map(|e| e.ok())
+    process_dirs()
+        .filter_map(|p| fs::read_to_string(p.join("maps")).ok())
+        .map(|maps| maps.lines().filter(|l| l.ends_with(device)).count() as u64)
+        .sum()
+}
+
+/// /proc/PID of every process in dom0.
+fn process_dirs() -> impl Iterator<Item = std::path::PathBuf> {
+    fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok())
         .filter(|e| {
             e.file_name()
                 .to_str()
                 .is_some_and(|n| n.parse::<u32>().is_ok())
         })
-        .filter_map(|e| fs::read_to_string(e.path().join("maps")).ok())
-        .map(|maps| maps.lines().filter(|l| l.ends_with(device)).count() as u64)
-        .sum()
+        .map(|e| e.path())
 }
 
 /// Open file descriptors of all of dom0's processes. (Not /proc/sys/fs/file-nr: the kernel
 /// keeps that count per CPU and reads it approximately, off by a batch of 32 in the lab.)
 pub fn dom0_open_files() -> u64 {
-    let Ok(dir) = fs::read_dir("/proc") else {
-        return 0;
-    };
-    dir.filter_map(|e| e.ok())
-        .filter(|e| {
-            e.file_name()
-                .to_str()
-                .is_some_and(|n| n.parse::<u32>().is_ok())
-        })
-        .map(|e| count_entries(&format!("{}/fd", e.path().display())))
+    process_dirs()
+        .map(|p| count_entries(&format!("{}/fd", p.display())))
         .sum()
 }
 
