@@ -23,7 +23,8 @@ const IDLE: Duration = Duration::from_secs(5);
 /// How long after a creation from a shell its refill waits (unless the flavor ran out). A
 /// prepare (domain creation, populating memory) competes for dom0's CPUs and Xen's locks
 /// with what a client does next: read the reply, print it, exit, send the next request.
-/// Measured in the lab: the client's last 10-30 ms ran beside the refill's first hypercalls.
+/// (In the lab, before this wait, a refill started as the reply went out and overlapped the
+/// client's last 10-30 ms.)
 const QUIET: Duration = Duration::from_millis(50);
 
 const MIB_PAGES: u64 = 1024 * 1024 / PAGE_SIZE as u64;
