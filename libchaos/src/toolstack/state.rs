@@ -332,14 +332,8 @@ impl StateDir {
     /// reaper asks on every wake-up, with thousands of guests.
     pub fn has_guests(&self) -> Result<bool> {
         let dir = self.root.join("domains");
-        let entries = match fs::read_dir(&dir) {
-            Ok(entries) => entries,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
-            Err(e) => return Err(io(&dir)(e)),
-        };
-        for entry in entries {
-            let path = entry.map_err(io(&dir))?.path();
-            if path.extension().is_some_and(|e| e == "json") {
+        for entry in fs::read_dir(&dir).map_err(io(&dir))? {
+            if is_record(&entry.map_err(io(&dir))?.path()) {
                 return Ok(true);
             }
         }
@@ -361,6 +355,11 @@ fn temporary_path(path: &Path) -> PathBuf {
     let mut name = path.file_name().unwrap_or_default().to_os_string();
     name.push(format!(".{}.tmp", std::process::id()));
     path.with_file_name(name)
+}
+
+/// A record file (not a temporary one, nor a `.reaping` claim).
+fn is_record(path: &Path) -> bool {
+    path.extension().is_some_and(|e| e == "json")
 }
 
 fn is_temporary(path: &Path) -> bool {
@@ -430,7 +429,7 @@ fn read_all<T: serde::de::DeserializeOwned>(dir: &Path, what: &str) -> Result<Ve
             remove_if_abandoned(&path);
             continue;
         }
-        if path.extension().and_then(|e| e.to_str()) != Some("json") {
+        if !is_record(&path) {
             continue;
         }
         match fs::read(&path) {
