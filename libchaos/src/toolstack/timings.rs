@@ -13,6 +13,15 @@ pub struct Phase {
     pub us: u64,
 }
 
+impl Phase {
+    fn new(name: &'static str, took: Duration) -> Phase {
+        Phase {
+            name: Cow::Borrowed(name),
+            us: took.as_micros().try_into().unwrap_or(u64::MAX),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct Timings(Vec<Phase>);
@@ -24,22 +33,13 @@ impl Timings {
     }
 
     pub fn push(&mut self, name: &'static str, took: Duration) {
-        self.0.push(Phase {
-            name: Cow::Borrowed(name),
-            us: took.as_micros().try_into().unwrap_or(u64::MAX),
-        });
+        self.0.push(Phase::new(name, took));
     }
 
     /// A phase that ran before the ones recorded so far (chaosd's checks, measured around the
     /// creation that recorded the rest).
     pub fn push_front(&mut self, name: &'static str, took: Duration) {
-        self.0.insert(
-            0,
-            Phase {
-                name: Cow::Borrowed(name),
-                us: took.as_micros().try_into().unwrap_or(u64::MAX),
-            },
-        );
+        self.0.insert(0, Phase::new(name, took));
     }
 
     pub fn phases(&self) -> &[Phase] {
