@@ -184,8 +184,8 @@ impl Client {
             log::debug!(
                 "chaosd: {} bytes sent, {n} bytes of reply after {:.3} ms, decoded by {:.3} ms",
                 line.len(),
-                replied.as_secs_f64() * 1000.0,
-                start.elapsed().as_secs_f64() * 1000.0
+                super::ms(replied),
+                super::ms(start.elapsed())
             );
         }
         match decoded {

@@ -222,7 +222,7 @@ impl Core {
         log::debug!(
             "{}: {:.3} ms in create, {:.3} ms of it in the phases",
             cfg.name,
-            start.elapsed().as_secs_f64() * 1000.0,
+            ms(start.elapsed()),
             created.timings.total_us() as f64 / 1000.0
         );
         created.via = Via::Daemon;
@@ -274,6 +274,11 @@ impl Core {
             }
         }
     }
+}
+
+/// A duration in milliseconds, for logs and stats.
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

@@ -15,7 +15,7 @@ use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
 use nix::unistd::geteuid;
 
 use super::protocol::{Request, Response, MAX_LINE};
-use super::{Core, DaemonError};
+use super::{ms, Core, DaemonError};
 
 /// Clients served at once; more get an error reply and are disconnected.
 const MAX_CLIENTS: usize = 256;
@@ -104,14 +104,14 @@ fn accept_loop(listener: UnixListener, core: Arc<Core>, stopping: Arc<AtomicBool
         }
         let core = core.clone();
         let count = active.clone();
-        let accepted = Instant::now();
+        // (a clock read is a system call in a PV dom0: only when it is printed)
+        let accepted = log::log_enabled!(log::Level::Debug).then(Instant::now);
         let spawned = std::thread::Builder::new()
             .name("chaosd-client".into())
             .spawn(move || {
-                log::debug!(
-                    "client thread up {:.3} ms after accept",
-                    ms(accepted.elapsed())
-                );
+                if let Some(t) = accepted {
+                    log::debug!("client thread up {:.3} ms after accept", ms(t.elapsed()));
+                }
                 if let Err(e) = serve(stream, &core) {
                     log::debug!("client: {e}");
                 }
@@ -159,23 +159,26 @@ fn serve(stream: UnixStream, core: &Core) -> std::io::Result<()> {
         if line.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
-        // Where a request's time goes outside the creation's own phases (chaosd -vv).
-        let read_at = Instant::now();
+        // Where a request's time goes outside the creation's own phases (chaosd -vv; the
+        // clock is read only then).
+        let read_at = log::log_enabled!(log::Level::Debug).then(Instant::now);
         let request = serde_json::from_slice::<Request>(&line);
-        let decoded = read_at.elapsed();
+        let decoded = read_at.map(|t| t.elapsed());
         let response = match request {
             Ok(req) => core.handle(req, &|| still_connected(&probe)),
             Err(e) => Response::error(format!("invalid request: {e}")),
         };
-        let handled = read_at.elapsed();
+        let handled = read_at.map(|t| t.elapsed());
         reply(&mut writer, &response)?;
-        log::debug!(
-            "request of {} bytes: decoded in {:.3} ms, handled by {:.3} ms, replied by {:.3} ms",
-            line.len(),
-            ms(decoded),
-            ms(handled),
-            ms(read_at.elapsed())
-        );
+        if let (Some(t), Some(decoded), Some(handled)) = (read_at, decoded, handled) {
+            log::debug!(
+                "request of {} bytes: decoded in {:.3} ms, handled by {:.3} ms, replied by {:.3} ms",
+                line.len(),
+                ms(decoded),
+                ms(handled),
+                ms(t.elapsed())
+            );
+        }
     }
 }
 
@@ -196,10 +199,6 @@ fn still_connected(stream: &UnixStream) -> bool {
         // Cannot tell: do what was asked.
         Err(_) => true,
     }
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
 }
 
 fn reply(w: &mut UnixStream, response: &Response) -> std::io::Result<()> {

@@ -29,7 +29,7 @@ impl Samples {
         // Nearest rank: the smallest sample with at least p% of samples at or below it.
         let at = |p: usize| {
             let rank = (p * v.len()).div_ceil(100).max(1);
-            v[rank.min(v.len()) - 1].as_secs_f64() * 1000.0
+            super::ms(v[rank.min(v.len()) - 1])
         };
         Percentiles {
             count: v.len(),
