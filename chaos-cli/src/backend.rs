@@ -12,10 +12,23 @@ use libchaos::toolstack::{StateDir, Toolstack};
 use libchaos::xenstore::{LazyClient, MemStore, Xenstore};
 
 /// Which hypervisor to drive: real Xen, or the in-memory simulation (dry runs).
-#[derive(Copy, Clone, Debug, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub enum HypervisorKind {
     Xen,
     Sim,
+}
+
+impl std::str::FromStr for HypervisorKind {
+    type Err = String;
+
+    /// `xen` or `sim`, as `--hypervisor` takes it.
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "xen" => Ok(HypervisorKind::Xen),
+            "sim" => Ok(HypervisorKind::Sim),
+            _ => Err("is not a hypervisor chaos drives (xen or sim)".into()),
+        }
+    }
 }
 
 impl HypervisorKind {

@@ -4,139 +4,34 @@
 //! JSON.
 
 use std::io::Write;
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
-
-use chaos_cli::backend::{self, Backend, HypervisorKind};
+use chaos_cli::backend::{self, Backend};
 use chaos_cli::{console, logger, output};
 use libchaos::config::DomainConfig;
 use libchaos::daemon::Client;
 use libchaos::toolstack::{reaper, Created, ShutdownKind};
 
-#[derive(Parser, Debug)]
-#[command(
-    name = "chaos",
-    version,
-    about = "Create Xen guests in milliseconds (xl-compatible configs)"
-)]
-struct Cli {
-    /// Which hypervisor to drive: real Xen, or the in-memory simulation (dry runs).
-    #[arg(long, value_enum, default_value_t = HypervisorKind::Xen, global = true)]
-    hypervisor: HypervisorKind,
-    /// Runtime state directory (default /run/chaos, or /run/chaos-sim with --hypervisor sim;
-    /// CHAOS_RUN_DIR overrides).
-    #[arg(long, global = true)]
-    run_dir: Option<PathBuf>,
-    /// chaosd's socket (default: chaosd.sock in the runtime directory).
-    #[arg(long, global = true)]
-    socket: Option<PathBuf>,
-    /// More log output (repeat for more).
-    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
-    verbose: u8,
-    #[command(subcommand)]
-    command: Command,
-}
+mod command_line;
 
-#[derive(Subcommand, Debug)]
-enum Command {
-    /// Create guests from an xl.cfg (or LightVM .json) file.
-    Create {
-        /// Leave the guest paused.
-        #[arg(short = 'p', long)]
-        paused: bool,
-        /// Create N guests; their names get -1 .. -N appended.
-        #[arg(short = 'n', long = "count", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100_000))]
-        count: u32,
-        /// Print each new guest as one line of JSON, with its phase timings.
-        #[arg(long)]
-        json: bool,
-        /// Create in this process even if chaosd is running.
-        #[arg(long, conflicts_with = "daemon")]
-        local: bool,
-        /// Fail unless chaosd creates the guests.
-        #[arg(long)]
-        daemon: bool,
-        /// Fail unless chaosd has a ready shell of the guest's flavor (implies --daemon).
-        #[arg(long, conflicts_with = "local")]
-        pool_only: bool,
-        /// Config file (xl.cfg syntax, or LightVM JSON if it ends in .json).
-        file: PathBuf,
-        /// Settings that override the file, as with xl: KEY=VALUE ...
-        overrides: Vec<String>,
-    },
-    /// Destroy guests at once.
-    Destroy {
-        #[arg(required = true)]
-        domains: Vec<String>,
-    },
-    /// Ask a guest to shut down (or reboot) through its control plane.
-    Shutdown {
-        /// Wait until the guest has shut down, then apply its on_poweroff / on_reboot action.
-        #[arg(short, long)]
-        wait: bool,
-        /// Ask for a reboot instead of a power-off.
-        #[arg(short = 'R', long)]
-        reboot: bool,
-        /// How long --wait waits, in seconds.
-        #[arg(long, default_value_t = 60)]
-        timeout: u64,
-        domain: String,
-    },
-    /// Pause a guest.
-    Pause { domain: String },
-    /// Unpause a guest.
-    Unpause { domain: String },
-    /// List domains.
-    List {
-        #[arg(long)]
-        json: bool,
-    },
-    /// Apply on_poweroff / on_reboot / on_crash to guests that have shut down.
-    Reap {
-        #[arg(long)]
-        json: bool,
-        /// Keep reaping until killed: this process is then the reaper of chaos's guests.
-        #[arg(long)]
-        watch: bool,
-        /// How often --watch looks when nothing can wake it (no VIRQ_DOM_EXC, no xenstored),
-        /// in milliseconds.
-        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=60_000))]
-        interval_ms: u64,
-        /// With --watch: leave when another process reaps, or when no chaos guest has been
-        /// left for 30 s (how `chaos create` starts it).
-        #[arg(long, requires = "watch")]
-        exit_when_idle: bool,
-    },
-    /// Attach to a guest's PV console (through xenconsoled, as xl console does).
-    Console { domain: String },
-    /// Show the host and the toolstack's settings.
-    Info {
-        #[arg(long)]
-        json: bool,
-    },
-    /// chaosd's pool of ready shells.
-    Pool {
-        #[command(subcommand)]
-        command: PoolCommand,
-    },
-}
-
-#[derive(Subcommand, Debug)]
-enum PoolCommand {
-    /// Ready and target shells per flavor, refill rate, creation latency percentiles.
-    Status {
-        #[arg(long)]
-        json: bool,
-    },
-}
+use command_line::{Cli, Command, Parsed};
 
 fn main() -> ExitCode {
     let started = std::time::Instant::now();
-    let cli = Cli::parse();
+    let cli = match command_line::parse(std::env::args_os().skip(1)) {
+        Ok(Parsed::Run(cli)) => cli,
+        Ok(Parsed::Help(text)) => return print_and_exit(&text, ExitCode::SUCCESS),
+        Ok(Parsed::Version) => {
+            let version = format!("chaos {}\n", env!("CARGO_PKG_VERSION"));
+            return print_and_exit(&version, ExitCode::SUCCESS);
+        }
+        Err(e) => {
+            let _ = writeln!(std::io::stderr(), "chaos: error: {e} ({})", e.hint());
+            return ExitCode::from(2);
+        }
+    };
     logger::init("chaos", cli.verbose);
     // (the clock is read once more only when this is printed: a system call in a PV dom0)
     log::debug!("arguments parsed {:.3} ms into main", ms_since(started));
@@ -150,6 +45,12 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Help and version go to standard output; a closed one is not an error worth a panic.
+fn print_and_exit(text: &str, code: ExitCode) -> ExitCode {
+    let _ = std::io::stdout().write_all(text.as_bytes());
+    code
 }
 
 fn run(cli: Cli) -> Result<(), String> {
@@ -181,9 +82,7 @@ fn run(cli: Cli) -> Result<(), String> {
                 }
             }
         }
-        Command::Pool {
-            command: PoolCommand::Status { json },
-        } => {
+        Command::PoolStatus { json } => {
             let mut client = connect(&socket, true)?
                 .ok_or_else(|| format!("chaosd is not running ({})", socket.display()))?;
             let status = client.status().map_err(|e| e.to_string())?;
@@ -253,7 +152,7 @@ fn run(cli: Cli) -> Result<(), String> {
             let noxs = ts.hypervisor().noxs_flavour();
             output::info(ts.hypervisor().name(), &phys, noxs, ts.state().root(), json)
         }
-        Command::Pool { .. } => Err("unreachable: pool commands go to chaosd".into()),
+        Command::PoolStatus { .. } => Err("unreachable: pool commands go to chaosd".into()),
     };
     // The simulated host is saved even after a failed command: a failure must leave it as a
     // real host would be left (after rollback), and that is what later commands should see.

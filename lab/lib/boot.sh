@@ -187,7 +187,7 @@ boot_and_run() {
 # $RUN/files/NAME.b64, not to the log; FILES_RECEIVED lists them as "NAME SHA256".
 stream_console() {
 	local line t state=boot name rc uptime file="" file_sum="" file_lines=0
-	SCRIPT_RC="" TESTS_DONE=() TESTS_FAILED=() CURRENT_TEST="" FILES_RECEIVED=()
+	SCRIPT_RC="" TESTS_DONE=() TESTS_FAILED=() CURRENT_TEST="" FILES_RECEIVED=() DOM0_UNHEALTHY=""
 	exec 4>"$LOG"
 	while IFS= read -r line || [ -n "$line" ]; do
 		line=${line//$'\r'/}
@@ -234,6 +234,11 @@ stream_console() {
 			TESTS_DONE+=("$name")
 			[ "$rc" = rc=0 ] || TESTS_FAILED+=("$name")
 			CURRENT_TEST=""
+			continue
+			;;
+		*@@XENLAB-DOM0-UNHEALTHY\ *)
+			DOM0_UNHEALTHY=${line##*@@XENLAB-DOM0-UNHEALTHY }
+			say "dom0 damaged during $DOM0_UNHEALTHY"
 			continue
 			;;
 		*@@XENLAB-RESULT*) continue ;;

@@ -8,7 +8,7 @@ XENDEVD_PID=
 cleanup() {
 	xl destroy xldisk >/dev/null 2>&1
 	xl destroy xldisk2 >/dev/null 2>&1
-	[ -n "$XENDEVD_PID" ] && kill "$XENDEVD_PID" 2>/dev/null
+	stop_xendevd
 	xl_conf_restore
 }
 trap cleanup EXIT

@@ -13,7 +13,7 @@ reaper=$!
 cleanup() {
 	for n in nx-hello nx-hellopvh nx-probe nx-noop nx-ping; do chaos destroy "$n" >/dev/null 2>&1; done
 	kill "$reaper" 2>/dev/null
-	[ -n "$XENDEVD_PID" ] && kill "$XENDEVD_PID" 2>/dev/null
+	stop_xendevd
 }
 trap cleanup EXIT
 # The NoXS console and vif backends.

@@ -8,7 +8,7 @@ XENDEVD_PID=
 cleanup() {
 	xs_trace_off
 	for n in nx-hello nx-noop xs-noop; do chaos destroy "$n" >/dev/null 2>&1; done
-	[ -n "$XENDEVD_PID" ] && kill "$XENDEVD_PID" 2>/dev/null
+	stop_xendevd
 }
 trap cleanup EXIT
 start_xendevd xendevd.log

@@ -11,7 +11,7 @@ pidof xenstored >/dev/null && fail "xenstored: expected not running in this boot
 XENDEVD_PID=
 cleanup() {
 	for n in nx-hello nx-noop; do chaos destroy "$n" >/dev/null 2>&1; done
-	[ -n "$XENDEVD_PID" ] && kill "$XENDEVD_PID" 2>/dev/null
+	stop_xendevd
 }
 trap cleanup EXIT
 start_xendevd xendevd.log

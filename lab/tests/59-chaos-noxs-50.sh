@@ -7,7 +7,7 @@ XENDEVD_PID=
 cleanup() {
 	i=1
 	while [ $i -le 50 ]; do chaos destroy "nx-$i" >/dev/null 2>&1; i=$((i + 1)); done
-	[ -n "$XENDEVD_PID" ] && kill "$XENDEVD_PID" 2>/dev/null
+	stop_xendevd
 }
 trap cleanup EXIT
 start_xendevd xendevd.log

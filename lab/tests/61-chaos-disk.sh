@@ -17,7 +17,7 @@ cleanup() {
 	chaos destroy chaosdisk >/dev/null 2>&1
 	[ -n "$held" ] && losetup -d "$held" 2>/dev/null
 	[ -n "$reaper" ] && kill "$reaper" 2>/dev/null
-	[ -n "$XENDEVD_PID" ] && kill "$XENDEVD_PID" 2>/dev/null
+	stop_xendevd
 }
 trap cleanup EXIT
 start_xendevd xendevd.log

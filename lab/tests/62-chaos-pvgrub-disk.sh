@@ -10,7 +10,7 @@ XENDEVD_PID=
 cleanup() {
 	chaos destroy pvgrubdisk >/dev/null 2>&1
 	[ -n "$reaper" ] && kill "$reaper" 2>/dev/null
-	[ -n "$XENDEVD_PID" ] && kill "$XENDEVD_PID" 2>/dev/null
+	stop_xendevd
 }
 trap cleanup EXIT
 grub=$GUEST/grub-x86_64-xen.bin

@@ -9,7 +9,7 @@ XENDEVD_PID=
 DAEMON=
 cleanup() {
 	[ -n "$DAEMON" ] && kill -TERM "$DAEMON" 2>/dev/null && wait "$DAEMON" 2>/dev/null
-	[ -n "$XENDEVD_PID" ] && kill "$XENDEVD_PID" 2>/dev/null
+	stop_xendevd
 }
 trap cleanup EXIT
 start_xendevd xendevd.log

@@ -19,7 +19,7 @@ cleanup() {
 	for n in c-hellopvh c-nooppvh c-poolpvh c-netpvh c-diskpvh; do chaos destroy "$n" >/dev/null 2>&1; done
 	[ -n "$daemon" ] && kill "$daemon" 2>/dev/null && wait "$daemon" 2>/dev/null
 	[ -n "$reaper" ] && kill "$reaper" 2>/dev/null
-	[ -n "$XENDEVD_PID" ] && kill "$XENDEVD_PID" 2>/dev/null
+	stop_xendevd
 }
 trap cleanup EXIT
 no_loops() { [ -z "$(loops_of "$1")" ]; }

@@ -8,7 +8,7 @@ reaper=
 XENDEVD_PID=
 cleanup() {
 	[ -n "$reaper" ] && kill "$reaper" 2>/dev/null
-	[ -n "$XENDEVD_PID" ] && kill "$XENDEVD_PID" 2>/dev/null
+	stop_xendevd
 }
 trap cleanup EXIT
 start_xendevd xendevd.log

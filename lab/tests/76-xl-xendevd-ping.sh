@@ -8,7 +8,7 @@ name=xlping
 XENDEVD_PID=
 cleanup() {
 	xl destroy $name >/dev/null 2>&1
-	[ -n "$XENDEVD_PID" ] && kill "$XENDEVD_PID" 2>/dev/null
+	stop_xendevd
 	xl_conf_restore
 }
 trap cleanup EXIT

@@ -11,7 +11,7 @@ reaper=
 cleanup() {
 	for n in xlping xlpingpvh c-ping; do xl destroy $n >/dev/null 2>&1; done
 	[ -n "$reaper" ] && kill "$reaper" 2>/dev/null
-	[ -n "$XENDEVD_PID" ] && kill "$XENDEVD_PID" 2>/dev/null
+	stop_xendevd
 	xl_conf_restore
 }
 trap cleanup EXIT

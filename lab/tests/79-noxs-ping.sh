@@ -19,7 +19,7 @@ cleanup() {
 		chaos destroy "$d" >/dev/null 2>&1
 	done
 	kill "$reaper" 2>/dev/null
-	[ -n "$XENDEVD_PID" ] && kill "$XENDEVD_PID" 2>/dev/null
+	stop_xendevd
 }
 trap cleanup EXIT
 start_xendevd xendevd.log

@@ -26,7 +26,7 @@ cleanup() {
 		xl destroy "$d" >/dev/null 2>&1
 	done
 	kill "$reaper" 2>/dev/null
-	[ -n "$XENDEVD_PID" ] && kill "$XENDEVD_PID" 2>/dev/null
+	stop_xendevd
 	xl_conf_restore
 	for k in retrans_time_ms mcast_solicit unres_qlen_bytes; do
 		[ -f "neigh.$k" ] && cat "neigh.$k" >"$NEIGH/$k"

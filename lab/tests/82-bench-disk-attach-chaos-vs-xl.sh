@@ -18,7 +18,7 @@ watcher=
 cleanup() {
 	for d in $(xl list | awk 'NR > 2 { print $1 }'); do xl destroy "$d" >/dev/null 2>&1; done
 	[ -n "$watcher" ] && kill "$watcher" 2>/dev/null
-	[ -n "$XENDEVD_PID" ] && kill "$XENDEVD_PID" 2>/dev/null
+	stop_xendevd
 	xl_conf_restore
 }
 trap cleanup EXIT

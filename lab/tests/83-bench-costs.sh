@@ -17,7 +17,7 @@ cleanup() {
 	[ -n "$CHAOSD_PID" ] && kill "$CHAOSD_PID" 2>/dev/null && wait "$CHAOSD_PID" 2>/dev/null
 	for n in cost-xs cost-nx; do chaos destroy "$n" >/dev/null 2>&1; xl destroy "$n" >/dev/null 2>&1; done
 	kill "$REAPER_PID" 2>/dev/null
-	[ -n "$XENDEVD_PID" ] && kill "$XENDEVD_PID" 2>/dev/null
+	stop_xendevd
 }
 trap cleanup EXIT
 start_xendevd xendevd.log

@@ -138,6 +138,18 @@ start_xendevd() {
 		fail "xendevd: expected to start listening, log: $(cat "$1")"
 }
 
+# stop_xendevd: stops the xendevd of start_xendevd and waits until it has exited (SIGKILL after
+# 10 s), so that the next test's xendevd finds the socket free ("another xendevd serves it").
+stop_xendevd() {
+	[ -n "${XENDEVD_PID:-}" ] || return 0
+	kill "$XENDEVD_PID" 2>/dev/null
+	(sleep 10 && kill -9 "$XENDEVD_PID" 2>/dev/null) &
+	_watchdog=$!
+	wait "$XENDEVD_PID" 2>/dev/null
+	kill "$_watchdog" 2>/dev/null
+	XENDEVD_PID=
+}
+
 # bridge_addr BRIDGE ADDR/PREFIX: gives the bridge an address (once).
 bridge_addr() {
 	ip addr show dev "$1" | grep -q "inet ${2%/*}/" || ip addr add "$2" dev "$1" ||

@@ -2,14 +2,15 @@
 //! `chaos create`, and reaps guests that shut down. All logic is in `libchaos::daemon`; this
 //! parses flags, opens the hypervisor and waits for SIGTERM or SIGINT.
 
+use chaos_cli::args::{self, ArgsError, Opt, Scanner};
 use chaos_cli::backend::{self, Backend, HypervisorKind, Opener};
 use chaos_cli::logger;
 
+use std::ffi::OsString;
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
-
-use clap::Parser;
 
 use libchaos::daemon::signals::TermSignals;
 use libchaos::daemon::{flavors, Daemon, DaemonConfig};
@@ -17,44 +18,85 @@ use libchaos::daemon::{flavors, Daemon, DaemonConfig};
 /// Free host memory refills leave alone unless told otherwise (MiB).
 const DEFAULT_RESERVE_MIB: u64 = 256;
 
-#[derive(Parser, Debug)]
-#[command(
-    name = "chaosd",
-    version,
-    about = "Keep Xen VM shells ready so that chaos creates guests by executing one"
-)]
+/// What chaosd's command line asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
 struct Cli {
-    /// Which hypervisor to drive (sim: an in-memory host, for trying chaosd out).
-    #[arg(long, value_enum, default_value_t = HypervisorKind::Xen)]
     hypervisor: HypervisorKind,
-    /// Runtime state directory (default /run/chaos; CHAOS_RUN_DIR overrides).
-    #[arg(long)]
     run_dir: Option<PathBuf>,
-    /// Socket to serve (default: chaosd.sock in the runtime directory).
-    #[arg(long)]
     socket: Option<PathBuf>,
-    /// Config file (JSON): {"flavors": [{"memory": 4, "vcpus": 1, "count": 20}, ...],
-    /// "reserve_mib": 256, "workers": 2}. Flags add to / override it.
-    #[arg(long)]
     config: Option<PathBuf>,
-    /// A flavor to keep ready: memory=MIB[,maxmem=MIB][,vcpus=N][,type=pv],count=N, or
-    /// config=XL.CFG,count=N (the flavor of a guest config). Repeatable.
-    #[arg(long = "flavor")]
     flavors: Vec<String>,
-    /// Free host memory (MiB) that refills never take [default: 256].
-    #[arg(long)]
     reserve_mib: Option<u64>,
-    /// Refill worker threads [default: 2].
-    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=64))]
     workers: Option<u64>,
-    /// 0: do not reap (leave it to `chaos reap`). Otherwise chaosd is the reaper, woken by
-    /// VIRQ_DOM_EXC or xenstored's @releaseDomain, and polls this often (ms) only when neither
-    /// can wake it.
-    #[arg(long, default_value_t = 100)]
     reap_interval_ms: u64,
-    /// More log output (repeat for more).
-    #[arg(short, long, action = clap::ArgAction::Count)]
     verbose: u8,
+}
+
+const OPTIONS: &[Opt] = &[
+    Opt::value("hypervisor", None, "xen|sim", "Which hypervisor to drive (sim: an in-memory host, for trying chaosd out) [default: xen]"),
+    Opt::value("run-dir", None, "DIR", "Runtime state directory (default /run/chaos; CHAOS_RUN_DIR overrides)"),
+    Opt::value("socket", None, "PATH", "Socket to serve (default: chaosd.sock in the runtime directory)"),
+    Opt::value("config", None, "FILE", "Config file (JSON): {\"flavors\": [{\"memory\": 4, \"vcpus\": 1, \"count\": 20}, ...], \"reserve_mib\": 256, \"workers\": 2}. Flags add to / override it"),
+    Opt::value("flavor", None, "SPEC", "A flavor to keep ready: memory=MIB[,maxmem=MIB][,vcpus=N][,type=pv],count=N, or config=XL.CFG,count=N (the flavor of a guest config). Repeatable"),
+    Opt::value("reserve-mib", None, "MIB", "Free host memory (MiB) that refills never take [default: 256]"),
+    Opt::value("workers", None, "N", "Refill worker threads [default: 2]"),
+    Opt::value("reap-interval-ms", None, "MS", "0: do not reap (leave it to `chaos reap`). Otherwise chaosd is the reaper, woken by VIRQ_DOM_EXC or xenstored's @releaseDomain, and polls this often (ms) only when neither can wake it [default: 100]"),
+    Opt::flag("verbose", Some('v'), "More log output (repeat for more)"),
+    Opt::flag("help", Some('h'), "Print help"),
+    Opt::flag("version", Some('V'), "Print version"),
+];
+
+/// What to do with chaosd's line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Parsed {
+    Run(Cli),
+    Help,
+    Version,
+}
+
+fn parse(line: impl IntoIterator<Item = OsString>) -> Result<Parsed, ArgsError> {
+    let mut scanner = Scanner::new(line);
+    scanner.rest(&[OPTIONS])?;
+    let m = scanner.matches;
+    if m.flag("help") {
+        return Ok(Parsed::Help);
+    }
+    if m.flag("version") {
+        return Ok(Parsed::Version);
+    }
+    if let Some(p) = m.positionals.first() {
+        return Err(ArgsError::UnexpectedArgument(p.to_string_lossy().into()));
+    }
+    let hypervisor = match m.string("hypervisor")? {
+        Some(h) => h.parse().map_err(|why| ArgsError::BadValue {
+            option: "hypervisor",
+            value: h,
+            why,
+        })?,
+        None => HypervisorKind::Xen,
+    };
+    let flavors = m
+        .all("flavor")
+        .map(|f| {
+            f.to_str()
+                .map(str::to_owned)
+                .ok_or_else(|| ArgsError::NotUtf8 {
+                    option: "flavor",
+                    value: f.to_owned(),
+                })
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(Parsed::Run(Cli {
+        hypervisor,
+        run_dir: m.path("run-dir"),
+        socket: m.path("socket"),
+        config: m.path("config"),
+        flavors,
+        reserve_mib: m.number("reserve-mib", 0..=u64::MAX)?,
+        workers: m.number("workers", 1..=64)?,
+        reap_interval_ms: m.number("reap-interval-ms", 0..=u64::MAX)?.unwrap_or(100),
+        verbose: u8::try_from(m.count("verbose")).unwrap_or(u8::MAX),
+    }))
 }
 
 fn main() -> ExitCode {
@@ -66,7 +108,23 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let cli = Cli::parse();
+    let cli = match parse(std::env::args_os().skip(1)) {
+        Ok(Parsed::Run(cli)) => cli,
+        Ok(Parsed::Help) => {
+            let about = "Keep Xen VM shells ready so that chaos creates guests by executing one";
+            let text = args::help("chaosd [OPTIONS]", about, &[OPTIONS], "");
+            let _ = std::io::stdout().write_all(text.as_bytes());
+            return ExitCode::SUCCESS;
+        }
+        Ok(Parsed::Version) => {
+            let _ = writeln!(std::io::stdout(), "chaosd {}", env!("CARGO_PKG_VERSION"));
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("chaosd: error: {e} (see 'chaosd --help')");
+            return ExitCode::from(2);
+        }
+    };
     logger::init("chaosd", cli.verbose.max(1));
     match run(cli, &signals) {
         Ok(()) => ExitCode::SUCCESS,
@@ -136,4 +194,61 @@ fn run(cli: Cli, signals: &TermSignals) -> Result<(), String> {
     let destroyed = daemon.shutdown();
     log::info!("destroyed {destroyed} unused shell(s)");
     backend.close()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_str(line: &[&str]) -> Result<Parsed, ArgsError> {
+        parse(line.iter().map(OsString::from))
+    }
+
+    #[test]
+    fn the_lab_and_the_docs_lines_parse() {
+        let Ok(Parsed::Run(cli)) = parse_str(&[
+            "--hypervisor=sim",
+            "--flavor",
+            "memory=16,count=1",
+            "--flavor=config=g.cfg,count=2",
+            "--reap-interval-ms",
+            "0",
+            "--workers",
+            "3",
+            "-vv",
+        ]) else {
+            panic!("expected a line to run")
+        };
+        assert_eq!(cli.hypervisor, HypervisorKind::Sim);
+        assert_eq!(cli.flavors, ["memory=16,count=1", "config=g.cfg,count=2"]);
+        assert_eq!(cli.reap_interval_ms, 0);
+        assert_eq!(cli.workers, Some(3));
+        assert_eq!(cli.reserve_mib, None);
+        assert_eq!(cli.verbose, 2);
+        let Ok(Parsed::Run(cli)) = parse_str(&[]) else {
+            panic!("expected the defaults")
+        };
+        assert_eq!(
+            (cli.hypervisor, cli.reap_interval_ms),
+            (HypervisorKind::Xen, 100)
+        );
+        assert_eq!(parse_str(&["--help"]), Ok(Parsed::Help));
+        assert_eq!(parse_str(&["-V"]), Ok(Parsed::Version));
+    }
+
+    #[test]
+    fn bad_lines_name_the_option() {
+        let err = |line: &[&str]| parse_str(line).map(|_| ()).unwrap_err().to_string();
+        assert_eq!(
+            err(&["--workers", "0"]),
+            "--workers: '0' is out of range (1..=64)"
+        );
+        assert_eq!(err(&["--flavor"]), "option '--flavor' needs a value");
+        assert_eq!(err(&["--pool"]), "unknown option '--pool'");
+        assert_eq!(err(&["extra"]), "unexpected argument 'extra'");
+        assert_eq!(
+            err(&["--hypervisor", "kvm"]),
+            "--hypervisor: 'kvm' is not a hypervisor chaos drives (xen or sim)"
+        );
+    }
 }

@@ -1,4 +1,5 @@
-//! The socket side: a root-only unix socket, one thread per client, one JSON request per line.
+//! The socket side: a root-only unix socket, one thread per client (started before the client
+//! comes), one JSON request per line.
 //! Whatever a client sends, it gets an error reply or is disconnected; the daemon keeps serving
 //! everyone else.
 
@@ -82,8 +83,12 @@ impl Server {
     }
 }
 
+/// Accepts clients and hands each to a thread. One thread is always started ahead, waiting for
+/// the next client: starting a thread costs milliseconds in a PV dom0 (its stack's page faults,
+/// the clone), and a client should not wait for that (docs/COSTS.md).
 fn accept_loop(listener: UnixListener, core: Arc<Core>, stopping: Arc<AtomicBool>) {
     let active = Arc::new(AtomicUsize::new(0));
+    let mut ready = start_ready_thread(&core, &active);
     for conn in listener.incoming() {
         if stopping.load(Ordering::Acquire) {
             return;
@@ -102,26 +107,64 @@ fn accept_loop(listener: UnixListener, core: Arc<Core>, stopping: Arc<AtomicBool
             let _ = reply(&mut stream, &Response::error("chaosd: too many clients"));
             continue;
         }
-        let core = core.clone();
-        let count = active.clone();
         // (a clock read is a system call in a PV dom0: only when it is printed)
         let accepted = log::log_enabled!(log::Level::Debug).then(Instant::now);
-        let spawned = std::thread::Builder::new()
-            .name("chaosd-client".into())
-            .spawn(move || {
-                if let Some(t) = accepted {
-                    log::debug!("client thread up {:.3} ms after accept", ms(t.elapsed()));
-                }
-                if let Err(e) = serve(stream, &core) {
-                    log::debug!("client: {e}");
-                }
-                count.fetch_sub(1, Ordering::AcqRel);
-            });
-        if let Err(e) = spawned {
-            active.fetch_sub(1, Ordering::AcqRel);
-            log::error!("starting a client thread: {e}");
+        let handed = match ready.take() {
+            Some(thread) => thread.send((stream, accepted)).map_err(|e| e.0 .0),
+            None => Err(stream),
+        };
+        if let Err(stream) = handed {
+            // No thread was ready (it could not be started): start one for this client.
+            let (core, count) = (core.clone(), active.clone());
+            let spawned = std::thread::Builder::new()
+                .name("chaosd-client".into())
+                .spawn(move || serve_counted(stream, accepted, &core, &count));
+            if let Err(e) = spawned {
+                active.fetch_sub(1, Ordering::AcqRel);
+                log::error!("starting a client thread: {e}");
+            }
+        }
+        // The next client's thread starts now, while this one is served.
+        ready = start_ready_thread(&core, &active);
+    }
+}
+
+/// A client: its connection, and when it was accepted (when -vv prints it).
+type Accepted = (UnixStream, Option<Instant>);
+
+/// Starts a client thread that waits for its client; the sender hands it one. Dropped unused
+/// (chaosd stops), the thread ends.
+fn start_ready_thread(
+    core: &Arc<Core>,
+    active: &Arc<AtomicUsize>,
+) -> Option<std::sync::mpsc::SyncSender<Accepted>> {
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Accepted>(1);
+    let (core, count) = (core.clone(), active.clone());
+    let spawned = std::thread::Builder::new()
+        .name("chaosd-client".into())
+        .spawn(move || {
+            if let Ok((stream, accepted)) = rx.recv() {
+                serve_counted(stream, accepted, &core, &count);
+            }
+        });
+    match spawned {
+        Ok(_) => Some(tx),
+        Err(e) => {
+            log::warn!("starting a client thread ahead: {e}");
+            None
         }
     }
+}
+
+/// Serves a client and counts it out.
+fn serve_counted(stream: UnixStream, accepted: Option<Instant>, core: &Core, active: &AtomicUsize) {
+    if let Some(t) = accepted {
+        log::debug!("client served {:.3} ms after accept", ms(t.elapsed()));
+    }
+    if let Err(e) = serve(stream, core) {
+        log::debug!("client: {e}");
+    }
+    active.fetch_sub(1, Ordering::AcqRel);
 }
 
 /// Serves one client until it hangs up, goes idle, or sends a line too long to be a request.

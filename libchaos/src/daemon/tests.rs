@@ -221,6 +221,29 @@ fn many_concurrent_clients_are_all_served() {
     );
 }
 
+/// Each client is handed a thread started before it came; clients that hold their thread
+/// (connected, saying nothing) must not keep the next ones waiting.
+#[test]
+fn clients_that_hold_their_connection_do_not_hold_up_the_next() {
+    let w = Arc::new(world("held"));
+    let d = w.start(&[], 0);
+    let quiet: Vec<UnixStream> = (0..3)
+        .map(|_| UnixStream::connect(w.socket()).expect("connect"))
+        .collect();
+    for i in 0..5 {
+        let reply = within(Duration::from_secs(10), {
+            let w = w.clone();
+            move || raw(&w, b"{\"op\":\"status\"}\n")
+        });
+        assert!(
+            reply.contains("\"result\":\"status\""),
+            "request {i}: {reply}"
+        );
+    }
+    drop(quiet);
+    d.shutdown();
+}
+
 #[test]
 fn a_new_daemon_reclaims_the_shells_of_one_that_crashed() {
     let w = world("reclaim");
