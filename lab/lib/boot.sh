@@ -39,7 +39,6 @@ dom0_options() {
 	echo "XENLAB_XENSTORED=$DOM0_XENSTORED"
 	echo "XENLAB_XS_TRACE=$DOM0_XS_TRACE"
 	echo "XENLAB_XEN=$XEN_FLAVOUR"
-	echo "XENLAB_PVH_LINUX=${XENLAB_PVH_LINUX:-0}"
 }
 
 # ------------------------------------------------------------------------------------ the lock

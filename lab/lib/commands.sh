@@ -41,10 +41,10 @@ select_tests() {
 
 # `test [FILTER...]`: the selected tests in one boot. Where dom0 gets damaged (run-tests'
 # check_dom0: a crashed process, a dead daemon; TCG's memory corruption), the tests left, the
-# one it happened in first, run again in a fresh boot, up to XENLAB_FRESH_BOOTS (default 2)
-# times; a test that fails on a sound dom0 fails.
+# one it happened in first, run in a fresh boot, up to XENLAB_FRESH_BOOTS (default 2) more
+# boots. A test that fails on a sound dom0 fails; so does one that damages dom0 twice.
 cmd_test() {
-	local tests=() left=() done_all=() failed_all=() boots=0 passed failed name
+	local tests=() left=() done_all=() failed_all=() damaged_once=() boots=0 passed failed name
 	mapfile -t tests < <(select_tests "$@")
 	[ ${#tests[@]} -gt 0 ] || die "no lab test matches: $*"
 	# shellcheck disable=SC2034 # read by build_project (build.sh)
@@ -66,9 +66,18 @@ cmd_test() {
 		done_all+=("${TESTS_DONE[@]}")
 		failed_all+=("${TESTS_FAILED[@]}")
 		if [ -z "$DOM0_UNHEALTHY" ] || [ "$boots" -gt "${XENLAB_FRESH_BOOTS:-2}" ]; then break; fi
+		name=${DOM0_UNHEALTHY%%:*}
+		case " ${damaged_once[*]} " in
+		*" $name "*)
+			say "$name damaged dom0 a second time: it fails"
+			done_all+=("$name")
+			failed_all+=("$name")
+			;;
+		*) damaged_once+=("$name") ;;
+		esac
 		local rest=()
 		for name in "${left[@]}"; do
-			case " ${TESTS_DONE[*]} " in *" $name "*) ;; *) rest+=("$name") ;; esac
+			case " ${done_all[*]} " in *" $name "*) ;; *) rest+=("$name") ;; esac
 		done
 		left=("${rest[@]}")
 		[ ${#left[@]} -gt 0 ] || break

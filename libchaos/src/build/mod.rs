@@ -1,6 +1,7 @@
 //! Domain builders: turn a prepared shell (domain created, memory populated, event channels
 //! allocated) plus a parsed kernel into a guest ready to unpause. x86_64 PV for now.
 
+mod acpi;
 pub mod layout;
 mod pv;
 mod pvh;

@@ -4,13 +4,14 @@
 //!
 //! Unlike libxc, which puts the xenstore and console rings in special pages near 4 GiB, this
 //! builder uses the guest's last pages (so prepare's populate of pfns 0..nr_pages is enough)
-//! and marks them reserved in the memory map: the NoXS control pages if any, then the store
-//! page (Xenstore ring or NoXS device page) and the console ring; the guest finds them through
-//! HVM params as usual. No ACPI tables are provided (`rsdp_paddr` is 0).
+//! and marks them reserved in the memory map: the ACPI tables (acpi.rs), the NoXS control pages
+//! if any, then the store page (Xenstore ring or NoXS device page) and the console ring; the
+//! guest finds the rings through HVM params as usual, and the tables through `rsdp_paddr`.
 
 use crate::hypervisor::{GrantEntry, Hypervisor, VcpuContext, PAGE_SIZE};
 use crate::image::{ImageProblem, KernelImage};
 
+use super::acpi;
 use super::layout::PfnRange;
 use super::{
     check_devices, device_grants, hv_step, write_device_page, BuildError, BuildParams, StorePage,
@@ -40,6 +41,8 @@ pub struct PvhLayout {
     pub ramdisk: Option<PfnRange>,
     /// hvm_start_info, then the module list, the memory map and the command line.
     pub start_info: PfnRange,
+    /// The ACPI tables, below the control pages.
+    pub acpi: PfnRange,
     /// NoXS control pages (none on the Xenstore plane), just below the store page.
     pub ctrl: PfnRange,
     /// The Xenstore ring, or the NoXS device page.
@@ -78,8 +81,12 @@ pub fn build_pvh(
             image.pstart, image.pend
         ))));
     }
-    if params.vcpus == 0 {
-        return Err(BuildError::Params("a guest needs at least one vcpu".into()));
+    if params.vcpus == 0 || params.vcpus > acpi::MAX_VCPUS {
+        return Err(BuildError::Params(format!(
+            "a PVH guest has 1 to {} vcpus, not {}",
+            acpi::MAX_VCPUS,
+            params.vcpus
+        )));
     }
     if let StorePage::Noxs { devices, .. } = params.store {
         check_devices(devices)?;
@@ -121,7 +128,8 @@ pub fn build_pvh(
         count: (info_len as u64).div_ceil(PAGE),
     };
     // The special pages at the top, and everything below 4 GiB (ebx is 32 bits, paging is off).
-    let special = 2 + params.store.ctrl_pages();
+    let ctrl_pages = params.store.ctrl_pages();
+    let special = 1 + ctrl_pages + 2;
     if start_info.end() + special > nr_pages {
         return Err(too_small(start_info.end() + special));
     }
@@ -135,9 +143,13 @@ pub fn build_pvh(
         kernel,
         ramdisk,
         start_info,
-        ctrl: PfnRange {
+        acpi: PfnRange {
             start: nr_pages - special,
-            count: special - 2,
+            count: 1,
+        },
+        ctrl: PfnRange {
+            start: nr_pages - special + 1,
+            count: ctrl_pages,
         },
         store_pfn: nr_pages - 2,
         console_pfn: nr_pages - 1,
@@ -192,9 +204,10 @@ pub fn build_pvh(
             put64(si, modlist_off + 8, data.len() as u64);
         }
         put64(si, 24, si_paddr + cmdline_off as u64);
+        put64(si, 32, layout.acpi.start * PAGE);
         put64(si, 40, si_paddr + memmap_off as u64);
         put32(si, 48, 2);
-        let ram_end = layout.ctrl.start * PAGE;
+        let ram_end = layout.acpi.start * PAGE;
         for (i, (addr, size, kind)) in [
             (0, ram_end, E820_RAM),
             (ram_end, special * PAGE, E820_RESERVED),
@@ -209,14 +222,20 @@ pub fn build_pvh(
         }
         si[cmdline_off..cmdline_off + cmdline.len()].copy_from_slice(cmdline);
     }
-    // The special pages: rings zeroed, the NoXS pages written.
+    // The special pages: the ACPI tables written, rings zeroed, the NoXS pages written.
     {
-        let pfns: Vec<u64> = (layout.ctrl.start..nr_pages).collect();
+        let pfns: Vec<u64> = (layout.acpi.start..nr_pages).collect();
         let mut m = hv
             .map_foreign(dom, &pfns)
             .map_err(hv_step("mapping the ring pages"))?;
         let bytes = m.bytes_mut();
         bytes.fill(0);
+        let tables = acpi::tables(layout.acpi.start * PAGE, params.vcpus);
+        if let Some(page) = bytes.get_mut(..tables.len()) {
+            page.copy_from_slice(&tables);
+        }
+        // The control pages, the store and the console follow the ACPI page.
+        let bytes = bytes.get_mut(PAGE_SIZE..).unwrap_or_default();
         if let StorePage::Noxs {
             devices,
             hypervisor_page,
