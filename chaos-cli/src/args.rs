@@ -122,6 +122,22 @@ impl Matches {
         self.last(long).map(|v| utf8(long, v)).transpose()
     }
 
+    /// A value read with `FromStr`, whose error says what is wrong with the value (it is
+    /// shown after it: "'kvm' is not a hypervisor ...").
+    pub fn parsed<T>(&self, long: &'static str) -> Result<Option<T>, ArgsError>
+    where
+        T: FromStr<Err = String>,
+    {
+        let Some(text) = self.string(long)? else {
+            return Ok(None);
+        };
+        text.parse().map(Some).map_err(|why| ArgsError::BadValue {
+            option: long,
+            value: text,
+            why,
+        })
+    }
+
     /// A number within `range`, or `None` when the option is not given.
     pub fn number<T>(
         &self,

@@ -282,16 +282,10 @@ pub fn parse(line: impl IntoIterator<Item = OsString>) -> Result<Parsed, LineErr
     }
     let command = command(spec.name, &m).map_err(in_command)?;
     Ok(Parsed::Run(Cli {
-        hypervisor: match m.string("hypervisor").map_err(in_command)? {
-            Some(h) => h.parse().map_err(|why| {
-                in_command(ArgsError::BadValue {
-                    option: "hypervisor",
-                    value: h,
-                    why,
-                })
-            })?,
-            None => HypervisorKind::Xen,
-        },
+        hypervisor: m
+            .parsed("hypervisor")
+            .map_err(in_command)?
+            .unwrap_or(HypervisorKind::Xen),
         run_dir: m.path("run-dir"),
         socket: m.path("socket"),
         verbose: u8::try_from(m.count("verbose")).unwrap_or(u8::MAX),

@@ -67,14 +67,7 @@ fn parse(line: impl IntoIterator<Item = OsString>) -> Result<Parsed, ArgsError> 
     if let Some(p) = m.positionals.first() {
         return Err(ArgsError::UnexpectedArgument(p.to_string_lossy().into()));
     }
-    let hypervisor = match m.string("hypervisor")? {
-        Some(h) => h.parse().map_err(|why| ArgsError::BadValue {
-            option: "hypervisor",
-            value: h,
-            why,
-        })?,
-        None => HypervisorKind::Xen,
-    };
+    let hypervisor = m.parsed("hypervisor")?.unwrap_or(HypervisorKind::Xen);
     let flavors = m
         .all("flavor")
         .map(|f| {

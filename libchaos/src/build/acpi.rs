@@ -132,7 +132,11 @@ mod tests {
         assert_eq!(&all[off..off + 4], signature);
         let len = le32(all, off + 4) as usize;
         let t = &all[off..off + len];
-        assert!(sums_to_zero(t), "{:?} checksum", std::str::from_utf8(signature));
+        assert!(
+            sums_to_zero(t),
+            "{:?} checksum",
+            std::str::from_utf8(signature)
+        );
         t
     }
 
