@@ -1,5 +1,5 @@
-//! The socket side: a root-only unix socket, one thread per client (started before the client
-//! comes), one JSON request per line.
+//! The socket side: a root-only unix socket, a thread per connected client (threads are kept
+//! for the next client), one JSON request per line.
 //! Whatever a client sends, it gets an error reply or is disconnected; the daemon keeps serving
 //! everyone else.
 
@@ -83,12 +83,10 @@ impl Server {
     }
 }
 
-/// Accepts clients and hands each to a thread. One thread is always started ahead, waiting for
-/// the next client: starting a thread costs milliseconds in a PV dom0 (its stack's page faults,
-/// the clone), and a client should not wait for that (docs/COSTS.md).
+/// Accepts clients and hands each to a client thread (see [`ClientThreads`]).
 fn accept_loop(listener: UnixListener, core: Arc<Core>, stopping: Arc<AtomicBool>) {
-    let active = Arc::new(AtomicUsize::new(0));
-    let mut ready = start_ready_thread(&core, &active);
+    let threads = ClientThreads::new(core);
+    threads.keep_one_idle();
     for conn in listener.incoming() {
         if stopping.load(Ordering::Acquire) {
             return;
@@ -102,69 +100,112 @@ fn accept_loop(listener: UnixListener, core: Arc<Core>, stopping: Arc<AtomicBool
                 continue;
             }
         };
-        if active.fetch_add(1, Ordering::AcqRel) >= MAX_CLIENTS {
-            active.fetch_sub(1, Ordering::AcqRel);
+        if threads.active.fetch_add(1, Ordering::AcqRel) >= MAX_CLIENTS {
+            threads.active.fetch_sub(1, Ordering::AcqRel);
             let _ = reply(&mut stream, &Response::error("chaosd: too many clients"));
             continue;
         }
         // (a clock read is a system call in a PV dom0: only when it is printed)
         let accepted = log::log_enabled!(log::Level::Debug).then(Instant::now);
-        let handed = match ready.take() {
-            Some(thread) => thread.send((stream, accepted)).map_err(|e| e.0 .0),
-            None => Err(stream),
-        };
-        if let Err(stream) = handed {
-            // No thread was ready (it could not be started): start one for this client.
-            let (core, count) = (core.clone(), active.clone());
-            let spawned = std::thread::Builder::new()
-                .name("chaosd-client".into())
-                .spawn(move || serve_counted(stream, accepted, &core, &count));
-            if let Err(e) = spawned {
-                active.fetch_sub(1, Ordering::AcqRel);
-                log::error!("starting a client thread: {e}");
-            }
-        }
-        // The next client's thread starts now, while this one is served.
-        ready = start_ready_thread(&core, &active);
+        threads.hand((stream, accepted));
+        // The next client's thread, if none is idle, starts while this one is served.
+        threads.keep_one_idle();
     }
 }
 
 /// A client: its connection, and when it was accepted (when -vv prints it).
 type Accepted = (UnixStream, Option<Instant>);
 
-/// Starts a client thread that waits for its client; the sender hands it one. Dropped unused
-/// (chaosd stops), the thread ends.
-fn start_ready_thread(
-    core: &Arc<Core>,
-    active: &Arc<AtomicUsize>,
-) -> Option<std::sync::mpsc::SyncSender<Accepted>> {
-    let (tx, rx) = std::sync::mpsc::sync_channel::<Accepted>(1);
-    let (core, count) = (core.clone(), active.clone());
-    let spawned = std::thread::Builder::new()
-        .name("chaosd-client".into())
-        .spawn(move || {
-            if let Ok((stream, accepted)) = rx.recv() {
-                serve_counted(stream, accepted, &core, &count);
-            }
-        });
-    match spawned {
-        Ok(_) => Some(tx),
-        Err(e) => {
-            log::warn!("starting a client thread ahead: {e}");
-            None
-        }
-    }
+/// Client threads outlive their clients: an idle one waits on a shared channel for the next
+/// client, and one that has served its client goes back to waiting (up to [`MAX_IDLE`] wait at
+/// once; more end). In a PV dom0 a new thread costs milliseconds, and so does a thread's
+/// first run through a request (its stack and allocator arena fault in page by page): a
+/// client gets a thread that has served before, and one is started ahead when none is idle
+/// (docs/COSTS.md). Dropped (chaosd stops), the idle threads end, and busy ones after their
+/// client.
+struct ClientThreads {
+    core: Arc<Core>,
+    tx: crossbeam_channel::Sender<Accepted>,
+    rx: crossbeam_channel::Receiver<Accepted>,
+    idle: Arc<AtomicUsize>,
+    /// Clients connected (accepted and not yet gone).
+    active: Arc<AtomicUsize>,
 }
 
-/// Serves a client and counts it out.
-fn serve_counted(stream: UnixStream, accepted: Option<Instant>, core: &Core, active: &AtomicUsize) {
-    if let Some(t) = accepted {
-        log::debug!("client served {:.3} ms after accept", ms(t.elapsed()));
+/// Idle client threads kept waiting.
+const MAX_IDLE: usize = 2;
+
+impl ClientThreads {
+    fn new(core: Arc<Core>) -> ClientThreads {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        ClientThreads {
+            core,
+            tx,
+            rx,
+            idle: Arc::new(AtomicUsize::new(0)),
+            active: Arc::new(AtomicUsize::new(0)),
+        }
     }
-    if let Err(e) = serve(stream, core) {
-        log::debug!("client: {e}");
+
+    fn keep_one_idle(&self) {
+        if self.idle.load(Ordering::Acquire) == 0 {
+            match self.start() {
+                Ok(()) => {
+                    self.idle.fetch_add(1, Ordering::AcqRel);
+                }
+                Err(e) => log::warn!("starting a client thread ahead: {e}"),
+            }
+        }
     }
-    active.fetch_sub(1, Ordering::AcqRel);
+
+    /// Hands a client to an idle thread, starting one if there is none. `idle` counts the
+    /// idle threads no client has been handed to yet: handing takes one off at once, so that
+    /// a client is never queued behind one an idle thread is about to take.
+    fn hand(&self, client: Accepted) {
+        let reserved = self
+            .idle
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
+            .is_ok();
+        if !reserved {
+            if let Err(e) = self.start() {
+                log::error!("starting a client thread: {e}");
+                let (mut stream, _) = client;
+                let _ = reply(
+                    &mut stream,
+                    &Response::error("chaosd: cannot start a thread"),
+                );
+                self.active.fetch_sub(1, Ordering::AcqRel);
+                return;
+            }
+        }
+        // (cannot fail: this holds a receiver)
+        let _ = self.tx.send(client);
+    }
+
+    /// Starts a thread that serves clients from the channel; the caller counts it idle or not.
+    fn start(&self) -> std::io::Result<()> {
+        let (core, rx) = (self.core.clone(), self.rx.clone());
+        let (idle, active) = (self.idle.clone(), self.active.clone());
+        std::thread::Builder::new()
+            .name("chaosd-client".into())
+            .spawn(move || {
+                while let Ok((stream, accepted)) = rx.recv() {
+                    if let Some(t) = accepted {
+                        log::debug!("client served {:.3} ms after accept", ms(t.elapsed()));
+                    }
+                    if let Err(e) = serve(stream, &core) {
+                        log::debug!("client: {e}");
+                    }
+                    active.fetch_sub(1, Ordering::AcqRel);
+                    // Idle again, unless enough threads are.
+                    if idle.fetch_add(1, Ordering::AcqRel) >= MAX_IDLE {
+                        idle.fetch_sub(1, Ordering::AcqRel);
+                        return;
+                    }
+                }
+            })
+            .map(drop)
+    }
 }
 
 /// Serves one client until it hangs up, goes idle, or sends a line too long to be a request.

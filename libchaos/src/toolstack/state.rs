@@ -340,6 +340,29 @@ impl StateDir {
         Ok(false)
     }
 
+    /// The domains that have a record, from the records' file names (`<domid>.json`), without
+    /// reading them: the reaper's sweep reads only the records of domains that are gone.
+    /// Abandoned temporary files are removed on the way, as [`StateDir::all`] does.
+    pub fn recorded_domids(&self) -> Result<Vec<DomId>> {
+        let mut out = Vec::new();
+        for path in list_dir(&self.root.join("domains"))? {
+            if is_temporary(&path) {
+                remove_if_abandoned(&path);
+                continue;
+            }
+            let domid = path
+                .file_stem()
+                .filter(|_| is_record(&path))
+                .and_then(|s| s.to_str())
+                .and_then(|s| s.parse::<u16>().ok());
+            if let Some(d) = domid {
+                out.push(DomId(d));
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
     /// Every readable record. A corrupt record is reported and skipped, so one bad file does not
     /// hide every other guest.
     pub fn all(&self) -> Result<Vec<DomainRecord>> {

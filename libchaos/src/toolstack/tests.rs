@@ -138,9 +138,15 @@ fn destroy_leaves_nothing_behind() {
     let created = w.ts.create(&config(&w, "gone", ""), false).expect("create");
     assert_ne!(leftovers(&w), before);
     assert!(w.ts.state().has_guests().expect("state"), "one guest");
+    assert_eq!(
+        w.ts.state().recorded_domids().expect("state"),
+        vec![created.domid],
+        "the record's domid, from its file name"
+    );
     w.ts.destroy(created.domid).expect("destroy");
     assert_eq!(leftovers(&w), before);
     assert!(!w.ts.state().has_guests().expect("state"), "none left");
+    assert!(w.ts.state().recorded_domids().expect("state").is_empty());
     assert!(matches!(
         w.ts.destroy(created.domid),
         Err(ToolstackError::NoSuchDomain(_))
@@ -415,6 +421,38 @@ fn a_guest_claimed_by_another_reaper_is_left_to_it() {
     );
     assert!(w.sim.domain_info(g.domid).is_ok(), "not destroyed twice");
     assert_eq!(w.sim.guest_count(), 1, "not restarted twice");
+}
+
+/// The reaper's sweep reads only the records of domains that are gone (not all of them), and
+/// forgets those.
+#[test]
+fn the_reapers_sweep_forgets_guests_destroyed_behind_the_toolstack() {
+    use std::sync::atomic::AtomicBool;
+    let w = world("sweep");
+    let gone = w.ts.create(&config(&w, "gone", ""), false).expect("create");
+    let kept = w.ts.create(&config(&w, "kept", ""), false).expect("create");
+    w.sim
+        .destroy_domain(gone.domid)
+        .expect("destroyed behind chaos");
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let r = s.spawn(|| {
+            w.ts.run_reaper(&stop, None, Duration::from_millis(1), |_| {})
+        });
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while w.ts.state().recorded_domids().expect("state").len() > 1 {
+            assert!(std::time::Instant::now() < deadline, "swept within 20 s");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        stop.store(true, std::sync::atomic::Ordering::Release);
+        r.join().expect("reaper");
+    });
+    assert_eq!(
+        w.ts.state().recorded_domids().expect("state"),
+        vec![kept.domid]
+    );
+    assert!(w.ts.resolve("gone").is_err(), "its name is free");
+    w.ts.destroy(kept.domid).expect("destroy");
 }
 
 #[test]

@@ -323,13 +323,18 @@ impl Service {
 
     /// Detaches guests whose record is gone (destroyed behind a toolstack that then died).
     fn sweep(&mut self) {
-        let Ok(records) = self.records() else { return };
+        let Ok(recorded) = self
+            .records()
+            .and_then(|r| r.domids().map_err(|e| e.to_string()))
+        else {
+            return;
+        };
         let mut stale: Vec<DomId> = self
             .consoles
             .keys()
             .copied()
             .chain(self.vifs.keys().map(|(d, _)| *d))
-            .filter(|d| matches!(records.load(*d), Ok(None)))
+            .filter(|d| !recorded.contains(d))
             .collect();
         stale.sort();
         stale.dedup();
