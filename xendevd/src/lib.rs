@@ -4,10 +4,11 @@
 //! [`uevent`] reads and filters kernel uevents; for vifs, [`handler`] acts on one event
 //! (through [`bridge`] ioctls or [`ovs`] JSON-RPC) and [`pool`] runs handlers in parallel; for
 //! vbds, [`vbd`] gives blkback its device (a [`loopdev`] loop device for a file) on one thread;
-//! [`noxs`] serves NoXS guests.
+//! [`noxs`] serves NoXS guests; [`limits`] raises the open-files limit they need.
 
 pub mod bridge;
 pub mod handler;
+pub mod limits;
 pub mod logger;
 pub mod loopdev;
 pub mod noxs;

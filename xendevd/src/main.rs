@@ -168,6 +168,12 @@ fn run(args: Args) -> Result<(), String> {
     }
     let signals =
         block_stop_signals().map_err(|e| format!("cannot set up signal handling: {e}"))?;
+    match xendevd::limits::raise_open_files() {
+        Ok(l) if l.now > l.before => log::info!("open files: limit {} (was {})", l.now, l.before),
+        Ok(l) => log::info!("open files: limit {}", l.now),
+        // Serving fewer NoXS guests is still serving: say why the thousandth may be refused.
+        Err(e) => log::warn!("{e}"),
+    }
 
     let vbds = if args.no_vbd {
         None
