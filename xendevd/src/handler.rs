@@ -240,17 +240,24 @@ impl Handler {
     fn apply(&self, action: Action, br: &str, vif: &str) -> Result<Done, HandleError> {
         let kind = self.switch_kind(br)?;
         match action {
-            Action::Online => {
-                match kind {
-                    SwitchKind::Linux => bridge::add_port(br, vif)?,
-                    SwitchKind::Ovs => {
-                        // Fail on a missing interface before touching the database.
-                        bridge::ifindex(vif)?;
-                        self.ovsdb()?.add_port(br, vif)?
+            Action::Online => match kind {
+                SwitchKind::Linux => {
+                    bridge::add_port(br, vif)?;
+                    bridge::set_up(vif, true)?;
+                }
+                SwitchKind::Ovs => {
+                    // Fail on a missing interface before touching the database.
+                    bridge::ifindex(vif)?;
+                    // Up before the Port row: ovs-vswitchd, opening the new port, reads the
+                    // interface's flags and writes them back with its own (promiscuous on a
+                    // netdev datapath); an `up` of ours between its read and its write is lost.
+                    bridge::set_up(vif, true)?;
+                    if let Err(e) = self.ovsdb().and_then(|mut db| Ok(db.add_port(br, vif)?)) {
+                        let _ = bridge::set_up(vif, false);
+                        return Err(e);
                     }
                 }
-                bridge::set_up(vif, true)?;
-            }
+            },
             Action::Offline => {
                 // The interface may be gone already (netback unregisters it when the guest
                 // goes). It then has left a Linux bridge by itself, but Open vSwitch keeps its
