@@ -66,7 +66,7 @@ hello() {
 		fail "$1 console: expected a line for its sysctl device, got: $(grep 'noxs' "$log" | tr -d '\r')"
 	line=$(grep 'hello from chaos test guest' "$log" | tail -n 1 | tr -d '\r')
 	expect_contains "$1 greeting" 'domid=? cmdline="noxs words"' "$line"
-	wait_until 30 chaos_gone "$1" || fail "$1: expected the reaper to destroy it after poweroff, still there: $(chaos list)"
+	wait_until 10 chaos_gone "$1" || fail "$1: expected the reaper to destroy it after poweroff, still there: $(chaos list)"
 }
 
 hello nx-hello pv
@@ -85,7 +85,7 @@ wait_for_line "$log" 'hello: devctl probe:' 60 || fail "nx-probe console: expect
 line=$(grep 'hello: devctl probe:' "$log" | tail -n 1 | tr -d '\r')
 echo "nx-probe on $xen: $line"
 expect_contains "devctl from a guest on $xen" "dev_add self=$want dev_remove self=$want get dom0=$want" "$line"
-wait_until 30 chaos_gone nx-probe || fail "nx-probe: expected the reaper to destroy it after poweroff, still there: $(chaos list)"
+wait_until 10 chaos_gone nx-probe || fail "nx-probe: expected the reaper to destroy it after poweroff, still there: $(chaos list)"
 
 # noop: idle, then a poweroff request through the sysctl device.
 out=$(chaos create "$(noxs_cfg nx-noop noop pv "")" 2>&1) || fail "chaos create nx-noop (NoXS): expected success, got: $out"
@@ -103,14 +103,14 @@ awk -v a="$t1" -v b="$t2" 'BEGIN { exit !(b - a < 0.5) }' || fail "nx-noop cpu t
 start=$(now)
 out=$(chaos shutdown -w --timeout 60 nx-noop 2>&1) || fail "chaos shutdown -w nx-noop: expected the guest to obey its sysctl request, got: $out"
 echo "nx-noop: powered off on request in $(elapsed "$start")s"
-wait_until 30 chaos_gone nx-noop || fail "nx-noop: expected the reaper to destroy it after poweroff, still there: $(chaos list)"
+wait_until 10 chaos_gone nx-noop || fail "nx-noop: expected the reaper to destroy it after poweroff, still there: $(chaos list)"
 
 # reboot requests: with on_reboot = "destroy" the domain goes away as well.
 for type in pv pvh; do
 	if out=$(chaos create "$(noxs_cfg nx-noop noop $type "")" 2>&1); then
 		sleep 2
 		out=$(chaos shutdown -R -w --timeout 60 nx-noop 2>&1) || fail "chaos shutdown -R -w nx-noop ($type): expected the guest to obey its reboot request, got: $out"
-		wait_until 30 chaos_gone nx-noop || fail "nx-noop ($type): expected gone after the reboot request (on_reboot = destroy), still there: $(chaos list)"
+		wait_until 10 chaos_gone nx-noop || fail "nx-noop ($type): expected gone after the reboot request (on_reboot = destroy), still there: $(chaos list)"
 		echo "nx-noop ($type): rebooted on request"
 	else
 		fail "chaos create nx-noop (NoXS, $type): expected success, got: $out"
@@ -135,7 +135,7 @@ wait_for_line "$log" 'ping: vif 0 up' 60 ||
 echo "nx-ping: $(grep 'ping: vif 0 up' "$log" | tr -d '\r')"
 out=$(ping -c 1 -W 10 10.99.0.30 2>&1) || fail "ping 10.99.0.30: expected a reply from nx-ping, got: $out"
 out=$(chaos shutdown -w --timeout 60 nx-ping 2>&1) || fail "chaos shutdown -w nx-ping: expected the guest to obey its sysctl request, got: $out"
-wait_until 30 chaos_gone nx-ping || fail "nx-ping: expected the reaper to destroy it after poweroff, still there: $(chaos list)"
+wait_until 10 chaos_gone nx-ping || fail "nx-ping: expected the reaper to destroy it after poweroff, still there: $(chaos list)"
 echo "nx-ping: powered off on request"
 
 [ -z "$(ls /run/chaos/domains/)" ] || fail "state dir: expected empty after reaping, got: $(ls /run/chaos/domains/)"

@@ -77,7 +77,7 @@ echo "np-one: $(grep 'ping: vif 0 up' "$log" | tr -d '\r') ($(elapsed "$start")s
 answers np-one 10.99.0.20
 echo "np-one: 3 of 3 pings answered; xendevd holds $(xendevd_maps) grant mappings, $(xendevd_channels) channels"
 out=$(chaos shutdown -w --timeout 60 np-one 2>&1) || fail "chaos shutdown -w np-one: expected success, got: $out"
-wait_until 30 chaos_gone np-one || fail "np-one: expected the reaper to destroy it after poweroff, still there: $(chaos list)"
+wait_until 10 chaos_gone np-one || fail "np-one: expected the reaper to destroy it after poweroff, still there: $(chaos list)"
 wait_until 10 test ! -e "/sys/class/net/vif$domid.0" || fail "vif$domid.0: expected gone with the guest, still there"
 expect_eq "grant mappings left in xendevd" 0 "$(xendevd_maps)"
 expect_eq "event channels left bound by xendevd" 0 "$(xendevd_channels)"
