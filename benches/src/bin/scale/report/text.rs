@@ -127,6 +127,19 @@ pub fn summary_text(
         );
     }
     if let Some(c) = churn {
+        if let Some(first) = &c.first_round {
+            let moved: Vec<String> = first
+                .iter()
+                .filter(|k| k.delta() != 0)
+                .map(|k| format!("{} {:+}", k.what, k.delta()))
+                .collect();
+            let _ = writeln!(
+                s,
+                "churn: the first {} cycles moved {}; the counts below are a second round's, from where the first ended (a high-water mark moves once, a leak in every round)",
+                c.cycles,
+                moved.join(", ")
+            );
+        }
         let _ = writeln!(
             s,
             "churn: {} create/destroy cycles over {} (after one warm-up cycle each); settled in {:.1} s: {}",
