@@ -100,28 +100,37 @@ pub fn churn(ctx: &mut Ctx<'_>, tools: &mut [Tool], cycles: u32) -> Option<Churn
         "scale: churn: {cycles} create/destroy cycles over {}",
         paths.join(", ")
     );
+    // Whatever happens in between, the tools are stopped once, here.
+    let result = started_churn(ctx, tools, cycles, paths);
+    stop_all(ctx, tools);
+    result
+}
+
+/// The churn between starting the tools and stopping them; `None` when a tool did not start
+/// or a cycle failed (noted in the errors).
+fn started_churn(
+    ctx: &mut Ctx<'_>,
+    tools: &mut [Tool],
+    cycles: u32,
+    paths: Vec<&'static str>,
+) -> Option<ChurnResult> {
     for t in tools.iter_mut() {
         if let Err(e) = t.start(ctx.setup) {
             ctx.errors
                 .push(format!("churn: start {}: {e}", t.kind.name()));
-            stop_all(ctx, tools);
             return None;
         }
     }
     let mut seq = 0;
     for t in tools.iter_mut() {
         if !cycle(ctx, t, &mut seq, "churn-warmup") {
-            stop_all(ctx, tools);
             return None;
         }
     }
     std::thread::sleep(Duration::from_secs(1));
     let start = snapshot(ctx.hv, &ctx.setup.run_dir);
     seq = 0;
-    let Some((end, mut settle_s)) = round(ctx, tools, cycles, &start, &mut seq) else {
-        stop_all(ctx, tools);
-        return None;
-    };
+    let (end, mut settle_s) = round(ctx, tools, cycles, &start, &mut seq)?;
     let mut counts = compare(&start, &end);
     let mut first_round = None;
     if end != start {
@@ -130,18 +139,10 @@ pub fn churn(ctx: &mut Ctx<'_>, tools: &mut [Tool], cycles: u32) -> Option<Churn
         // leak moves it in every round. A second round from where the first ended tells them
         // apart.
         println!("scale: churn: some counts moved; a second round of {cycles} cycles from there");
-        match round(ctx, tools, cycles, &end, &mut seq) {
-            Some((end2, s)) => {
-                first_round = Some(std::mem::replace(&mut counts, compare(&end, &end2)));
-                settle_s = s;
-            }
-            None => {
-                stop_all(ctx, tools);
-                return None;
-            }
-        }
+        let (end2, s) = round(ctx, tools, cycles, &end, &mut seq)?;
+        first_round = Some(std::mem::replace(&mut counts, compare(&end, &end2)));
+        settle_s = s;
     }
-    stop_all(ctx, tools);
     Some(ChurnResult {
         cycles,
         paths,
