@@ -99,7 +99,8 @@ impl Client {
         }
     }
 
-    fn expect_ok(&mut self, req: &Request) -> Result<(), ClientError> {
+    /// Sends `req` and wants `ok` back.
+    pub fn expect_ok(&mut self, req: &Request) -> Result<(), ClientError> {
         match self.request(req)? {
             Response::Ok {} => Ok(()),
             r => Err(ClientError::BadReply {

@@ -15,7 +15,9 @@
 //!   {"op":"console","domid":5}           -> {"result":"ok"}, then the connection is the
 //!                                           guest's console: bytes both ways
 //!   ```
-//!   An error is `{"result":"error","message":"..."}`.
+//!   An error is `{"result":"error","message":"..."}`. A connection takes one request after
+//!   another (until it becomes a console), so a toolstack that keeps it pays no connect per
+//!   guest.
 
 mod client;
 mod record;

@@ -10,11 +10,10 @@
 
 use std::fmt;
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::time::Instant;
+use std::sync::{Arc, Mutex};
 
 use noxs::{state, SysctlCtrl};
-use xendevd_api::{ConsoleRing, NoxsGuest, NoxsVif, RecordDir};
+use xendevd_api::{ClientError, ConsoleRing, NoxsGuest, NoxsVif, RecordDir, Request};
 
 use super::{ControlPlane, DeviceKind, Guest, PlaneError, Result};
 use crate::build::GNTTAB_RESERVED_CONSOLE;
@@ -32,10 +31,41 @@ pub trait NoxsBackend: Send + Sync + fmt::Debug {
     fn detach(&self, domid: DomId) -> std::result::Result<(), String>;
 }
 
-/// xendevd, over its socket.
-#[derive(Debug, Clone)]
+/// xendevd, over its socket. One connection is kept for the requests that follow (xendevd
+/// takes one request after another on it), so a creation pays no connect and xendevd no
+/// accept; a connection that fails (xendevd restarted) is replaced once, which is safe because
+/// attach and detach can be repeated.
+#[derive(Debug)]
 pub struct Xendevd {
-    pub socket: PathBuf,
+    socket: PathBuf,
+    kept: Mutex<Option<xendevd_api::Client>>,
+}
+
+impl Xendevd {
+    pub fn new(socket: PathBuf) -> Xendevd {
+        Xendevd {
+            socket,
+            kept: Mutex::new(None),
+        }
+    }
+
+    /// Sends `req` on the kept connection (made first if there is none), or on a new one if
+    /// the kept one has broken. A refusal is xendevd's answer and is not retried.
+    fn request(&self, req: &Request) -> std::result::Result<(), ClientError> {
+        let mut kept = self.kept.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(client) = kept.as_mut() {
+            match client.expect_ok(req) {
+                Ok(()) => return Ok(()),
+                Err(e @ ClientError::Refused(_)) => return Err(e),
+                // Broken or out of step: drop it and try once on a new one.
+                Err(_) => *kept = None,
+            }
+        }
+        let mut client = xendevd_api::Client::connect(&self.socket)?;
+        client.expect_ok(req)?;
+        *kept = Some(client);
+        Ok(())
+    }
 }
 
 impl NoxsBackend for Xendevd {
@@ -44,17 +74,16 @@ impl NoxsBackend for Xendevd {
     }
 
     fn attach(&self, domid: DomId) -> std::result::Result<(), String> {
-        xendevd_api::Client::connect(&self.socket)
-            .and_then(|mut c| c.attach(domid))
+        self.request(&Request::Attach { domid })
             .map_err(|e| e.to_string())
     }
 
     fn detach(&self, domid: DomId) -> std::result::Result<(), String> {
-        match xendevd_api::Client::connect(&self.socket) {
-            Ok(mut c) => c.detach(domid).map_err(|e| e.to_string()),
+        match self.request(&Request::Detach { domid }) {
+            Ok(()) => Ok(()),
             // Not running: nothing is served, nothing to take away (a restarted xendevd does
             // not find the removed record).
-            Err(xendevd_api::ClientError::NotRunning { .. }) => Ok(()),
+            Err(ClientError::NotRunning { .. }) => Ok(()),
             Err(e) => Err(e.to_string()),
         }
     }
@@ -91,8 +120,8 @@ impl NoxsPlane {
         self.backend.socket()
     }
 
-    fn records(&self) -> Result<RecordDir> {
-        RecordDir::open(&self.records).map_err(|e| PlaneError::Backend(e.to_string()))
+    fn records(&self) -> RecordDir {
+        RecordDir::at(&self.records)
     }
 
     /// What the backends need to serve the guest.
@@ -135,19 +164,18 @@ impl ControlPlane for NoxsPlane {
     }
 
     fn publish(&self, g: &Guest<'_>, timings: &mut Timings) -> Result<()> {
-        let t = Instant::now();
         // The record first: a backend that restarts from here on finds the guest.
-        self.records()?
+        self.records()
             .save(&Self::backend_record(g))
             .map_err(|e| PlaneError::Backend(e.to_string()))?;
         self.backend.attach(g.domid).map_err(PlaneError::Backend)?;
-        timings.record("devices", t);
+        timings.lap("devices");
         Ok(())
     }
 
     fn unpublish(&self, domid: DomId, _uuid: Option<Uuid>) -> Result<()> {
         let detached = self.backend.detach(domid);
-        self.records()?
+        self.records()
             .remove(domid)
             .map_err(|e| PlaneError::Backend(e.to_string()))?;
         detached.map_err(PlaneError::Backend)
@@ -194,5 +222,91 @@ impl ControlPlane for NoxsPlane {
         self.hv
             .notify_guest(domid, sysctl.evtchn)
             .map_err(|e| PlaneError::Backend(format!("notifying the sysctl channel: {e}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{BufRead, BufReader, Write};
+    use std::os::unix::net::UnixListener;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+    use crate::testing::Scratch;
+
+    /// A stand-in for xendevd: answers every request line on a connection with `ok` (an
+    /// attach of domain 13 with a refusal), and hangs up after `hang_up_after` replies on a
+    /// connection. Counts the connections it accepted.
+    fn fake_xendevd(socket: &std::path::Path, hang_up_after: usize) -> Arc<AtomicUsize> {
+        let listener = UnixListener::bind(socket).expect("bind");
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = accepted.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { return };
+                count.fetch_add(1, Ordering::SeqCst);
+                let mut writer = stream.try_clone().expect("clone");
+                let mut replies = 0;
+                for line in BufReader::new(stream).lines() {
+                    let Ok(line) = line else { break };
+                    let reply = if line.contains("\"domid\":13") {
+                        "{\"result\":\"error\",\"message\":\"no NoXS record of domain 13\"}\n"
+                    } else {
+                        "{\"result\":\"ok\"}\n"
+                    };
+                    if writer.write_all(reply.as_bytes()).is_err() {
+                        break;
+                    }
+                    replies += 1;
+                    if replies == hang_up_after {
+                        break;
+                    }
+                }
+            }
+        });
+        accepted
+    }
+
+    #[test]
+    fn requests_share_one_kept_connection() {
+        let scratch = Scratch::new("xendevd-kept");
+        let socket = scratch.0.join("xendevd.sock");
+        let accepted = fake_xendevd(&socket, usize::MAX);
+        let xendevd = Xendevd::new(socket);
+        for domid in 1..=5 {
+            xendevd.attach(DomId(domid)).expect("attach");
+        }
+        xendevd.detach(DomId(3)).expect("detach");
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn a_connection_xendevd_dropped_is_replaced_once_and_a_refusal_is_not_retried() {
+        let scratch = Scratch::new("xendevd-broken");
+        let socket = scratch.0.join("xendevd.sock");
+        // Every connection serves one request, as a restarted xendevd would leave the old one.
+        let accepted = fake_xendevd(&socket, 1);
+        let xendevd = Xendevd::new(socket);
+        xendevd.attach(DomId(1)).expect("first attach");
+        xendevd
+            .attach(DomId(2))
+            .expect("attach on a new connection");
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+        let refused = xendevd.attach(DomId(13)).expect_err("refused");
+        assert!(refused.contains("no NoXS record of domain 13"), "{refused}");
+        assert_eq!(
+            accepted.load(Ordering::SeqCst),
+            3,
+            "a refusal is not retried"
+        );
+    }
+
+    #[test]
+    fn detach_without_xendevd_is_nothing_to_do_and_attach_says_how_to_start_it() {
+        let scratch = Scratch::new("xendevd-none");
+        let xendevd = Xendevd::new(scratch.0.join("xendevd.sock"));
+        xendevd.detach(DomId(1)).expect("nothing served");
+        let e = xendevd.attach(DomId(1)).expect_err("not running");
+        assert!(e.contains("xendevd -D"), "{e}");
     }
 }

@@ -69,7 +69,7 @@ impl Toolstack {
             noxs: NoxsPlane::new(
                 hv.clone(),
                 state.root().join(xendevd_api::RECORDS_SUBDIR),
-                Box::new(Xendevd { socket }),
+                Box::new(Xendevd::new(socket)),
             ),
             hv,
             xenstore: xs.map(XenstorePlane::new),

@@ -94,18 +94,30 @@ impl Service {
             }
             Conn::Request { buf, .. } => {
                 buf.extend_from_slice(&chunk[..n]);
-                if buf.len() > MAX_LINE {
-                    return self.close(token);
-                }
-                if let Some(end) = buf.iter().position(|&b| b == b'\n') {
-                    let line = buf[..end].to_vec();
-                    self.request(token, &line);
-                }
+                self.requests(token);
             }
         }
     }
 
-    /// Answers one request line; the connection closes after it unless it became a console.
+    /// Answers every whole request line the client has sent. A client may keep its connection
+    /// for one request after another (chaosd does: a creation then costs no connect, accept
+    /// or epoll registration); one that hangs up after its reply is closed on the next read.
+    fn requests(&mut self, token: u64) {
+        loop {
+            let Some(Conn::Request { buf, .. }) = self.conns.get_mut(&token) else {
+                // Gone, or a console now.
+                return;
+            };
+            match take_line(buf) {
+                Ok(Some(line)) => self.request(token, &line),
+                Ok(None) => return,
+                Err(TooLong) => return self.close(token),
+            }
+        }
+    }
+
+    /// Answers one request line. The connection stays open for the next one unless it became
+    /// a console, or the reply could not be written.
     fn request(&mut self, token: u64, line: &[u8]) {
         let response = match serde_json::from_slice::<Request>(line) {
             Err(e) => Response::error(format!("invalid request: {e}")),
@@ -124,10 +136,13 @@ impl Service {
             }
             Ok(Request::Console { domid }) => return self.become_console(token, domid),
         };
-        if let Some(Conn::Request { stream, .. }) = self.conns.get(&token) {
-            let _ = reply(stream, &response);
+        let replied = match self.conns.get(&token) {
+            Some(Conn::Request { stream, .. }) => reply(stream, &response).is_ok(),
+            _ => false,
+        };
+        if !replied {
+            self.close(token);
         }
-        self.close(token);
     }
 
     fn become_console(&mut self, token: u64, domid: DomId) {
@@ -154,6 +169,21 @@ impl Service {
             }
         }
         self.conns.insert(token, Conn::Console { stream, domid });
+    }
+}
+
+/// A request line longer than [`MAX_LINE`]: no way back in step with the client.
+#[derive(Debug, PartialEq)]
+struct TooLong;
+
+/// The first whole line of `buf` (without its newline), taken out of it; `None` until one has
+/// arrived.
+fn take_line(buf: &mut Vec<u8>) -> Result<Option<Vec<u8>>, TooLong> {
+    match buf.iter().position(|&b| b == b'\n') {
+        Some(end) if end <= MAX_LINE => Ok(Some(buf.drain(..=end).take(end).collect())),
+        Some(_) => Err(TooLong),
+        None if buf.len() > MAX_LINE => Err(TooLong),
+        None => Ok(None),
     }
 }
 
@@ -195,9 +225,53 @@ fn check_peer(stream: &UnixStream) -> Result<(), String> {
 fn reply(mut stream: &UnixStream, response: &Response) -> io::Result<()> {
     let mut line = serde_json::to_vec(response).map_err(io::Error::other)?;
     line.push(b'\n');
-    // The reply is small: wait for room rather than lose it on a non-blocking socket.
+    // The reply is small and the socket almost always has room: one write. Only if it has not
+    // (a client that stopped reading) wait for room rather than lose the rest.
+    match stream.write(&line) {
+        Ok(n) if n == line.len() => return Ok(()),
+        Ok(n) => {
+            line.drain(..n);
+        }
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+        Err(e) => return Err(e),
+    }
     stream.set_nonblocking(false)?;
     let r = stream.write_all(&line);
     stream.set_nonblocking(true)?;
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_are_taken_one_after_another_and_a_partial_one_waits() {
+        let mut buf = b"{\"op\":\"list\"}\n{\"op\":\"detach\",\"domid\":5}\n{\"op\"".to_vec();
+        assert_eq!(take_line(&mut buf), Ok(Some(b"{\"op\":\"list\"}".to_vec())));
+        assert_eq!(
+            take_line(&mut buf),
+            Ok(Some(b"{\"op\":\"detach\",\"domid\":5}".to_vec()))
+        );
+        assert_eq!(take_line(&mut buf), Ok(None));
+        assert_eq!(buf, b"{\"op\"");
+        buf.extend_from_slice(b":\"list\"}\n");
+        assert_eq!(take_line(&mut buf), Ok(Some(b"{\"op\":\"list\"}".to_vec())));
+        assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn a_line_longer_than_the_limit_is_refused_whole_or_in_part() {
+        let mut partial = vec![b'x'; MAX_LINE + 1];
+        assert_eq!(take_line(&mut partial), Err(TooLong));
+        let mut whole = vec![b'x'; MAX_LINE + 1];
+        whole.push(b'\n');
+        assert_eq!(take_line(&mut whole), Err(TooLong));
+        let mut at_limit = vec![b'x'; MAX_LINE];
+        at_limit.push(b'\n');
+        assert_eq!(
+            take_line(&mut at_limit).map(|l| l.map(|l| l.len())),
+            Ok(Some(MAX_LINE))
+        );
+    }
 }
