@@ -12,6 +12,7 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::ptr::NonNull;
+use std::sync::{Arc, Mutex};
 
 use super::abi::{
     Plain, PrivcmdHypercall, PrivcmdMmapBatchV2, PrivcmdMmapResource, IOCTL_PRIVCMD_HYPERCALL,
@@ -37,17 +38,65 @@ fn open_rw(path: &str) -> io::Result<File> {
 /// page is not present at that moment (never touched, swapped, being migrated) the hypercall
 /// fails with EFAULT. `/dev/xen/hypercall` hands out kernel pages that never fault; without
 /// it (old kernels, unit tests) locked anonymous memory is the fallback, as in libxencall.
+///
+/// Buffers are kept for reuse once freed (a few, as libxencall keeps them): in a PV dom0 each
+/// mmap and munmap is a page-table update through Xen and a TLB flush, and a creation makes a
+/// dozen hypercalls, each with a buffer or two.
 #[derive(Debug)]
 pub struct BufAlloc {
     dev: Option<File>,
+    spare: Arc<Spare>,
+}
+
+/// Freed buffers kept mapped for the next ones of their size: (address, mapped length).
+#[derive(Debug, Default)]
+struct Spare(Mutex<Vec<(usize, usize)>>);
+
+/// How many freed buffers are kept.
+const SPARE_BUFFERS: usize = 8;
+
+impl Spare {
+    fn take(&self, map_len: usize) -> Option<NonNull<c_void>> {
+        let mut spare = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let i = spare.iter().position(|&(_, len)| len == map_len)?;
+        let (addr, _) = spare.swap_remove(i);
+        NonNull::new(addr as *mut c_void)
+    }
+
+    /// Keeps the mapping, or gives it back (false) when enough are kept.
+    fn keep(&self, ptr: NonNull<c_void>, map_len: usize) -> bool {
+        let mut spare = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if spare.len() >= SPARE_BUFFERS {
+            return false;
+        }
+        spare.push((ptr.as_ptr() as usize, map_len));
+        true
+    }
+}
+
+impl Drop for Spare {
+    fn drop(&mut self) {
+        let spare = self.0.get_mut().unwrap_or_else(|p| p.into_inner());
+        for &(addr, len) in spare.iter() {
+            // SAFETY: each entry is a mapping of `len` bytes made by BufAlloc::zeroed that no
+            // HcallBuf owns any more (it was handed here on drop), unmapped once.
+            unsafe { libc::munmap(addr as *mut c_void, len) };
+        }
+    }
 }
 
 impl BufAlloc {
     /// `/dev/xen/hypercall` if the kernel has it, else locked anonymous memory.
     pub fn open() -> Result<Self, HypervisorError> {
         match open_rw(HYPERCALL_BUF_PATH) {
-            Ok(f) => Ok(BufAlloc { dev: Some(f) }),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(BufAlloc { dev: None }),
+            Ok(f) => Ok(BufAlloc {
+                dev: Some(f),
+                spare: Arc::default(),
+            }),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(BufAlloc {
+                dev: None,
+                spare: Arc::default(),
+            }),
             Err(source) => Err(HypervisorError::Open {
                 path: HYPERCALL_BUF_PATH.into(),
                 source,
@@ -58,7 +107,16 @@ impl BufAlloc {
     /// Locked anonymous memory only (unit tests).
     #[cfg(test)]
     pub fn anonymous() -> Self {
-        BufAlloc { dev: None }
+        BufAlloc {
+            dev: None,
+            spare: Arc::default(),
+        }
+    }
+
+    /// How many freed buffers are kept for reuse.
+    #[cfg(test)]
+    pub fn kept(&self) -> usize {
+        self.spare.0.lock().map_or(0, |s| s.len())
     }
 
     /// A buffer holding `value`.
@@ -82,9 +140,10 @@ impl BufAlloc {
             .checked_mul(std::mem::size_of::<T>())
             .ok_or_else(|| io::Error::from_raw_os_error(libc::ENOMEM))?;
         let map_len = bytes.max(1).div_ceil(PAGE_SIZE) * PAGE_SIZE;
-        let ptr = match &self.dev {
-            Some(dev) => mmap(map_len, libc::MAP_SHARED, dev.as_raw_fd())?,
-            None => {
+        let ptr = match (self.spare.take(map_len), &self.dev) {
+            (Some(kept), _) => kept,
+            (None, Some(dev)) => mmap(map_len, libc::MAP_SHARED, dev.as_raw_fd())?,
+            (None, None) => {
                 let ptr = mmap(
                     map_len,
                     libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_LOCKED,
@@ -97,15 +156,16 @@ impl BufAlloc {
                 ptr
             }
         };
-        // Fresh mappings of either kind read as zeros; write them anyway so every page is
-        // present before Xen touches it.
-        // SAFETY: ptr is a fresh, writable, page-aligned mapping of map_len bytes that nothing
-        // else references.
+        // Fresh mappings read as zeros, kept ones hold the last call's data: zero them, which
+        // also makes every page present before Xen touches it.
+        // SAFETY: ptr is a writable, page-aligned mapping of map_len bytes, fresh or handed
+        // back by a dropped buffer, that nothing else references.
         unsafe { std::ptr::write_bytes(ptr.as_ptr().cast::<u8>(), 0, map_len) };
         Ok(HcallBuf {
             ptr: ptr.cast(),
             len,
             map_len,
+            spare: self.spare.clone(),
             _owns: PhantomData,
         })
     }
@@ -135,6 +195,8 @@ pub struct HcallBuf<T: Plain> {
     ptr: NonNull<T>,
     len: usize,
     map_len: usize,
+    /// Where the mapping goes when the buffer is dropped.
+    spare: Arc<Spare>,
     _owns: PhantomData<T>,
 }
 
@@ -175,6 +237,9 @@ impl<T: Plain> HcallBuf<T> {
 
 impl<T: Plain> Drop for HcallBuf<T> {
     fn drop(&mut self) {
+        if self.spare.keep(self.ptr.cast(), self.map_len) {
+            return;
+        }
         // SAFETY: ptr/map_len is exactly the mapping made in BufAlloc::zeroed, unmapped once.
         unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.map_len) };
     }

@@ -175,3 +175,34 @@ fn hypercall_buffers_are_page_aligned_zeroed_and_sized() {
         .unwrap();
     assert!(d.bytes().len() >= DOMCTL_SIZE);
 }
+
+#[test]
+fn a_freed_hypercall_buffer_is_reused_for_one_of_its_size_and_comes_back_zeroed() {
+    let bufs = BufAlloc::anonymous();
+    let mut a: HcallBuf<u64> = bufs.zeroed(4).unwrap();
+    a.as_mut_slice().copy_from_slice(&[7, 7, 7, 7]);
+    let page = a.addr();
+    drop(a);
+    // Another size does not take it; the same size does, with nothing of the last call.
+    let big: HcallBuf<u8> = bufs.zeroed(2 * PAGE_SIZE).unwrap();
+    assert_ne!(big.addr(), page);
+    let b: HcallBuf<u64> = bufs.zeroed(8).unwrap();
+    assert_eq!(b.addr(), page);
+    assert!(b.as_slice().iter().all(|x| *x == 0));
+    // Two buffers alive at once never share a page.
+    let c: HcallBuf<u64> = bufs.zeroed(8).unwrap();
+    assert_ne!(c.addr(), b.addr());
+}
+
+#[test]
+fn only_a_few_freed_hypercall_buffers_are_kept() {
+    let bufs = BufAlloc::anonymous();
+    let many: Vec<HcallBuf<u8>> = (0..20).map(|_| bufs.zeroed(1).unwrap()).collect();
+    assert_eq!(bufs.kept(), 0);
+    drop(many);
+    assert_eq!(bufs.kept(), 8, "8 kept, the other 12 unmapped");
+    let again: Vec<HcallBuf<u8>> = (0..3).map(|_| bufs.zeroed(1).unwrap()).collect();
+    assert_eq!(bufs.kept(), 5);
+    drop(again);
+    assert_eq!(bufs.kept(), 8);
+}
