@@ -62,6 +62,12 @@ pub enum RecordError {
     },
 }
 
+/// This process's id, asked of the kernel once (a system call each time otherwise).
+fn own_pid() -> u32 {
+    static PID: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    *PID.get_or_init(std::process::id)
+}
+
 /// The directory of records.
 #[derive(Debug, Clone)]
 pub struct RecordDir {
@@ -79,6 +85,12 @@ impl RecordDir {
         Ok(RecordDir { dir })
     }
 
+    /// The directory at `dir`, not created until a record is saved in it (no system call:
+    /// the toolstack names it once per creation).
+    pub fn at(dir: impl Into<PathBuf>) -> RecordDir {
+        RecordDir { dir: dir.into() }
+    }
+
     pub fn path(&self) -> &Path {
         &self.dir
     }
@@ -92,13 +104,19 @@ impl RecordDir {
     /// those of writers that were killed.
     pub fn save(&self, guest: &NoxsGuest) -> Result<(), RecordError> {
         let path = self.file(guest.domid);
-        let tmp = path.with_extension(format!("json.{}.tmp", std::process::id()));
+        let tmp = path.with_extension(format!("json.{}.tmp", own_pid()));
         let json = serde_json::to_vec(guest).map_err(|source| RecordError::Corrupt {
             path: path.clone(),
             source,
         })?;
-        fs::File::create(&tmp)
-            .and_then(|mut f| f.write_all(&json))
+        let file = match fs::File::create(&tmp) {
+            // The directory is made with the first record (RecordDir::at).
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                fs::create_dir_all(&self.dir).and_then(|()| fs::File::create(&tmp))
+            }
+            created => created,
+        };
+        file.and_then(|mut f| f.write_all(&json))
             .and_then(|()| fs::rename(&tmp, &path))
             .map_err(|source| RecordError::Io { path, source })
     }
@@ -207,6 +225,29 @@ mod tests {
         records.all().expect("all");
         assert!(!old.exists() && !dead.exists(), "left by killed writers");
         assert!(live.exists(), "a live writer's file stays");
+        fs::remove_dir_all(&dir).expect("clean");
+    }
+
+    #[test]
+    fn a_directory_named_with_at_is_made_by_the_first_save() {
+        let dir = std::env::temp_dir().join(format!("noxs-at-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        let records = RecordDir::at(&dir);
+        assert!(!dir.exists(), "naming it makes nothing");
+        assert_eq!(records.load(DomId(3)).unwrap(), None);
+        records.remove(DomId(3)).expect("nothing to remove");
+        let g = NoxsGuest {
+            domid: DomId(3),
+            name: "at".into(),
+            console: ConsoleRing {
+                gref: 0,
+                frame: 1,
+                evtchn: 2,
+            },
+            vifs: Vec::new(),
+        };
+        records.save(&g).expect("save makes the directory");
+        assert_eq!(records.load(DomId(3)).unwrap(), Some(g));
         fs::remove_dir_all(&dir).expect("clean");
     }
 

@@ -67,8 +67,9 @@ impl ClientError {
 #[derive(Debug)]
 pub struct Client {
     path: PathBuf,
-    reader: BufReader<UnixStream>,
-    writer: UnixStream,
+    /// The connection: read through the buffer, written through `get_ref` (one descriptor,
+    /// not a clone of it: a thin client's every system call counts).
+    stream: BufReader<UnixStream>,
     timeout: Duration,
 }
 
@@ -103,14 +104,13 @@ impl Client {
 
     /// [`connect`](Self::connect) with another bound on every wait.
     pub fn connect_with_timeout(path: &Path, timeout: Duration) -> std::io::Result<Client> {
-        let writer = UnixStream::connect(path)?;
-        writer.set_read_timeout(Some(timeout))?;
-        writer.set_write_timeout(Some(timeout))?;
-        let reader = BufReader::new(writer.try_clone()?);
+        let stream = UnixStream::connect(path)?;
+        stream.set_read_timeout(Some(timeout))?;
+        stream.set_write_timeout(Some(timeout))?;
+        let stream = BufReader::new(stream);
         Ok(Client {
             path: path.to_path_buf(),
-            reader,
-            writer,
+            stream,
             timeout,
         })
     }
@@ -141,7 +141,7 @@ impl Client {
         let secs = self.timeout.as_secs_f64();
         let mut sent = 0;
         while sent < line.len() {
-            match self.writer.write(&line[sent..]) {
+            match self.stream.get_ref().write(&line[sent..]) {
                 Ok(0) => return Err(ClientError::HungUp(self.path.clone())),
                 Ok(n) => sent += n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
@@ -162,7 +162,7 @@ impl Client {
             }
         }
         let mut buf = Vec::new();
-        let n = (&mut self.reader)
+        let n = (&mut self.stream)
             .take(MAX_REPLY as u64)
             .read_until(b'\n', &mut buf)
             .map_err(|e| {

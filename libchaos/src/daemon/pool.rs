@@ -311,7 +311,7 @@ impl Pool {
             uuid: handle,
             domid: None,
             flavor: flavor.clone(),
-            pid: std::process::id(),
+            pid: crate::toolstack::state::own_pid(),
             created_ms: crate::toolstack::now_ms(),
         };
         let state = self.ts.state();

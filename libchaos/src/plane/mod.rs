@@ -92,7 +92,8 @@ pub trait ControlPlane: Send + Sync {
     }
 
     /// Makes a built guest's devices known to dom0 and its backends, before it is unpaused.
-    /// Records its phases in `timings`. On error the caller rolls back with [`unpublish`].
+    /// Records its phases as laps of `timings` (the caller ends its own lap right before).
+    /// On error the caller rolls back with [`unpublish`].
     ///
     /// [`unpublish`]: ControlPlane::unpublish
     fn publish(&self, guest: &Guest<'_>, timings: &mut Timings) -> Result<()>;

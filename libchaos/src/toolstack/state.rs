@@ -165,6 +165,20 @@ impl StateDir {
     /// Gives `name` to the domain `domid` with handle `uuid` (under [`StateDir::lock`], after
     /// checking the name is free: an entry of the same name is replaced).
     pub fn claim_name(&self, name: &str, domid: DomId, uuid: Uuid) -> Result<()> {
+        self.claim_name_unless_held(name, domid, uuid, |_| Ok::<_, StateError>(false))
+            .map(|_| ())
+    }
+
+    /// [`claim_name`](Self::claim_name) in one read of the name's slots, unless the entry
+    /// that has the name is still `held` (its domain carries it): then `Ok(false)` and nothing
+    /// written.
+    pub fn claim_name_unless_held<E: From<StateError>>(
+        &self,
+        name: &str,
+        domid: DomId,
+        uuid: Uuid,
+        held: impl FnOnce(&NameEntry) -> std::result::Result<bool, E>,
+    ) -> std::result::Result<bool, E> {
         let entry = NameEntry {
             name: name.to_string(),
             domid,
@@ -173,7 +187,13 @@ impl StateDir {
         let mut free = None;
         for path in self.name_slots(name) {
             match Self::read_name_entry(&path)? {
-                Some(e) if e.name == name => return write_atomic(&path, &entry),
+                Some(e) if e.name == name => {
+                    if held(&e)? {
+                        return Ok(false);
+                    }
+                    write_atomic(&path, &entry)?;
+                    return Ok(true);
+                }
                 Some(_) => {}
                 // Missing or unreadable: a slot to use, once no slot holds this name.
                 None => {
@@ -182,8 +202,11 @@ impl StateDir {
             }
         }
         match free {
-            Some(path) => write_atomic(&path, &entry),
-            None => Err(StateError::NameSlots(name.to_string())),
+            Some(path) => {
+                write_atomic(&path, &entry)?;
+                Ok(true)
+            }
+            None => Err(StateError::NameSlots(name.to_string()).into()),
         }
     }
 
@@ -376,7 +399,7 @@ impl StateDir {
 /// tell the files of live writers from those a killed process left.
 fn temporary_path(path: &Path) -> PathBuf {
     let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(format!(".{}.tmp", std::process::id()));
+    name.push(format!(".{}.tmp", own_pid()));
     path.with_file_name(name)
 }
 
@@ -387,6 +410,13 @@ fn is_record(path: &Path) -> bool {
 
 fn is_temporary(path: &Path) -> bool {
     path.extension().is_some_and(|e| e == "tmp")
+}
+
+/// This process's id, asked of the kernel once: it names every temporary file and pending
+/// record, and `getpid` is a system call each time.
+pub(crate) fn own_pid() -> u32 {
+    static PID: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    *PID.get_or_init(std::process::id)
 }
 
 /// Whether process `pid` is alive (or may be: one we may not signal counts as alive).

@@ -7,7 +7,6 @@
 mod device_nodes;
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use super::{ControlPlane, Guest, PlaneError, Result};
 use crate::config::PlaneKind;
@@ -389,7 +388,6 @@ impl ControlPlane for XenstorePlane {
     }
 
     fn publish(&self, g: &Guest<'_>, timings: &mut Timings) -> Result<()> {
-        let t = Instant::now();
         let uuid = g.uuid.to_string();
         let vifs = Self::vifs(g);
         let vbds = Self::vbds(g)?;
@@ -408,10 +406,9 @@ impl ControlPlane for XenstorePlane {
             vbds: &vbds,
         };
         publish_entries(self.xs.as_ref(), &entries)?;
-        timings.record("devices", t);
-        let t = Instant::now();
+        timings.lap("devices");
         introduce(self.xs.as_ref(), &entries)?;
-        timings.record("introduce", t);
+        timings.lap("introduce");
         Ok(())
     }
 

@@ -2,7 +2,6 @@
 //! on failure.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use super::checks::{check_noxs_kernel, check_supported, guest_bytes, GUEST_LIMIT};
 use crate::build::{self, BuildParams, BuiltGuest, BuiltPvhGuest, StorePage};
@@ -56,16 +55,17 @@ impl Toolstack {
         let pending = PendingCreation {
             uuid,
             name: cfg.name.clone(),
-            pid: std::process::id(),
+            pid: crate::toolstack::state::own_pid(),
             domid: Some(domid),
         };
-        let recording = Instant::now();
+        // The phases from here on are laps (one clock read each).
+        let mut timings = shell.timings.clone();
+        timings.start_laps();
         if let Err(e) = self.state.save_pending(&pending) {
             self.discard(shell)?;
             return Err(e.into());
         }
-        let mut pending_time = recording.elapsed();
-        let mut timings = shell.timings.clone();
+        let mut pending_time = timings.lap_time();
         let mut published = None;
         let result = self.execute_steps(
             &shell,
@@ -79,11 +79,10 @@ impl Toolstack {
         if result.is_err() {
             self.rollback(domid, cfg, published);
         }
-        let removing = Instant::now();
         if let Err(e) = self.state.remove_pending(&uuid) {
             log::warn!("removing the record of the creation of {domid}: {e}");
         }
-        pending_time += removing.elapsed();
+        pending_time += timings.lap_time();
         // The crash-safety record of the creation in progress, written and removed.
         timings.push("pending", pending_time);
         self.hv.checkpoint();
@@ -114,7 +113,6 @@ impl Toolstack {
         let domid = shell.domid;
         check_supported(cfg)?;
         let plane = self.plane(cfg.control_plane)?;
-        let t = Instant::now();
         let image = self.load_kernel(cfg)?;
         let ramdisk = match &cfg.ramdisk {
             Some(path) => Some(self.images.load_ramdisk_within(
@@ -124,7 +122,7 @@ impl Toolstack {
             )?),
             None => None,
         };
-        timings.record("load_image", t);
+        timings.lap("load_image");
 
         // MACs are chosen now and kept in the record, so a restarted guest keeps its MACs.
         let config = with_macs(cfg)?;
@@ -153,7 +151,6 @@ impl Toolstack {
                 .set_tsc_mode(domid, cfg.tsc_mode)
                 .map_err(hv_step("set the TSC mode"))?;
         }
-        let t = Instant::now();
         let params = BuildParams {
             domid,
             p2m: &shell.p2m,
@@ -176,10 +173,9 @@ impl Toolstack {
                 Built::from(build::build_pvh(self.hv.as_ref(), &image, &params)?)
             }
         };
-        timings.record("build", t);
+        timings.lap("build");
         if hypervisor_page {
             // Xen owns the device page: list the devices in it.
-            let t = Instant::now();
             for (d, pfn) in noxs_devices.iter().zip(&built.ctrl_pfns) {
                 let ctrl = u32::try_from(*pfn).map_err(|_| {
                     ToolstackError::Unsupported(format!("control page pfn {pfn:#x} above 2^32"))
@@ -190,7 +186,7 @@ impl Toolstack {
                     .devctl_add(domid, &entry)
                     .map_err(hv_step("listing a device in Xen's device page"))?;
             }
-            timings.record("devctl", t);
+            timings.lap("devctl");
         }
         let devices: Vec<Device> = noxs_devices
             .iter()
@@ -208,17 +204,22 @@ impl Toolstack {
             .collect();
 
         {
-            // Check and claim under the lock, so two creations cannot take one name. The
-            // domain carries its handle before the name is claimed: a name counts only for
-            // the domain with the handle in its entry.
-            let t = Instant::now();
+            // Check and claim under the lock, in one read of the name's index slots, so two
+            // creations cannot take one name. The domain carries its handle before the name
+            // is claimed: a name counts only for the domain with the handle in its entry.
             let _lock = self.state.lock()?;
-            self.check_name_free(&cfg.name)?;
             self.hv
                 .set_domain_handle(domid, uuid)
                 .map_err(hv_step("set domain handle"))?;
-            self.state.claim_name(&cfg.name, domid, uuid)?;
-            timings.record("name", t);
+            let claimed = self
+                .state
+                .claim_name_unless_held(&cfg.name, domid, uuid, |held| {
+                    self.carries(held.domid, held.uuid)
+                })?;
+            if !claimed {
+                return Err(ToolstackError::NameInUse(cfg.name.clone()));
+            }
+            timings.lap("name");
         }
         let console = Ring {
             frame: built.console_frame,
@@ -253,7 +254,6 @@ impl Toolstack {
         if !wanted() {
             return Err(ToolstackError::Abandoned);
         }
-        let t = Instant::now();
         self.state.save(&DomainRecord {
             domid,
             name: cfg.name.clone(),
@@ -264,12 +264,11 @@ impl Toolstack {
             devices,
             created_ms: now_ms(),
         })?;
-        timings.record("record", t);
+        timings.lap("record");
 
         if !(paused || cfg.paused) {
-            let t = Instant::now();
             self.hv.unpause_domain(domid).map_err(hv_step("unpause"))?;
-            timings.record("unpause", t);
+            timings.lap("unpause");
         }
         Ok(())
     }

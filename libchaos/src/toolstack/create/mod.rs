@@ -44,7 +44,7 @@ impl Toolstack {
         self.state.save_pending(&PendingCreation {
             uuid,
             name: cfg.name.clone(),
-            pid: std::process::id(),
+            pid: crate::toolstack::state::own_pid(),
             domid: None,
         })?;
         let shell = match self.prepare_tagged(&Flavor::of(cfg), uuid) {
