@@ -4,6 +4,9 @@ use log::{Level, LevelFilter, Log, Metadata, Record};
 
 struct Stderr {
     program: std::sync::OnceLock<&'static str>,
+    /// Set at -vv: debug lines carry the time since [`init`], so a reader sees where a short
+    /// command's milliseconds went.
+    started: std::sync::OnceLock<std::time::Instant>,
 }
 
 impl Log for Stderr {
@@ -21,7 +24,14 @@ impl Log for Stderr {
                 Level::Trace => "trace",
             };
             let program = self.program.get().copied().unwrap_or("chaos");
-            eprintln!("{program}: {level}: {}", record.args());
+            match self.started.get() {
+                Some(t) if record.level() >= Level::Debug => eprintln!(
+                    "{program}: {level}: [{:.3} ms] {}",
+                    t.elapsed().as_secs_f64() * 1000.0,
+                    record.args()
+                ),
+                _ => eprintln!("{program}: {level}: {}", record.args()),
+            }
         }
     }
 
@@ -30,12 +40,16 @@ impl Log for Stderr {
 
 static LOGGER: Stderr = Stderr {
     program: std::sync::OnceLock::new(),
+    started: std::sync::OnceLock::new(),
 };
 
 /// Logs as `program: level: message`: warnings and errors by default; -v adds info, -vv
-/// debug, -vvv trace.
+/// debug (with the milliseconds since this call), -vvv trace.
 pub fn init(program: &'static str, verbose: u8) {
     let _ = LOGGER.program.set(program);
+    if verbose >= 2 {
+        let _ = LOGGER.started.set(std::time::Instant::now());
+    }
     let level = match verbose {
         0 => LevelFilter::Warn,
         1 => LevelFilter::Info,
