@@ -7,7 +7,7 @@ mod pv;
 mod pvh;
 
 pub use layout::{PfnRange, PvLayout};
-pub use pv::{build_pv, finish_pv, prebuild_pv, PvPrebuilt};
+pub use pv::{build_pv, finish_ahead, finish_pv, prebuild_pv, PvPrebuilt};
 pub use pvh::{build_pvh, BuiltPvhGuest, PvhLayout};
 
 use crate::hypervisor::{DomId, GrantEntry, HypervisorError, PAGE_SIZE};

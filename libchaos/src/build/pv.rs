@@ -85,12 +85,76 @@ pub struct PvPrebuilt {
     l4_mfn: u64,
     virt_entry: u64,
     ramdisk_len: Option<usize>,
+    /// The guest half too, if [`finish_ahead`] wrote it: for a guest with these params
+    /// [`finish_pv`] has nothing left to do.
+    finished: Option<(FinishedFor, BuiltGuest)>,
 }
 
 impl PvPrebuilt {
     /// Control pages the layout has room for (the NoXS devices a guest of it may have).
     pub fn ctrl_pages(&self) -> u64 {
         self.layout.ctrl.count
+    }
+
+    /// The guest half, if [`finish_ahead`] wrote it.
+    pub fn finished(&self) -> Option<&BuiltGuest> {
+        self.finished.as_ref().map(|(_, built)| built)
+    }
+
+    /// Whether the guest half is already written for a guest with `params`.
+    pub fn finished_for(&self, params: &BuildParams) -> bool {
+        self.finished
+            .as_ref()
+            .is_some_and(|(done, _)| params.domid == self.domid && *done == FinishedFor::of(params))
+    }
+}
+
+/// Everything the guest half is written from, but the shell's own frames (the same shell):
+/// nothing in it names the guest (its name and UUID are not in its memory), so a shell finished
+/// ahead for a flavor's config serves every guest of that config as it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct FinishedFor {
+    cmdline: String,
+    ramdisk_len: Option<usize>,
+    vcpus: u32,
+    console_evtchn: u32,
+    console_backend: DomId,
+    store: FinishedStore,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum FinishedStore {
+    Xenstore {
+        evtchn: u32,
+        backend: DomId,
+    },
+    Noxs {
+        devices: Vec<super::NoxsDevice>,
+        hypervisor_page: bool,
+    },
+}
+
+impl FinishedFor {
+    fn of(p: &BuildParams) -> FinishedFor {
+        FinishedFor {
+            cmdline: p.cmdline.to_string(),
+            ramdisk_len: p.ramdisk.map(<[u8]>::len),
+            vcpus: p.vcpus,
+            console_evtchn: p.console_evtchn,
+            console_backend: p.console_backend,
+            store: match p.store {
+                StorePage::Xenstore { evtchn, backend } => {
+                    FinishedStore::Xenstore { evtchn, backend }
+                }
+                StorePage::Noxs {
+                    devices,
+                    hypervisor_page,
+                } => FinishedStore::Noxs {
+                    devices: devices.to_vec(),
+                    hypervisor_page,
+                },
+            },
+        }
     }
 }
 
@@ -123,14 +187,31 @@ pub fn prebuild_pv(
     boot_image(hv, domid, pv, layout, p2m, shared_info_frame, ramdisk_len)
 }
 
+/// Writes the guest half into a shell [`prebuild_pv`] made, ahead of any guest, for a guest
+/// with `params` (chaosd: its flavor's config): a guest with the same params then costs
+/// [`finish_pv`] nothing. One with other params (another command line) has it written again.
+pub fn finish_ahead(
+    hv: &dyn Hypervisor,
+    pre: &mut PvPrebuilt,
+    params: &BuildParams,
+) -> Result<(), BuildError> {
+    let built = finish_pv(hv, pre, params)?;
+    pre.finished = Some((FinishedFor::of(params), built));
+    Ok(())
+}
+
 /// The guest half of [`build_pv`] on a shell [`prebuild_pv`] made: start_info (command line,
-/// channels), the console and control plane's pages, the grant table and vcpu 0.
+/// channels), the console and control plane's pages, the grant table and vcpu 0; nothing if
+/// [`finish_ahead`] wrote it for these params already.
 pub fn finish_pv(
     hv: &dyn Hypervisor,
     pre: &PvPrebuilt,
     params: &BuildParams,
 ) -> Result<BuiltGuest, BuildError> {
     check_params(params)?;
+    if let Some((_, built)) = pre.finished.as_ref().filter(|_| pre.finished_for(params)) {
+        return Ok(built.clone());
+    }
     let mismatch = |what: &str| Err(BuildError::Params(format!("warm shell: {what}")));
     if params.domid != pre.domid {
         return mismatch("built for another domain");
@@ -257,6 +338,7 @@ fn boot_image(
         shared_info_frame,
         l4_mfn,
         virt_entry: pv.virt_entry,
+        finished: None,
     })
 }
 

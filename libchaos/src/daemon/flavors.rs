@@ -18,7 +18,7 @@ use serde::Deserialize;
 
 use crate::config::PlaneKind;
 use crate::hypervisor::GuestKind;
-use crate::toolstack::Flavor;
+use crate::toolstack::{FinishAhead, Flavor};
 
 /// Most shells one flavor may ask for (a typo guard, not a Xen limit).
 pub const MAX_TARGET: usize = 100_000;
@@ -36,6 +36,8 @@ pub enum FlavorError {
 pub struct FlavorTarget {
     pub flavor: Flavor,
     pub target: usize,
+    /// A warm flavor's shells are finished ahead for its config's guests.
+    pub ahead: Option<FinishAhead>,
 }
 
 /// The daemon settings a config file can hold (flags override them).
@@ -73,12 +75,15 @@ struct FlavorJson {
 
 impl FlavorJson {
     fn into_target(self) -> Result<FlavorTarget, String> {
+        let mut ahead = None;
         let flavor = match self.config {
             Some(path) => {
                 if self.memory.is_some() || self.maxmem.is_some() || self.vcpus.is_some() {
                     return Err("give either config or memory/maxmem/vcpus, not both".into());
                 }
-                flavor_of_file(&path, self.warm)?
+                let (flavor, finish) = flavor_of_file(&path, self.warm)?;
+                ahead = finish;
+                flavor
             }
             None if self.warm => {
                 return Err("warm needs config=FILE (the shells load its kernel)".into());
@@ -116,14 +121,16 @@ impl FlavorJson {
         Ok(FlavorTarget {
             flavor,
             target: self.count,
+            ahead,
         })
     }
 }
 
-fn flavor_of_file(path: &Path, warm: bool) -> Result<Flavor, String> {
+/// The flavor of a config file; for warm shells also what they are finished ahead with.
+fn flavor_of_file(path: &Path, warm: bool) -> Result<(Flavor, Option<FinishAhead>), String> {
     let loaded = crate::config::load(path, &[]).map_err(|e| e.to_string())?;
     if !warm {
-        return Ok(Flavor::of(&loaded.config));
+        return Ok((Flavor::of(&loaded.config), None));
     }
     let mut flavor =
         Flavor::warm_of(&loaded.config).ok_or_else(|| "warm: PV guests only".to_string())?;
@@ -136,7 +143,7 @@ fn flavor_of_file(path: &Path, warm: bool) -> Result<Flavor, String> {
             *r = absolute(r)?;
         }
     }
-    Ok(flavor)
+    Ok((flavor, FinishAhead::of(&loaded.config)))
 }
 
 /// Refuses flavors whose shells could never become guests (the config rules, from

@@ -13,7 +13,7 @@ use super::protocol::FlavorStatus;
 use super::stats::{Rate, Samples};
 use crate::hypervisor::Uuid;
 use crate::hypervisor::{DomId, HypervisorError, PAGE_SIZE};
-use crate::toolstack::{random_uuid, Flavor, Shell, ShellRecord, Toolstack};
+use crate::toolstack::{random_uuid, FinishAhead, Flavor, Shell, ShellRecord, Toolstack};
 
 /// How long an idle worker sleeps before it looks at host memory again (another process may
 /// have freed some), and how long it waits after a failed prepare before trying again.
@@ -47,6 +47,8 @@ pub struct Ready {
 
 struct Slot {
     flavor: Flavor,
+    /// What its warm shells are finished ahead with.
+    ahead: Option<FinishAhead>,
     target: usize,
     ready: Vec<Ready>,
     preparing: usize,
@@ -102,6 +104,7 @@ impl Pool {
                 Some(s) => s.target += t.target,
                 None => slots.push(Slot {
                     flavor: t.flavor.clone(),
+                    ahead: t.ahead.clone(),
                     target: t.target,
                     ready: Vec::new(),
                     preparing: 0,
@@ -191,11 +194,11 @@ impl Pool {
 
     fn worker(&self) {
         loop {
-            let Some(flavor) = self.next_job() else {
+            let Some((flavor, ahead)) = self.next_job() else {
                 return;
             };
             let start = Instant::now();
-            let result = self.prepare_recorded(&flavor);
+            let result = self.prepare_recorded(&flavor, ahead.as_ref());
             let mut inner = self.lock();
             let Some(idx) = inner.slots.iter().position(|s| s.flavor == flavor) else {
                 return;
@@ -224,9 +227,9 @@ impl Pool {
         }
     }
 
-    /// Waits for a flavor below its target whose shell fits above the reserve, and claims it.
-    /// `None` once the daemon is stopping.
-    fn next_job(&self) -> Option<Flavor> {
+    /// Waits for a flavor below its target whose shell fits above the reserve, and claims it
+    /// (with what its warm shells are finished ahead with). `None` once the daemon is stopping.
+    fn next_job(&self) -> Option<(Flavor, Option<FinishAhead>)> {
         let mut inner = self.lock();
         loop {
             if inner.stopping {
@@ -258,8 +261,9 @@ impl Pool {
                 match self.fits(need + pending) {
                     Ok(true) => {
                         inner.held_by_reserve = false;
-                        inner.slots[idx].preparing += 1;
-                        return Some(inner.slots[idx].flavor.clone());
+                        let slot = &mut inner.slots[idx];
+                        slot.preparing += 1;
+                        return Some((slot.flavor.clone(), slot.ahead.clone()));
                     }
                     Ok(false) => inner.held_by_reserve = true,
                     Err(e) => inner.slots[idx].last_error = Some(format!("host memory: {e}")),
@@ -305,7 +309,11 @@ impl Pool {
 
     /// Prepares one shell with its record written first (handle only) and updated once the
     /// domain exists, so a crash at any point leaves a record that finds the domain.
-    fn prepare_recorded(&self, flavor: &Flavor) -> Result<Ready, String> {
+    fn prepare_recorded(
+        &self,
+        flavor: &Flavor,
+        ahead: Option<&FinishAhead>,
+    ) -> Result<Ready, String> {
         let handle = random_uuid();
         let mut record = ShellRecord {
             uuid: handle,
@@ -316,7 +324,7 @@ impl Pool {
         };
         let state = self.ts.state();
         state.save_shell(&record).map_err(|e| e.to_string())?;
-        let shell = match self.ts.prepare_tagged(flavor, handle) {
+        let shell = match self.ts.prepare_ahead(flavor, handle, ahead) {
             Ok(s) => s,
             Err(e) => {
                 self.forget(&record.uuid);
@@ -445,6 +453,8 @@ pub fn reclaim(ts: &Toolstack) -> Result<usize, crate::toolstack::ToolstackError
         if let Some(info) = found {
             let is_guest = state.load(info.domid)?.is_some();
             if info.domid != DomId::DOM0 && info.paused && info.shutdown.is_none() && !is_guest {
+                // A warm NoXS shell's console may be served already.
+                ts.forget_shell_devices(info.domid);
                 match hv.destroy_domain(info.domid) {
                     Ok(()) => {
                         log::info!("reclaimed shell {} (domain {})", r.uuid, info.domid);

@@ -55,6 +55,7 @@ impl World {
                     .map(|&(mib, target)| FlavorTarget {
                         flavor: flavor(mib),
                         target,
+                        ahead: None,
                     })
                     .collect(),
                 reserve_mib,
@@ -632,6 +633,7 @@ fn noxs_shells_are_kept_and_executed() {
             flavors: vec![FlavorTarget {
                 flavor: noxs_flavor.clone(),
                 target: 2,
+                ahead: None,
             }],
             reserve_mib: 0,
             workers: 1,
@@ -861,6 +863,7 @@ fn pvh_shells_are_kept_and_executed_with_their_disks() {
             flavors: vec![FlavorTarget {
                 flavor: pvh_flavor,
                 target: 2,
+                ahead: None,
             }],
             reserve_mib: 0,
             workers: 1,
@@ -908,6 +911,14 @@ fn warm_shells_hold_the_image_and_a_changed_image_is_never_used() {
     let target = flavors::parse_spec(&format!("config={},count=2,warm=1", file.display()))
         .expect("a warm flavor");
     assert!(target.flavor.image.is_some());
+    assert_eq!(
+        target.ahead,
+        Some(crate::toolstack::FinishAhead {
+            cmdline: "per guest".into(),
+            vcpus: 1
+        }),
+        "finished ahead with the config's command line"
+    );
     let d = Daemon::start(
         w.ts.clone(),
         DaemonConfig {
@@ -920,12 +931,13 @@ fn warm_shells_hold_the_image_and_a_changed_image_is_never_used() {
     )
     .expect("daemon starts");
     assert!(d.wait_filled(FILL));
-    // A warm shell already has its vcpu's page tables pinned, and no guest in it yet.
+    // A warm shell already has its vcpu's page tables pinned and its vcpu set (finished
+    // ahead for the config's guests), and no guest in it yet.
     let shells = w.shell_records();
     assert_eq!(shells.len(), 2);
-    assert!(shells
-        .iter()
-        .all(|s| s.domid.is_some_and(|d| !w.sim.pinned_tables(d).is_empty())));
+    assert!(shells.iter().all(|s| s.domid.is_some_and(|d| {
+        !w.sim.pinned_tables(d).is_empty() && w.sim.vcpu_context(d, 0).is_some()
+    })));
 
     let cfg = parse_xl(&text, "warm.cfg", &[]).expect("config").config;
     let created = w
@@ -985,6 +997,7 @@ fn a_refill_waits_for_the_creation_from_a_shell_unless_the_flavor_ran_out() {
     let target = FlavorTarget {
         flavor: flavor(4),
         target: 2,
+        ahead: None,
     };
     let pool = Arc::new(pool::Pool::new(w.ts.clone(), &[target], 0));
     let workers = pool.spawn_workers(2).expect("workers");

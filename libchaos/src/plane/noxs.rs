@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use noxs::{state, SysctlCtrl};
 use xendevd_api::{ClientError, ConsoleRing, NoxsGuest, NoxsVif, RecordDir, Request};
 
-use super::{ControlPlane, DeviceKind, Guest, PlaneError, Result};
+use super::{ControlPlane, DeviceKind, Guest, PlaneError, Result, Ring};
 use crate::build::GNTTAB_RESERVED_CONSOLE;
 use crate::config::PlaneKind;
 use crate::hypervisor::{DomId, Hypervisor, Uuid};
@@ -155,6 +155,45 @@ impl NoxsPlane {
             },
             vifs,
         }
+    }
+}
+
+/// A warm shell's console, attached ahead of its guest.
+impl NoxsPlane {
+    /// Has the backend serve the console of a shell whose guest is not named yet: the record
+    /// names no guest (xendevd opens the log once one does). A creation then only rewrites
+    /// the record ([`NoxsPlane::name_attached`]): no request, no mapping, no binding.
+    pub(crate) fn attach_unnamed(&self, domid: DomId, console: Ring) -> Result<()> {
+        let records = self.records();
+        records
+            .save(&NoxsGuest {
+                domid,
+                name: String::new(),
+                console: ConsoleRing {
+                    gref: GNTTAB_RESERVED_CONSOLE,
+                    frame: console.frame,
+                    evtchn: console.evtchn,
+                },
+                vifs: Vec::new(),
+            })
+            .map_err(|e| PlaneError::Backend(e.to_string()))?;
+        if let Err(e) = self.backend.attach(domid) {
+            if let Err(r) = records.remove(domid) {
+                log::error!("removing the NoXS record of shell {domid}: {r}");
+            }
+            return Err(PlaneError::Backend(e));
+        }
+        Ok(())
+    }
+
+    /// Publishes a guest whose console [`attach_unnamed`](Self::attach_unnamed) attached: its
+    /// record, now with its name, is all there is to write. Timed as the `devices` lap.
+    pub(crate) fn name_attached(&self, g: &Guest<'_>, timings: &mut Timings) -> Result<()> {
+        self.records()
+            .save(&Self::backend_record(g))
+            .map_err(|e| PlaneError::Backend(e.to_string()))?;
+        timings.lap("devices");
+        Ok(())
     }
 }
 

@@ -22,7 +22,7 @@ pub use lifecycle::{ConsoleServer, DomainSummary, ShutdownKind};
 pub use random::{random_mac, random_uuid};
 pub use state::{DomainRecord, NameEntry, PendingCreation, ShellRecord, StateDir, StateError};
 pub use timings::{Phase, Timings};
-pub use types::{Created, CreationPath, Flavor, Shell, Via, WarmImage};
+pub use types::{Created, CreationPath, FinishAhead, Flavor, Shell, Via, WarmImage};
 
 pub(crate) use random::now_ms;
 

@@ -26,6 +26,27 @@ pub struct Flavor {
     pub image: Option<WarmImage>,
 }
 
+/// What a warm shell can be finished with ahead of its guest: the command line and vcpus of
+/// its flavor's config (chaosd has it). A guest of that config then finds its start_info,
+/// console and control pages, grants and vcpu 0 already written: nothing in them names the
+/// guest. Guests with other values get them written at execute, as without it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FinishAhead {
+    pub cmdline: String,
+    pub vcpus: u32,
+}
+
+impl FinishAhead {
+    /// For a warm flavor's config, unless its guests have vifs (each gets its own MAC and
+    /// channel at execute, so there is nothing to finish ahead).
+    pub fn of(cfg: &DomainConfig) -> Option<FinishAhead> {
+        (cfg.kind == GuestKind::Pv && cfg.vifs.is_empty()).then(|| FinishAhead {
+            cmdline: cfg.cmdline.clone(),
+            vcpus: cfg.vcpus,
+        })
+    }
+}
+
 /// What a warm shell has loaded: the kernel and ramdisk files, and room for this many NoXS
 /// control pages (the layout depends on it).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -126,6 +147,9 @@ pub(super) struct Warm {
     pub(super) image: Arc<KernelImage>,
     pub(super) ramdisk: Option<Arc<Vec<u8>>>,
     pub(super) built: PvPrebuilt,
+    /// NoXS, finished ahead: xendevd serves its console already (unnamed until the guest's
+    /// record names it). Whoever destroys the shell detaches it first.
+    pub(super) attached: bool,
 }
 
 impl Shell {

@@ -51,28 +51,49 @@ impl Console {
         let port = evtchn
             .bind_interdomain(dom, guest.console.evtchn)
             .map_err(|e| format!("binding domain {dom}'s console channel: {e}"))?;
-        let log_path = log_path(log_dir, &guest.name);
-        let log = match OpenOptions::new().create(true).append(true).open(&log_path) {
+        let mut c = Console {
+            domid: dom,
+            name: String::new(),
+            ring,
+            port,
+            log: None,
+            log_path: PathBuf::new(),
+            watchers: Vec::new(),
+        };
+        c.name(&guest.name, log_dir);
+        c.service(evtchn);
+        Ok(c)
+    }
+
+    /// Whether the guest has its name (a warm shell's console is attached before its guest
+    /// is named: its record names it when the guest is created, before it can write).
+    pub fn named(&self) -> bool {
+        !self.name.is_empty()
+    }
+
+    /// Gives the console its guest's name and opens the log named after it (nothing for an
+    /// empty name).
+    pub fn name(&mut self, name: &str, log_dir: &Path) {
+        if name.is_empty() || self.named() {
+            return;
+        }
+        self.name = name.to_string();
+        self.log_path = log_path(log_dir, name);
+        self.log = match OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log_path)
+        {
             Ok(f) => Some(f),
             Err(e) => {
                 log::warn!(
-                    "{}: {e}; domain {dom}'s console is not logged",
-                    log_path.display()
+                    "{}: {e}; domain {}'s console is not logged",
+                    self.log_path.display(),
+                    self.domid
                 );
                 None
             }
         };
-        let mut c = Console {
-            domid: dom,
-            name: guest.name.clone(),
-            ring,
-            port,
-            log,
-            log_path,
-            watchers: Vec::new(),
-        };
-        c.service(evtchn);
-        Ok(c)
     }
 
     /// Moves output from the ring to the log and the watchers, and tells the guest.

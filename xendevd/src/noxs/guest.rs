@@ -3,7 +3,7 @@
 
 use nix::sys::epoll::{EpollEvent, EpollFlags};
 use xen_types::DomId;
-use xendevd_api::{NoxsGuest, NoxsVif};
+use xendevd_api::{NoxsGuest, NoxsVif, RecordDir};
 
 use super::console::Console;
 use super::socket::Conn;
@@ -15,9 +15,9 @@ use crate::uevent::{Action, Control, VifEvent};
 impl Service {
     /// After a restart: every guest with a record is served again.
     pub(super) fn reattach_all(&mut self) {
-        let (guests, bad) = match self
-            .records()
-            .and_then(|r| r.all().map_err(|e| e.to_string()))
+        let (guests, bad) = match RecordDir::open(&self.settings.records)
+            .and_then(|r| r.all())
+            .map_err(|e| e.to_string())
         {
             Ok(found) => found,
             Err(e) => {

@@ -203,8 +203,9 @@ impl Service {
         Ok(service)
     }
 
+    /// The records (the directory is made at start, by [`Service::reattach_all`]).
     fn records(&self) -> Result<RecordDir, String> {
-        RecordDir::open(&self.settings.records).map_err(|e| e.to_string())
+        Ok(RecordDir::at(&self.settings.records))
     }
 
     /// Runs until `stop` is set.
@@ -262,11 +263,7 @@ impl Service {
         };
         for port in pending {
             match self.by_port.get(&port).copied() {
-                Some(Owner::Console(d)) => {
-                    if let Some(c) = self.consoles.get_mut(&d) {
-                        c.service(&self.xen.evtchn);
-                    }
-                }
+                Some(Owner::Console(d)) => self.console_event(d),
                 Some(owner @ (Owner::VifCtrl(key) | Owner::VifData(key))) => {
                     self.vif_event(key, owner)
                 }
@@ -322,6 +319,26 @@ impl Service {
     }
 
     /// Detaches guests whose record is gone (destroyed behind a toolstack that then died).
+    /// Output (or room) on a console. One attached before its guest had a name (a warm
+    /// shell's) learns the name from the record first, so the log is the guest's.
+    fn console_event(&mut self, domid: DomId) {
+        let unnamed = self.consoles.get(&domid).is_some_and(|c| !c.named());
+        if unnamed {
+            let name = self
+                .records()
+                .and_then(|r| r.load(domid).map_err(|e| e.to_string()))
+                .map(|g| g.map(|g| g.name).unwrap_or_default());
+            match (name, self.consoles.get_mut(&domid)) {
+                (Ok(name), Some(c)) => c.name(&name, &self.settings.log_dir),
+                (Err(e), _) => log::warn!("domain {domid}: {e}"),
+                _ => {}
+            }
+        }
+        if let Some(c) = self.consoles.get_mut(&domid) {
+            c.service(&self.xen.evtchn);
+        }
+    }
+
     fn sweep(&mut self) {
         let Ok(recorded) = self
             .records()

@@ -44,20 +44,27 @@ fn open_rw(path: &str) -> io::Result<File> {
 /// dozen hypercalls, each with a buffer or two.
 #[derive(Debug)]
 pub struct BufAlloc {
-    dev: Option<File>,
-    spare: Arc<Spare>,
+    source: Arc<Source>,
 }
 
-/// Freed buffers kept mapped for the next ones of their size: (address, mapped length).
-#[derive(Debug, Default)]
-struct Spare(Mutex<Vec<(usize, usize)>>);
+/// The device and the freed buffers kept mapped for the next ones of their size, shared by
+/// the allocator and every buffer it gave out. The device must stay open until the last
+/// mapping of it is gone: closing `/dev/xen/hypercall` frees the kernel's records of its
+/// mappings, and unmapping one after that is a use after free in the kernel (which corrupted
+/// other processes' memory in the lab). So the device closes with the last of them.
+#[derive(Debug)]
+struct Source {
+    /// (address, mapped length) of the kept buffers.
+    spare: Mutex<Vec<(usize, usize)>>,
+    dev: Option<File>,
+}
 
 /// How many freed buffers are kept.
 const SPARE_BUFFERS: usize = 8;
 
-impl Spare {
+impl Source {
     fn take(&self, map_len: usize) -> Option<NonNull<c_void>> {
-        let mut spare = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let mut spare = self.spare.lock().unwrap_or_else(|p| p.into_inner());
         let i = spare.iter().position(|&(_, len)| len == map_len)?;
         let (addr, _) = spare.swap_remove(i);
         NonNull::new(addr as *mut c_void)
@@ -65,7 +72,7 @@ impl Spare {
 
     /// Keeps the mapping, or gives it back (false) when enough are kept.
     fn keep(&self, ptr: NonNull<c_void>, map_len: usize) -> bool {
-        let mut spare = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let mut spare = self.spare.lock().unwrap_or_else(|p| p.into_inner());
         if spare.len() >= SPARE_BUFFERS {
             return false;
         }
@@ -74,9 +81,10 @@ impl Spare {
     }
 }
 
-impl Drop for Spare {
+impl Drop for Source {
     fn drop(&mut self) {
-        let spare = self.0.get_mut().unwrap_or_else(|p| p.into_inner());
+        // Before `dev` closes (fields drop after this).
+        let spare = self.spare.get_mut().unwrap_or_else(|p| p.into_inner());
         for &(addr, len) in spare.iter() {
             // SAFETY: each entry is a mapping of `len` bytes made by BufAlloc::zeroed that no
             // HcallBuf owns any more (it was handed here on drop), unmapped once.
@@ -86,17 +94,20 @@ impl Drop for Spare {
 }
 
 impl BufAlloc {
+    fn with(dev: Option<File>) -> BufAlloc {
+        BufAlloc {
+            source: Arc::new(Source {
+                spare: Mutex::default(),
+                dev,
+            }),
+        }
+    }
+
     /// `/dev/xen/hypercall` if the kernel has it, else locked anonymous memory.
     pub fn open() -> Result<Self, HypervisorError> {
         match open_rw(HYPERCALL_BUF_PATH) {
-            Ok(f) => Ok(BufAlloc {
-                dev: Some(f),
-                spare: Arc::default(),
-            }),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(BufAlloc {
-                dev: None,
-                spare: Arc::default(),
-            }),
+            Ok(f) => Ok(BufAlloc::with(Some(f))),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(BufAlloc::with(None)),
             Err(source) => Err(HypervisorError::Open {
                 path: HYPERCALL_BUF_PATH.into(),
                 source,
@@ -107,16 +118,13 @@ impl BufAlloc {
     /// Locked anonymous memory only (unit tests).
     #[cfg(test)]
     pub fn anonymous() -> Self {
-        BufAlloc {
-            dev: None,
-            spare: Arc::default(),
-        }
+        BufAlloc::with(None)
     }
 
     /// How many freed buffers are kept for reuse.
     #[cfg(test)]
     pub fn kept(&self) -> usize {
-        self.spare.0.lock().map_or(0, |s| s.len())
+        self.source.spare.lock().map_or(0, |s| s.len())
     }
 
     /// A buffer holding `value`.
@@ -140,7 +148,7 @@ impl BufAlloc {
             .checked_mul(std::mem::size_of::<T>())
             .ok_or_else(|| io::Error::from_raw_os_error(libc::ENOMEM))?;
         let map_len = bytes.max(1).div_ceil(PAGE_SIZE) * PAGE_SIZE;
-        let ptr = match (self.spare.take(map_len), &self.dev) {
+        let ptr = match (self.source.take(map_len), &self.source.dev) {
             (Some(kept), _) => kept,
             (None, Some(dev)) => mmap(map_len, libc::MAP_SHARED, dev.as_raw_fd())?,
             (None, None) => {
@@ -165,7 +173,7 @@ impl BufAlloc {
             ptr: ptr.cast(),
             len,
             map_len,
-            spare: self.spare.clone(),
+            source: self.source.clone(),
             _owns: PhantomData,
         })
     }
@@ -195,8 +203,8 @@ pub struct HcallBuf<T: Plain> {
     ptr: NonNull<T>,
     len: usize,
     map_len: usize,
-    /// Where the mapping goes when the buffer is dropped.
-    spare: Arc<Spare>,
+    /// Where the mapping goes when the buffer is dropped; it keeps the device open.
+    source: Arc<Source>,
     _owns: PhantomData<T>,
 }
 
@@ -237,7 +245,7 @@ impl<T: Plain> HcallBuf<T> {
 
 impl<T: Plain> Drop for HcallBuf<T> {
     fn drop(&mut self) {
-        if self.spare.keep(self.ptr.cast(), self.map_len) {
+        if self.source.keep(self.ptr.cast(), self.map_len) {
             return;
         }
         // SAFETY: ptr/map_len is exactly the mapping made in BufAlloc::zeroed, unmapped once.

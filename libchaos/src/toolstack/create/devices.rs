@@ -14,26 +14,7 @@ impl Toolstack {
         shell: &Shell,
         cfg: &DomainConfig,
     ) -> Result<Vec<NoxsDevice>> {
-        let mut ctrl = vec![0u8; std::mem::size_of::<noxs::SysctlCtrl>()];
-        noxs::SysctlCtrl {
-            hdr: noxs::CtrlHdr {
-                devid: 0,
-                // The toolstack is the sysctl backend, there from the start.
-                be_state: noxs::state::CONNECTED,
-                ..noxs::CtrlHdr::default()
-            },
-            ..noxs::SysctlCtrl::default()
-        }
-        .write_to(&mut ctrl);
-        let mut devices = vec![NoxsDevice {
-            ty: noxs::DevType::Sysctl,
-            id: 0,
-            backend: DomId::DOM0,
-            evtchn: shell.plane_evtchn,
-            // The toolstack maps it through privcmd.
-            gref: None,
-            ctrl,
-        }];
+        let mut devices = vec![sysctl_device(shell.plane_evtchn)];
         for (id, vif) in cfg.vifs.iter().enumerate() {
             let evtchn = self
                 .hv
@@ -66,6 +47,30 @@ impl Toolstack {
             });
         }
         Ok(devices)
+    }
+}
+
+/// The NoXS sysctl device every guest has, on the shell's control-plane channel: its backend
+/// is the toolstack, there from the start.
+pub(super) fn sysctl_device(plane_evtchn: u32) -> NoxsDevice {
+    let mut ctrl = vec![0u8; std::mem::size_of::<noxs::SysctlCtrl>()];
+    noxs::SysctlCtrl {
+        hdr: noxs::CtrlHdr {
+            devid: 0,
+            be_state: noxs::state::CONNECTED,
+            ..noxs::CtrlHdr::default()
+        },
+        ..noxs::SysctlCtrl::default()
+    }
+    .write_to(&mut ctrl);
+    NoxsDevice {
+        ty: noxs::DevType::Sysctl,
+        id: 0,
+        backend: DomId::DOM0,
+        evtchn: plane_evtchn,
+        // The toolstack maps it through privcmd.
+        gref: None,
+        ctrl,
     }
 }
 

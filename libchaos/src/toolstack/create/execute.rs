@@ -111,6 +111,11 @@ impl Toolstack {
         published: &mut Option<Uuid>,
     ) -> Result<()> {
         let domid = shell.domid;
+        // A warm shell's console xendevd serves already: a failure from here on detaches it.
+        let mut attached = shell.warm.as_ref().is_some_and(|w| w.attached);
+        if attached {
+            *published = Some(uuid);
+        }
         check_supported(cfg)?;
         let plane = self.plane(cfg.control_plane)?;
         let image = self.load_kernel(cfg)?;
@@ -164,6 +169,12 @@ impl Toolstack {
         let built = match (cfg.kind, &shell.warm) {
             (GuestKind::Pv, Some(warm)) => {
                 check_warm(shell, warm, cfg, &image, ramdisk.as_ref())?;
+                if attached && !warm.built.finished_for(&params) {
+                    // Finished ahead for another guest (another command line): its console
+                    // page and grant are written again, so xendevd lets go of them first.
+                    self.forget_shell_devices(domid);
+                    attached = false;
+                }
                 Built::from(build::finish_pv(self.hv.as_ref(), &warm.built, &params)?)
             }
             (GuestKind::Pv, None) => {
@@ -238,17 +249,19 @@ impl Toolstack {
             },
         };
         *published = Some(uuid);
-        plane.publish(
-            &Guest {
-                domid,
-                uuid,
-                config: &config,
-                console,
-                store,
-                devices: &devices,
-            },
-            timings,
-        )?;
+        let guest = Guest {
+            domid,
+            uuid,
+            config: &config,
+            console,
+            store,
+            devices: &devices,
+        };
+        if attached {
+            self.noxs.name_attached(&guest, timings)?;
+        } else {
+            plane.publish(&guest, timings)?;
+        }
 
         // The commit point: from the record on, the guest exists for everyone.
         if !wanted() {

@@ -3,12 +3,17 @@
 use std::time::Instant;
 
 use super::checks::GUEST_LIMIT;
-use crate::build;
+use super::devices::sysctl_device;
+use crate::build::{self, BuildParams, StorePage};
+use crate::config::PlaneKind;
 use crate::hypervisor::costs::CostMeter;
-use crate::hypervisor::{CreateDomain, DomId, GuestKind, Uuid, PAGE_SIZE};
+use crate::hypervisor::{CreateDomain, DomId, GuestKind, NoxsFlavour, Uuid, PAGE_SIZE};
+use crate::plane::{ControlPlane, Ring};
 use crate::toolstack::error::hv_step;
 use crate::toolstack::types::Warm;
-use crate::toolstack::{Flavor, Result, Shell, Timings, Toolstack, ToolstackError, WarmImage};
+use crate::toolstack::{
+    FinishAhead, Flavor, Result, Shell, Timings, Toolstack, ToolstackError, WarmImage,
+};
 
 /// Event channels a guest may open (xl's default `max_event_channels`).
 const MAX_EVTCHN_PORT: u32 = 1023;
@@ -28,6 +33,17 @@ impl Toolstack {
     /// be recognised later (chaosd reclaims the shells of a daemon that crashed by it; `execute`
     /// replaces it with the guest's UUID).
     pub fn prepare_tagged(&self, flavor: &Flavor, handle: Uuid) -> Result<Shell> {
+        self.prepare_ahead(flavor, handle, None)
+    }
+
+    /// [`prepare_tagged`](Self::prepare_tagged); a warm shell is also finished ahead for a
+    /// guest with `ahead`'s command line and vcpus (see [`FinishAhead`]).
+    pub fn prepare_ahead(
+        &self,
+        flavor: &Flavor,
+        handle: Uuid,
+        ahead: Option<&FinishAhead>,
+    ) -> Result<Shell> {
         let meter = CostMeter::start();
         // The plane must be there before a shell is spent on it.
         self.plane(flavor.control_plane)?.ready()?;
@@ -62,7 +78,22 @@ impl Toolstack {
         let filled = self.fill_shell(domid, flavor, &mut timings).and_then(
             |(p2m, console_evtchn, plane_evtchn)| {
                 let warm = match &flavor.image {
-                    Some(w) => Some(self.warm_up(domid, flavor, w, &p2m, &mut timings)?),
+                    Some(w) => {
+                        let mut warm = self.warm_up(domid, flavor, w, &p2m, &mut timings)?;
+                        if let Some(ahead) = ahead {
+                            let t = Instant::now();
+                            self.finish_ahead(
+                                &mut warm,
+                                flavor,
+                                ahead,
+                                &p2m,
+                                console_evtchn,
+                                plane_evtchn,
+                            )?;
+                            timings.record("finish_ahead", t);
+                        }
+                        Some(warm)
+                    }
                     None => None,
                 };
                 Ok((p2m, console_evtchn, plane_evtchn, warm))
@@ -164,11 +195,73 @@ impl Toolstack {
             image,
             ramdisk,
             built,
+            attached: false,
         })
+    }
+
+    /// Stops xendevd serving a shell's console and removes its record (a warm shell finished
+    /// ahead on NoXS has them; for any other shell there is nothing to do).
+    pub(crate) fn forget_shell_devices(&self, domid: DomId) {
+        if let Err(e) = ControlPlane::unpublish(&self.noxs, domid, None) {
+            log::error!("shell {domid}: releasing its console: {e}");
+        }
+    }
+
+    /// Writes a warm shell's guest half for a guest of `ahead` (execute then writes nothing of
+    /// it for such a guest): what execute would write, on the shell's own channels.
+    fn finish_ahead(
+        &self,
+        warm: &mut Warm,
+        flavor: &Flavor,
+        ahead: &FinishAhead,
+        p2m: &[u64],
+        console_evtchn: u32,
+        plane_evtchn: u32,
+    ) -> Result<()> {
+        let sysctl = [sysctl_device(plane_evtchn)];
+        let store = match flavor.control_plane {
+            PlaneKind::Xenstore => StorePage::Xenstore {
+                evtchn: plane_evtchn,
+                backend: DomId::DOM0,
+            },
+            PlaneKind::Noxs => StorePage::Noxs {
+                devices: &sysctl,
+                hypervisor_page: self.hv.noxs_flavour() == NoxsFlavour::Hypervisor,
+            },
+        };
+        if store.ctrl_pages() != warm.built.ctrl_pages() {
+            // Room for vifs: their guests are finished at execute.
+            return Ok(());
+        }
+        let params = BuildParams {
+            domid: warm.built.domid,
+            p2m,
+            cmdline: &ahead.cmdline,
+            ramdisk: warm.ramdisk.as_ref().map(|r| r.as_slice()),
+            vcpus: ahead.vcpus,
+            console_evtchn,
+            console_backend: DomId::DOM0,
+            store,
+        };
+        build::finish_ahead(self.hv.as_ref(), &mut warm.built, &params)?;
+        if flavor.control_plane == PlaneKind::Noxs {
+            if let Some(built) = warm.built.finished() {
+                let console = Ring {
+                    frame: built.console_mfn,
+                    evtchn: console_evtchn,
+                };
+                self.noxs.attach_unnamed(warm.built.domid, console)?;
+                warm.attached = true;
+            }
+        }
+        Ok(())
     }
 
     /// Destroys a shell nobody will execute.
     pub fn discard(&self, shell: Shell) -> Result<()> {
+        if shell.warm.as_ref().is_some_and(|w| w.attached) {
+            self.forget_shell_devices(shell.domid);
+        }
         let destroyed = self
             .hv
             .destroy_domain(shell.domid)

@@ -2,9 +2,10 @@
 //! the sysctl control page written as noxs/ABI.md says, rolled back at any failure.
 
 use super::*;
-use crate::hypervisor::{DomId, Hypervisor};
+use crate::hypervisor::{DomId, Hypervisor, Uuid};
 use crate::plane::DeviceKind;
 use crate::testing::RecordingBackend;
+use crate::toolstack::FinishAhead;
 
 fn noxs_config(w: &World, name: &str, extra: &str) -> DomainConfig {
     let text = format!(
@@ -396,6 +397,142 @@ fn a_failure_at_any_hypervisor_call_of_a_warm_creation_rolls_back_everything() {
         w.sim.arm(Fault::Call(n));
         let result =
             w.ts.prepare(&warm)
+                .and_then(|shell| w.ts.execute(shell, &cfg, false));
+        w.sim.disarm();
+        match result {
+            Err(_) => assert_eq!(leftovers(&w), before, "after a failure at call {n}"),
+            Ok(c) => panic!("creation survived a failure at call {n}: {c:?}"),
+        }
+    }
+}
+
+/// The NoXS record xendevd would read for `dom`.
+fn noxs_record(w: &World, dom: DomId) -> Option<xendevd_api::NoxsGuest> {
+    xendevd_api::RecordDir::at(w.ts.state().root().join("noxs"))
+        .load(dom)
+        .expect("record readable")
+}
+
+/// A warm NoXS shell finished ahead for its flavor's config (chaosd's warm shells): its guest
+/// half is written and its console served at prepare, before any guest; a guest of that config
+/// costs execute no build hypercall and no attach, only its name in the record.
+#[test]
+fn a_noxs_shell_finished_ahead_serves_its_console_before_its_guest_is_named() {
+    let w = world("ahead");
+    let before = leftovers(&w);
+    let cfg = noxs_config(&w, "ahead", "");
+    let warm = Flavor::warm_of(&cfg).expect("warm flavor");
+    let ahead = FinishAhead::of(&cfg).expect("no vifs: finished ahead");
+    // What execute costs a warm shell that was not finished ahead.
+    let plain = w.ts.prepare(&warm).expect("prepare");
+    let calls = w.sim.calls();
+    let created = w.ts.execute(plain, &cfg, true).expect("execute");
+    let warm_calls = w.sim.calls() - calls;
+    w.ts.destroy(created.domid).expect("destroy");
+
+    let shell =
+        w.ts.prepare_ahead(&warm, Uuid::NIL, Some(&ahead))
+            .expect("prepare");
+    let dom = shell.domid();
+    assert!(
+        w.sim.vcpu_context(dom, 0).is_some(),
+        "finished before its guest"
+    );
+    assert_eq!(attached(&w.backend), vec![dom], "served before its guest");
+    assert_eq!(
+        noxs_record(&w, dom).expect("record").name,
+        "",
+        "not named yet"
+    );
+
+    let calls = w.sim.calls();
+    let created = w.ts.execute(shell, &cfg, true).expect("execute");
+    let ahead_calls = w.sim.calls() - calls;
+    // No mapping of its pages, no grant table, no vcpu context: the handle is what is left.
+    assert!(
+        ahead_calls + 3 <= warm_calls,
+        "{ahead_calls} hypervisor calls at execute, against {warm_calls} unfinished"
+    );
+    assert_eq!(attached(&w.backend), vec![dom], "attached once");
+    assert_eq!(noxs_record(&w, dom).expect("record").name, "ahead");
+    w.ts.destroy(created.domid).expect("destroy");
+    assert_eq!(leftovers(&w), before);
+
+    // A shell nobody uses lets go of its console when it is discarded.
+    let shell =
+        w.ts.prepare_ahead(&warm, Uuid::NIL, Some(&ahead))
+            .expect("prepare");
+    w.ts.discard(shell).expect("discard");
+    assert_eq!(leftovers(&w), before);
+}
+
+/// A guest with another command line than the one a shell was finished ahead for gets its
+/// guest half written at execute (and its console attached again, as for any guest).
+#[test]
+fn a_shell_finished_ahead_for_another_command_line_is_written_again() {
+    let w = world("ahead-other");
+    let before = leftovers(&w);
+    let flavor_cfg = noxs_config(&w, "ahead", "");
+    let warm = Flavor::warm_of(&flavor_cfg).expect("warm flavor");
+    let ahead = FinishAhead::of(&flavor_cfg).expect("finished ahead");
+    let shell =
+        w.ts.prepare_ahead(&warm, Uuid::NIL, Some(&ahead))
+            .expect("prepare");
+    let cfg = noxs_config(&w, "other", "extra = \"mode=other\"");
+    let context = w.sim.vcpu_context(shell.domid(), 0);
+    let created = w.ts.execute(shell, &cfg, true).expect("execute");
+    assert_ne!(w.sim.vcpu_context(created.domid, 0), None, "vcpu 0 is set");
+    assert_eq!(
+        w.sim.vcpu_context(created.domid, 0),
+        context,
+        "the same registers"
+    );
+    // start_info (3 pages before the sysctl control page) holds the guest's own command line.
+    let record =
+        w.ts.state()
+            .load(created.domid)
+            .expect("load")
+            .expect("record");
+    let ctrl_pfn = w
+        .sim
+        .gfn_of(created.domid, record.devices[0].frame)
+        .unwrap();
+    let si = w
+        .sim
+        .guest_frame(created.domid, ctrl_pfn - 3)
+        .expect("start_info");
+    assert_eq!(&si[128..138], b"mode=other");
+    assert_eq!(attached(&w.backend), vec![created.domid]);
+    assert_eq!(
+        noxs_record(&w, created.domid).expect("record").name,
+        "other"
+    );
+    assert_eq!(record.config.cmdline, "mode=other");
+    w.ts.destroy(created.domid).expect("destroy");
+    assert_eq!(leftovers(&w), before);
+}
+
+/// Finished ahead: a failure at any hypervisor call of the preparation or the execution
+/// leaves nothing behind, the console's record and attachment included.
+#[test]
+fn a_failure_at_any_call_of_a_creation_finished_ahead_rolls_back_everything() {
+    let w = world("ahead-rollback");
+    let cfg = noxs_config(&w, "ahead", "");
+    let warm = Flavor::warm_of(&cfg).expect("warm flavor");
+    let ahead = FinishAhead::of(&cfg).expect("finished ahead");
+    let before = leftovers(&w);
+    w.sim.arm(Fault::Call(u64::MAX));
+    let shell =
+        w.ts.prepare_ahead(&warm, Uuid::NIL, Some(&ahead))
+            .expect("prepare");
+    let ok = w.ts.execute(shell, &cfg, false).expect("execute");
+    let calls = w.sim.calls();
+    w.ts.destroy(ok.domid).expect("destroy");
+    assert_eq!(leftovers(&w), before);
+    for n in 0..calls {
+        w.sim.arm(Fault::Call(n));
+        let result =
+            w.ts.prepare_ahead(&warm, Uuid::NIL, Some(&ahead))
                 .and_then(|shell| w.ts.execute(shell, &cfg, false));
         w.sim.disarm();
         match result {
