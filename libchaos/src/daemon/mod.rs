@@ -173,12 +173,12 @@ impl Core {
         let checked = start.elapsed();
         let from_shell = match taken {
             Some((ready, _creating)) => {
-                let mut result = self.ts.execute_pooled_if(ready.shell, cfg, paused, wanted);
-                // Either a guest now (with its own record) or destroyed by the rollback.
-                let forgetting = Instant::now();
-                self.pool.forget(&ready.uuid);
-                if let Ok(created) = &mut result {
-                    created.timings.push("shell_record", forgetting.elapsed());
+                let result = self.ts.execute_pooled_if(ready.shell, cfg, paused, wanted);
+                // Either a guest now (with its own record: the shell's goes after the reply)
+                // or destroyed by the rollback.
+                match &result {
+                    Ok(_) => self.pool.forget_later(ready.uuid),
+                    Err(_) => self.pool.forget(&ready.uuid),
                 }
                 match result {
                     Ok(created) => {

@@ -69,6 +69,9 @@ struct Inner {
     /// for a quiet moment (see [`Pool::take`]).
     creating: usize,
     last_done: Option<Instant>,
+    /// Records of shells that became guests, removed by a worker after the creation's reply
+    /// (a record left by a crash is harmless: the next chaosd finds its domain a guest).
+    became_guests: Vec<Uuid>,
 }
 
 impl Inner {
@@ -125,6 +128,7 @@ impl Pool {
                 refills: Rate::new(Duration::from_secs(60)),
                 creating: 0,
                 last_done: None,
+                became_guests: Vec::new(),
             }),
             kicks: crossbeam_channel::unbounded(),
             filled: Condvar::new(),
@@ -168,6 +172,19 @@ impl Pool {
         }
     }
 
+    /// Forgets the record of a shell that became a guest, after the creation has replied: a
+    /// worker removes it before it refills (a taken shell is always refilled).
+    pub fn forget_later(&self, uuid: Uuid) {
+        self.lock().became_guests.push(uuid);
+    }
+
+    fn forget_guests(&self) {
+        let done = std::mem::take(&mut self.lock().became_guests);
+        for uuid in &done {
+            self.forget(uuid);
+        }
+    }
+
     /// Starts `n` refill workers.
     pub fn spawn_workers(self: &Arc<Self>, n: usize) -> std::io::Result<Vec<JoinHandle<()>>> {
         self.lock().workers = n.max(1);
@@ -194,7 +211,9 @@ impl Pool {
 
     fn worker(&self) {
         loop {
-            let Some((flavor, ahead)) = self.next_job() else {
+            let job = self.next_job();
+            self.forget_guests();
+            let Some((flavor, ahead)) = job else {
                 return;
             };
             let start = Instant::now();
@@ -348,6 +367,7 @@ impl Pool {
 
     /// Destroys every ready shell and its record; returns how many.
     pub fn drain(&self) -> usize {
+        self.forget_guests();
         let ready: Vec<Ready> = self
             .lock()
             .slots
@@ -453,8 +473,12 @@ pub fn reclaim(ts: &Toolstack) -> Result<usize, crate::toolstack::ToolstackError
         if let Some(info) = found {
             let is_guest = state.load(info.domid)?.is_some();
             if info.domid != DomId::DOM0 && info.paused && info.shutdown.is_none() && !is_guest {
-                // A warm NoXS shell's console may be served already.
-                ts.forget_shell_devices(info.domid);
+                // A warm NoXS shell's console may be served already, and a creation from the
+                // shell (whose handle the guest takes) may have published its devices.
+                if let Err(e) = ts.unpublish_half_made(info.domid, r.uuid) {
+                    log::error!("reclaiming shell domain {}: {e}", info.domid);
+                    continue;
+                }
                 match hv.destroy_domain(info.domid) {
                     Ok(()) => {
                         log::info!("reclaimed shell {} (domain {})", r.uuid, info.domid);

@@ -245,6 +245,55 @@ fn clients_that_hold_their_connection_do_not_hold_up_the_next() {
     d.shutdown();
 }
 
+/// A creation from a shell takes the shell's handle as its UUID and writes no pending record:
+/// if chaosd dies before the guest's record is written, the next chaosd finds the domain by
+/// the shell's record and removes it with what it published.
+#[test]
+fn a_creation_from_a_shell_that_a_crash_cut_short_is_undone_by_the_next_daemon() {
+    let w = world("reclaim-half");
+    let paths = w.xs.paths();
+    let handle = crate::toolstack::random_uuid();
+    let shell = w.ts.prepare_tagged(&flavor(4), handle).expect("prepare");
+    let dom = shell.domid();
+    w.ts.state()
+        .save_shell(&ShellRecord {
+            uuid: handle,
+            domid: Some(dom),
+            flavor: flavor(4),
+            pid: 1,
+            created_ms: 0,
+        })
+        .expect("save");
+    let created =
+        w.ts.execute_pooled(shell, &w.config("cut", 4), true)
+            .expect("execute");
+    assert_eq!(
+        w.sim.domain_info(dom).expect("info").handle,
+        handle,
+        "the shell's handle"
+    );
+    assert!(
+        created.timings.get("pending").is_none(),
+        "no pending record"
+    );
+    assert!(w.ts.state().pending().expect("pending").is_empty());
+    // The crash came right before the guest's record: published, named, not recorded.
+    w.ts.state().remove(dom).expect("remove the record");
+    assert_ne!(w.xs.paths(), paths, "its Xenstore entries are there");
+
+    let d = w.start(&[], 0);
+    assert_eq!(d.reclaimed(), 1);
+    assert!(w.sim.domain_info(dom).is_err(), "destroyed");
+    assert_eq!(w.xs.paths(), paths, "its Xenstore entries removed");
+    assert!(w.shell_records().is_empty());
+    // The name is free again.
+    let again =
+        w.ts.create(&w.config("cut", 4), true)
+            .expect("the name is free");
+    w.ts.destroy(again.domid).expect("destroy");
+    d.shutdown();
+}
+
 #[test]
 fn a_new_daemon_reclaims_the_shells_of_one_that_crashed() {
     let w = world("reclaim");

@@ -180,22 +180,32 @@ impl Toolstack {
                     Err(e) => return Err(hv_step("destroy")(e)),
                 }
                 self.hv.checkpoint();
-                // Whichever plane it was published on, if it got that far.
-                if let Some(xs) = self.xenstore_plane() {
-                    xs.unpublish(info.domid, Some(p.uuid))?;
-                }
-                let noxs_record = self
-                    .state
-                    .root()
-                    .join(xendevd_api::RECORDS_SUBDIR)
-                    .join(format!("{}.json", info.domid.0));
-                if noxs_record.exists() {
-                    crate::plane::ControlPlane::unpublish(&self.noxs, info.domid, Some(p.uuid))?;
-                }
+                self.unpublish_half_made(info.domid, p.uuid)?;
                 self.state.release_name(&p.name, info.domid)?;
             }
         }
         Ok(self.state.remove_pending(&p.uuid)?)
+    }
+
+    /// Removes what a creation that died midway may have published for its domain `domid`
+    /// (with handle `uuid`), on whichever plane, if it got that far.
+    pub(crate) fn unpublish_half_made(
+        &self,
+        domid: DomId,
+        uuid: crate::hypervisor::Uuid,
+    ) -> Result<()> {
+        if let Some(xs) = self.xenstore_plane() {
+            xs.unpublish(domid, Some(uuid))?;
+        }
+        let noxs_record = self
+            .state
+            .root()
+            .join(xendevd_api::RECORDS_SUBDIR)
+            .join(format!("{}.json", domid.0));
+        if noxs_record.exists() {
+            crate::plane::ControlPlane::unpublish(&self.noxs, domid, Some(uuid))?;
+        }
+        Ok(())
     }
 
     /// The part of [`clean_up`](Self::clean_up) a creation runs: creations that a killed

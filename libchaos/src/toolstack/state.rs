@@ -4,6 +4,7 @@
 use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use serde::{Deserialize, Serialize};
 
@@ -118,6 +119,29 @@ fn fnv1a64(bytes: &[u8]) -> u64 {
 #[derive(Debug, Clone)]
 pub struct StateDir {
     root: PathBuf,
+    lock: Arc<LockFile>,
+}
+
+/// The directory's lock file, opened once per process: other processes queue on its flock,
+/// this process's threads on `threads` (a flock is shared by everyone holding its file).
+#[derive(Debug, Default)]
+struct LockFile {
+    threads: Mutex<()>,
+    file: OnceLock<File>,
+}
+
+/// The directory's lock, held until dropped ([`StateDir::lock`]).
+#[derive(Debug)]
+pub struct StateLock<'a> {
+    file: &'a File,
+    _threads: MutexGuard<'a, ()>,
+}
+
+impl Drop for StateLock<'_> {
+    fn drop(&mut self) {
+        // Before the threads' guard goes (fields drop after this).
+        let _ = self.file.unlock();
+    }
 }
 
 impl StateDir {
@@ -128,7 +152,10 @@ impl StateDir {
             let dir = root.join(sub);
             fs::create_dir_all(&dir).map_err(io(&dir))?;
         }
-        Ok(StateDir { root })
+        Ok(StateDir {
+            root,
+            lock: Arc::default(),
+        })
     }
 
     /// The name index: one small file per name chaos gave out, holding the name, the domain and
@@ -277,12 +304,27 @@ impl StateDir {
     }
 
     /// Takes the directory's lock until the returned guard is dropped, so that concurrent chaos
-    /// processes do not hand out one name twice.
-    pub fn lock(&self) -> Result<File> {
+    /// processes (and threads) do not hand out one name twice.
+    pub fn lock(&self) -> Result<StateLock<'_>> {
+        let threads = self.lock.threads.lock().unwrap_or_else(|p| p.into_inner());
         let path = self.root.join("lock");
-        let file = File::create(&path).map_err(io(&path))?;
+        let file = match self.lock.file.get() {
+            Some(f) => f,
+            None => {
+                let f = File::options()
+                    .create(true)
+                    .truncate(false)
+                    .write(true)
+                    .open(&path)
+                    .map_err(io(&path))?;
+                self.lock.file.get_or_init(|| f)
+            }
+        };
         file.lock().map_err(io(&path))?;
-        Ok(file)
+        Ok(StateLock {
+            file,
+            _threads: threads,
+        })
     }
 
     /// Writes a record atomically (temporary file, then rename). No fsync: the runtime
@@ -494,4 +536,41 @@ fn read_all<T: serde::de::DeserializeOwned>(dir: &Path, what: &str) -> Result<Ve
         }
     }
     Ok(records)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    #[test]
+    fn the_lock_keeps_threads_and_other_openers_of_the_directory_apart() {
+        let scratch = crate::testing::Scratch::new("state-lock");
+        let state = StateDir::open(&scratch.0).expect("open");
+        let held = state.lock().expect("lock");
+        let entered = Arc::new(AtomicBool::new(false));
+        // Another thread of this process, through a clone of the same StateDir.
+        let (other, flag) = (state.clone(), entered.clone());
+        let waiter = std::thread::spawn(move || {
+            let _l = other.lock().expect("lock");
+            flag.store(true, Ordering::SeqCst);
+        });
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        assert!(
+            !entered.load(Ordering::SeqCst),
+            "waits while the lock is held"
+        );
+        drop(held);
+        waiter.join().expect("join");
+        assert!(entered.load(Ordering::SeqCst));
+        // Another opener of the directory (as another process would) is held off by the flock.
+        let held = state.lock().expect("lock");
+        let elsewhere = File::options()
+            .write(true)
+            .open(scratch.0.join("lock"))
+            .expect("open the lock file");
+        assert!(elsewhere.try_lock().is_err(), "locked by the first");
+        drop(held);
+        assert!(elsewhere.try_lock().is_ok(), "free once released");
+    }
 }

@@ -10,7 +10,7 @@ use super::Timings;
 use crate::build::PvPrebuilt;
 use crate::config::{DomainConfig, PlaneKind};
 use crate::hypervisor::costs::Costs;
-use crate::hypervisor::{DomId, EvtchnPort, GuestKind, PAGE_SIZE};
+use crate::hypervisor::{DomId, EvtchnPort, GuestKind, Uuid, PAGE_SIZE};
 use crate::image::KernelImage;
 
 /// What a shell is prepared for: two configs with the same flavor can use the same shell.
@@ -126,6 +126,8 @@ impl Flavor {
 #[must_use = "a shell owns a domain: execute or discard it"]
 pub struct Shell {
     pub(super) domid: DomId,
+    /// The domain handle it was made with (NIL: none in particular).
+    pub(super) handle: Uuid,
     pub(super) flavor: Flavor,
     /// Machine frame of each guest frame.
     pub(super) p2m: Vec<u64>,

@@ -13,6 +13,8 @@ use crate::plane::{Device, DeviceKind, Guest, Ring};
 use crate::toolstack::error::hv_step;
 use crate::toolstack::random::{now_ms, random_mac, random_uuid};
 use crate::toolstack::types::Warm;
+
+use super::CrashRecord;
 use crate::toolstack::{
     Created, CreationPath, DomainRecord, Flavor, PendingCreation, Result, Shell, Timings,
     Toolstack, ToolstackError, Via,
@@ -23,7 +25,7 @@ impl Toolstack {
     /// the shell's domain is destroyed and everything written for it removed.
     pub fn execute(&self, shell: Shell, cfg: &DomainConfig, paused: bool) -> Result<Created> {
         let uuid = cfg.uuid.unwrap_or_else(random_uuid);
-        self.execute_as(shell, cfg, paused, uuid, &|| true)
+        self.execute_as(shell, cfg, paused, uuid, CrashRecord::Write, &|| true)
     }
 
     /// [`execute`](Self::execute) as the guest `uuid`; `wanted` is asked right before the
@@ -35,6 +37,7 @@ impl Toolstack {
         cfg: &DomainConfig,
         paused: bool,
         uuid: Uuid,
+        record: CrashRecord,
         wanted: &dyn Fn() -> bool,
     ) -> Result<Created> {
         let meter = CostMeter::start();
@@ -61,9 +64,11 @@ impl Toolstack {
         // The phases from here on are laps (one clock read each).
         let mut timings = shell.timings.clone();
         timings.start_laps();
-        if let Err(e) = self.state.save_pending(&pending) {
-            self.discard(shell)?;
-            return Err(e.into());
+        if record == CrashRecord::Write {
+            if let Err(e) = self.state.save_pending(&pending) {
+                self.discard(shell)?;
+                return Err(e.into());
+            }
         }
         let mut pending_time = timings.lap_time();
         let mut published = None;
@@ -79,12 +84,14 @@ impl Toolstack {
         if result.is_err() {
             self.rollback(domid, cfg, published);
         }
-        if let Err(e) = self.state.remove_pending(&uuid) {
-            log::warn!("removing the record of the creation of {domid}: {e}");
+        if record != CrashRecord::Shell {
+            if let Err(e) = self.state.remove_pending(&uuid) {
+                log::warn!("removing the record of the creation of {domid}: {e}");
+            }
+            pending_time += timings.lap_time();
+            // The crash-safety record of the creation in progress, written and removed.
+            timings.push("pending", pending_time);
         }
-        pending_time += timings.lap_time();
-        // The crash-safety record of the creation in progress, written and removed.
-        timings.push("pending", pending_time);
         self.hv.checkpoint();
         let mut costs = shell.costs.clone();
         costs.add(&meter.read());
@@ -219,9 +226,11 @@ impl Toolstack {
             // creations cannot take one name. The domain carries its handle before the name
             // is claimed: a name counts only for the domain with the handle in its entry.
             let _lock = self.state.lock()?;
-            self.hv
-                .set_domain_handle(domid, uuid)
-                .map_err(hv_step("set domain handle"))?;
+            if shell.handle != uuid {
+                self.hv
+                    .set_domain_handle(domid, uuid)
+                    .map_err(hv_step("set domain handle"))?;
+            }
             let claimed = self
                 .state
                 .claim_name_unless_held(&cfg.name, domid, uuid, |held| {

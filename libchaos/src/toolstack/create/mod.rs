@@ -18,6 +18,18 @@ use super::{
 };
 use crate::config::DomainConfig;
 use crate::hypervisor::costs::Costs;
+use crate::hypervisor::Uuid;
+
+/// What finds a half-made guest again if the process making it dies during execute.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum CrashRecord {
+    /// Nothing yet: execute writes a pending record first and removes it at the end.
+    Write,
+    /// The pending record `create` wrote before the domain existed: execute removes it.
+    Pending,
+    /// The shell's own record, whose handle the guest takes (chaosd's pool): nothing to write.
+    Shell,
+}
 
 impl Toolstack {
     /// Creates a guest by prepare + execute.
@@ -56,11 +68,14 @@ impl Toolstack {
                 return Err(e);
             }
         };
-        self.execute_as(shell, cfg, paused, uuid, wanted)
+        self.execute_as(shell, cfg, paused, uuid, CrashRecord::Pending, wanted)
     }
 
     /// Executes a shell that was prepared ahead of time (path "pool"): only this creation's
-    /// own work is timed.
+    /// own work is timed. A shell made with a handle ([`prepare_tagged`](Self::prepare_tagged))
+    /// becomes the guest of that UUID, unless the config names one: whoever tagged it keeps
+    /// its record and destroys it if it never became a guest (chaosd's pool does, at start),
+    /// so neither a pending record nor a new handle is written for it.
     pub fn execute_pooled(
         &self,
         shell: Shell,
@@ -84,8 +99,12 @@ impl Toolstack {
             costs: Costs::default(),
             ..shell
         };
-        let uuid = cfg.uuid.unwrap_or_else(random_uuid);
-        let mut created = self.execute_as(shell, cfg, paused, uuid, wanted)?;
+        let (uuid, record) = match cfg.uuid {
+            Some(uuid) => (uuid, CrashRecord::Write),
+            None if shell.handle != Uuid::NIL => (shell.handle, CrashRecord::Shell),
+            None => (random_uuid(), CrashRecord::Write),
+        };
+        let mut created = self.execute_as(shell, cfg, paused, uuid, record, wanted)?;
         created.path = CreationPath::Pool;
         Ok(created)
     }

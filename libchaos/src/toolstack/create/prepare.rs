@@ -102,6 +102,7 @@ impl Toolstack {
         match filled {
             Ok((p2m, console_evtchn, plane_evtchn, warm)) => Ok(Shell {
                 domid,
+                handle,
                 flavor: flavor.clone(),
                 p2m,
                 console_evtchn,
