@@ -45,7 +45,7 @@ ready_shells() { [ "$(chaos pool status --json 2>/dev/null | grep -o "\"ready\":
 row() {
 	_label=$1 _name=$2 _destroy=$3
 	shift 3
-	"$@" >/dev/null 2>&1 || fail "$_label: $*: expected success"
+	"$@" >warmup.out 2>&1 || fail "$_label: $*: expected success, got: $(cat warmup.out); chaosd: $(tail -n 3 chaosd*.log 2>/dev/null)"
 	$_destroy destroy "$_name" >/dev/null 2>&1
 	: >times.txt
 	for _i in $(seq "$RUNS"); do

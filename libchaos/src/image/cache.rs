@@ -76,9 +76,17 @@ fn cached<T: ?Sized>(
     // Parse outside the lock: loading one big kernel must not stall lookups of others.
     let value = load()?;
     // Keyed by the identity seen before reading: if the file changed meanwhile, the next
-    // lookup sees a different key and reads it again.
-    lock(table).insert(path.to_path_buf(), (key, value.clone()));
-    Ok(value)
+    // lookup sees a different key and reads it again. Another thread may have loaded the same
+    // version meanwhile: its entry stays, so every caller holds one value per version (warm
+    // shells compare their image with the cache's by identity).
+    let mut table = lock(table);
+    match table.get(path) {
+        Some((k, v)) if *k == key => Ok(v.clone()),
+        _ => {
+            table.insert(path.to_path_buf(), (key, value.clone()));
+            Ok(value)
+        }
+    }
 }
 
 impl ImageCache {

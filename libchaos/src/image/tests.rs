@@ -330,6 +330,34 @@ fn cache_is_shared_between_threads() {
     }
 }
 
+/// Threads that all miss the cache at once (chaosd's refill workers preparing warm shells of
+/// one image) still get one value: the first stored stays, so a warm shell's image is the one
+/// the cache hands out later.
+#[test]
+fn threads_that_miss_at_once_get_one_value() {
+    let dir = TempDir::new("race");
+    let p = dir.file("k", &TestElf::pv(0, 0, 0x2000, 0).build());
+    for _ in 0..20 {
+        let cache = Arc::new(ImageCache::new());
+        let start = Arc::new(std::sync::Barrier::new(4));
+        let handles: Vec<_> = (0..4)
+            .map(|_| {
+                let (cache, p, start) = (cache.clone(), p.clone(), start.clone());
+                std::thread::spawn(move || {
+                    start.wait();
+                    cache.load(&p).unwrap()
+                })
+            })
+            .collect();
+        let got: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+        let now = cache.load(&p).unwrap();
+        assert!(
+            got.iter().all(|g| Arc::ptr_eq(g, &now)),
+            "one value per version"
+        );
+    }
+}
+
 /// The test unikernels of guests/ (built in the guests worktree); skipped when absent.
 #[test]
 fn parses_test_unikernels_if_built() {
