@@ -12,6 +12,9 @@ use xen_types::{DomId, EvtchnPort, GrantRef, Mac};
 #[serde(deny_unknown_fields)]
 pub struct NoxsGuest {
     pub domid: DomId,
+    /// The guest's name (its console log is named after it). Empty for a shell whose console
+    /// is served before it has a guest (chaosd's warm shells): the toolstack writes the record
+    /// again with the name before the guest can run, and xendevd opens the log then.
     pub name: String,
     pub console: ConsoleRing,
     #[serde(default)]

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use super::checks::{check_noxs_kernel, check_supported, guest_bytes, GUEST_LIMIT};
+use super::CrashRecord;
 use crate::build::{self, BuildParams, BuiltGuest, BuiltPvhGuest, StorePage};
 use crate::config::{DomainConfig, GuestSpec, PlaneKind, TscMode};
 use crate::hypervisor::costs::CostMeter;
@@ -13,8 +14,6 @@ use crate::plane::{Device, DeviceKind, Guest, Ring};
 use crate::toolstack::error::hv_step;
 use crate::toolstack::random::{now_ms, random_mac, random_uuid};
 use crate::toolstack::types::Warm;
-
-use super::CrashRecord;
 use crate::toolstack::{
     Created, CreationPath, DomainRecord, Flavor, PendingCreation, Result, Shell, Timings,
     Toolstack, ToolstackError, Via,
@@ -179,7 +178,7 @@ impl Toolstack {
                 if attached && !warm.built.finished_for(&params) {
                     // Finished ahead for another guest (another command line): its console
                     // page and grant are written again, so xendevd lets go of them first.
-                    self.forget_shell_devices(domid);
+                    self.forget_shell_devices(domid)?;
                     attached = false;
                 }
                 Built::from(build::finish_pv(self.hv.as_ref(), &warm.built, &params)?)

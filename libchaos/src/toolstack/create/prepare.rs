@@ -202,10 +202,8 @@ impl Toolstack {
 
     /// Stops xendevd serving a shell's console and removes its record (a warm shell finished
     /// ahead on NoXS has them; for any other shell there is nothing to do).
-    pub(crate) fn forget_shell_devices(&self, domid: DomId) {
-        if let Err(e) = ControlPlane::unpublish(&self.noxs, domid, None) {
-            log::error!("shell {domid}: releasing its console: {e}");
-        }
+    pub(crate) fn forget_shell_devices(&self, domid: DomId) -> Result<()> {
+        Ok(ControlPlane::unpublish(&self.noxs, domid, None)?)
     }
 
     /// Writes a warm shell's guest half for a guest of `ahead` (execute then writes nothing of
@@ -261,7 +259,9 @@ impl Toolstack {
     /// Destroys a shell nobody will execute.
     pub fn discard(&self, shell: Shell) -> Result<()> {
         if shell.warm.as_ref().is_some_and(|w| w.attached) {
-            self.forget_shell_devices(shell.domid);
+            if let Err(e) = self.forget_shell_devices(shell.domid) {
+                log::error!("shell {}: releasing its console: {e}", shell.domid);
+            }
         }
         let destroyed = self
             .hv
