@@ -81,7 +81,7 @@ fn snapshot(hv: &dyn Hypervisor, run_dir: &Path) -> Vec<(String, i64)> {
     // Not the reaper (`chaos`): it leaves by design 30 s after the last guest, and chaosd's
     // reaper thread takes over from it; its coming and going is not a leak.
     for d in host::DAEMONS.iter().filter(|d| **d != "chaos") {
-        if let Some(pid) = host::find_pid(d) {
+        if let Some(pid) = host::daemon_pid(d) {
             v.push((format!("fds of {d}"), host::proc_sample(pid).fds as i64));
         }
     }

@@ -28,6 +28,12 @@ pub struct ProcSample {
     pub fds: u64,
 }
 
+/// The pid of one of [`DAEMONS`]; `xenstored` is either Xenstore daemon (the C `xenstored`,
+/// or `oxenstored`, the OCaml one Debian starts by default).
+pub fn daemon_pid(name: &str) -> Option<u32> {
+    find_pid(name).or_else(|| (name == "xenstored").then(|| find_pid("oxenstored"))?)
+}
+
 /// The pid of the first process with this command name (`/proc/<pid>/comm`).
 pub fn find_pid(comm: &str) -> Option<u32> {
     let dir = fs::read_dir("/proc").ok()?;
@@ -140,7 +146,7 @@ pub fn sample(
         dom0_mem_available_kib: meminfo_kib("MemAvailable"),
         procs: DAEMONS
             .iter()
-            .filter_map(|d| Some((d.to_string(), proc_sample(find_pid(d)?))))
+            .filter_map(|d| Some((d.to_string(), proc_sample(daemon_pid(d)?))))
             .collect(),
         harness: proc_sample(std::process::id()),
         dom0_evtchns: dom0_event_channels(),

@@ -196,7 +196,7 @@ pub fn run_tool(ctx: &mut Ctx<'_>, tool: &mut Tool, n: u32, checkpoints: Option<
     let kind = tool.kind;
     let name = kind.name();
     println!("scale: {name}: {} — {n} guests", kind.describe());
-    if kind.needs_xenstore() && host::find_pid("xenstored").is_none() {
+    if kind.needs_xenstore() && host::daemon_pid("xenstored").is_none() {
         let msg = format!("{name}: skipped: xenstored is not running");
         println!("scale: {msg}");
         ctx.errors.push(msg);
