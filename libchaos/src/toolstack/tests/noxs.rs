@@ -332,9 +332,7 @@ fn on_xen_with_the_devctl_patch_the_devices_go_in_xens_page() {
     assert_eq!(e.comm.evtchn, sysctl.evtchn);
     // No page of the toolstack's: no SIF_NOXS, nothing in the store slot.
     assert_eq!(record.store.frame, 0);
-    let ctrl_pfn = w.sim.gfn_of(dom, sysctl.frame).unwrap();
-    // start_info is 3 pages before the first control page (start_info, store, console).
-    let si = w.sim.guest_frame(dom, ctrl_pfn - 3).expect("start_info");
+    let si = start_info(&w, dom);
     assert_eq!(&si[..14], b"xen-3.0-x86_64");
     assert_eq!(u32_at(&si, 48) & ::noxs::SIF_NOXS, 0);
     assert_eq!(
@@ -406,6 +404,23 @@ fn a_failure_at_any_hypervisor_call_of_a_warm_creation_rolls_back_everything() {
     }
 }
 
+/// A NoXS guest's start_info page: 3 pages before its first control page (start_info, store,
+/// console, then the control pages).
+fn start_info(w: &World, dom: DomId) -> Vec<u8> {
+    let record = w.ts.state().load(dom).expect("load").expect("record");
+    let ctrl_pfn = w
+        .sim
+        .gfn_of(dom, record.devices[0].frame)
+        .expect("control page");
+    w.sim.guest_frame(dom, ctrl_pfn - 3).expect("start_info")
+}
+
+/// A warm flavor of `cfg` and what chaosd would finish its shells ahead with.
+fn ahead_of(cfg: &DomainConfig) -> (Flavor, FinishAhead) {
+    let warm = Flavor::warm_of(cfg).expect("warm flavor");
+    (warm, FinishAhead::of(cfg).expect("no vifs: finished ahead"))
+}
+
 /// The NoXS record xendevd would read for `dom`.
 fn noxs_record(w: &World, dom: DomId) -> Option<xendevd_api::NoxsGuest> {
     xendevd_api::RecordDir::at(w.ts.state().root().join("noxs"))
@@ -421,8 +436,7 @@ fn a_noxs_shell_finished_ahead_serves_its_console_before_its_guest_is_named() {
     let w = world("ahead");
     let before = leftovers(&w);
     let cfg = noxs_config(&w, "ahead", "");
-    let warm = Flavor::warm_of(&cfg).expect("warm flavor");
-    let ahead = FinishAhead::of(&cfg).expect("no vifs: finished ahead");
+    let (warm, ahead) = ahead_of(&cfg);
     // What execute costs a warm shell that was not finished ahead.
     let plain = w.ts.prepare(&warm).expect("prepare");
     let calls = w.sim.calls();
@@ -473,8 +487,7 @@ fn a_shell_finished_ahead_for_another_command_line_is_written_again() {
     let w = world("ahead-other");
     let before = leftovers(&w);
     let flavor_cfg = noxs_config(&w, "ahead", "");
-    let warm = Flavor::warm_of(&flavor_cfg).expect("warm flavor");
-    let ahead = FinishAhead::of(&flavor_cfg).expect("finished ahead");
+    let (warm, ahead) = ahead_of(&flavor_cfg);
     let shell =
         w.ts.prepare_ahead(&warm, Uuid::NIL, Some(&ahead))
             .expect("prepare");
@@ -487,27 +500,15 @@ fn a_shell_finished_ahead_for_another_command_line_is_written_again() {
         context,
         "the same registers"
     );
-    // start_info (3 pages before the sysctl control page) holds the guest's own command line.
-    let record =
-        w.ts.state()
-            .load(created.domid)
-            .expect("load")
-            .expect("record");
-    let ctrl_pfn = w
-        .sim
-        .gfn_of(created.domid, record.devices[0].frame)
-        .unwrap();
-    let si = w
-        .sim
-        .guest_frame(created.domid, ctrl_pfn - 3)
-        .expect("start_info");
-    assert_eq!(&si[128..138], b"mode=other");
+    // start_info holds the guest's own command line.
+    assert_eq!(&start_info(&w, created.domid)[128..138], b"mode=other");
     assert_eq!(attached(&w.backend), vec![created.domid]);
     assert_eq!(
         noxs_record(&w, created.domid).expect("record").name,
         "other"
     );
-    assert_eq!(record.config.cmdline, "mode=other");
+    let record = w.ts.state().load(created.domid).expect("load");
+    assert_eq!(record.expect("record").config.cmdline, "mode=other");
     w.ts.destroy(created.domid).expect("destroy");
     assert_eq!(leftovers(&w), before);
 }
@@ -518,8 +519,7 @@ fn a_shell_finished_ahead_for_another_command_line_is_written_again() {
 fn a_failure_at_any_call_of_a_creation_finished_ahead_rolls_back_everything() {
     let w = world("ahead-rollback");
     let cfg = noxs_config(&w, "ahead", "");
-    let warm = Flavor::warm_of(&cfg).expect("warm flavor");
-    let ahead = FinishAhead::of(&cfg).expect("finished ahead");
+    let (warm, ahead) = ahead_of(&cfg);
     let before = leftovers(&w);
     w.sim.arm(Fault::Call(u64::MAX));
     let shell =
