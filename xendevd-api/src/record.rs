@@ -102,6 +102,11 @@ impl RecordDir {
         self.dir.join(format!("{}.json", domid.0))
     }
 
+    /// Whether `domid` has a record (readable or not).
+    pub fn has(&self, domid: DomId) -> bool {
+        self.file(domid).exists()
+    }
+
     /// Writes a record atomically (temporary file, then rename). The temporary file carries
     /// the writer's pid (`<domid>.json.<pid>.tmp`), so that [`RecordDir::all`] can remove
     /// those of writers that were killed.

@@ -209,7 +209,7 @@ pub fn finish_pv(
     params: &BuildParams,
 ) -> Result<BuiltGuest, BuildError> {
     check_params(params)?;
-    if let Some((_, built)) = pre.finished.as_ref().filter(|_| pre.finished_for(params)) {
+    if let Some(built) = pre.finished().filter(|_| pre.finished_for(params)) {
         return Ok(built.clone());
     }
     let mismatch = |what: &str| Err(BuildError::Params(format!("warm shell: {what}")));

@@ -124,6 +124,20 @@ impl NoxsPlane {
         RecordDir::at(&self.records)
     }
 
+    /// Whether the backends have a record of `domid` (what a creation that died midway may
+    /// have left).
+    pub(crate) fn has_record(&self, domid: DomId) -> bool {
+        self.records().has(domid)
+    }
+
+    /// Writes the guest's record for the backends (a backend that restarts from here on finds
+    /// the guest).
+    fn save_record(&self, g: &Guest<'_>) -> Result<()> {
+        self.records()
+            .save(&Self::backend_record(g))
+            .map_err(|e| PlaneError::Backend(e.to_string()))
+    }
+
     /// What the backends need to serve the guest.
     fn backend_record(g: &Guest<'_>) -> NoxsGuest {
         let vifs = g
@@ -189,9 +203,7 @@ impl NoxsPlane {
     /// Publishes a guest whose console [`attach_unnamed`](Self::attach_unnamed) attached: its
     /// record, now with its name, is all there is to write. Timed as the `devices` lap.
     pub(crate) fn name_attached(&self, g: &Guest<'_>, timings: &mut Timings) -> Result<()> {
-        self.records()
-            .save(&Self::backend_record(g))
-            .map_err(|e| PlaneError::Backend(e.to_string()))?;
+        self.save_record(g)?;
         timings.lap("devices");
         Ok(())
     }
@@ -203,10 +215,8 @@ impl ControlPlane for NoxsPlane {
     }
 
     fn publish(&self, g: &Guest<'_>, timings: &mut Timings) -> Result<()> {
-        // The record first: a backend that restarts from here on finds the guest.
-        self.records()
-            .save(&Self::backend_record(g))
-            .map_err(|e| PlaneError::Backend(e.to_string()))?;
+        // The record first, then the backend.
+        self.save_record(g)?;
         self.backend.attach(g.domid).map_err(PlaneError::Backend)?;
         timings.lap("devices");
         Ok(())

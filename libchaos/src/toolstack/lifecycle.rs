@@ -197,12 +197,7 @@ impl Toolstack {
         if let Some(xs) = self.xenstore_plane() {
             xs.unpublish(domid, Some(uuid))?;
         }
-        let noxs_record = self
-            .state
-            .root()
-            .join(xendevd_api::RECORDS_SUBDIR)
-            .join(format!("{}.json", domid.0));
-        if noxs_record.exists() {
+        if self.noxs.has_record(domid) {
             crate::plane::ControlPlane::unpublish(&self.noxs, domid, Some(uuid))?;
         }
         Ok(())

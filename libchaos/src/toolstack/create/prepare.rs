@@ -30,8 +30,8 @@ impl Toolstack {
     }
 
     /// [`prepare`](Self::prepare) with the domain handle set to `handle`, so that the shell can
-    /// be recognised later (chaosd reclaims the shells of a daemon that crashed by it; `execute`
-    /// replaces it with the guest's UUID).
+    /// be recognised later (chaosd reclaims the shells of a daemon that crashed by it; a guest
+    /// made from the shell by `execute_pooled` keeps it as its UUID, unless its config names one).
     pub fn prepare_tagged(&self, flavor: &Flavor, handle: Uuid) -> Result<Shell> {
         self.prepare_ahead(flavor, handle, None)
     }
