@@ -45,7 +45,7 @@ impl Service {
     /// cannot be served, none is.
     pub fn attach(&mut self, domid: DomId) -> Result<(), String> {
         let guest = self
-            .records()?
+            .records()
             .load(domid)
             .map_err(|e| e.to_string())?
             .ok_or_else(|| format!("no NoXS record of domain {domid}"))?;

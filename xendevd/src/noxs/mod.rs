@@ -204,8 +204,8 @@ impl Service {
     }
 
     /// The records (the directory is made at start, by [`Service::reattach_all`]).
-    fn records(&self) -> Result<RecordDir, String> {
-        Ok(RecordDir::at(&self.settings.records))
+    fn records(&self) -> RecordDir {
+        RecordDir::at(&self.settings.records)
     }
 
     /// Runs until `stop` is set.
@@ -318,7 +318,6 @@ impl Service {
         self.sync(key);
     }
 
-    /// Detaches guests whose record is gone (destroyed behind a toolstack that then died).
     /// Output (or room) on a console. One attached before its guest had a name (a warm
     /// shell's) learns the name from the record first, so the log is the guest's.
     fn console_event(&mut self, domid: DomId) {
@@ -326,7 +325,7 @@ impl Service {
         if unnamed {
             let name = self
                 .records()
-                .and_then(|r| r.load(domid).map_err(|e| e.to_string()))
+                .load(domid)
                 .map(|g| g.map(|g| g.name).unwrap_or_default());
             match (name, self.consoles.get_mut(&domid)) {
                 (Ok(name), Some(c)) => c.name(&name, &self.settings.log_dir),
@@ -339,11 +338,9 @@ impl Service {
         }
     }
 
+    /// Detaches guests whose record is gone (destroyed behind a toolstack that then died).
     fn sweep(&mut self) {
-        let Ok(recorded) = self
-            .records()
-            .and_then(|r| r.domids().map_err(|e| e.to_string()))
-        else {
+        let Ok(recorded) = self.records().domids() else {
             return;
         };
         let mut stale: Vec<DomId> = self
