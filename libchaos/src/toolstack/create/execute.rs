@@ -53,17 +53,17 @@ impl Toolstack {
             return Err(err);
         }
         let domid = shell.domid;
-        // If this process dies from here on, the next scan destroys the half-made guest.
-        let pending = PendingCreation {
-            uuid,
-            name: cfg.name.clone(),
-            pid: crate::toolstack::state::own_pid(),
-            domid: Some(domid),
-        };
         // The phases from here on are laps (one clock read each).
         let mut timings = shell.timings.clone();
         timings.start_laps();
         if record == CrashRecord::Write {
+            // If this process dies from here on, the next scan destroys the half-made guest.
+            let pending = PendingCreation {
+                uuid,
+                name: cfg.name.clone(),
+                pid: crate::toolstack::state::own_pid(),
+                domid: Some(domid),
+            };
             if let Err(e) = self.state.save_pending(&pending) {
                 self.discard(shell)?;
                 return Err(e.into());
