@@ -181,7 +181,7 @@ const COMMANDS: &[Spec] = &[
         opts: &[
             JSON,
             Opt::flag("watch", None, "Keep reaping until killed: this process is then the reaper of chaos's guests"),
-            Opt::value("interval-ms", None, "MS", "How often --watch looks when nothing can wake it (no VIRQ_DOM_EXC, no xenstored) [default: 100]"),
+            Opt::value("interval-ms", None, "MS", "How often --watch looks when nothing can wake it (no VIRQ_DOM_EXC, no xenstored watch) [default: 1000]"),
             Opt::flag("exit-when-idle", None, "With --watch: leave when another process reaps, or when no chaos guest has been left for 30 s (how `chaos create` starts it)"),
         ],
     },
@@ -364,7 +364,7 @@ fn command(name: &str, m: &Matches) -> Result<Command, ArgsError> {
                 Command::Reap {
                     json: m.flag("json"),
                     watch: m.flag("watch"),
-                    interval_ms: m.number("interval-ms", 1..=60_000)?.unwrap_or(100),
+                    interval_ms: m.number("interval-ms", 1..=60_000)?.unwrap_or(1000),
                     exit_when_idle: m.flag("exit-when-idle"),
                 },
             )?

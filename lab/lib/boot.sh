@@ -140,14 +140,34 @@ new_run_dir() {
 }
 
 # Boots with $1 as /lab/cmd and streams the serial console (see stream_console). Sets SCRIPT_RC
-# (empty if the script never finished) and BOOT_OUTCOME (ok, timeout, crashed).
+# (empty if the script never finished) and BOOT_OUTCOME (ok, timeout, crashed). Under TCG, dom0's
+# Linux now and then stops right after Xen hands over ("about to get started...", both CPUs busy
+# for good): a boot whose dom0 has not reached /init after BOOT_STALL seconds is stopped and
+# booted again, once.
 # shellcheck disable=SC2034 # BOOT_OUTCOME is read by the commands (commands.sh)
 boot_and_run() {
-	local cmd=$1 timeout=$2 name=$3
+	local cmd=$1 timeout=$2 name=$3 attempt
 	build_initrd "$cmd"
 	qemu_args stdio
+	for attempt in 1 2; do
+		boot_once "$timeout" "$name"
+		[ "$BOOT_OUTCOME" = stalled ] || return 0
+		if [ "$attempt" = 1 ]; then
+			say "boot: dom0 had not started after ${BOOT_STALL}s (stalled under TCG); booting again"
+		fi
+	done
+	say "boot: dom0 stalled again; giving up"
+	BOOT_OUTCOME=crashed
+}
+
+BOOT_STALL=${XENLAB_BOOT_STALL:-120}
+
+# One boot of boot_and_run: BOOT_OUTCOME is also "stalled" when dom0 never reached /init.
+boot_once() {
+	local timeout=$1 name=$2
 	LOG=$WORK/logs/$name-$(date +%Y%m%d-%H%M%S).log
 	ln -sfn "${LOG##*/}" "$WORK/logs/last.log"
+	rm -f "$RUN/console" "$RUN/timed-out" "$RUN/stalled" "$RUN/dom0-up"
 	mkfifo "$RUN/console"
 	lab_lock
 	say "boot: qemu (TCG, ${MEM} MiB, ${SMP} CPUs, dom0 ${DOM0_MEM} MiB, $XEN_FLAVOUR Xen), log $LOG"
@@ -155,10 +175,17 @@ boot_and_run() {
 	# own session and process group: a Ctrl-C reaches xenlab, which then stops the whole group
 	setsid "${QEMU[@]}" </dev/null >"$RUN/console" 2>&1 &
 	QEMU_PID=$!
-	# the watchdog outlives xenlab if xenlab is SIGKILLed, so a hung machine is always stopped
-	# shellcheck disable=SC2016 # the script's $1..$3 are its arguments, expanded by that bash
-	setsid bash -c 'sleep "$1"; grep -q qemu "/proc/$2/cmdline" 2>/dev/null || exit; touch "$3";
-		kill -TERM -- "-$2"; sleep 3; kill -KILL -- "-$2"' watchdog "$timeout" "$QEMU_PID" "$RUN/timed-out" \
+	# the watchdog outlives xenlab if xenlab is SIGKILLed, so a hung machine is always stopped;
+	# it stops a boot whose dom0 has not said it runs (stream_console's dom0-up) in time, too
+	# shellcheck disable=SC2016 # the script's $1..$5 are its arguments, expanded by that bash
+	setsid bash -c 'limit=$1 stall=$2 pid=$3 run=$4
+		up() { grep -q qemu "/proc/$pid/cmdline" 2>/dev/null; }
+		stop() { touch "$run/$1"; kill -TERM -- "-$pid"; sleep 3; kill -KILL -- "-$pid"; exit; }
+		if [ "$stall" -lt "$limit" ]; then
+			sleep "$stall"; up || exit; [ -e "$run/dom0-up" ] || stop stalled
+			sleep $((limit - stall))
+		else sleep "$limit"; fi
+		up || exit; stop timed-out' watchdog "$timeout" "$BOOT_STALL" "$QEMU_PID" "$RUN" \
 		</dev/null >/dev/null 2>&1 &
 	WATCHDOG_PID=$!
 	stream_console <"$RUN/console"
@@ -170,7 +197,9 @@ boot_and_run() {
 	WATCHDOG_PID=""
 	local t
 	secs_since "$T_QEMU" t
-	if [ -e "$RUN/timed-out" ]; then
+	if [ -e "$RUN/stalled" ]; then
+		BOOT_OUTCOME=stalled
+	elif [ -e "$RUN/timed-out" ]; then
 		BOOT_OUTCOME=timeout
 		say "timeout: machine stopped after ${timeout}s (XENLAB_TIMEOUT)"
 	elif [ -z "$SCRIPT_RC" ]; then
@@ -212,6 +241,7 @@ stream_console() {
 		case $line in
 		*@@XENLAB-PHASE\ *)
 			read -r name uptime _ <<<"${line##*@@XENLAB-PHASE }"
+			[ -e "$RUN/dom0-up" ] || : >"$RUN/dom0-up"
 			say "dom0: $name (uptime ${uptime:-?}s)"
 			continue
 			;;

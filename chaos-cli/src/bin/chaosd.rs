@@ -40,7 +40,7 @@ const OPTIONS: &[Opt] = &[
     Opt::value("flavor", None, "SPEC", "A flavor to keep ready: memory=MIB[,maxmem=MIB][,vcpus=N][,type=pv],count=N, or config=XL.CFG,count=N (the flavor of a guest config). Repeatable"),
     Opt::value("reserve-mib", None, "MIB", "Free host memory (MiB) that refills never take [default: 256]"),
     Opt::value("workers", None, "N", "Refill worker threads [default: 2]"),
-    Opt::value("reap-interval-ms", None, "MS", "0: do not reap (leave it to `chaos reap`). Otherwise chaosd is the reaper, woken by VIRQ_DOM_EXC or xenstored's @releaseDomain, and polls this often (ms) only when neither can wake it [default: 100]"),
+    Opt::value("reap-interval-ms", None, "MS", "0: do not reap (leave it to `chaos reap`). Otherwise chaosd is the reaper, woken by VIRQ_DOM_EXC or xenstored's @releaseDomain, and polls this often (ms) only when neither can wake it [default: 1000]"),
     Opt::flag("verbose", Some('v'), "More log output (repeat for more)"),
     Opt::flag("help", Some('h'), "Print help"),
     Opt::flag("version", Some('V'), "Print version"),
@@ -87,7 +87,7 @@ fn parse(line: impl IntoIterator<Item = OsString>) -> Result<Parsed, ArgsError> 
         flavors,
         reserve_mib: m.number("reserve-mib", 0..=u64::MAX)?,
         workers: m.number("workers", 1..=64)?,
-        reap_interval_ms: m.number("reap-interval-ms", 0..=u64::MAX)?.unwrap_or(100),
+        reap_interval_ms: m.number("reap-interval-ms", 0..=u64::MAX)?.unwrap_or(1000),
         verbose: u8::try_from(m.count("verbose")).unwrap_or(u8::MAX),
     }))
 }
@@ -223,7 +223,7 @@ mod tests {
         };
         assert_eq!(
             (cli.hypervisor, cli.reap_interval_ms),
-            (HypervisorKind::Xen, 100)
+            (HypervisorKind::Xen, 1000)
         );
         assert_eq!(parse_str(&["--help"]), Ok(Parsed::Help));
         assert_eq!(parse_str(&["-V"]), Ok(Parsed::Version));

@@ -138,7 +138,7 @@ impl Toolstack {
                 .iter()
                 .any(|i| i.domid == e.domid && i.handle == e.uuid)
             {
-                self.state.remove_name_entry(&path)?;
+                self.state.remove_name_entry(&path, &e)?;
             }
         }
         Ok(())

@@ -108,6 +108,14 @@ pub struct PendingCreation {
 /// Slots per name hash: names whose hashes collide take the next slot.
 const NAME_SLOTS: u32 = 4;
 
+/// What one slot of the name index holds.
+enum Slot {
+    Missing,
+    /// A file that is no entry (half-written by an old chaos, say).
+    Garbage,
+    Entry(NameEntry),
+}
+
 /// FNV-1a, 64 bits: a short stable file name for any name (collisions are resolved by slots).
 fn fnv1a64(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
@@ -162,16 +170,22 @@ impl StateDir {
     /// its handle. It makes the uniqueness check one lookup, however many guests run. Files are
     /// named by a hash of the name (any name up to 255 bytes gives a short, safe file name);
     /// the full name is stored inside and compared, and names whose hashes collide take the
-    /// next of a few slots, so two names never share an entry.
+    /// next of a few slots, so two names never share an entry. A hash's slots are kept without
+    /// holes (a removal moves the hash's last slot into the one it frees), so the first missing
+    /// slot ends a search: a free name costs one failed open, not one per slot.
     fn name_slots(&self, name: &str) -> impl Iterator<Item = PathBuf> + '_ {
         let hash = fnv1a64(name.as_bytes());
-        (0..NAME_SLOTS).map(move |k| self.root.join("names").join(format!("{hash:016x}.{k}")))
+        (0..NAME_SLOTS).map(move |k| self.name_slot(hash, k))
     }
 
-    fn read_name_entry(path: &Path) -> Result<Option<NameEntry>> {
+    fn name_slot(&self, hash: u64, k: u32) -> PathBuf {
+        self.root.join("names").join(format!("{hash:016x}.{k}"))
+    }
+
+    fn read_slot(path: &Path) -> Result<Slot> {
         match fs::read(path) {
-            Ok(bytes) => Ok(serde_json::from_slice(&bytes).ok()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Ok(bytes) => Ok(serde_json::from_slice(&bytes).map_or(Slot::Garbage, Slot::Entry)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Slot::Missing),
             Err(e) => Err(io(path)(e)),
         }
     }
@@ -180,10 +194,10 @@ impl StateDir {
     /// belongs to another domain): callers check it against the domain's handle.
     pub fn name_entry(&self, name: &str) -> Result<Option<NameEntry>> {
         for path in self.name_slots(name) {
-            if let Some(e) = Self::read_name_entry(&path)? {
-                if e.name == name {
-                    return Ok(Some(e));
-                }
+            match Self::read_slot(&path)? {
+                Slot::Entry(e) if e.name == name => return Ok(Some(e)),
+                Slot::Missing => break,
+                Slot::Entry(_) | Slot::Garbage => {}
             }
         }
         Ok(None)
@@ -213,18 +227,23 @@ impl StateDir {
         };
         let mut free = None;
         for path in self.name_slots(name) {
-            match Self::read_name_entry(&path)? {
-                Some(e) if e.name == name => {
+            match Self::read_slot(&path)? {
+                Slot::Entry(e) if e.name == name => {
                     if held(&e)? {
                         return Ok(false);
                     }
                     write_atomic(&path, &entry)?;
                     return Ok(true);
                 }
-                Some(_) => {}
-                // Missing or unreadable: a slot to use, once no slot holds this name.
-                None => {
+                Slot::Entry(_) => {}
+                // Unreadable: a slot to use, once no slot holds this name.
+                Slot::Garbage => {
                     free.get_or_insert(path);
+                }
+                // No slot past this one is in use.
+                Slot::Missing => {
+                    free.get_or_insert(path);
+                    break;
                 }
             }
         }
@@ -239,11 +258,14 @@ impl StateDir {
 
     /// Frees `name`, if the domain `domid` holds it.
     pub fn release_name(&self, name: &str, domid: DomId) -> Result<()> {
+        let _lock = self.lock()?;
         for path in self.name_slots(name) {
-            if let Some(e) = Self::read_name_entry(&path)? {
-                if e.name == name && e.domid == domid {
-                    remove_file(&path)?;
+            match Self::read_slot(&path)? {
+                Slot::Entry(e) if e.name == name && e.domid == domid => {
+                    return self.remove_slot(&path)
                 }
+                Slot::Missing => break,
+                Slot::Entry(_) | Slot::Garbage => {}
             }
         }
         Ok(())
@@ -259,20 +281,52 @@ impl StateDir {
                 remove_if_abandoned(&path);
                 continue;
             }
-            match Self::read_name_entry(&path)? {
-                Some(e) => out.push((path, e)),
-                None => {
+            match Self::read_slot(&path)? {
+                Slot::Entry(e) => out.push((path, e)),
+                // Moved into a slot freed since the listing: seen next time.
+                Slot::Missing => {}
+                Slot::Garbage => {
                     log::warn!("{}: not a name entry; removed", path.display());
-                    remove_file(&path)?;
+                    let _lock = self.lock()?;
+                    if matches!(Self::read_slot(&path)?, Slot::Garbage) {
+                        self.remove_slot(&path)?;
+                    }
                 }
             }
         }
         Ok(out)
     }
 
-    /// Removes one entry found by [`StateDir::name_entries`].
-    pub fn remove_name_entry(&self, path: &Path) -> Result<()> {
-        remove_file(path)
+    /// Removes one entry found by [`StateDir::name_entries`], if its file still holds it (a
+    /// removal since may have moved another entry into that slot).
+    pub fn remove_name_entry(&self, path: &Path, entry: &NameEntry) -> Result<()> {
+        let _lock = self.lock()?;
+        match Self::read_slot(path)? {
+            Slot::Entry(e) if e == *entry => self.remove_slot(path),
+            _ => Ok(()),
+        }
+    }
+
+    /// Removes a slot of the name index (under the lock) and moves the last slot of its hash
+    /// into its place, so that the hash's slots stay without holes.
+    fn remove_slot(&self, path: &Path) -> Result<()> {
+        remove_file(path)?;
+        let Some((hash, k)) = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.split_once('.'))
+            .and_then(|(h, k)| Some((u64::from_str_radix(h, 16).ok()?, k.parse::<u32>().ok()?)))
+        else {
+            return Ok(());
+        };
+        let last = (k + 1..NAME_SLOTS)
+            .map(|j| self.name_slot(hash, j))
+            .take_while(|p| p.symlink_metadata().is_ok())
+            .last();
+        match last {
+            Some(last) => fs::rename(&last, path).map_err(io(path)),
+            None => Ok(()),
+        }
     }
 
     fn pending_path(&self, uuid: &Uuid) -> PathBuf {
@@ -542,6 +596,53 @@ fn read_all<T: serde::de::DeserializeOwned>(dir: &Path, what: &str) -> Result<Ve
 mod tests {
     use super::*;
     use std::sync::atomic::{AtomicBool, Ordering};
+
+    /// Names whose hashes collide share a hash's slots, and the slots stay without holes: a
+    /// removal moves the last one into the freed slot, so a search that stops at the first
+    /// missing slot still finds every name.
+    #[test]
+    fn colliding_names_share_slots_and_a_removal_leaves_no_hole() {
+        let scratch = crate::testing::Scratch::new("state-slots");
+        let state = StateDir::open(&scratch.0).expect("open");
+        let entry = |name: &str, domid| NameEntry {
+            name: name.into(),
+            domid: DomId(domid),
+            uuid: Uuid([domid as u8; 16]),
+        };
+        // Another name in "x"'s first slot, as a name with the same hash would be.
+        let other = entry("other", 7);
+        let slot = |k| state.name_slots("x").nth(k).expect("slot");
+        write_atomic(&slot(0), &other).expect("write");
+        state
+            .claim_name("x", DomId(8), Uuid([8; 16]))
+            .expect("claim");
+        assert_eq!(
+            StateDir::read_slot(&slot(1)).ok().and_then(|s| match s {
+                Slot::Entry(e) => Some(e),
+                _ => None,
+            }),
+            Some(entry("x", 8)),
+            "the next slot"
+        );
+        assert_eq!(state.name_entry("x").expect("look up"), Some(entry("x", 8)));
+        // The first slot is freed (as clean_up frees a stale entry): "x" moves into it.
+        state.remove_name_entry(&slot(0), &other).expect("remove");
+        assert!(!slot(1).exists(), "no slot past the first in use");
+        assert_eq!(state.name_entry("x").expect("look up"), Some(entry("x", 8)));
+        // An entry that is not the one listed any more is left alone.
+        state.remove_name_entry(&slot(0), &other).expect("remove");
+        assert_eq!(state.name_entry("x").expect("look up"), Some(entry("x", 8)));
+        // Still held: a second claim of "x" finds it in the first slot.
+        let claimed = state
+            .claim_name_unless_held("x", DomId(9), Uuid([9; 16]), |e| {
+                Ok::<_, StateError>(e.domid == DomId(8))
+            })
+            .expect("claim");
+        assert!(!claimed, "held by domain 8");
+        state.release_name("x", DomId(8)).expect("release");
+        assert_eq!(state.name_entry("x").expect("look up"), None);
+        assert!(!slot(0).exists());
+    }
 
     #[test]
     fn the_lock_keeps_threads_and_other_openers_of_the_directory_apart() {

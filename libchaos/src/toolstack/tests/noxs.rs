@@ -541,3 +541,46 @@ fn a_failure_at_any_call_of_a_creation_finished_ahead_rolls_back_everything() {
         }
     }
 }
+
+/// On a host whose xenstored holds VIRQ_DOM_EXC the reaper's sweep looks for a Xenstore-plane
+/// guest (to be woken by `@releaseDomain`): it reads a NoXS guest's record once, not at every
+/// sweep, and a new guest's record when it comes.
+#[test]
+fn the_reapers_sweep_reads_a_noxs_guests_record_once() {
+    let w = world("sweep-planes");
+    let nx =
+        w.ts.create(&noxs_config(&w, "nx", ""), false)
+            .expect("create");
+    let mut seen = reaper::NoxsSeen::default();
+    assert!(
+        !w.ts.forget_vanished(Some(&mut seen)).expect("sweep"),
+        "no Xenstore-plane guest yet"
+    );
+    // Read again, this record would say the guest is on the Xenstore plane.
+    let path =
+        w.ts.state()
+            .root()
+            .join("domains")
+            .join(format!("{}.json", nx.domid.0));
+    let text = std::fs::read_to_string(&path).expect("record");
+    assert!(
+        text.contains("\"noxs\""),
+        "the record names its plane: {text}"
+    );
+    std::fs::write(&path, text.replace("\"noxs\"", "\"xenstore\"")).expect("rewrite");
+    assert!(
+        !w.ts.forget_vanished(Some(&mut seen)).expect("sweep"),
+        "the NoXS guest's record is not read twice"
+    );
+    let xs = w.ts.create(&config(&w, "xs", ""), false).expect("create");
+    assert!(
+        w.ts.forget_vanished(Some(&mut seen)).expect("sweep"),
+        "a new guest's record is read"
+    );
+    assert!(
+        !w.ts.forget_vanished(None).expect("sweep"),
+        "planes not asked for"
+    );
+    w.ts.destroy(xs.domid).expect("destroy");
+    w.ts.destroy(nx.domid).expect("destroy");
+}
