@@ -13,8 +13,9 @@ use xen_types::{DomId, EvtchnPort, GrantRef, Mac};
 pub struct NoxsGuest {
     pub domid: DomId,
     /// The guest's name (its console log is named after it). Empty for a shell whose console
-    /// is served before it has a guest (chaosd's warm shells): the toolstack writes the record
-    /// again with the name before the guest can run, and xendevd opens the log then.
+    /// is served before it has a guest (chaosd's warm shells): the guest's name is then in
+    /// chaos's guest record ([`RecordDir::guest_name`]), written before the guest can run, and
+    /// xendevd opens the log at the console's first output.
     pub name: String,
     pub console: ConsoleRing,
     #[serde(default)]
@@ -59,6 +60,12 @@ pub enum RecordError {
     },
     #[error("{path}: not a NoXS guest record: {source}")]
     Corrupt {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("{path}: not a chaos guest record: {source}")]
+    GuestRecord {
         path: PathBuf,
         #[source]
         source: serde_json::Error,
@@ -136,6 +143,29 @@ impl RecordDir {
             Ok(bytes) => serde_json::from_slice(&bytes)
                 .map(Some)
                 .map_err(|source| RecordError::Corrupt { path, source }),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(RecordError::Io { path, source }),
+        }
+    }
+
+    /// The name chaos gave the guest of `domid`, from its guest record beside this directory
+    /// (these records live in chaos's runtime directory, whose `domains/<domid>.json` is a
+    /// JSON object with the guest's `name`). A warm shell's record here names no guest: its
+    /// creation writes only the guest record, before the guest can run, and xendevd reads the
+    /// name there. `None` when there is no guest record.
+    pub fn guest_name(&self, domid: DomId) -> Result<Option<String>, RecordError> {
+        #[derive(Deserialize)]
+        struct Named {
+            name: String,
+        }
+        let Some(run_dir) = self.dir.parent() else {
+            return Ok(None);
+        };
+        let path = run_dir.join("domains").join(format!("{}.json", domid.0));
+        match fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice::<Named>(&bytes)
+                .map(|n| Some(n.name))
+                .map_err(|source| RecordError::GuestRecord { path, source }),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(source) => Err(RecordError::Io { path, source }),
         }
@@ -234,6 +264,33 @@ mod tests {
         assert!(!old.exists() && !dead.exists(), "left by killed writers");
         assert!(live.exists(), "a live writer's file stays");
         fs::remove_dir_all(&dir).expect("clean");
+    }
+
+    /// A warm shell's guest is named in chaos's guest record, beside the NoXS records.
+    #[test]
+    fn a_guests_name_is_read_from_its_guest_record_beside_the_records() {
+        let run = std::env::temp_dir().join(format!("noxs-name-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&run);
+        let records = RecordDir::at(run.join("noxs"));
+        assert_eq!(
+            records.guest_name(DomId(4)).unwrap(),
+            None,
+            "no guest record"
+        );
+        fs::create_dir_all(run.join("domains")).expect("mkdir");
+        fs::write(
+            run.join("domains/4.json"),
+            br#"{"domid": 4, "name": "warm-1", "config": {"memory": 2}}"#,
+        )
+        .expect("write");
+        assert_eq!(
+            records.guest_name(DomId(4)).unwrap(),
+            Some("warm-1".to_string())
+        );
+        fs::write(run.join("domains/5.json"), b"{").expect("write");
+        let err = records.guest_name(DomId(5)).unwrap_err().to_string();
+        assert!(err.contains("5.json: not a chaos guest record"), "{err}");
+        fs::remove_dir_all(&run).expect("clean");
     }
 
     #[test]

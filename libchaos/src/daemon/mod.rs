@@ -102,6 +102,11 @@ impl Core {
         response
     }
 
+    /// After each reply: what waited for it (a worker to refill the shell a creation took).
+    fn replied(&self) {
+        self.pool.replied();
+    }
+
     fn dispatch(&self, req: Request, wanted: &dyn Fn() -> bool) -> Response {
         match req {
             Request::Create {
@@ -172,8 +177,10 @@ impl Core {
         // What the daemon did before the creation proper: it is chaos's time too.
         let checked = start.elapsed();
         let from_shell = match taken {
-            Some((ready, _creating)) => {
+            Some((ready, creating)) => {
                 let result = self.ts.execute_pooled_if(ready.shell, cfg, paused, wanted);
+                // Its refill is woken once the reply is out (`Core::replied`).
+                creating.wake_after_reply();
                 // Either a guest now (with its own record: the shell's goes after the reply)
                 // or destroyed by the rollback.
                 match &result {

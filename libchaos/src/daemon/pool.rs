@@ -31,11 +31,23 @@ const MIB_PAGES: u64 = 1024 * 1024 / PAGE_SIZE as u64;
 
 /// A creation from a taken shell, running: its refill waits until this is dropped (also when
 /// the creation failed or its thread panicked).
-pub struct Creating<'a>(&'a Pool);
+pub struct Creating<'a> {
+    pool: &'a Pool,
+    wake_now: bool,
+}
 
 impl Drop for Creating<'_> {
     fn drop(&mut self) {
-        self.0.creation_done();
+        self.pool.creation_done(self.wake_now);
+    }
+}
+
+impl Creating<'_> {
+    /// Ends the creation without waking a worker: the daemon's thread does that once it has
+    /// written the reply ([`Pool::replied`]), so a worker starting up (its queue's spinning
+    /// wait, the lock, the clock) does not take a CPU from the reply the client waits for.
+    pub fn wake_after_reply(mut self) {
+        self.wake_now = false;
     }
 }
 
@@ -72,6 +84,8 @@ struct Inner {
     /// Records of shells that became guests, removed by a worker after the creation's reply
     /// (a record left by a crash is harmless: the next chaosd finds its domain a guest).
     became_guests: Vec<Uuid>,
+    /// Creations that ended and wait for their reply to be written to wake a worker.
+    wakes_after_reply: usize,
 }
 
 impl Inner {
@@ -129,6 +143,7 @@ impl Pool {
                 creating: 0,
                 last_done: None,
                 became_guests: Vec::new(),
+                wakes_after_reply: 0,
             }),
             kicks: crossbeam_channel::unbounded(),
             filled: Condvar::new(),
@@ -162,7 +177,13 @@ impl Pool {
         if empty {
             self.kick(1);
         }
-        Some((ready, Creating(self)))
+        Some((
+            ready,
+            Creating {
+                pool: self,
+                wake_now: true,
+            },
+        ))
     }
 
     /// Forgets the record of a shell that was taken, once it is a guest (or destroyed).
@@ -299,12 +320,23 @@ impl Pool {
         }
     }
 
-    fn creation_done(&self) {
+    fn creation_done(&self, wake_now: bool) {
         let mut inner = self.lock();
         inner.creating = inner.creating.saturating_sub(1);
         inner.last_done = Some(Instant::now());
+        if !wake_now {
+            inner.wakes_after_reply += 1;
+            return;
+        }
         drop(inner);
         self.kick(1);
+    }
+
+    /// A reply went out (or could not): wakes the workers that creations ended with
+    /// [`Creating::wake_after_reply`] left to it.
+    pub fn replied(&self) {
+        let n = std::mem::take(&mut self.lock().wakes_after_reply);
+        self.kick(n);
     }
 
     /// Wakes `n` workers.

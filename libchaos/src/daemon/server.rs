@@ -253,7 +253,9 @@ fn serve(stream: UnixStream, core: &Core) -> std::io::Result<()> {
             Err(e) => Response::error(format!("invalid request: {e}")),
         };
         let handled = read_at.map(|t| t.elapsed());
-        reply(&mut writer, &response)?;
+        let replied = reply(&mut writer, &response);
+        core.replied();
+        replied?;
         if let (Some(t), Some(decoded), Some(handled)) = (read_at, decoded, handled) {
             log::debug!(
                 "request of {} bytes: decoded in {:.3} ms, handled by {:.3} ms, replied by {:.3} ms",

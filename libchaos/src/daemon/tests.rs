@@ -1040,6 +1040,36 @@ fn warm_flavors_name_their_image_by_absolute_path_and_need_a_config() {
     }
 }
 
+/// A creation through the socket wakes its shell's refill once its reply is out, so a worker
+/// starting up does not take a CPU from the reply.
+#[test]
+fn a_refill_is_woken_once_the_reply_is_out() {
+    let w = world("refill-after-reply");
+    let target = FlavorTarget {
+        flavor: flavor(4),
+        target: 2,
+        ahead: None,
+    };
+    let pool = Arc::new(pool::Pool::new(w.ts.clone(), &[target], 0));
+    let workers = pool.spawn_workers(1).expect("workers");
+    assert!(pool.wait_filled(FILL), "pool filled");
+    let (taken, creating) = pool.take(&flavor(4)).expect("a ready shell");
+    creating.wake_after_reply();
+    assert!(
+        !pool.wait_filled(Duration::from_millis(300)),
+        "refilled before the reply went out"
+    );
+    pool.replied();
+    assert!(pool.wait_filled(FILL), "refilled once the reply was out");
+    w.ts.discard(taken.shell).expect("discard");
+    pool.forget(&taken.uuid);
+    pool.drain();
+    pool.stop();
+    for h in workers {
+        h.join().expect("worker");
+    }
+}
+
 #[test]
 fn a_refill_waits_for_the_creation_from_a_shell_unless_the_flavor_ran_out() {
     let w = world("quiet-refill");

@@ -275,7 +275,14 @@ pub trait Hypervisor: Send + Sync {
     /// `XEN_DOMCTL_setdomainhandle`: the UUID, known only once a shell meets its config.
     fn set_domain_handle(&self, dom: DomId, handle: Uuid) -> Result<()>;
     fn pause_domain(&self, dom: DomId) -> Result<()>;
+    /// Refuses a domain that was never built (no vcpu online), which Xen would unpause to
+    /// sit there doing nothing.
     fn unpause_domain(&self, dom: DomId) -> Result<()>;
+    /// [`unpause_domain`](Self::unpause_domain) of a domain its caller has just built: no
+    /// check first (on Xen 4.17 the check is a domain lookup that walks every domain).
+    fn unpause_built(&self, dom: DomId) -> Result<()> {
+        self.unpause_domain(dom)
+    }
     /// `SCHEDOP_remote_shutdown`: mark the domain shut down with `reason` (what a guest that
     /// ignores the control plane gets from `xl shutdown -F` / `xl destroy` paths).
     fn shutdown_domain(&self, dom: DomId, reason: ShutdownReason) -> Result<()>;

@@ -175,8 +175,9 @@ impl NoxsPlane {
 /// A warm shell's console, attached ahead of its guest.
 impl NoxsPlane {
     /// Has the backend serve the console of a shell whose guest is not named yet: the record
-    /// names no guest (xendevd opens the log once one does). A creation then only rewrites
-    /// the record ([`NoxsPlane::name_attached`]): no request, no mapping, no binding.
+    /// names no guest, and stays so. A creation from the shell writes nothing here (no
+    /// request, no mapping, no binding, no record): xendevd takes the guest's name from its
+    /// guest record at the console's first output (`RecordDir::guest_name`).
     pub(crate) fn attach_unnamed(&self, domid: DomId, console: Ring) -> Result<()> {
         let records = self.records();
         records
@@ -197,14 +198,6 @@ impl NoxsPlane {
             }
             return Err(PlaneError::Backend(e));
         }
-        Ok(())
-    }
-
-    /// Publishes a guest whose console [`attach_unnamed`](Self::attach_unnamed) attached: its
-    /// record, now with its name, is all there is to write. Timed as the `devices` lap.
-    pub(crate) fn name_attached(&self, g: &Guest<'_>, timings: &mut Timings) -> Result<()> {
-        self.save_record(g)?;
-        timings.lap("devices");
         Ok(())
     }
 }

@@ -319,14 +319,15 @@ impl Service {
     }
 
     /// Output (or room) on a console. One attached before its guest had a name (a warm
-    /// shell's) learns the name from the record first, so the log is the guest's.
+    /// shell's) learns the name first, so the log is the guest's: from chaos's guest record,
+    /// which its creation wrote before the guest could run (its NoXS record names no guest).
     fn console_event(&mut self, domid: DomId) {
         let unnamed = self.consoles.get(&domid).is_some_and(|c| !c.named());
         if unnamed {
             let name = self
                 .records()
-                .load(domid)
-                .map(|g| g.map(|g| g.name).unwrap_or_default());
+                .guest_name(domid)
+                .map(Option::unwrap_or_default);
             match (name, self.consoles.get_mut(&domid)) {
                 (Ok(name), Some(c)) => c.name(&name, &self.settings.log_dir),
                 (Err(e), _) => log::warn!("domain {domid}: {e}"),

@@ -130,6 +130,11 @@ impl Hypervisor for XenHypervisor {
                 "vcpu 0 has no context: the domain was never built",
             ));
         }
+        self.unpause_built(dom)
+    }
+
+    fn unpause_built(&self, dom: DomId) -> Result<()> {
+        const OP: &str = "XEN_DOMCTL_unpausedomain";
         self.domctl(OP, dom, XEN_DOMCTL_UNPAUSEDOMAIN, NoPayload::default())?;
         Ok(())
     }

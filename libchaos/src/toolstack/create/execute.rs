@@ -257,17 +257,17 @@ impl Toolstack {
             },
         };
         *published = Some(uuid);
-        let guest = Guest {
-            domid,
-            uuid,
-            config: &config,
-            console,
-            store,
-            devices: &devices,
-        };
-        if attached {
-            self.noxs.name_attached(&guest, timings)?;
-        } else {
+        // A warm shell's console is served already and xendevd reads the guest's name from the
+        // record below: nothing to publish.
+        if !attached {
+            let guest = Guest {
+                domid,
+                uuid,
+                config: &config,
+                console,
+                store,
+                devices: &devices,
+            };
             plane.publish(&guest, timings)?;
         }
 
@@ -288,7 +288,7 @@ impl Toolstack {
         timings.lap("record");
 
         if !(paused || cfg.paused) {
-            self.hv.unpause_domain(domid).map_err(hv_step("unpause"))?;
+            self.hv.unpause_built(domid).map_err(hv_step("unpause"))?;
             timings.lap("unpause");
         }
         Ok(())

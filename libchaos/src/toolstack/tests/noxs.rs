@@ -430,7 +430,7 @@ fn noxs_record(w: &World, dom: DomId) -> Option<xendevd_api::NoxsGuest> {
 
 /// A warm NoXS shell finished ahead for its flavor's config (chaosd's warm shells): its guest
 /// half is written and its console served at prepare, before any guest; a guest of that config
-/// costs execute no build hypercall and no attach, only its name in the record.
+/// costs execute no build hypercall and no attach, only its guest record (xendevd reads the name there).
 #[test]
 fn a_noxs_shell_finished_ahead_serves_its_console_before_its_guest_is_named() {
     let w = world("ahead");
@@ -468,7 +468,14 @@ fn a_noxs_shell_finished_ahead_serves_its_console_before_its_guest_is_named() {
         "{ahead_calls} hypervisor calls at execute, against {warm_calls} unfinished"
     );
     assert_eq!(attached(&w.backend), vec![dom], "attached once");
-    assert_eq!(noxs_record(&w, dom).expect("record").name, "ahead");
+    // Its NoXS record is not written again: xendevd finds the name in the guest record.
+    assert_eq!(noxs_record(&w, dom).expect("record").name, "");
+    assert_eq!(
+        xendevd_api::RecordDir::at(w.ts.state().root().join("noxs"))
+            .guest_name(dom)
+            .expect("guest record readable"),
+        Some("ahead".to_string())
+    );
     w.ts.destroy(created.domid).expect("destroy");
     assert_eq!(leftovers(&w), before);
 
