@@ -210,7 +210,8 @@ impl ClientThreads {
 
 /// Serves one client until it hangs up, goes idle, or sends a line too long to be a request.
 fn serve(stream: UnixStream, core: &Core) -> std::io::Result<()> {
-    let mut writer = stream.try_clone()?;
+    // Read, written and polled through one descriptor (no clones: system calls each).
+    let mut writer = &stream;
     if let Err(msg) = check_peer(&stream) {
         log::warn!("refused a client: {msg}");
         return reply(&mut writer, &Response::error(msg));
@@ -218,8 +219,7 @@ fn serve(stream: UnixStream, core: &Core) -> std::io::Result<()> {
     stream.set_read_timeout(Some(IDLE))?;
     // A client that does not read its replies must not hold the thread either.
     writer.set_write_timeout(Some(IDLE))?;
-    let probe = stream.try_clone()?;
-    let mut reader = BufReader::new(stream);
+    let mut reader = BufReader::new(&stream);
     let mut line = Vec::new();
     loop {
         line.clear();
@@ -249,7 +249,7 @@ fn serve(stream: UnixStream, core: &Core) -> std::io::Result<()> {
         let request = serde_json::from_slice::<Request>(&line);
         let decoded = read_at.map(|t| t.elapsed());
         let response = match request {
-            Ok(req) => core.handle(req, &|| still_connected(&probe)),
+            Ok(req) => core.handle(req, &|| still_connected(&stream)),
             Err(e) => Response::error(format!("invalid request: {e}")),
         };
         let handled = read_at.map(|t| t.elapsed());
@@ -287,7 +287,7 @@ fn still_connected(stream: &UnixStream) -> bool {
     }
 }
 
-fn reply(w: &mut UnixStream, response: &Response) -> std::io::Result<()> {
+fn reply(mut w: impl Write, response: &Response) -> std::io::Result<()> {
     let mut bytes = serde_json::to_vec(response).unwrap_or_else(|e| {
         // Our own types always serialize; say so rather than hang the client if not.
         format!(r#"{{"result":"error","message":"cannot encode the reply: {e}"}}"#).into_bytes()
@@ -301,7 +301,9 @@ fn check_peer(stream: &UnixStream) -> Result<(), String> {
     let uid = getsockopt(stream, PeerCredentials)
         .map_err(|e| format!("SO_PEERCRED: {e}"))?
         .uid();
-    let own = geteuid().as_raw();
+    // Asked of the kernel once (a system call each time otherwise).
+    static OWN: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    let own = *OWN.get_or_init(|| geteuid().as_raw());
     if uid == 0 || uid == own {
         Ok(())
     } else {
