@@ -170,37 +170,46 @@ impl Core {
         self.ts.check_creatable(cfg).map_err(|e| e.to_string())?;
         // A warm shell (the image already in it) first, then a plain one.
         let warm = Flavor::warm_of(cfg);
-        let taken = warm
-            .as_ref()
-            .and_then(|w| self.pool.take(w))
-            .or_else(|| self.pool.take(&flavor));
+        let take = || {
+            warm.as_ref()
+                .and_then(|w| self.pool.take(w))
+                .or_else(|| self.pool.take(&flavor))
+        };
         // What the daemon did before the creation proper: it is chaos's time too.
         let checked = start.elapsed();
-        let from_shell = match taken {
-            Some((ready, creating)) => {
-                let result = self.ts.execute_pooled_if(ready.shell, cfg, paused, wanted);
-                // Its refill is woken once the reply is out (`Core::replied`).
-                creating.wake_after_reply();
-                // Either a guest now (with its own record: the shell's goes after the reply)
-                // or destroyed by the rollback.
-                match &result {
-                    Ok(_) => self.pool.forget_later(ready.uuid),
-                    Err(_) => self.pool.forget(&ready.uuid),
-                }
-                match result {
-                    Ok(created) => {
-                        lock(&self.pool_times).add(start.elapsed());
-                        Some(created)
-                    }
-                    // The image changed under the warm shell: it is gone; create directly.
-                    Err(e @ ToolstackError::WarmShellStale { .. }) => {
-                        log::warn!("{e}; creating {} without a shell", cfg.name);
-                        None
-                    }
-                    Err(e) => return Err(e.to_string()),
-                }
+        let from_shell = loop {
+            let Some((ready, creating)) = take() else {
+                break None;
+            };
+            let shell_domid = ready.shell.domid();
+            let result = self.ts.execute_pooled_if(ready.shell, cfg, paused, wanted);
+            // Its refill is woken once the reply is out (`Core::replied`).
+            creating.wake_after_reply();
+            // Either a guest now (with its own record: the shell's goes after the reply)
+            // or destroyed by the rollback.
+            match &result {
+                Ok(_) => self.pool.forget_later(ready.uuid),
+                Err(_) => self.pool.forget(&ready.uuid),
             }
-            None => None,
+            match result {
+                Ok(created) => {
+                    lock(&self.pool_times).add(start.elapsed());
+                    break Some(created);
+                }
+                // The image changed under the warm shell: it is gone; create directly.
+                Err(e @ ToolstackError::WarmShellStale { .. }) => {
+                    log::warn!("{e}; creating {} without a shell", cfg.name);
+                    break None;
+                }
+                // Destroyed behind chaosd's back (`xl destroy`): the next shell, if any.
+                Err(e) if e.is_no_such_domain(shell_domid) => {
+                    log::warn!(
+                        "shell domain {shell_domid} is gone ({e}); creating {} without it",
+                        cfg.name
+                    );
+                }
+                Err(e) => return Err(e.to_string()),
+            }
         };
         let mut created = match from_shell {
             Some(created) => created,

@@ -176,6 +176,32 @@ fn the_pool_is_refilled_to_its_target_after_every_take() {
     assert!(err.to_string().contains("shutting down"), "{err}");
 }
 
+/// Shells destroyed behind chaosd's back (`xl destroy` of a domain without a name) do not fail
+/// a creation: chaosd forgets them and creates the guest without them.
+#[test]
+fn shells_destroyed_behind_the_daemon_are_passed_over() {
+    let w = world("vanished");
+    let d = w.start(&[(16, 2)], 0);
+    assert!(d.wait_filled(FILL), "pool filled");
+    for r in w.shell_records() {
+        w.sim
+            .destroy_domain(r.domid.expect("a shell's domain"))
+            .expect("destroyed behind chaosd");
+    }
+    let mut c = w.client();
+    // From a shell refilled meanwhile, or directly: either way a guest.
+    let created = c.create(&w.config("g", 16), true, false).expect("create");
+    assert!(w.sim.domain_info(created.domid).is_ok());
+    assert_eq!(w.ts.resolve("g").expect("named"), created.domid);
+    assert!(d.wait_filled(FILL), "refilled");
+    let created = c.create(&w.config("h", 16), true, false).expect("create");
+    assert_eq!(created.path, CreationPath::Pool, "new shells are used");
+    assert!(d.wait_filled(FILL), "refilled");
+    assert_eq!(d.shutdown(), 2);
+    assert_eq!(w.sim.guest_count(), 2, "the two guests");
+    assert!(w.shell_records().is_empty());
+}
+
 #[test]
 fn many_concurrent_clients_are_all_served() {
     let w = Arc::new(world("concurrent"));
@@ -1053,6 +1079,8 @@ fn a_refill_is_woken_once_the_reply_is_out() {
     let pool = Arc::new(pool::Pool::new(w.ts.clone(), &[target], 0));
     let workers = pool.spawn_workers(1).expect("workers");
     assert!(pool.wait_filled(FILL), "pool filled");
+    // Wake-ups queued while the pool filled are taken by the worker first.
+    std::thread::sleep(Duration::from_millis(300));
     let (taken, creating) = pool.take(&flavor(4)).expect("a ready shell");
     creating.wake_after_reply();
     assert!(

@@ -51,6 +51,19 @@ pub enum ToolstackError {
     WarmShellStale { domid: DomId, why: String },
 }
 
+impl ToolstackError {
+    /// Whether this says that domain `dom` does not exist (a shell destroyed behind the
+    /// toolstack's back, say).
+    pub fn is_no_such_domain(&self, dom: DomId) -> bool {
+        let source = match self {
+            ToolstackError::Hypervisor { source, .. }
+            | ToolstackError::Build(BuildError::Hypervisor { source, .. }) => source,
+            _ => return false,
+        };
+        matches!(source, HypervisorError::NoSuchDomain(d) if *d == dom)
+    }
+}
+
 pub type Result<T> = std::result::Result<T, ToolstackError>;
 
 /// Wraps a hypervisor error with the step that failed.
