@@ -1066,19 +1066,43 @@ fn warm_flavors_name_their_image_by_absolute_path_and_need_a_config() {
     }
 }
 
-/// A creation through the socket wakes its shell's refill once its reply is out, so a worker
-/// starting up does not take a CPU from the reply.
-#[test]
-fn a_refill_is_woken_once_the_reply_is_out() {
-    let w = world("refill-after-reply");
+/// A filled pool of two 4 MiB shells with its refill workers.
+fn filled_pool(w: &World, workers: usize) -> (Arc<pool::Pool>, Vec<std::thread::JoinHandle<()>>) {
     let target = FlavorTarget {
         flavor: flavor(4),
         target: 2,
         ahead: None,
     };
     let pool = Arc::new(pool::Pool::new(w.ts.clone(), &[target], 0));
-    let workers = pool.spawn_workers(1).expect("workers");
+    let handles = pool.spawn_workers(workers).expect("workers");
     assert!(pool.wait_filled(FILL), "pool filled");
+    (pool, handles)
+}
+
+/// Discards the shells a test took, then the pool's, and stops its workers.
+fn close_pool(
+    w: &World,
+    pool: &pool::Pool,
+    taken: Vec<pool::Ready>,
+    workers: Vec<std::thread::JoinHandle<()>>,
+) {
+    for shell in taken {
+        w.ts.discard(shell.shell).expect("discard");
+        pool.forget(&shell.uuid);
+    }
+    pool.drain();
+    pool.stop();
+    for h in workers {
+        h.join().expect("worker");
+    }
+}
+
+/// A creation through the socket wakes its shell's refill once its reply is out, so a worker
+/// starting up does not take a CPU from the reply.
+#[test]
+fn a_refill_is_woken_once_the_reply_is_out() {
+    let w = world("refill-after-reply");
+    let (pool, workers) = filled_pool(&w, 1);
     // Wake-ups queued while the pool filled are taken by the worker first.
     std::thread::sleep(Duration::from_millis(300));
     let (taken, creating) = pool.take(&flavor(4)).expect("a ready shell");
@@ -1089,26 +1113,13 @@ fn a_refill_is_woken_once_the_reply_is_out() {
     );
     pool.replied();
     assert!(pool.wait_filled(FILL), "refilled once the reply was out");
-    w.ts.discard(taken.shell).expect("discard");
-    pool.forget(&taken.uuid);
-    pool.drain();
-    pool.stop();
-    for h in workers {
-        h.join().expect("worker");
-    }
+    close_pool(&w, &pool, vec![taken], workers);
 }
 
 #[test]
 fn a_refill_waits_for_the_creation_from_a_shell_unless_the_flavor_ran_out() {
     let w = world("quiet-refill");
-    let target = FlavorTarget {
-        flavor: flavor(4),
-        target: 2,
-        ahead: None,
-    };
-    let pool = Arc::new(pool::Pool::new(w.ts.clone(), &[target], 0));
-    let workers = pool.spawn_workers(2).expect("workers");
-    assert!(pool.wait_filled(FILL), "pool filled");
+    let (pool, workers) = filled_pool(&w, 2);
     let (first, creating) = pool.take(&flavor(4)).expect("a ready shell");
     // One shell is left: its refill waits while the creation runs.
     assert!(
@@ -1132,13 +1143,5 @@ fn a_refill_waits_for_the_creation_from_a_shell_unless_the_flavor_ran_out() {
     assert!(ready() >= 1, "an empty flavor gets a shell at once");
     drop((c2, c3));
     assert!(pool.wait_filled(FILL), "refilled once they were over");
-    for shell in [first, second, third] {
-        w.ts.discard(shell.shell).expect("discard");
-        pool.forget(&shell.uuid);
-    }
-    pool.drain();
-    pool.stop();
-    for h in workers {
-        h.join().expect("worker");
-    }
+    close_pool(&w, &pool, vec![first, second, third], workers);
 }
