@@ -772,10 +772,15 @@ fn a_creation_whose_client_went_away_is_rolled_back_not_committed() {
     })
     .expect("encode");
     {
+        // Held until the client is gone: the creation waits for it to claim the name, so the
+        // client has hung up before the commit point however the threads are scheduled.
+        let held = w.ts.state().lock().expect("state lock");
         // A CLI that sent its request and was killed (or gave up) before the answer.
         let mut s = UnixStream::connect(w.socket()).expect("connect");
         s.write_all(&req).expect("write");
         s.write_all(b"\n").expect("write");
+        drop(s);
+        drop(held);
     }
     wait_idle_after(&d, 1);
     assert!(d.wait_filled(FILL));
