@@ -364,7 +364,9 @@ fn command(name: &str, m: &Matches) -> Result<Command, ArgsError> {
                 Command::Reap {
                     json: m.flag("json"),
                     watch: m.flag("watch"),
-                    interval_ms: m.number("interval-ms", 1..=60_000)?.unwrap_or(1000),
+                    interval_ms: m
+                        .number("interval-ms", 1..=60_000)?
+                        .unwrap_or(libchaos::toolstack::reaper::POLL_MS),
                     exit_when_idle: m.flag("exit-when-idle"),
                 },
             )?

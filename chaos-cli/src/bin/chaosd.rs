@@ -87,7 +87,9 @@ fn parse(line: impl IntoIterator<Item = OsString>) -> Result<Parsed, ArgsError> 
         flavors,
         reserve_mib: m.number("reserve-mib", 0..=u64::MAX)?,
         workers: m.number("workers", 1..=64)?,
-        reap_interval_ms: m.number("reap-interval-ms", 0..=u64::MAX)?.unwrap_or(1000),
+        reap_interval_ms: m
+            .number("reap-interval-ms", 0..=u64::MAX)?
+            .unwrap_or(libchaos::toolstack::reaper::POLL_MS),
         verbose: u8::try_from(m.count("verbose")).unwrap_or(u8::MAX),
     }))
 }

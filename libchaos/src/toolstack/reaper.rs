@@ -44,7 +44,9 @@ const WITH_VIRQ: Duration = Duration::from_secs(1);
 const WITH_WATCH: Duration = Duration::from_secs(1);
 /// The poll period when nothing can wake the reaper, unless the caller says otherwise: the
 /// same second in which a NoXS guest is noticed when xenstored's watch wakes the reaper.
-pub const POLL: Duration = Duration::from_secs(1);
+pub const POLL: Duration = Duration::from_millis(POLL_MS);
+/// [`POLL`] in milliseconds, the default of the command lines' intervals.
+pub const POLL_MS: u64 = 1000;
 /// How often records of domains that vanished (destroyed behind chaos's back) are swept.
 const SWEEP: Duration = Duration::from_secs(30);
 
