@@ -127,8 +127,7 @@ fn started_churn(
             return None;
         }
     }
-    std::thread::sleep(Duration::from_secs(1));
-    let start = snapshot(ctx.hv, &ctx.setup.run_dir);
+    let start = settled_snapshot(ctx);
     seq = 0;
     let (end, mut settle_s) = round(ctx, tools, cycles, &start, &mut seq)?;
     let mut counts = compare(&start, &end);
@@ -150,6 +149,22 @@ fn started_churn(
         settle_s,
         first_round,
     })
+}
+
+/// The counts once the warm-up's after-effects are over (destroyed domains freed, taken shells
+/// refilled): two snapshots 500 ms apart that agree, up to 20 s. A start taken while Xen still
+/// held a page of a destroyed domain ended a clean churn one or two pages "up" in the lab.
+fn settled_snapshot(ctx: &Ctx<'_>) -> Vec<(String, i64)> {
+    let t = Instant::now();
+    let mut last = snapshot(ctx.hv, &ctx.setup.run_dir);
+    loop {
+        std::thread::sleep(Duration::from_millis(500));
+        let now = snapshot(ctx.hv, &ctx.setup.run_dir);
+        if now == last || t.elapsed() >= Duration::from_secs(20) {
+            return now;
+        }
+        last = now;
+    }
 }
 
 /// `cycles` create/destroy cycles over the tools in turn, then the counts once they are back
