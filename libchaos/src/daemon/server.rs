@@ -1,9 +1,10 @@
-//! The socket side: a root-only unix socket, a thread per connected client (threads are kept
-//! for the next client), one JSON request per line.
+//! The socket side: a root-only unix socket, a thread per connected client (threads accept
+//! their own clients and are kept for the next), one JSON request per line.
 //! Whatever a client sends, it gets an error reply or is disconnected; the daemon keeps serving
 //! everyone else.
 
 use std::io::{BufRead, BufReader, Read, Write};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -12,7 +13,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
+use nix::sys::socket::{getsockopt, shutdown, sockopt::PeerCredentials, Shutdown};
 use nix::unistd::geteuid;
 
 use super::protocol::{Request, Response, MAX_LINE};
@@ -46,8 +47,8 @@ pub fn bind(path: &Path) -> Result<UnixListener, DaemonError> {
 
 pub struct Server {
     path: PathBuf,
-    stopping: Arc<AtomicBool>,
-    accept: JoinHandle<()>,
+    threads: Arc<ClientThreads>,
+    keeper: JoinHandle<()>,
 }
 
 impl Server {
@@ -56,26 +57,48 @@ impl Server {
         path: PathBuf,
         core: Arc<Core>,
     ) -> Result<Server, DaemonError> {
-        let stopping = Arc::new(AtomicBool::new(false));
-        let stop = stopping.clone();
-        let accept = std::thread::Builder::new()
-            .name("chaosd-accept".into())
-            .spawn(move || accept_loop(listener, core, stop))
+        let (more, wanted) = crossbeam_channel::unbounded();
+        let threads = Arc::new(ClientThreads {
+            listener,
+            core,
+            stopping: AtomicBool::new(false),
+            waiting: AtomicUsize::new(0),
+            active: AtomicUsize::new(0),
+            more,
+        });
+        threads.start().map_err(DaemonError::Thread)?;
+        let kept = threads.clone();
+        let keeper = std::thread::Builder::new()
+            .name("chaosd-keeper".into())
+            .spawn(move || kept.keep_one_waiting(wanted))
             .map_err(DaemonError::Thread)?;
         Ok(Server {
             path,
-            stopping,
-            accept,
+            threads,
+            keeper,
         })
     }
 
     /// Stops accepting and removes the socket. Clients being served finish their request.
     pub fn stop(self) {
-        self.stopping.store(true, Ordering::Release);
-        // accept() has no timeout: wake it with a connection of our own.
-        let _ = UnixStream::connect(&self.path);
-        if self.accept.join().is_err() {
-            log::error!("the accept thread panicked");
+        self.threads.stopping.store(true, Ordering::Release);
+        let _ = self.threads.more.send(());
+        // Wakes every thread waiting in accept(), which then fails (EINVAL on Linux) and
+        // sees `stopping`.
+        if let Err(e) = shutdown(self.threads.listener.as_raw_fd(), Shutdown::Both) {
+            log::warn!("shutting the socket down: {e}");
+        }
+        if self.keeper.join().is_err() {
+            log::error!("the keeper thread panicked");
+        }
+        // No thread may accept a client once stop returns.
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while self.threads.waiting.load(Ordering::Acquire) > 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let left = self.threads.waiting.load(Ordering::Acquire);
+        if left > 0 {
+            log::error!("{left} client thread(s) still wait in accept() after the shutdown");
         }
         if let Err(e) = std::fs::remove_file(&self.path) {
             log::warn!("{}: {e}", self.path.display());
@@ -83,128 +106,89 @@ impl Server {
     }
 }
 
-/// Accepts clients and hands each to a client thread (see [`ClientThreads`]).
-fn accept_loop(listener: UnixListener, core: Arc<Core>, stopping: Arc<AtomicBool>) {
-    let threads = ClientThreads::new(core);
-    threads.keep_one_idle();
-    for conn in listener.incoming() {
-        if stopping.load(Ordering::Acquire) {
-            return;
-        }
-        let mut stream = match conn {
-            Ok(s) => s,
-            Err(e) => {
-                log::warn!("accept: {e}");
-                // Out of descriptors, typically: do not spin.
-                std::thread::sleep(Duration::from_millis(10));
-                continue;
-            }
-        };
-        if threads.active.fetch_add(1, Ordering::AcqRel) >= MAX_CLIENTS {
-            threads.active.fetch_sub(1, Ordering::AcqRel);
-            let _ = reply(&mut stream, &Response::error("chaosd: too many clients"));
-            continue;
-        }
-        // (a clock read is a system call in a PV dom0: only when it is printed)
-        let accepted = log::log_enabled!(log::Level::Debug).then(Instant::now);
-        threads.hand((stream, accepted));
-        // The next client's thread, if none is idle, starts while this one is served.
-        threads.keep_one_idle();
-    }
-}
-
-/// A client: its connection, and when it was accepted (when -vv prints it).
-type Accepted = (UnixStream, Option<Instant>);
-
-/// Client threads outlive their clients: an idle one waits on a shared channel for the next
-/// client, and one that has served its client goes back to waiting (up to [`MAX_IDLE`] wait at
-/// once; more end). In a PV dom0 a new thread costs milliseconds, and so does a thread's
-/// first run through a request (its stack and allocator arena fault in page by page): a
-/// client gets a thread that has served before, and one is started ahead when none is idle
-/// (docs/COSTS.md). Dropped (chaosd stops), the idle threads end, and busy ones after their
-/// client.
+/// Client threads accept their clients themselves (no hand-over from an accepting thread:
+/// waking another thread is a context switch per connection) and outlive them: a thread that
+/// has served its client waits in accept() for the next (up to [`MAX_WAITING`] wait at once;
+/// more end). In a PV dom0 a new thread costs milliseconds, and so does a thread's first run
+/// through a request (its stack and allocator arena fault in page by page): a client gets a
+/// thread that has served before, and when the last waiting thread takes a client, the keeper
+/// starts the next one while that client is served (docs/COSTS.md).
 struct ClientThreads {
+    listener: UnixListener,
     core: Arc<Core>,
-    tx: crossbeam_channel::Sender<Accepted>,
-    rx: crossbeam_channel::Receiver<Accepted>,
-    idle: Arc<AtomicUsize>,
+    stopping: AtomicBool,
+    /// Threads waiting in accept(), or started to.
+    waiting: AtomicUsize,
     /// Clients connected (accepted and not yet gone).
-    active: Arc<AtomicUsize>,
+    active: AtomicUsize,
+    /// Asks the keeper for one more waiting thread.
+    more: crossbeam_channel::Sender<()>,
 }
 
-/// Idle client threads kept waiting.
-const MAX_IDLE: usize = 2;
+/// Client threads kept waiting for a client.
+const MAX_WAITING: usize = 2;
 
 impl ClientThreads {
-    fn new(core: Arc<Core>) -> ClientThreads {
-        let (tx, rx) = crossbeam_channel::unbounded();
-        ClientThreads {
-            core,
-            tx,
-            rx,
-            idle: Arc::new(AtomicUsize::new(0)),
-            active: Arc::new(AtomicUsize::new(0)),
+    /// Starts a thread that accepts and serves clients, counted waiting.
+    fn start(self: &Arc<Self>) -> std::io::Result<()> {
+        self.waiting.fetch_add(1, Ordering::AcqRel);
+        let threads = self.clone();
+        let started = std::thread::Builder::new()
+            .name("chaosd-client".into())
+            .spawn(move || threads.accept_and_serve());
+        if started.is_err() {
+            self.waiting.fetch_sub(1, Ordering::AcqRel);
         }
+        started.map(drop)
     }
 
-    fn keep_one_idle(&self) {
-        if self.idle.load(Ordering::Acquire) == 0 {
-            match self.start() {
-                Ok(()) => {
-                    self.idle.fetch_add(1, Ordering::AcqRel);
+    /// The keeper: starts a thread whenever none is left waiting, until the server stops.
+    fn keep_one_waiting(self: Arc<Self>, wanted: crossbeam_channel::Receiver<()>) {
+        while wanted.recv().is_ok() {
+            if self.stopping.load(Ordering::Acquire) {
+                return;
+            }
+            if self.waiting.load(Ordering::Acquire) == 0 {
+                if let Err(e) = self.start() {
+                    log::warn!("starting a client thread ahead: {e}");
                 }
-                Err(e) => log::warn!("starting a client thread ahead: {e}"),
             }
         }
     }
 
-    /// Hands a client to an idle thread, starting one if there is none. `idle` counts the
-    /// idle threads no client has been handed to yet: handing takes one off at once, so that
-    /// a client is never queued behind one an idle thread is about to take.
-    fn hand(&self, client: Accepted) {
-        let reserved = self
-            .idle
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
-            .is_ok();
-        if !reserved {
-            if let Err(e) = self.start() {
-                log::error!("starting a client thread: {e}");
-                let (mut stream, _) = client;
-                let _ = reply(
-                    &mut stream,
-                    &Response::error("chaosd: cannot start a thread"),
-                );
-                self.active.fetch_sub(1, Ordering::AcqRel);
+    fn accept_and_serve(self: Arc<Self>) {
+        loop {
+            let conn = self.listener.accept();
+            let left = self.waiting.fetch_sub(1, Ordering::AcqRel) - 1;
+            if self.stopping.load(Ordering::Acquire) {
+                return;
+            }
+            let mut stream = match conn {
+                Ok((s, _)) => s,
+                Err(e) => {
+                    log::warn!("accept: {e}");
+                    // Out of descriptors, typically: do not spin.
+                    std::thread::sleep(Duration::from_millis(10));
+                    self.waiting.fetch_add(1, Ordering::AcqRel);
+                    continue;
+                }
+            };
+            if left == 0 {
+                // (cannot fail: the keeper holds the receiver until the server stops)
+                let _ = self.more.send(());
+            }
+            if self.active.fetch_add(1, Ordering::AcqRel) >= MAX_CLIENTS {
+                let _ = reply(&mut stream, &Response::error("chaosd: too many clients"));
+            } else if let Err(e) = serve(stream, &self.core) {
+                log::debug!("client: {e}");
+            }
+            self.active.fetch_sub(1, Ordering::AcqRel);
+            // Waiting again, unless enough threads are.
+            if self.waiting.fetch_add(1, Ordering::AcqRel) >= MAX_WAITING {
+                self.waiting.fetch_sub(1, Ordering::AcqRel);
                 return;
             }
         }
-        // (cannot fail: this holds a receiver)
-        let _ = self.tx.send(client);
-    }
-
-    /// Starts a thread that serves clients from the channel; the caller counts it idle or not.
-    fn start(&self) -> std::io::Result<()> {
-        let (core, rx) = (self.core.clone(), self.rx.clone());
-        let (idle, active) = (self.idle.clone(), self.active.clone());
-        std::thread::Builder::new()
-            .name("chaosd-client".into())
-            .spawn(move || {
-                while let Ok((stream, accepted)) = rx.recv() {
-                    if let Some(t) = accepted {
-                        log::debug!("client served {:.3} ms after accept", ms(t.elapsed()));
-                    }
-                    if let Err(e) = serve(stream, &core) {
-                        log::debug!("client: {e}");
-                    }
-                    active.fetch_sub(1, Ordering::AcqRel);
-                    // Idle again, unless enough threads are.
-                    if idle.fetch_add(1, Ordering::AcqRel) >= MAX_IDLE {
-                        idle.fetch_sub(1, Ordering::AcqRel);
-                        return;
-                    }
-                }
-            })
-            .map(drop)
     }
 }
 

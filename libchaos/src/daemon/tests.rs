@@ -202,6 +202,31 @@ fn shells_destroyed_behind_the_daemon_are_passed_over() {
     assert!(w.shell_records().is_empty());
 }
 
+/// Client threads accept their own clients: fresh connections, one after another and many
+/// at once (more than the threads kept waiting), are all answered, and none is accepted
+/// once the daemon has stopped.
+#[test]
+fn fresh_connections_are_each_accepted_and_served() {
+    let w = Arc::new(world("fresh"));
+    let d = w.start(&[(4, 1)], 0);
+    for _ in 0..30 {
+        assert_eq!(w.client().status().expect("status").flavors.len(), 1);
+    }
+    let burst: Vec<_> = (0..12)
+        .map(|_| {
+            let w = w.clone();
+            std::thread::spawn(move || w.client().status().map(|s| s.flavors.len()))
+        })
+        .collect();
+    for h in burst {
+        assert_eq!(h.join().expect("client thread").expect("status"), 1);
+    }
+    let socket = w.socket();
+    d.shutdown();
+    assert!(!socket.exists(), "the socket is removed");
+    assert!(UnixStream::connect(&socket).is_err(), "nothing accepts");
+}
+
 #[test]
 fn many_concurrent_clients_are_all_served() {
     let w = Arc::new(world("concurrent"));
