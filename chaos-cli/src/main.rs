@@ -2,11 +2,22 @@
 //!
 //! This crate holds no toolstack logic: it parses arguments, calls libchaos and prints tables or
 //! JSON.
+//!
+//! No Rust runtime set-up before `main` (`no_main`): std's (19 system calls and the reading of
+//! /proc/self/maps for a stack guard) is a tenth of a creation's system calls through chaosd,
+//! and each is tens of microseconds in a PV dom0 (docs/COSTS.md). What of it chaos needs,
+//! `main` does itself: SIGPIPE kept from killing it (a closed socket or pipe is an error to
+//! report and roll back, not a silent death) and standard output flushed at the end.
+
+// (a test build keeps the test harness's main)
+#![cfg_attr(not(test), no_main)]
 
 use std::io::Write;
-use std::process::ExitCode;
+use std::os::raw::{c_char, c_int};
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
+
+use nix::sys::signal::{SigSet, Signal};
 
 use chaos_cli::backend::{self, Backend};
 use chaos_cli::{console, logger, output};
@@ -18,18 +29,37 @@ mod command_line;
 
 use command_line::{Cli, Command, Parsed};
 
-fn main() -> ExitCode {
+/// Exit codes, as xl's: 0 done, 1 failed, 2 a bad command line.
+const SUCCESS: c_int = 0;
+const FAILURE: c_int = 1;
+const USAGE: c_int = 2;
+
+/// The C entry point (argv is read by std from its own copy, as `std::env::args_os`).
+#[cfg_attr(not(test), no_mangle)]
+extern "C" fn main(_argc: c_int, _argv: *const *const c_char) -> c_int {
+    // Blocked, not ignored: a write to a closed pipe or socket fails with EPIPE just the same,
+    // and std's Command clears the mask in the programs chaos starts.
+    let mut pipe = SigSet::empty();
+    pipe.add(Signal::SIGPIPE);
+    let _ = pipe.thread_block();
+    let code = chaos();
+    // (std's runtime would flush it at exit; nothing else does without it)
+    let _ = std::io::stdout().flush();
+    code
+}
+
+fn chaos() -> c_int {
     let started = std::time::Instant::now();
     let cli = match command_line::parse(std::env::args_os().skip(1)) {
         Ok(Parsed::Run(cli)) => cli,
-        Ok(Parsed::Help(text)) => return print_and_exit(&text, ExitCode::SUCCESS),
+        Ok(Parsed::Help(text)) => return print_and_exit(&text, SUCCESS),
         Ok(Parsed::Version) => {
             let version = format!("chaos {}\n", env!("CARGO_PKG_VERSION"));
-            return print_and_exit(&version, ExitCode::SUCCESS);
+            return print_and_exit(&version, SUCCESS);
         }
         Err(e) => {
             let _ = writeln!(std::io::stderr(), "chaos: error: {e} ({})", e.hint());
-            return ExitCode::from(2);
+            return USAGE;
         }
     };
     logger::init("chaos", cli.verbose);
@@ -46,17 +76,17 @@ fn main() -> ExitCode {
         faults()
     );
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(()) => SUCCESS,
         Err(e) => {
             // Not eprintln!: a closed stderr must not turn an error into a panic.
             let _ = writeln!(std::io::stderr(), "chaos: error: {e}");
-            ExitCode::FAILURE
+            FAILURE
         }
     }
 }
 
 /// Help and version go to standard output; a closed one is not an error worth a panic.
-fn print_and_exit(text: &str, code: ExitCode) -> ExitCode {
+fn print_and_exit(text: &str, code: c_int) -> c_int {
     let _ = std::io::stdout().write_all(text.as_bytes());
     code
 }

@@ -168,6 +168,29 @@ fn output_to_a_closed_pipe_ends_the_command_normally_and_keeps_the_guest() {
     );
 }
 
+/// chaos runs without std's runtime set-up (no_main): what it prints still reaches a pipe
+/// whole at exit, and its exit codes are xl's.
+#[test]
+fn output_reaches_a_pipe_whole_and_exit_codes_are_kept() {
+    let s = Scratch::new("flush");
+    let out = finish(s.chaos().arg("--version"), Duration::from_secs(30));
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("chaos {}\n", env!("CARGO_PKG_VERSION"))
+    );
+    let help = finish(s.chaos().arg("--help"), Duration::from_secs(30));
+    assert!(help.status.success());
+    assert!(help.stdout.ends_with(b"Print version\n"), "the whole help");
+    let bad = finish(s.chaos().arg("frobnicate"), Duration::from_secs(30));
+    assert_eq!(bad.status.code(), Some(2), "a bad command line");
+    let missing = finish(
+        s.chaos().args(["destroy", "no-such-guest"]),
+        Duration::from_secs(30),
+    );
+    assert_eq!(missing.status.code(), Some(1), "a failed command");
+}
+
 #[test]
 fn a_killed_create_n_leaves_the_guests_it_reported() {
     let s = Scratch::new("killed");
