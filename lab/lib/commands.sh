@@ -41,10 +41,12 @@ select_tests() {
 
 # `test [FILTER...]`: the selected tests in one boot. Where dom0 gets damaged (run-tests'
 # check_dom0: a crashed process, a dead daemon; TCG's memory corruption), the tests left, the
-# one it happened in first, run in a fresh boot, up to XENLAB_FRESH_BOOTS (default 2) more
-# boots. A test that fails on a sound dom0 fails; so does one that damages dom0 twice.
+# one it happened in first, run in a fresh boot, up to XENLAB_FRESH_BOOTS (default 3) more
+# boots. A test that fails on a sound dom0 fails; so does one that damages dom0 in
+# XENLAB_DAMAGE_TRIES (default 3) boots.
 cmd_test() {
-	local tests=() left=() done_all=() failed_all=() damaged_once=() boots=0 passed failed name
+	local tests=() left=() done_all=() failed_all=() boots=0 passed failed name
+	local -A damaged=()
 	mapfile -t tests < <(select_tests "$@")
 	[ ${#tests[@]} -gt 0 ] || die "no lab test matches: $*"
 	# shellcheck disable=SC2034 # read by build_project (build.sh)
@@ -65,16 +67,14 @@ cmd_test() {
 		boots=$((boots + 1))
 		done_all+=("${TESTS_DONE[@]}")
 		failed_all+=("${TESTS_FAILED[@]}")
-		if [ -z "$DOM0_UNHEALTHY" ] || [ "$boots" -gt "${XENLAB_FRESH_BOOTS:-2}" ]; then break; fi
+		if [ -z "$DOM0_UNHEALTHY" ] || [ "$boots" -gt "${XENLAB_FRESH_BOOTS:-3}" ]; then break; fi
 		name=${DOM0_UNHEALTHY%%:*}
-		case " ${damaged_once[*]} " in
-		*" $name "*)
-			say "$name damaged dom0 a second time: it fails"
+		damaged[$name]=$((${damaged[$name]:-0} + 1))
+		if [ "${damaged[$name]}" -ge "${XENLAB_DAMAGE_TRIES:-3}" ]; then
+			say "$name damaged dom0 in ${damaged[$name]} boots: it fails"
 			done_all+=("$name")
 			failed_all+=("$name")
-			;;
-		*) damaged_once+=("$name") ;;
-		esac
+		fi
 		local rest=()
 		for name in "${left[@]}"; do
 			case " ${done_all[*]} " in *" $name "*) ;; *) rest+=("$name") ;; esac
