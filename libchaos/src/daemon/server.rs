@@ -68,10 +68,18 @@ impl Server {
         });
         threads.start().map_err(DaemonError::Thread)?;
         let kept = threads.clone();
-        let keeper = std::thread::Builder::new()
+        let keeper = match std::thread::Builder::new()
             .name("chaosd-keeper".into())
             .spawn(move || kept.keep_one_waiting(wanted))
-            .map_err(DaemonError::Thread)?;
+        {
+            Ok(k) => k,
+            Err(e) => {
+                // The thread started above must not go on accepting.
+                threads.stopping.store(true, Ordering::Release);
+                let _ = shutdown(threads.listener.as_raw_fd(), Shutdown::Both);
+                return Err(DaemonError::Thread(e));
+            }
+        };
         Ok(Server {
             path,
             threads,
