@@ -75,8 +75,7 @@ impl Server {
             Ok(k) => k,
             Err(e) => {
                 // The thread started above must not go on accepting.
-                threads.stopping.store(true, Ordering::Release);
-                let _ = shutdown(threads.listener.as_raw_fd(), Shutdown::Both);
+                let _ = threads.stop_accepting();
                 return Err(DaemonError::Thread(e));
             }
         };
@@ -89,13 +88,10 @@ impl Server {
 
     /// Stops accepting and removes the socket. Clients being served finish their request.
     pub fn stop(self) {
-        self.threads.stopping.store(true, Ordering::Release);
-        let _ = self.threads.more.send(());
-        // Wakes every thread waiting in accept(), which then fails (EINVAL on Linux) and
-        // sees `stopping`.
-        if let Err(e) = shutdown(self.threads.listener.as_raw_fd(), Shutdown::Both) {
+        if let Err(e) = self.threads.stop_accepting() {
             log::warn!("shutting the socket down: {e}");
         }
+        let _ = self.threads.more.send(());
         if self.keeper.join().is_err() {
             log::error!("the keeper thread panicked");
         }
@@ -137,6 +133,13 @@ struct ClientThreads {
 const MAX_WAITING: usize = 2;
 
 impl ClientThreads {
+    /// Marks the server stopping and wakes every thread waiting in accept(), which then
+    /// fails (EINVAL on Linux) and sees `stopping`.
+    fn stop_accepting(&self) -> nix::Result<()> {
+        self.stopping.store(true, Ordering::Release);
+        shutdown(self.listener.as_raw_fd(), Shutdown::Both)
+    }
+
     /// Starts a thread that accepts and serves clients, counted waiting.
     fn start(self: &Arc<Self>) -> std::io::Result<()> {
         self.waiting.fetch_add(1, Ordering::AcqRel);
