@@ -290,6 +290,7 @@ stream_console() {
 		esac
 		if [ "$state" = script ]; then
 			printf '[%7s] %s\n' "$t" "$line"
+			case $line in FAIL* | RETRY*) FAIL_LINES+=("${CURRENT_TEST:-?}: ${line:0:300}") ;; esac
 		elif [ "${XENLAB_VERBOSE:-0}" = 1 ]; then
 			printf '[%7s] %s\n' "$t" "$line" >&2
 		fi

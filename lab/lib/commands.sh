@@ -42,11 +42,14 @@ select_tests() {
 # `test [FILTER...]`: the selected tests in one boot. Where dom0 gets damaged (run-tests'
 # check_dom0: a crashed process, a dead daemon; TCG's memory corruption), the tests left, the
 # one it happened in first, run in a fresh boot, up to XENLAB_FRESH_BOOTS (default 3) more
-# boots. A test that fails on a sound dom0 fails; so does one that damages dom0 in
-# XENLAB_DAMAGE_TRIES (default 3) boots.
+# boots. So do the tests that failed earlier in that boot, once: the corruption can come
+# before the crash that shows it. A test that fails on a sound dom0 fails; so does one that
+# damages dom0 in XENLAB_DAMAGE_TRIES (default 3) boots. The end of the output repeats every
+# FAIL line, so a log's tail says why.
 cmd_test() {
 	local tests=() left=() done_all=() failed_all=() boots=0 passed failed name
-	local -A damaged=()
+	local -A damaged=() suspect=()
+	FAIL_LINES=()
 	mapfile -t tests < <(select_tests "$@")
 	[ ${#tests[@]} -gt 0 ] || die "no lab test matches: $*"
 	# shellcheck disable=SC2034 # read by build_project (build.sh)
@@ -68,6 +71,7 @@ cmd_test() {
 		done_all+=("${TESTS_DONE[@]}")
 		failed_all+=("${TESTS_FAILED[@]}")
 		if [ -z "$DOM0_UNHEALTHY" ] || [ "$boots" -gt "${XENLAB_FRESH_BOOTS:-3}" ]; then break; fi
+		rerun_suspects
 		name=${DOM0_UNHEALTHY%%:*}
 		damaged[$name]=$((${damaged[$name]:-0} + 1))
 		if [ "${damaged[$name]}" -ge "${XENLAB_DAMAGE_TRIES:-3}" ]; then
@@ -88,11 +92,36 @@ cmd_test() {
 	failed=$((${#tests[@]} - passed))
 	[ -z "$CURRENT_TEST" ] || say "test $CURRENT_TEST did not finish ($BOOT_OUTCOME)"
 	[ -z "$DOM0_UNHEALTHY" ] || say "dom0 was damaged in the last boot: $DOM0_UNHEALTHY"
+	if [ ${#FAIL_LINES[@]} -gt 0 ]; then
+		say "FAIL lines (test: line), in the order they came:"
+		printf '  %s\n' "${FAIL_LINES[@]:0:40}"
+	fi
 	[ ${#failed_all[@]} -eq 0 ] || say "failed: ${failed_all[*]}"
 	[ "$boots" -eq 1 ] || say "$boots boots"
 	echo "$passed passed, $failed failed"
 	if [ "$failed" -ne 0 ]; then exit 1; fi
 	exit 0
+}
+
+# For cmd_test, after a boot that damaged dom0: the tests that failed in it are taken off
+# done_all and failed_all, to run again in the fresh boot, unless they already had that rerun.
+rerun_suspects() {
+	local t keep_done=() keep_failed=() again=()
+	for t in "${TESTS_FAILED[@]}"; do
+		[ -z "${suspect[$t]:-}" ] || continue
+		suspect[$t]=1
+		again+=("$t")
+	done
+	[ ${#again[@]} -gt 0 ] || return 0
+	for t in "${done_all[@]}"; do
+		case " ${again[*]} " in *" $t "*) ;; *) keep_done+=("$t") ;; esac
+	done
+	for t in "${failed_all[@]}"; do
+		case " ${again[*]} " in *" $t "*) ;; *) keep_failed+=("$t") ;; esac
+	done
+	done_all=("${keep_done[@]}")
+	failed_all=("${keep_failed[@]}")
+	say "failed in the boot that damaged dom0, so run again in the fresh boot: ${again[*]}"
 }
 
 # `bench scale [N]`: the scale harness (benches/src/bin/scale) with N guests per tool (default
