@@ -75,7 +75,7 @@ build_initrd() {
 	done
 	[ -x "$ov/usr/bin/chaos" ] || say "warning: $bins/chaos missing; dom0 has no chaos"
 	# example name -> name in dom0
-	for bin in xen_smoke:xen_smoke xs_lab_check:xs-lab-check daemon_rtt:daemon-rtt; do
+	for bin in xen_smoke:xen_smoke xs_lab_check:xs-lab-check daemon_rtt:daemon-rtt socket_floor:socket-floor; do
 		f=$bins/examples/${bin%%:*}
 		[ -x "$f" ] || continue
 		install -m 755 "$f" "$ov/usr/bin/${bin#*:}"

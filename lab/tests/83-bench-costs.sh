@@ -92,6 +92,12 @@ if command -v daemon-rtt >/dev/null; then
 		echo "$c: $(echo "$out" | grep DAEMON-RTT)"
 	done
 fi
+# The floor under it: a round trip between two processes that do nothing but a 3 ms busy wait
+# in the server (about a warm creation's inside time), so both sides block as chaos's do.
+if command -v socket-floor >/dev/null; then
+	out=$(socket-floor 21 3000 2>&1) || fail "socket-floor: $out"
+	echo "socket floor: $(echo "$out" | grep SOCKET-FLOOR)"
+fi
 
 kill -TERM "$CHAOSD_PID"
 wait "$CHAOSD_PID"
