@@ -114,6 +114,10 @@ qemu_args() {
 		-m "$MEM" -smp "$SMP" -display none -serial "$1" -no-reboot -pidfile "$WORK/qemu-$$.pid"
 		-kernel "$XEN_IMAGE" -append "$XEN_CMDLINE"
 		-initrd "$BASE/dom0-vmlinux $DOM0_CMDLINE,$RUN/initrd.img")
+	# XENLAB_QEMU_ARGS: more QEMU arguments, split at spaces (e.g. -mem-prealloc)
+	local extra=()
+	read -r -a extra <<<"${XENLAB_QEMU_ARGS:-}"
+	QEMU+=("${extra[@]}")
 }
 
 QEMU_PID="" WATCHDOG_PID="" RUN=""
@@ -170,7 +174,7 @@ boot_once() {
 	rm -f "$RUN/console" "$RUN/timed-out" "$RUN/stalled" "$RUN/dom0-up"
 	mkfifo "$RUN/console"
 	lab_lock
-	say "boot: qemu (TCG, ${MEM} MiB, ${SMP} CPUs, dom0 ${DOM0_MEM} MiB, $XEN_FLAVOUR Xen), log $LOG"
+	say "boot: qemu (TCG, ${MEM} MiB, ${SMP} CPUs, dom0 ${DOM0_MEM} MiB, $XEN_FLAVOUR Xen${XENLAB_QEMU_ARGS:+, $XENLAB_QEMU_ARGS}), log $LOG"
 	T_QEMU=${EPOCHREALTIME/./}
 	# own session and process group: a Ctrl-C reaches xenlab, which then stops the whole group
 	setsid "${QEMU[@]}" </dev/null >"$RUN/console" 2>&1 &

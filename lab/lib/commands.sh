@@ -134,7 +134,12 @@ cmd_bench() {
 	# ~2 MiB and Xen's own pages per noop guest, plus dom0: 8 GiB for 1000 (the host has 24).
 	: "${XENLAB_DOM0_MEM:=2048}"
 	: "${XENLAB_MEM:=$((XENLAB_DOM0_MEM + 2048 + 5 * n))}"
-	export XENLAB_DOM0_MEM XENLAB_MEM
+	# The host allocates all of the machine's RAM at start. Otherwise QEMU backs a guest page
+	# on its first touch, a host page fault, and creations get slower as Xen hands out
+	# never-touched memory: that growth is the emulator's, not the toolstack's
+	# (docs/COSTS.md). XENLAB_QEMU_ARGS= (empty) turns it off.
+	: "${XENLAB_QEMU_ARGS=-mem-prealloc}"
+	export XENLAB_DOM0_MEM XENLAB_MEM XENLAB_QEMU_ARGS
 	read_options
 	# shellcheck disable=SC2034 # read by build_project (build.sh)
 	LAB_WANT_SCALE=1

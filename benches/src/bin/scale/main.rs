@@ -83,6 +83,11 @@ struct Cli {
     /// Count Xenstore's nodes (a walk of the tree) every this many guests.
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
     nodes_every: u32,
+    /// Wait this long (ms) after each creation of the scale runs. 0: the next one starts at
+    /// once. A pause shows which growth comes from work a creation leaves running in the
+    /// background (it then ends before the next) and which from the guests' number.
+    #[arg(long, default_value_t = 0)]
+    pause_ms: u64,
     /// Create/destroy cycles of the churn check over the chaos tools (0: no churn check).
     #[arg(long, default_value_t = 0)]
     churn: u32,
@@ -188,6 +193,7 @@ fn run_all(cli: Cli) -> Result<bool, String> {
         setup: &setup,
         started,
         sample_every: cli.sample_every,
+        pause: std::time::Duration::from_millis(cli.pause_ms),
         nodes_every: cli.nodes_every,
         samples: Vec::new(),
         host: Vec::new(),

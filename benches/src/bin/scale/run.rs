@@ -39,6 +39,9 @@ pub struct Ctx<'a> {
     /// Light host samples every this many guests; Xenstore node counts every `nodes_every`.
     pub sample_every: u32,
     pub nodes_every: u32,
+    /// A wait after each creation: whatever a creation leaves running in the background
+    /// (daemons' reactions) then ends before the next begins.
+    pub pause: Duration,
     pub samples: Vec<Sample>,
     pub host: Vec<HostSample>,
     /// Problems met (a failed creation ends that tool's run; the others go on).
@@ -238,6 +241,9 @@ pub fn run_tool(ctx: &mut Ctx<'_>, tool: &mut Tool, n: u32, checkpoints: Option<
             if i % c.every == 0 {
                 checkpoint(ctx, xl_tool, i, c.runs);
             }
+        }
+        if !ctx.pause.is_zero() {
+            std::thread::sleep(ctx.pause);
         }
     }
     let made = guests.len() as u32;
