@@ -241,7 +241,7 @@ fn serve(stream: UnixStream, core: &Core) -> std::io::Result<()> {
         // Where a request's time goes outside the creation's own phases (chaosd -vv; the
         // clock is read only then).
         let read_at = log::log_enabled!(log::Level::Debug).then(Instant::now);
-        let faults_at = read_at.and(thread_minor_faults());
+        let faults_at = read_at.and_then(|_| thread_minor_faults());
         let request = serde_json::from_slice::<Request>(&line);
         let decoded = read_at.map(|t| t.elapsed());
         let response = match request {
