@@ -254,7 +254,8 @@ fn serve(stream: UnixStream, core: &Core) -> std::io::Result<()> {
         replied?;
         if let (Some(t), Some(decoded), Some(handled)) = (read_at, decoded, handled) {
             let replied = t.elapsed();
-            // Each costs 0.2 ms in a PV dom0 under TCG (docs/COSTS.md), the phases' included.
+            // Each costs about 0.2 ms in a PV dom0 under TCG (docs/COSTS.md); the count includes
+            // the creation's own.
             let faults = faults_at
                 .zip(thread_minor_faults())
                 .map_or(String::new(), |(a, b)| format!(", {} minor faults", b - a));
