@@ -146,7 +146,13 @@ pub fn summary_text(
             c.cycles,
             c.paths.join(", "),
             c.settle_s,
-            if c.clean() { "everything back (all deltas 0)" } else { "SOME COUNTS DID NOT COME BACK" }
+            if c.counts.iter().all(|k| k.delta() == 0) {
+                "everything back (all deltas 0)"
+            } else if c.clean() {
+                "everything back over the two rounds (what moved moved back)"
+            } else {
+                "SOME COUNTS DID NOT COME BACK"
+            }
         );
         let _ = writeln!(
             s,
@@ -161,7 +167,13 @@ pub fn summary_text(
                 k.start,
                 k.end,
                 k.delta(),
-                if k.delta() != 0 { "  <-" } else { "" }
+                if c.leaked(k) {
+                    "  <- leaked"
+                } else if k.delta() != 0 {
+                    "  (back)"
+                } else {
+                    ""
+                }
             );
         }
     }
