@@ -4,7 +4,8 @@
 #   ./test.sh            everything
 #   ./test.sh --no-lab   skip the lab (no QEMU boot)
 # The lab is three boots: the whole suite on Debian's Xen, the NoXS tests in a boot without
-# xenstored, and the NoXS tests again on the patched hypervisor.
+# xenstored, and the NoXS tests and the small scale run on the patched hypervisor with the
+# patched xenstored.
 set -euo pipefail
 cd "$(dirname "$0")"
 lab=1
@@ -32,6 +33,7 @@ if [ "$lab" = 1 ]; then
   lab/xenlab test
   step "lab: a boot without xenstored (NoXS guests alone)"
   XENLAB_XENSTORED=0 lab/xenlab test no-xenstored without-xenstored
-  step "lab: Xen with hypervisor-patches/xen-4.17 (the Xen-owned device page)"
-  XENLAB_XEN=noxs lab/xenlab test 56-chaos-noxs-guests 57-chaos-noxs-no-xenstore 59-chaos-noxs-50
+  step "lab: Xen with hypervisor-patches/xen-4.17 (the Xen-owned device page), xenstored with xenstored-patches/xen-4.17"
+  XENLAB_XEN=noxs XENLAB_XENSTORED=patched lab/xenlab test 56-chaos-noxs-guests 57-chaos-noxs-no-xenstore \
+    59-chaos-noxs-50 90-scale-100
 fi

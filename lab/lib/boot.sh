@@ -18,10 +18,12 @@ read_options() {
 	for v in MEM SMP DOM0_MEM; do
 		is_uint "${!v}" || die "XENLAB_$v=${!v}: expected a number"
 	done
-	[[ $DOM0_XENSTORED =~ ^(0|1|oxenstored)$ ]] || die "XENLAB_XENSTORED=$DOM0_XENSTORED: expected 0, 1 or oxenstored"
+	[[ $DOM0_XENSTORED =~ ^(0|1|oxenstored|patched)$ ]] ||
+		die "XENLAB_XENSTORED=$DOM0_XENSTORED: expected 0, 1, oxenstored or patched"
 	[[ $DOM0_XS_TRACE =~ ^[01]$ ]] || die "XENLAB_XS_TRACE=$DOM0_XS_TRACE: expected 0 or 1"
 	[[ $XEN_FLAVOUR =~ ^(stock|noxs)$ ]] || die "XENLAB_XEN=$XEN_FLAVOUR: expected stock or noxs"
-	[ "$DOM0_XS_TRACE" = 0 ] || [ "$DOM0_XENSTORED" = 1 ] || die "XENLAB_XS_TRACE=1 needs the C xenstored (XENLAB_XENSTORED=1)"
+	[ "$DOM0_XS_TRACE" = 0 ] || [[ $DOM0_XENSTORED =~ ^(1|patched)$ ]] ||
+		die "XENLAB_XS_TRACE=1 needs the C xenstored (XENLAB_XENSTORED=1 or patched)"
 	[ "$DOM0_MEM" -ge 256 ] || die "XENLAB_DOM0_MEM=$DOM0_MEM: dom0 needs at least 256 MiB"
 	[ $((DOM0_MEM + 256)) -le "$MEM" ] ||
 		die "XENLAB_DOM0_MEM=$DOM0_MEM does not fit in XENLAB_MEM=$MEM (Xen and guests need the rest; raise XENLAB_MEM)"

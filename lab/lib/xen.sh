@@ -2,6 +2,7 @@
 # xenlab, the hypervisor QEMU boots: Debian's (XENLAB_XEN=stock, from the base), or Debian's source
 # package with hypervisor-patches/xen-4.17/ applied (XENLAB_XEN=noxs), built here (`make -C xen`
 # only) and cached in $CACHE/xen-noxs-<key>, key = source version + the patches + this recipe.
+# Also the patched xenstored (XENLAB_XENSTORED=patched) from the same source, at the end.
 
 # Bump when the way the patched hypervisor is built changes.
 XEN_BUILD_FORMAT=2
@@ -170,4 +171,88 @@ make_progress() {
 			;;
 		esac
 	done
+}
+
+# ------------------------------------------------------------------- the patched xenstored
+# XENLAB_XENSTORED=patched: the C xenstored of the same Debian source with xenstored-patches/
+# xen-4.17 applied, cached in $CACHE/xenstored-patched-<key>. Only tools/xenstore is compiled,
+# without Xen's configure: against the headers and static libraries of that version's libxen-dev,
+# so the binary needs nothing from dom0 but libc and runs beside Debian's other Xen tools.
+XENSTORED_BUILD_FORMAT=1
+XENSTORED_PATCHES=$REPO/xenstored-patches/xen-4.17
+XENSTORED_BUILD_TOOLS=(gcc:gcc dpkg-source:dpkg-dev xz:xz-utils patch:patch)
+
+# Builds (or finds cached) the patched xenstored; sets XENSTORED_BIN.
+ensure_patched_xenstored() {
+	local patches=() key out tmp t0 t p f objs=()
+	mapfile -t patches < <(find "$XENSTORED_PATCHES" -maxdepth 1 -name '*.patch' | LC_ALL=C sort)
+	[ ${#patches[@]} -gt 0 ] || die "no patches in $XENSTORED_PATCHES"
+	key=$({
+		echo "format=$XENSTORED_BUILD_FORMAT source=$XEN_SRC_VERSION"
+		cat "${patches[@]}"
+	} | sha256sum | cut -c1-16)
+	out=$CACHE/xenstored-patched-$key
+	# shellcheck disable=SC2034 # shipped into dom0 (build.sh)
+	XENSTORED_BIN=$out/xenstored
+	if [ -f "$out/KEY" ]; then
+		touch "$out/KEY"
+		say "xenstored: patched xenstored cached ($(basename "$out"), source $XEN_SRC_VERSION)"
+		return
+	fi
+	ensure_tools "${XENSTORED_BUILD_TOOLS[@]}"
+	t0=${EPOCHREALTIME/./}
+	tmp=$WORK/xenstored-build.$$
+	rm -rf "$tmp"
+	mkdir -p "$tmp"
+	say "xenstored: unpacking Debian's source $XEN_SRC_VERSION (with Debian's patches)"
+	dpkg-source -x "$XEN_SRC/$XEN_SRC_VERSION"/xen_*.dsc "$tmp/src" >"$tmp/unpack.log" 2>&1 ||
+		die "dpkg-source -x failed, see $tmp/unpack.log"
+	for p in "${patches[@]}"; do
+		say "xenstored: applying ${p##*/}"
+		patch -d "$tmp/src" -p1 --quiet --forward <"$p" >>"$tmp/patch.log" 2>&1 ||
+			die "${p##*/} does not apply to xen $XEN_SRC_VERSION, see $tmp/patch.log"
+	done
+	say "xenstored: apt-get download libxen-dev=$XEN_SRC_VERSION (headers, static libraries)"
+	if ! (cd "$tmp" && apt-get download -q "libxen-dev=$XEN_SRC_VERSION") >"$tmp/download.log" 2>&1; then
+		apt-get update -q >>"$tmp/download.log" 2>&1 || true
+		(cd "$tmp" && apt-get download -q "libxen-dev=$XEN_SRC_VERSION") >>"$tmp/download.log" 2>&1 ||
+			die "apt-get download libxen-dev=$XEN_SRC_VERSION failed, see $tmp/download.log"
+	fi
+	dpkg -x "$tmp"/libxen-dev_*.deb "$tmp/dev"
+	# The one line of configure's tools/config.h that these files use.
+	echo '#define INCLUDE_ENDIAN_H <endian.h>' >"$tmp/config.h"
+	local x=$tmp/src/tools/xenstore names
+	# xenstored's objects as its Makefile.common lists them, and the Linux one
+	names=$(sed -n 's/^XENSTORED_OBJS-y *+*:*= *//p' "$x/Makefile.common" | xargs)
+	[ -n "$names" ] || die "no XENSTORED_OBJS-y in $x/Makefile.common"
+	say "xenstored: gcc ($names xenstored_posix.o; log $tmp/build.log)"
+	for f in $names xenstored_posix.o; do
+		# Xen's tools flags (tools/Rules.mk, Config.mk) and Debian's socket directory
+		gcc -O2 -g -std=gnu99 -fno-strict-aliasing -Wall -include "$tmp/config.h" -I"$x/include" \
+			-I"$tmp/dev/usr/include" -I"$tmp/src/tools/include" -D__XEN_TOOLS__ \
+			-D__XEN_INTERFACE_VERSION__=__XEN_LATEST_INTERFACE_VERSION__ -D_FILE_OFFSET_BITS=64 \
+			-D_LARGEFILE_SOURCE -D_LARGEFILE64_SOURCE -DXEN_RUN_STORED='"/var/run/xenstored"' \
+			-c "$x/${f%.o}.c" -o "$tmp/$f" >>"$tmp/build.log" 2>&1 ||
+			die "gcc ${f%.o}.c failed, see $tmp/build.log"
+		objs+=("$tmp/$f")
+	done
+	gcc -o "$tmp/xenstored" "${objs[@]}" -L"$tmp/dev/usr/lib/x86_64-linux-gnu" -Wl,-Bstatic \
+		-lxenevtchn -lxengnttab -lxenctrl -lxencall -lxenforeignmemory -lxendevicemodel \
+		-lxentoollog -lxentoolcore -Wl,-Bdynamic -lrt -lm >>"$tmp/build.log" 2>&1 ||
+		die "linking xenstored failed, see $tmp/build.log"
+	secs_since "$t0" t
+	mkdir -p "$out.new"
+	cp "$tmp/xenstored" "${patches[@]}" "$out.new/"
+	{
+		echo "format=$XENSTORED_BUILD_FORMAT source=$XEN_SRC_VERSION built=$(date -u +%FT%TZ) secs=$t"
+		sha256sum "${patches[@]}" | sed "s|$XENSTORED_PATCHES/||"
+	} >"$out.new/KEY"
+	rm -rf "$out"
+	mv "$out.new" "$out"
+	rm -rf "$tmp"
+	local old
+	while read -r old; do
+		rm -rf "${old%/KEY}"
+	done < <(find "$CACHE" -maxdepth 2 -path "$CACHE/xenstored-patched-*/KEY" -printf '%T@ %p\n' | sort -rn | tail -n +4 | cut -d' ' -f2-)
+	say "xenstored: patched xenstored built in ${t}s ($(basename "$out"))"
 }
