@@ -97,15 +97,55 @@ xen_patch_files() {
 	find "$XEN_PATCHES" -maxdepth 1 -name '*.patch' | LC_ALL=C sort
 }
 
+# patched_build_key FORMAT PATCH...: the cache key of a build of Debian's source
+# $XEN_SRC_VERSION with these patches by a recipe of that FORMAT.
+patched_build_key() {
+	local format=$1
+	shift
+	{
+		echo "format=$format source=$XEN_SRC_VERSION"
+		cat "$@"
+	} | sha256sum | cut -c1-16
+}
+
+# unpack_patched DIR WHAT PATCH...: Debian's source $XEN_SRC_VERSION (with Debian's patches)
+# in DIR/src, these patches applied; WHAT names the build in the messages.
+unpack_patched() {
+	local dir=$1 what=$2 p
+	shift 2
+	say "$what: unpacking Debian's source $XEN_SRC_VERSION (with Debian's patches)"
+	dpkg-source -x "$XEN_SRC/$XEN_SRC_VERSION"/xen_*.dsc "$dir/src" >"$dir/unpack.log" 2>&1 ||
+		die "dpkg-source -x failed, see $dir/unpack.log"
+	for p in "$@"; do
+		say "$what: applying ${p##*/}"
+		patch -d "$dir/src" -p1 --quiet --forward <"$p" >>"$dir/patch.log" 2>&1 ||
+			die "${p##*/} does not apply to xen $XEN_SRC_VERSION, see $dir/patch.log"
+	done
+}
+
+# finish_patched_build OUT FORMAT SECS PATCHDIR PATCH...: OUT.new (the build's files) gets the
+# patches and a KEY file and becomes OUT; of the builds named like OUT, the three used last stay.
+finish_patched_build() {
+	local out=$1 format=$2 secs=$3 dir=$4 old
+	shift 4
+	cp "$@" "$out.new/"
+	{
+		echo "format=$format source=$XEN_SRC_VERSION built=$(date -u +%FT%TZ) secs=$secs"
+		sha256sum "$@" | sed "s|$dir/||"
+	} >"$out.new/KEY"
+	rm -rf "$out"
+	mv "$out.new" "$out"
+	while read -r old; do
+		rm -rf "${old%/KEY}"
+	done < <(find "$CACHE" -maxdepth 2 -path "${out%-*}-*/KEY" -printf '%T@ %p\n' | sort -rn | tail -n +4 | cut -d' ' -f2-)
+}
+
 # Builds (or finds cached) the patched hypervisor; sets XEN_IMAGE.
 ensure_noxs_xen() {
 	local patches=() key out tmp t0 t
 	mapfile -t patches < <(xen_patch_files)
 	[ ${#patches[@]} -gt 0 ] || die "no patches in $XEN_PATCHES"
-	key=$({
-		echo "format=$XEN_BUILD_FORMAT source=$XEN_SRC_VERSION"
-		cat "${patches[@]}"
-	} | sha256sum | cut -c1-16)
+	key=$(patched_build_key "$XEN_BUILD_FORMAT" "${patches[@]}")
 	out=$CACHE/xen-noxs-$key
 	# shellcheck disable=SC2034 # the hypervisor QEMU boots (boot.sh)
 	XEN_IMAGE=$out/xen
@@ -118,15 +158,7 @@ ensure_noxs_xen() {
 	tmp=$WORK/xen-build.$$
 	rm -rf "$tmp"
 	mkdir -p "$tmp"
-	say "xen: unpacking Debian's source $XEN_SRC_VERSION (with Debian's patches)"
-	dpkg-source -x "$XEN_SRC/$XEN_SRC_VERSION"/xen_*.dsc "$tmp/src" >"$tmp/unpack.log" 2>&1 ||
-		die "dpkg-source -x failed, see $tmp/unpack.log"
-	local p
-	for p in "${patches[@]}"; do
-		say "xen: applying ${p##*/}"
-		patch -d "$tmp/src" -p1 --quiet --forward <"$p" >>"$tmp/patch.log" 2>&1 ||
-			die "${p##*/} does not apply to xen $XEN_SRC_VERSION, see $tmp/patch.log"
-	done
+	unpack_patched "$tmp" xen "${patches[@]}"
 	# Debian's hypervisor configuration (debian/rules: xen-kconfig, then olddefconfig)
 	cp "$tmp/src/debian/xen-kconfig" "$tmp/src/xen/.config"
 	# -noxs: `xl info` (xen_extra) and /sys/hypervisor/version/extra say which Xen this is
@@ -141,19 +173,9 @@ ensure_noxs_xen() {
 	mkdir -p "$out.new"
 	cp "$tmp/src/xen/xen" "$out.new/xen"
 	cp "$tmp/src/xen/.config" "$out.new/config"
-	cp "${patches[@]}" "$out.new/"
-	{
-		echo "format=$XEN_BUILD_FORMAT source=$XEN_SRC_VERSION built=$(date -u +%FT%TZ) secs=$t"
-		sha256sum "${patches[@]}" | sed "s|$XEN_PATCHES/||"
-	} >"$out.new/KEY"
-	rm -rf "$out"
-	mv "$out.new" "$out"
+	# one build is ~3 MB: the three used last are kept
+	finish_patched_build "$out" "$XEN_BUILD_FORMAT" "$t" "$XEN_PATCHES" "${patches[@]}"
 	rm -rf "$tmp"
-	# one build is ~3 MB: keep the three used last
-	local old
-	while read -r old; do
-		rm -rf "${old%/KEY}"
-	done < <(find "$CACHE" -maxdepth 2 -path "$CACHE/xen-noxs-*/KEY" -printf '%T@ %p\n' | sort -rn | tail -n +4 | cut -d' ' -f2-)
 	say "xen: patched hypervisor built in ${t}s ($(basename "$out"))"
 }
 
@@ -184,13 +206,10 @@ XENSTORED_BUILD_TOOLS=(gcc:gcc dpkg-source:dpkg-dev xz:xz-utils patch:patch)
 
 # Builds (or finds cached) the patched xenstored; sets XENSTORED_BIN.
 ensure_patched_xenstored() {
-	local patches=() key out tmp t0 t p f objs=()
+	local patches=() key out tmp t0 t f objs=()
 	mapfile -t patches < <(find "$XENSTORED_PATCHES" -maxdepth 1 -name '*.patch' | LC_ALL=C sort)
 	[ ${#patches[@]} -gt 0 ] || die "no patches in $XENSTORED_PATCHES"
-	key=$({
-		echo "format=$XENSTORED_BUILD_FORMAT source=$XEN_SRC_VERSION"
-		cat "${patches[@]}"
-	} | sha256sum | cut -c1-16)
+	key=$(patched_build_key "$XENSTORED_BUILD_FORMAT" "${patches[@]}")
 	out=$CACHE/xenstored-patched-$key
 	# shellcheck disable=SC2034 # shipped into dom0 (build.sh)
 	XENSTORED_BIN=$out/xenstored
@@ -204,14 +223,7 @@ ensure_patched_xenstored() {
 	tmp=$WORK/xenstored-build.$$
 	rm -rf "$tmp"
 	mkdir -p "$tmp"
-	say "xenstored: unpacking Debian's source $XEN_SRC_VERSION (with Debian's patches)"
-	dpkg-source -x "$XEN_SRC/$XEN_SRC_VERSION"/xen_*.dsc "$tmp/src" >"$tmp/unpack.log" 2>&1 ||
-		die "dpkg-source -x failed, see $tmp/unpack.log"
-	for p in "${patches[@]}"; do
-		say "xenstored: applying ${p##*/}"
-		patch -d "$tmp/src" -p1 --quiet --forward <"$p" >>"$tmp/patch.log" 2>&1 ||
-			die "${p##*/} does not apply to xen $XEN_SRC_VERSION, see $tmp/patch.log"
-	done
+	unpack_patched "$tmp" xenstored "${patches[@]}"
 	say "xenstored: apt-get download libxen-dev=$XEN_SRC_VERSION (headers, static libraries)"
 	if ! (cd "$tmp" && apt-get download -q "libxen-dev=$XEN_SRC_VERSION") >"$tmp/download.log" 2>&1; then
 		apt-get update -q >>"$tmp/download.log" 2>&1 || true
@@ -242,17 +254,8 @@ ensure_patched_xenstored() {
 		die "linking xenstored failed, see $tmp/build.log"
 	secs_since "$t0" t
 	mkdir -p "$out.new"
-	cp "$tmp/xenstored" "${patches[@]}" "$out.new/"
-	{
-		echo "format=$XENSTORED_BUILD_FORMAT source=$XEN_SRC_VERSION built=$(date -u +%FT%TZ) secs=$t"
-		sha256sum "${patches[@]}" | sed "s|$XENSTORED_PATCHES/||"
-	} >"$out.new/KEY"
-	rm -rf "$out"
-	mv "$out.new" "$out"
+	cp "$tmp/xenstored" "$out.new/"
+	finish_patched_build "$out" "$XENSTORED_BUILD_FORMAT" "$t" "$XENSTORED_PATCHES" "${patches[@]}"
 	rm -rf "$tmp"
-	local old
-	while read -r old; do
-		rm -rf "${old%/KEY}"
-	done < <(find "$CACHE" -maxdepth 2 -path "$CACHE/xenstored-patched-*/KEY" -printf '%T@ %p\n' | sort -rn | tail -n +4 | cut -d' ' -f2-)
 	say "xenstored: patched xenstored built in ${t}s ($(basename "$out"))"
 }
