@@ -97,15 +97,25 @@ xen_patch_files() {
 	find "$XEN_PATCHES" -maxdepth 1 -name '*.patch' | LC_ALL=C sort
 }
 
-# patched_build_key FORMAT PATCH...: the cache key of a build of Debian's source
-# $XEN_SRC_VERSION with these patches by a recipe of that FORMAT.
-patched_build_key() {
-	local format=$1
-	shift
-	{
+# patched_build_dir NAME FORMAT PATCH...: prints the cache directory, $CACHE/NAME-<key>, of a
+# build of Debian's source $XEN_SRC_VERSION with these patches by a recipe of that FORMAT; fails
+# when there are no patches.
+patched_build_dir() {
+	local name=$1 format=$2 key
+	shift 2
+	[ $# -gt 0 ] || return 1
+	key=$({
 		echo "format=$format source=$XEN_SRC_VERSION"
 		cat "$@"
-	} | sha256sum | cut -c1-16
+	} | sha256sum | cut -c1-16)
+	echo "$CACHE/$name-$key"
+}
+
+# cached_build OUT WHAT DESC: whether the build OUT is in the cache (if so, marked as used last).
+cached_build() {
+	[ -f "$1/KEY" ] || return 1
+	touch "$1/KEY"
+	say "$2: $3 cached ($(basename "$1"), source $XEN_SRC_VERSION)"
 }
 
 # unpack_patched DIR WHAT PATCH...: Debian's source $XEN_SRC_VERSION (with Debian's patches)
@@ -142,18 +152,12 @@ finish_patched_build() {
 
 # Builds (or finds cached) the patched hypervisor; sets XEN_IMAGE.
 ensure_noxs_xen() {
-	local patches=() key out tmp t0 t
+	local patches=() out tmp t0 t
 	mapfile -t patches < <(xen_patch_files)
-	[ ${#patches[@]} -gt 0 ] || die "no patches in $XEN_PATCHES"
-	key=$(patched_build_key "$XEN_BUILD_FORMAT" "${patches[@]}")
-	out=$CACHE/xen-noxs-$key
+	out=$(patched_build_dir xen-noxs "$XEN_BUILD_FORMAT" "${patches[@]}") || die "no patches in $XEN_PATCHES"
 	# shellcheck disable=SC2034 # the hypervisor QEMU boots (boot.sh)
 	XEN_IMAGE=$out/xen
-	if [ -f "$out/KEY" ]; then
-		touch "$out/KEY"
-		say "xen: patched hypervisor cached ($(basename "$out"), source $XEN_SRC_VERSION)"
-		return
-	fi
+	cached_build "$out" xen "patched hypervisor" && return
 	ensure_tools "${XEN_BUILD_TOOLS[@]}"
 	tmp=$WORK/xen-build.$$
 	rm -rf "$tmp"
@@ -206,18 +210,13 @@ XENSTORED_BUILD_TOOLS=(gcc:gcc dpkg-source:dpkg-dev xz:xz-utils patch:patch)
 
 # Builds (or finds cached) the patched xenstored; sets XENSTORED_BIN.
 ensure_patched_xenstored() {
-	local patches=() key out tmp t0 t f objs=()
+	local patches=() out tmp t0 t f objs=()
 	mapfile -t patches < <(find "$XENSTORED_PATCHES" -maxdepth 1 -name '*.patch' | LC_ALL=C sort)
-	[ ${#patches[@]} -gt 0 ] || die "no patches in $XENSTORED_PATCHES"
-	key=$(patched_build_key "$XENSTORED_BUILD_FORMAT" "${patches[@]}")
-	out=$CACHE/xenstored-patched-$key
+	out=$(patched_build_dir xenstored-patched "$XENSTORED_BUILD_FORMAT" "${patches[@]}") ||
+		die "no patches in $XENSTORED_PATCHES"
 	# shellcheck disable=SC2034 # shipped into dom0 (build.sh)
 	XENSTORED_BIN=$out/xenstored
-	if [ -f "$out/KEY" ]; then
-		touch "$out/KEY"
-		say "xenstored: patched xenstored cached ($(basename "$out"), source $XEN_SRC_VERSION)"
-		return
-	fi
+	cached_build "$out" xenstored "patched xenstored" && return
 	ensure_tools "${XENSTORED_BUILD_TOOLS[@]}"
 	t0=${EPOCHREALTIME/./}
 	tmp=$WORK/xenstored-build.$$
