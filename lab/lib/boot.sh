@@ -146,7 +146,7 @@ new_run_dir() {
 }
 
 # Boots with $1 as /lab/cmd and streams the serial console (see stream_console). Sets SCRIPT_RC
-# (empty if the script never finished) and BOOT_OUTCOME (ok, timeout, crashed). Under TCG, dom0's
+# (empty if the script never finished) and BOOT_OUTCOME (ok, timeout, crashed, hung). Under TCG, dom0's
 # Linux now and then stops right after Xen hands over ("about to get started...", both CPUs busy
 # for good): a boot whose dom0 has not reached /init after BOOT_STALL seconds is stopped and
 # booted again, once.
@@ -173,7 +173,7 @@ boot_once() {
 	local timeout=$1 name=$2
 	LOG=$WORK/logs/$name-$(date +%Y%m%d-%H%M%S).log
 	ln -sfn "${LOG##*/}" "$WORK/logs/last.log"
-	rm -f "$RUN/console" "$RUN/timed-out" "$RUN/stalled" "$RUN/dom0-up"
+	rm -f "$RUN/console" "$RUN/timed-out" "$RUN/stalled" "$RUN/dom0-up" "$RUN/hung"
 	mkfifo "$RUN/console"
 	lab_lock
 	say "boot: qemu (TCG, ${MEM} MiB, ${SMP} CPUs, dom0 ${DOM0_MEM} MiB, $XEN_FLAVOUR Xen${XENLAB_QEMU_ARGS:+, $XENLAB_QEMU_ARGS}), log $LOG"
@@ -205,6 +205,10 @@ boot_once() {
 	secs_since "$T_QEMU" t
 	if [ -e "$RUN/stalled" ]; then
 		BOOT_OUTCOME=stalled
+	elif [ -e "$RUN/hung" ]; then
+		BOOT_OUTCOME=hung
+		say "machine stopped: $HUNG; last console lines:"
+		tail -n 15 "$LOG" >&2
 	elif [ -e "$RUN/timed-out" ]; then
 		BOOT_OUTCOME=timeout
 		say "timeout: machine stopped after ${timeout}s (XENLAB_TIMEOUT)"
@@ -222,11 +226,25 @@ boot_once() {
 # and the script's output on stdout; records the script's exit code and test results. Files dom0
 # sends (base64 between `@@XENLAB-FILE NAME SIZE SHA256` and `@@XENLAB-FILE-END`) go to
 # $RUN/files/NAME.b64, not to the log; FILES_RECEIVED lists them as "NAME SHA256".
+#
+# It also notices a machine that hangs while it runs tests (see check_hung) and stops it.
 stream_console() {
-	local line t state=boot name rc uptime file="" file_sum="" file_lines=0
+	local line t state=boot name rc uptime file="" file_sum="" file_lines=0 chunk partial="" read_rc
 	SCRIPT_RC="" TESTS_DONE=() TESTS_FAILED=() CURRENT_TEST="" FILES_RECEIVED=() DOM0_UNHEALTHY=""
+	LAST_BEAT="" TEST_SINCE="" HUNG=""
 	exec 4>"$LOG"
-	while IFS= read -r line || [ -n "$line" ]; do
+	while :; do
+		# a timeout (rc > 128) keeps what came of a line so far: the next read goes on with it
+		read_rc=0
+		IFS= read -r -t 10 chunk || read_rc=$?
+		check_hung # also between lines: Xen can go on printing while dom0 hangs
+		if [ "$read_rc" -gt 128 ]; then
+			partial+=$chunk
+			continue
+		fi
+		line=$partial$chunk partial=""
+		# end of the console: a last line without its newline is still read
+		[ "$read_rc" -eq 0 ] || [ -n "$line" ] || break
 		line=${line//$'\r'/}
 		if [ -n "$file" ]; then
 			if [[ $line == *@@XENLAB-FILE-END* ]]; then
@@ -262,8 +280,13 @@ stream_console() {
 			state=after
 			continue
 			;;
+		*@@XENLAB-ALIVE*)
+			LAST_BEAT=${EPOCHREALTIME/./}
+			continue
+			;;
 		*@@XENLAB-TEST-BEGIN\ *)
 			CURRENT_TEST=${line##*TEST-BEGIN }
+			TEST_SINCE=${EPOCHREALTIME/./}
 			say "test: $CURRENT_TEST"
 			continue
 			;;
@@ -302,4 +325,31 @@ stream_console() {
 		fi
 	done
 	exec 4>&-
+}
+
+# For stream_console, after every line and every 10 s of a quiet console. dom0's run-tests says
+# @@XENLAB-ALIVE every 20 s from a process of its own; when that stops for XENLAB_SILENCE seconds
+# (default 180) the machine is hung: its kernel, or its console. Where a test has run longer
+# than its tries can (XENLAB_RETRIES + 1 runs of XENLAB_TEST_TIMEOUT, with room for cleanup),
+# its kill did not work (a process stuck in the kernel). Either way the machine is stopped and
+# HUNG says why; the test command runs the tests left in a fresh boot (commands.sh). Without
+# this, one hung dom0 kept a CI run waiting until the boot's own limit, far past CI's.
+check_hung() {
+	[ -n "$LAST_BEAT" ] && [ -n "$QEMU_PID" ] || return 0
+	if [ -n "$HUNG" ]; then # stopped 10 s ago and still there
+		kill -KILL -- "-$QEMU_PID" 2>/dev/null || true
+		return 0
+	fi
+	local now=${EPOCHREALTIME/./} silence=${XENLAB_SILENCE:-180} test_limit
+	test_limit=$(((${XENLAB_RETRIES:-1} + 1) * (${XENLAB_TEST_TIMEOUT:-600} + 60) + 60))
+	if [ $((now - LAST_BEAT)) -gt $((silence * 1000000)) ]; then
+		HUNG="no sign of life from dom0 for ${silence}s (XENLAB_SILENCE)"
+	elif [ -n "$CURRENT_TEST" ] && [ $((now - TEST_SINCE)) -gt $((test_limit * 1000000)) ]; then
+		HUNG="test $CURRENT_TEST still running after ${test_limit}s, longer than its tries can take"
+	else
+		return 0
+	fi
+	say "hung: $HUNG; stopping the machine"
+	: >"$RUN/hung"
+	kill -TERM -- "-$QEMU_PID" 2>/dev/null || true
 }

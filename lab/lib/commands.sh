@@ -40,7 +40,8 @@ select_tests() {
 }
 
 # `test [FILTER...]`: the selected tests in one boot. Where dom0 gets damaged (run-tests'
-# check_dom0: a crashed process, a dead daemon; TCG's memory corruption), the tests left, the
+# check_dom0: a crashed process, a dead daemon; TCG's memory corruption; or the machine hangs
+# or stops during a test: boot.sh's check_hung), the tests left, the
 # one it happened in first, run in a fresh boot, up to XENLAB_FRESH_BOOTS (default 3) more
 # boots. So do the tests that failed earlier in that boot, once: the corruption can come
 # before the crash that shows it. A test that fails on a sound dom0 fails; so does one that
@@ -68,6 +69,13 @@ cmd_test() {
 		say "tests: ${left[*]}"
 		boot_and_run "$RUN/cmd" "${XENLAB_TIMEOUT:-$((300 + 300 * ${#left[@]}))}" test
 		boots=$((boots + 1))
+		# a machine that hung or died in a test counts as dom0 damaged in that test
+		if [ -z "$DOM0_UNHEALTHY" ] && [ -n "$CURRENT_TEST" ]; then
+			case $BOOT_OUTCOME in
+			hung) DOM0_UNHEALTHY="$CURRENT_TEST: $HUNG" ;;
+			crashed) DOM0_UNHEALTHY="$CURRENT_TEST: the machine stopped" ;;
+			esac
+		fi
 		done_all+=("${TESTS_DONE[@]}")
 		failed_all+=("${TESTS_FAILED[@]}")
 		if [ -z "$DOM0_UNHEALTHY" ] || [ "$boots" -gt "${XENLAB_FRESH_BOOTS:-3}" ]; then break; fi
