@@ -78,7 +78,8 @@ build_initrd() {
 	# by name (the scale harness) expect
 	if [ -n "${XENSTORED_BIN:-}" ]; then
 		install -D -m 755 "$XENSTORED_BIN" "$ov/opt/xenstored-patched/xenstored"
-		libs+=("$ov/opt/xenstored-patched/xenstored")
+		install -D -m 755 "$XENCONSOLED_BIN" "$ov/opt/xenstored-patched/xenconsoled"
+		libs+=("$ov/opt/xenstored-patched/xenstored" "$ov/opt/xenstored-patched/xenconsoled")
 	fi
 	# example name -> name in dom0
 	for bin in xen_smoke:xen_smoke xs_lab_check:xs-lab-check daemon_rtt:daemon-rtt socket_floor:socket-floor; do

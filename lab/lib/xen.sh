@@ -200,22 +200,24 @@ make_progress() {
 }
 
 # ------------------------------------------------------------------- the patched xenstored
-# XENLAB_XENSTORED=patched: the C xenstored of the same Debian source with xenstored-patches/
-# xen-4.17 applied, cached in $CACHE/xenstored-patched-<key>. Only tools/xenstore is compiled,
-# without Xen's configure: against the headers and static libraries of that version's libxen-dev,
-# so the binary needs nothing from dom0 but libc and runs beside Debian's other Xen tools.
-XENSTORED_BUILD_FORMAT=1
+# XENLAB_XENSTORED=patched: the C xenstored and xenconsoled of the same Debian source with
+# xenstored-patches/xen-4.17 applied, cached in $CACHE/xenstored-patched-<key>. Only their two
+# daemons are compiled, without Xen's configure: against the headers and static libraries of that
+# version's libxen-dev, so the binaries need nothing from dom0 but libc and run beside Debian's
+# other Xen tools.
+XENSTORED_BUILD_FORMAT=3
 XENSTORED_PATCHES=$REPO/xenstored-patches/xen-4.17
 XENSTORED_BUILD_TOOLS=(gcc:gcc dpkg-source:dpkg-dev xz:xz-utils patch:patch)
 
-# Builds (or finds cached) the patched xenstored; sets XENSTORED_BIN.
+# Builds (or finds cached) the patched xenstored and xenconsoled; sets XENSTORED_BIN and
+# XENCONSOLED_BIN.
 ensure_patched_xenstored() {
 	local patches=() out tmp t0 t f objs=()
 	mapfile -t patches < <(find "$XENSTORED_PATCHES" -maxdepth 1 -name '*.patch' | LC_ALL=C sort)
 	out=$(patched_build_dir xenstored-patched "$XENSTORED_BUILD_FORMAT" "${patches[@]}") ||
 		die "no patches in $XENSTORED_PATCHES"
 	# shellcheck disable=SC2034 # shipped into dom0 (build.sh)
-	XENSTORED_BIN=$out/xenstored
+	XENSTORED_BIN=$out/xenstored XENCONSOLED_BIN=$out/xenconsoled
 	cached_build "$out" xenstored "patched xenstored" && return
 	ensure_tools "${XENSTORED_BUILD_TOOLS[@]}"
 	t0=${EPOCHREALTIME/./}
@@ -232,18 +234,19 @@ ensure_patched_xenstored() {
 	dpkg -x "$tmp"/libxen-dev_*.deb "$tmp/dev"
 	# The one line of configure's tools/config.h that these files use.
 	echo '#define INCLUDE_ENDIAN_H <endian.h>' >"$tmp/config.h"
-	local x=$tmp/src/tools/xenstore names
+	local x=$tmp/src/tools/xenstore c=$tmp/src/tools/console/daemon names cflags
+	# Xen's tools flags (tools/Rules.mk, Config.mk) and Debian's directories
+	cflags=(-O2 -g -std=gnu99 -fno-strict-aliasing -Wall -include "$tmp/config.h"
+		-I"$tmp/dev/usr/include" -I"$tmp/src/tools/include" -D__XEN_TOOLS__
+		-D__XEN_INTERFACE_VERSION__=__XEN_LATEST_INTERFACE_VERSION__ -D_FILE_OFFSET_BITS=64
+		-D_LARGEFILE_SOURCE -D_LARGEFILE64_SOURCE -DXEN_RUN_STORED='"/var/run/xenstored"'
+		-DXEN_RUN_DIR='"/var/run/xen"' -DXEN_LOG_DIR='"/var/log/xen"')
 	# xenstored's objects as its Makefile.common lists them, and the Linux one
 	names=$(sed -n 's/^XENSTORED_OBJS-y *+*:*= *//p' "$x/Makefile.common" | xargs)
 	[ -n "$names" ] || die "no XENSTORED_OBJS-y in $x/Makefile.common"
 	say "xenstored: gcc ($names xenstored_posix.o; log $tmp/build.log)"
 	for f in $names xenstored_posix.o; do
-		# Xen's tools flags (tools/Rules.mk, Config.mk) and Debian's socket directory
-		gcc -O2 -g -std=gnu99 -fno-strict-aliasing -Wall -include "$tmp/config.h" -I"$x/include" \
-			-I"$tmp/dev/usr/include" -I"$tmp/src/tools/include" -D__XEN_TOOLS__ \
-			-D__XEN_INTERFACE_VERSION__=__XEN_LATEST_INTERFACE_VERSION__ -D_FILE_OFFSET_BITS=64 \
-			-D_LARGEFILE_SOURCE -D_LARGEFILE64_SOURCE -DXEN_RUN_STORED='"/var/run/xenstored"' \
-			-c "$x/${f%.o}.c" -o "$tmp/$f" >>"$tmp/build.log" 2>&1 ||
+		gcc "${cflags[@]}" -I"$x/include" -c "$x/${f%.o}.c" -o "$tmp/$f" >>"$tmp/build.log" 2>&1 ||
 			die "gcc ${f%.o}.c failed, see $tmp/build.log"
 		objs+=("$tmp/$f")
 	done
@@ -251,10 +254,26 @@ ensure_patched_xenstored() {
 		-lxenevtchn -lxengnttab -lxenctrl -lxencall -lxenforeignmemory -lxendevicemodel \
 		-lxentoollog -lxentoolcore -Wl,-Bdynamic -lrt -lm >>"$tmp/build.log" 2>&1 ||
 		die "linking xenstored failed, see $tmp/build.log"
+	# xenconsoled (tools/console/daemon/Makefile's OBJS-y), patched by 0004, with libxenstore
+	# compiled here as its shared build is (USE_PTHREAD): libxen-dev's libxenstore.a has no
+	# reader thread, so the event that follows a watch's reply is read as the next request's
+	# reply, and xenconsoled's second watch fails
+	objs=()
+	say "xenconsoled: gcc (main.o io.o utils.o, libxenstore's xs.o xs_lib.o)"
+	for f in "$c/main" "$c/io" "$c/utils" "$tmp/src/tools/libs/store/xs" "$x/xs_lib"; do
+		gcc "${cflags[@]}" -DUSE_PTHREAD -iquote "$x" -c "$f.c" -o "$tmp/console-${f##*/}.o" \
+			>>"$tmp/build.log" 2>&1 || die "gcc $f.c failed, see $tmp/build.log"
+		objs+=("$tmp/console-${f##*/}.o")
+	done
+	gcc -o "$tmp/xenconsoled" "${objs[@]}" -L"$tmp/dev/usr/lib/x86_64-linux-gnu" -Wl,-Bstatic \
+		-lxenctrl -lxenevtchn -lxengnttab -lxenforeignmemory -lxencall -lxendevicemodel \
+		-lxentoollog -lxentoolcore -Wl,-Bdynamic -lutil -lrt -lm >>"$tmp/build.log" 2>&1 ||
+		die "linking xenconsoled failed, see $tmp/build.log"
+	nm "$tmp/xenconsoled" | grep -q ' read_thread$' || die "xenconsoled: libxenstore built without its reader thread"
 	secs_since "$t0" t
 	mkdir -p "$out.new"
-	cp "$tmp/xenstored" "$out.new/"
+	cp "$tmp/xenstored" "$tmp/xenconsoled" "$out.new/"
 	finish_patched_build "$out" "$XENSTORED_BUILD_FORMAT" "$t" "$XENSTORED_PATCHES" "${patches[@]}"
 	rm -rf "$tmp"
-	say "xenstored: patched xenstored built in ${t}s ($(basename "$out"))"
+	say "xenstored: patched xenstored and xenconsoled built in ${t}s ($(basename "$out"))"
 }
