@@ -269,7 +269,9 @@ ensure_patched_xenstored() {
 		-lxenctrl -lxenevtchn -lxengnttab -lxenforeignmemory -lxencall -lxendevicemodel \
 		-lxentoollog -lxentoolcore -Wl,-Bdynamic -lutil -lrt -lm >>"$tmp/build.log" 2>&1 ||
 		die "linking xenconsoled failed, see $tmp/build.log"
-	nm "$tmp/xenconsoled" | grep -q ' read_thread$' || die "xenconsoled: libxenstore built without its reader thread"
+	# (grep reads all of nm's output: with -q, nm could die of SIGPIPE and fail the pipeline)
+	nm "$tmp/xenconsoled" | grep ' read_thread$' >/dev/null ||
+		die "xenconsoled: libxenstore built without its reader thread"
 	secs_since "$t0" t
 	mkdir -p "$out.new"
 	cp "$tmp/xenstored" "$tmp/xenconsoled" "$out.new/"
