@@ -25,6 +25,9 @@ step "test guests: build and check"
 guests/build.sh
 guests/check.sh
 
+step "lab scripts: host tests (lab/host-tests)"
+for t in lab/host-tests/*.sh; do "$t"; done
+
 step "cargo test --workspace"
 cargo test --workspace
 

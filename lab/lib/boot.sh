@@ -247,6 +247,13 @@ stream_console() {
 		[ "$read_rc" -eq 0 ] || [ -n "$line" ] || break
 		line=${line//$'\r'/}
 		if [ -n "$file" ]; then
+			# run-tests' heartbeat is one write of its own, so it can land inside a line of
+			# base64: the two halves, joined, are the data (base64 -d ignores line breaks)
+			if [[ $line == *@@XENLAB-ALIVE* ]]; then
+				LAST_BEAT=${EPOCHREALTIME/./}
+				line=${line//@@XENLAB-ALIVE/}
+				[ -n "$line" ] || continue
+			fi
 			if [[ $line == *@@XENLAB-FILE-END* ]]; then
 				exec 5>&-
 				FILES_RECEIVED+=("$file $file_sum")
