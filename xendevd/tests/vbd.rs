@@ -350,8 +350,11 @@ fn a_loop_device_bound_before_xendevd_started_counts_for_sharing() {
             .contains(&format!("bound read-write to /dev/loop{}", held.number())),
         "{err}"
     );
-    // Once it is gone, the file is free again.
+    // Once it is gone, the file is free again. The detach is deferred while anyone else
+    // (udev's probe of the new device) still has it open, so wait for the kernel to finish it.
+    let number = held.number();
     drop(held);
+    assert!(released(number, &img), "loop{number} still bound");
     let done = h.handle(&event(VbdAction::Add, 12)).unwrap();
     assert!(matches!(done, VbdDone::Attached { .. }), "{done:?}");
 }
